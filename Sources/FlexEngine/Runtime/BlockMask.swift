@@ -1,0 +1,48 @@
+/// Which prunable blocks of a model are skipped (DESIGN.md §2).
+///
+/// A layer has two blocks: attention (norm, Q, K, V, O) and FFN (norm, gate, up, down).
+/// A skipped block is the identity on the residual stream; a skipped attention block also
+/// owns no KV cache.
+public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable, CaseIterable { case attention = "attn", ffn }
+
+    public struct Block: Sendable, Hashable, Comparable, CustomStringConvertible {
+        public let kind: Kind
+        public let layer: Int
+        public init(_ kind: Kind, _ layer: Int) { self.kind = kind; self.layer = layer }
+        public var description: String { "\(kind.rawValue):\(layer)" }
+        public static func < (a: Block, b: Block) -> Bool { (a.layer, a.kind == .ffn ? 1 : 0) < (b.layer, b.kind == .ffn ? 1 : 0) }
+    }
+
+    public private(set) var skipped: Set<Block>
+
+    public init(skipping blocks: some Sequence<Block> = []) { skipped = Set(blocks) }
+
+    public static let none = BlockMask()
+
+    public func skipsAttention(_ layer: Int) -> Bool { skipped.contains(Block(.attention, layer)) }
+    public func skipsFFN(_ layer: Int) -> Bool { skipped.contains(Block(.ffn, layer)) }
+
+    public mutating func skip(_ block: Block) { skipped.insert(block) }
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public let text: String
+        public var description: String { "invalid block list '\(text)': expected e.g. attn:3,ffn:17" }
+    }
+
+    /// Parses `attn:3,ffn:17` (the CLI's `--skip`).
+    public init(parsing text: String) throws(ParseError) {
+        var blocks: [Block] = []
+        for item in text.split(separator: ",") {
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let kind = Kind(rawValue: parts[0].lowercased()), let layer = Int(parts[1]), layer >= 0 else {
+                throw ParseError(text: text)
+            }
+            blocks.append(Block(kind, layer))
+        }
+        guard !blocks.isEmpty else { throw ParseError(text: text) }
+        self.init(skipping: blocks)
+    }
+
+    public var description: String { skipped.isEmpty ? "none" : skipped.sorted().map(\.description).joined(separator: ",") }
+}

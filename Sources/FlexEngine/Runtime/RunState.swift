@@ -1,0 +1,53 @@
+import FlexSystem
+
+/// Every activation buffer of a forward pass, allocated once (llama2.c's `RunState`).
+///
+/// Sized for `maxBatch` tokens per pass so prefill processes a batch per weight pass and
+/// decode reuses the same memory: nothing on the hot path allocates.
+public struct RunState: ~Copyable {
+    public let maxBatch: Int
+    let x: AlignedBuffer<Float>          // (batch, dim) residual stream
+    let xb: AlignedBuffer<Float>         // (batch, dim) normed input / block output
+    let q: AlignedBuffer<Float>          // (batch, n_head·head_dim)
+    let k: AlignedBuffer<Float>          // (batch, kv_dim)
+    let v: AlignedBuffer<Float>          // (batch, kv_dim)
+    let attention: AlignedBuffer<Float>  // (batch, n_head·head_dim) attention output
+    let hb: AlignedBuffer<Float>         // (batch, ff) gate, then SwiGLU
+    let hb2: AlignedBuffer<Float>        // (batch, ff) up
+    let logits: AlignedBuffer<Float>     // (batch, vocab)
+    let ropeTable: AlignedBuffer<Float>  // (head_dim) cos/sin pairs for one position
+    let scores: AlignedBuffer<Float>     // (threads, context) attention scores
+    let scratch: AlignedBuffer<Float>    // (threads, max row) dequantized weight rows
+    let scratchStride: Int
+    let scoresStride: Int
+
+    init(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) {
+        self.maxBatch = maxBatch
+        x = AlignedBuffer(count: maxBatch * config.embeddingLength)
+        xb = AlignedBuffer(count: maxBatch * config.embeddingLength)
+        q = AlignedBuffer(count: maxBatch * config.queryDim)
+        k = AlignedBuffer(count: maxBatch * config.kvDim)
+        v = AlignedBuffer(count: maxBatch * config.kvDim)
+        attention = AlignedBuffer(count: maxBatch * config.queryDim)
+        hb = AlignedBuffer(count: maxBatch * config.feedForwardLength)
+        hb2 = AlignedBuffer(count: maxBatch * config.feedForwardLength)
+        logits = AlignedBuffer(count: maxBatch * config.vocabularySize)
+        ropeTable = AlignedBuffer(count: config.headDim)
+        scratchStride = (maxRow + 15) / 16 * 16
+        scoresStride = (context + 15) / 16 * 16
+        scores = AlignedBuffer(count: threads * scoresStride)
+        scratch = AlignedBuffer(count: threads * scratchStride)
+    }
+
+    /// Bytes these buffers take, for the memory tally and the cap check.
+    static func bytes(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) -> Int {
+        let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim
+            + 2 * config.feedForwardLength + config.vocabularySize
+        return 4 * (maxBatch * perToken + config.headDim + threads * (context + 16) + threads * (maxRow + 16))
+    }
+
+    public var byteCount: Int {
+        x.byteCount + xb.byteCount + q.byteCount + k.byteCount + v.byteCount + attention.byteCount + hb.byteCount
+            + hb2.byteCount + logits.byteCount + ropeTable.byteCount + scores.byteCount + scratch.byteCount
+    }
+}

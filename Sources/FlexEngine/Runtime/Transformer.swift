@@ -1,0 +1,136 @@
+import FlexKernels
+import FlexSystem
+
+/// The forward pass: tokens at positions in, logits out, KV cache updated.
+///
+/// One `forward` reads top to bottom like llama2.c's, but over a batch of tokens, so prompt
+/// processing pays each weight pass once per batch instead of once per token.
+public final class Transformer {
+    public let weights: ModelWeights
+    public let config: ModelConfig
+    public let contextLength: Int
+    public let mask: BlockMask
+    let pool: WorkerPool
+    let state: RunState
+    let cache: KVCache
+    let rope: Rope
+
+    /// Positions already in the KV cache: the next token goes at this position.
+    public private(set) var position = 0
+
+    public init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none) {
+        self.weights = weights
+        config = weights.config
+        self.contextLength = contextLength
+        self.mask = mask
+        pool = WorkerPool(threads: threads)
+        state = RunState(config: config, maxBatch: maxBatch, context: contextLength, threads: threads, maxRow: weights.maxRowLength)
+        cache = KVCache(layers: config.layerCount, capacity: contextLength, kvDim: config.kvDim, mask: mask)
+        rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
+                    frequencyFactors: weights.ropeFrequencyFactors)
+    }
+
+    public var maxBatch: Int { state.maxBatch }
+    public var vocabularySize: Int { config.vocabularySize }
+
+    /// Bytes allocated for activations and the KV cache.
+    public var bufferBytes: Int { state.byteCount }
+    public var kvCacheBytes: Int { cache.byteCount }
+
+    /// Forgets the cached positions (new sequence); buffers are kept.
+    public func reset() { position = 0 }
+
+    /// Row `i` of the logits written by the last ``forward(_:logitRows:)`` (vocab floats).
+    public func logits(row i: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: state.logits.pointer + i * config.vocabularySize, count: config.vocabularySize)
+    }
+
+    /// Runs `tokens` (at most ``maxBatch``) at the next positions and computes logits for the
+    /// batch rows in `logitRows` into ``logits(row:)`` rows 0, 1, … in order.
+    /// Token ids must be valid (the ``Engine`` checks user input).
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>) {
+        let n = tokens.count
+        precondition(n >= 1 && n <= maxBatch && position + n <= contextLength)
+        let c = config
+        let d = c.embeddingLength, qd = c.queryDim, kvd = c.kvDim, ff = c.feedForwardLength
+        let x = state.x.pointer, xb = state.xb.pointer
+        let q = state.q.pointer, k = state.k.pointer, v = state.v.pointer
+        let att = state.attention.pointer, hb = state.hb.pointer, hb2 = state.hb2.pointer
+        let scratch = state.scratch.pointer, stride = state.scratchStride
+
+        func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int = n) {
+            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: w.rows, batch: rows, pool: pool,
+                           scratch: scratch, scratchStride: stride)
+        }
+
+        for b in 0..<n {
+            weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d)
+        }
+
+        for l in 0..<c.layerCount {
+            let lw = weights.layers[l]
+            if !mask.skipsAttention(l) {
+                for b in 0..<n {
+                    Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
+                }
+                matmul(lw.query, xb, q)
+                matmul(lw.key, xb, k)
+                matmul(lw.value, xb, v)
+                if let bias = lw.queryBias { for b in 0..<n { Vector.add(q + b * qd, bias, qd) } }
+                if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
+                if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
+                for b in 0..<n {
+                    rope.table(position: position + b, into: state.ropeTable.pointer)
+                    rope.apply(q + b * qd, heads: c.headCount, headStride: c.headDim, table: state.ropeTable.pointer)
+                    rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: c.headDim, table: state.ropeTable.pointer)
+                    let kc = cache.key(layer: l, position: position + b), vc = cache.value(layer: l, position: position + b)
+                    for i in 0..<kvd {
+                        kc[i] = Float16(k[b * kvd + i])
+                        vc[i] = Float16(v[b * kvd + i])
+                    }
+                }
+                attend(layer: l, batch: n)
+                matmul(lw.output, att, xb)
+                for b in 0..<n { Vector.add(x + b * d, xb + b * d, d) }
+            }
+            if !mask.skipsFFN(l) {
+                for b in 0..<n {
+                    Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
+                }
+                matmul(lw.gate, xb, hb)
+                matmul(lw.up, xb, hb2)
+                Vector.swiglu(hb, hb2, n * ff)
+                matmul(lw.down, hb, xb)
+                for b in 0..<n { Vector.add(x + b * d, xb + b * d, d) }
+            }
+        }
+
+        let rows = logitRows.clamped(to: 0..<n)
+        if !rows.isEmpty {
+            for (i, b) in rows.enumerated() {
+                Vector.rmsNorm(x + b * d, weight: weights.outputNorm, eps: c.rmsEpsilon, into: xb + i * d, d)
+            }
+            matmul(weights.output, xb, state.logits.pointer, rows: rows.count)
+        }
+        position += n
+    }
+
+    /// Attention for every (token, head) of the batch, spread over the pool.
+    private func attend(layer l: Int, batch n: Int) {
+        let c = config
+        let group = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(c.headDim).squareRoot()
+        let q = state.q.pointer, att = state.attention.pointer
+        let scores = state.scores.pointer, scoresStride = state.scoresStride
+        let start = position
+        let keys = cache.key(layer: l, position: 0), values = cache.value(layer: l, position: 0)
+        let kvd = c.kvDim, qd = c.queryDim, hd = c.headDim
+        pool.parallelFor(n * c.headCount) { task, thread in
+            let b = task / c.headCount, h = task % c.headCount
+            let g = h / group
+            Attention.head(query: q + b * qd + h * hd, keys: keys + g * hd, values: values + g * hd,
+                           stride: kvd, count: start + b + 1, headDim: hd, scale: scale,
+                           scores: scores + thread * scoresStride, out: att + b * qd + h * hd)
+        }
+    }
+}

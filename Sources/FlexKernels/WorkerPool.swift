@@ -1,0 +1,126 @@
+import Glibc
+import Synchronization
+import CFlexShims
+
+/// A fixed pool of compute threads with a low-overhead fork/join `parallelFor`.
+///
+/// Compute must not run on the Swift cooperative pool (it would starve async work and cannot
+/// be pinned or sized), so FlexRun owns its threads. The calling thread is worker 0 and does
+/// its share; the others spin briefly after a job (the next matmul follows within microseconds
+/// during decode) and then park on a condition variable, so an idle engine burns no CPU.
+/// Tasks are handed out by an atomic counter, so a slow core simply takes fewer of them.
+public final class WorkerPool: @unchecked Sendable {
+    // @unchecked Sendable: the job fields are written only by the submitting thread before the
+    // generation counter is released, and read by workers only after acquiring it.
+    public let threadCount: Int
+
+    private var job: ((Int, Int) -> Void)?
+    private var taskCount = 0
+    private let nextTask = Atomic<Int>(0)
+    private let busyWorkers = Atomic<Int>(0)
+    private let generation = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let parkLock: UnsafeMutablePointer<pthread_mutex_t>
+    private let parkCond: UnsafeMutablePointer<pthread_cond_t>
+    private var threads: [pthread_t] = []
+
+    /// Iterations a worker spins waiting for the next job before parking (~50 µs).
+    static let spinLimit = 20_000
+
+    public init(threads: Int) {
+        precondition(threads >= 1)
+        threadCount = threads
+        parkLock = .allocate(capacity: 1)
+        parkCond = .allocate(capacity: 1)
+        pthread_mutex_init(parkLock, nil)
+        pthread_cond_init(parkCond, nil)
+        for index in 1..<threads {
+            let context = Unmanaged.passRetained(WorkerContext(pool: self, index: index)).toOpaque()
+            var tid = pthread_t()
+            let rc = pthread_create(&tid, nil, { raw in
+                let ctx = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                ctx.pool?.workerLoop(index: ctx.index)
+                return nil
+            }, context)
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            self.threads.append(tid)
+        }
+    }
+
+    private final class WorkerContext {
+        weak var pool: WorkerPool?
+        let index: Int
+        init(pool: WorkerPool, index: Int) { self.pool = pool; self.index = index }
+    }
+
+    /// Runs `body(task, thread)` for every task in `0..<tasks`, spread over all threads; returns
+    /// when all are done. `thread` is in `0..<threadCount` and indexes per-thread scratch.
+    /// Not reentrant: call it from one thread at a time.
+    public func parallelFor(_ tasks: Int, _ body: (Int, Int) -> Void) {
+        if tasks <= 0 { return }
+        if threadCount == 1 || tasks == 1 {
+            for t in 0..<tasks { body(t, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            job = escapable
+            taskCount = tasks
+            nextTask.store(0, ordering: .relaxed)
+            busyWorkers.store(threadCount - 1, ordering: .relaxed)
+            pthread_mutex_lock(parkLock)
+            generation.add(1, ordering: .releasing)
+            pthread_cond_broadcast(parkCond)
+            pthread_mutex_unlock(parkLock)
+            runTasks(thread: 0)
+            while busyWorkers.load(ordering: .acquiring) > 0 { spinPause() }
+            job = nil
+        }
+    }
+
+    @inline(__always)
+    private func runTasks(thread: Int) {
+        guard let job else { return }
+        while true {
+            let t = nextTask.add(1, ordering: .relaxed).oldValue
+            if t >= taskCount { break }
+            job(t, thread)
+        }
+    }
+
+    private func workerLoop(index: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen && !stopping.load(ordering: .relaxed) {
+                spins += 1
+                if spins < WorkerPool.spinLimit { spinPause(); continue }
+                pthread_mutex_lock(parkLock)
+                while generation.load(ordering: .acquiring) == seen && !stopping.load(ordering: .relaxed) {
+                    pthread_cond_wait(parkCond, parkLock)
+                }
+                pthread_mutex_unlock(parkLock)
+            }
+            if stopping.load(ordering: .acquiring) { return }
+            seen = generation.load(ordering: .acquiring)
+            runTasks(thread: index)
+            busyWorkers.subtract(1, ordering: .releasing)
+        }
+    }
+
+    @inline(__always)
+    private func spinPause() { cflex_cpu_relax() }
+
+    deinit {
+        stopping.store(true, ordering: .releasing)
+        pthread_mutex_lock(parkLock)
+        generation.add(1, ordering: .releasing)
+        pthread_cond_broadcast(parkCond)
+        pthread_mutex_unlock(parkLock)
+        for t in threads { pthread_join(t, nil) }
+        pthread_mutex_destroy(parkLock)
+        pthread_cond_destroy(parkCond)
+        parkLock.deallocate()
+        parkCond.deallocate()
+    }
+}
+

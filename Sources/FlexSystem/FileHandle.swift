@@ -1,0 +1,51 @@
+import Glibc
+
+/// Owns one open file descriptor and closes it exactly once.
+///
+/// `~Copyable` so the descriptor cannot be closed twice or used after close: the type system
+/// enforces what a C caller has to remember.
+public struct FileHandle: ~Copyable {
+    public let descriptor: Int32
+    public let path: String
+
+    /// Opens `path` read-only. Directories are refused here, so callers get "is a directory"
+    /// rather than a confusing read error later.
+    public init(readingFrom path: String) throws(SystemError) {
+        let fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        var st = stat()
+        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw SystemError(code: EISDIR, call: "open", path: path)
+        }
+        self.descriptor = fd
+        self.path = path
+    }
+
+    /// Size of the file in bytes, from fstat.
+    public func size() throws(SystemError) -> Int {
+        var st = stat()
+        _ = try retryingEINTR("fstat", path: path) { fstat(descriptor, &st) }
+        return Int(st.st_size)
+    }
+
+    /// Reads the whole file (for small inputs such as prompts).
+    public func readAll() throws(SystemError) -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let fd = descriptor
+            let n = chunk.withUnsafeMutableBytes { buf in
+                while true {
+                    let r = read(fd, buf.baseAddress, buf.count)
+                    if r >= 0 || errno != EINTR { return r }
+                }
+            }
+            if n < 0 { throw SystemError.current("read", path: path) }
+            if n == 0 { break }
+            result.append(contentsOf: chunk[0..<n])
+        }
+        return result
+    }
+
+    deinit { close(descriptor) }
+}

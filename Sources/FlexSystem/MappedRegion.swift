@@ -1,0 +1,31 @@
+import Glibc
+
+/// A read-only shared mapping of a whole file, unmapped in `deinit`.
+///
+/// The in-memory engine maps the GGUF so weights are paged in once and shared with the page
+/// cache; views into it are lent out as `UnsafeRawBufferPointer` only for the owner's lifetime.
+public struct MappedRegion: ~Copyable {
+    public let base: UnsafeRawPointer
+    public let count: Int
+
+    /// Maps `file` in full. An empty file maps to a dangling zero-length region (mmap refuses length 0).
+    public init(mapping file: borrowing FileHandle) throws(SystemError) {
+        let size = try file.size()
+        if size == 0 {
+            self.base = UnsafeRawPointer(bitPattern: 0x1000)!
+            self.count = 0
+            return
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, file.descriptor, 0), p != MAP_FAILED else {
+            throw SystemError.current("mmap", path: file.path)
+        }
+        self.base = UnsafeRawPointer(p)
+        self.count = size
+    }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    deinit {
+        if count > 0 { munmap(UnsafeMutableRawPointer(mutating: base), count) }
+    }
+}

@@ -1,0 +1,42 @@
+import Glibc
+import CFlexShims
+
+/// Facts about the running system that the engine reports or plans with.
+public enum Platform {
+    /// Number of online CPUs: the default thread count.
+    public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Peak resident set size of this process (VmHWM), in bytes, or nil where /proc is missing.
+    public static func peakResidentBytes() -> Int? { procStatusKiB("VmHWM:").map { $0 * 1024 } }
+
+    /// Current resident set size (VmRSS), in bytes.
+    public static func residentBytes() -> Int? { procStatusKiB("VmRSS:").map { $0 * 1024 } }
+
+    private static func procStatusKiB(_ key: String) -> Int? {
+        guard let f = try? FileHandle(readingFrom: "/proc/self/status"), let bytes = try? f.readAll() else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            let digits = line.dropFirst(key.count).filter { $0.isNumber }
+            return Int(digits)
+        }
+        return nil
+    }
+
+    /// Versions of the linked C libraries, proving at run time that they are the system's.
+    public static var libraryVersions: String {
+        var major: Int32 = 0, minor: Int32 = 0
+        _ = cflex_uring_version(&major, &minor)
+        func dotted(_ v: Int) -> String { "\(v / 10000).\(v / 100 % 100).\(v % 100)" }
+        return "liburing \(major).\(minor), zstd \(dotted(Int(cflex_zstd_version()))), lz4 \(dotted(Int(cflex_lz4_version())))"
+    }
+
+    /// Whether this kernel lets the process create an io_uring (ENOSYS/EPERM otherwise).
+    public static var ioUringAvailable: Bool { cflex_uring_probe() == 0 }
+
+    /// Monotonic clock in seconds, for stats.
+    public static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}

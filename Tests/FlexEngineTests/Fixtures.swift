@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// Locates the shared reference fixtures (`../shared/fixtures` beside the repository) and the
+/// default model in the local model cache. Tests never download anything.
+enum Fixtures {
+    static let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var root: URL {
+        if let env = ProcessInfo.processInfo.environment["FLEXRUN_FIXTURES"] { return URL(fileURLWithPath: env) }
+        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+    }
+
+    static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
+
+    static func json(_ relative: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: url(relative)))
+    }
+
+    /// The default model, or nil if it has not been fetched (`Tools/fetch-model.sh`).
+    /// With FLEXRUN_REQUIRE_MODEL=1 (set by CI) a missing model is a test failure, not a skip.
+    static var smolLM2: String? {
+        let env = ProcessInfo.processInfo.environment
+        let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
+        let path = dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+
+    static var modelRequired: Bool { ProcessInfo.processInfo.environment["FLEXRUN_REQUIRE_MODEL"] == "1" }
+
+    /// Whether a test that needs the real model should run: it runs when the model exists, and
+    /// also when CI requires it (so that its absence fails loudly instead of skipping).
+    static var smolLM2Available: Bool { smolLM2 != nil || modelRequired }
+
+    static func requireSmolLM2() throws -> String {
+        guard let p = smolLM2 else {
+            Issue.record("default model missing: run Tools/fetch-model.sh")
+            throw CancellationError()
+        }
+        return p
+    }
+
+    static func floats(_ relative: String) throws -> [Float] {
+        let data = try Data(contentsOf: url(relative))
+        return data.withUnsafeBytes { raw in
+            (0..<data.count / 4).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+        }
+    }
+}
