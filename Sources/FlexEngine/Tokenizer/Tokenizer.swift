@@ -1,0 +1,33 @@
+/// Text ↔ token ids. A protocol because SentencePiece-style vocabularies (Gemma) arrive later
+/// behind the same seam.
+public protocol Tokenizer: Sendable {
+    var vocabularySize: Int { get }
+    var bosToken: Int32? { get }
+    /// Tokens that end generation (EOS, EOT, `<|im_end|>`, …).
+    var endOfGenerationTokens: Set<Int32> { get }
+    /// Whether the model expects BOS at the start of a sequence (`tokenizer.ggml.add_bos_token`).
+    var addsBOS: Bool { get }
+    /// Encodes text. With `addSpecial`, BOS is prepended when the model asks for it; with
+    /// `parseSpecial`, control-token text such as `<|im_start|>` becomes that token.
+    func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32]
+    /// The bytes a token stands for (control tokens render as their text).
+    func pieceBytes(_ token: Int32) -> [UInt8]
+    /// Looks up a token by its exact vocabulary text.
+    func tokenID(_ text: String) -> Int32?
+}
+
+extension Tokenizer {
+    public func encode(_ text: String) -> [Int32] { encode(text, addSpecial: true, parseSpecial: true) }
+
+    /// Decodes ids to text (invalid UTF-8 becomes U+FFFD).
+    public func decode(_ tokens: [Int32]) -> String {
+        var bytes: [UInt8] = []
+        for t in tokens { bytes.append(contentsOf: pieceBytes(t)) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// How a GGUF vocabulary marks tokens (`tokenizer.ggml.token_type`, llama.cpp's `llama_token_type`).
+public enum TokenKind: Int64, Sendable {
+    case undefined = 0, normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+}
