@@ -1,0 +1,210 @@
+import FlexFormat
+import FlexKernels
+import FlexSystem
+import Foundation
+import Synchronization
+
+/// The library facade: open a model once, then generate, stream or score text.
+///
+/// The core is synchronous: ``generate(prompt:parameters:)`` returns a ``TokenIterator`` that
+/// computes one token per `next()` on the caller's thread. ``stream(prompt:parameters:)`` runs
+/// that iterator on a dedicated thread (never the cooperative pool) and delivers events as an
+/// `AsyncThrowingStream`. One generation runs at a time per engine: starting a new one ends
+/// the previous iterator.
+public final class Engine: @unchecked Sendable {
+    // @unchecked Sendable: the mutable run state (transformer, KV cache) is only touched while
+    // `lock` is held, by exactly one iterator at a time.
+    public let options: EngineOptions
+    public let config: ModelConfig
+    public let tokenizer: BPETokenizer
+    public let chatTemplate: ChatTemplate?
+    public let memory: MemoryEstimate
+    public let loadSeconds: Double
+    let transformer: Transformer
+    let lock = Mutex<Int>(0)   // generation counter; the newest iterator owns the transformer
+
+    public init(options: EngineOptions) throws(EngineError) {
+        let start = Platform.now()
+        guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
+        guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
+        let file: GGUFFile
+        let weights: ModelWeights
+        do {
+            file = try GGUFFile(path: options.modelPath)
+            weights = try ModelWeights(file: file)
+        } catch {
+            throw .model(path: options.modelPath, error)
+        }
+        let tokenizer: BPETokenizer
+        do { tokenizer = try BPETokenizer(gguf: file) } catch { throw .tokenizer(error) }
+        guard tokenizer.vocabularySize <= weights.config.vocabularySize else {
+            throw .model(path: options.modelPath, .badKey("tokenizer.ggml.tokens", reason: "\(tokenizer.vocabularySize) tokens but the embedding has \(weights.config.vocabularySize) rows"))
+        }
+        for b in options.skip.skipped where b.layer >= weights.config.layerCount {
+            throw .invalidOption("block \(b) does not exist: the model has \(weights.config.layerCount) layers")
+        }
+        let config = weights.config
+        let context = options.contextLength ?? min(2048, config.trainedContextLength)
+        guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
+        let batch = min(options.batchSize, context)
+
+        let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
+        let estimate = MemoryEstimate(
+            weights: file.tensors.reduce(0) { $0 + $1.byteCount },
+            kvCache: KVCache.bytes(layers: keptAttention, capacity: context, kvDim: config.kvDim),
+            buffers: RunState.bytes(config: config, maxBatch: batch, context: context, threads: options.threads, maxRow: weights.maxRowLength),
+            runtime: MemoryEstimate.runtimeAllowance)
+        if let limit = options.memoryLimit, limit < estimate.total {
+            throw .memoryLimitTooSmall(limit: limit, estimate: estimate)
+        }
+
+        self.options = options
+        self.config = config
+        self.tokenizer = tokenizer
+        self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"))
+        self.memory = estimate
+        self.transformer = Transformer(weights: weights, contextLength: context, maxBatch: batch, threads: options.threads, mask: options.skip)
+        self.loadSeconds = Platform.now() - start
+    }
+
+    public var contextLength: Int { transformer.contextLength }
+
+    /// Prompt text → ids, applying the chat template when asked.
+    public func promptTokens(_ prompt: String, parameters: GenerateParameters) throws(EngineError) -> [Int32] {
+        var text = prompt
+        if parameters.chat {
+            guard let template = chatTemplate else { throw .noChatTemplate }
+            text = template.render(user: prompt, system: parameters.system)
+        }
+        let ids = tokenizer.encode(text)
+        guard !ids.isEmpty else { throw .emptyPrompt }
+        guard ids.count < contextLength else { throw .promptTooLong(tokens: ids.count, context: contextLength) }
+        return ids
+    }
+
+    /// Starts a generation. The prompt is processed on the first `next()`.
+    public func generate(prompt: String, parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> TokenIterator {
+        try generate(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters)
+    }
+
+    /// Starts a generation from token ids.
+    public func generate(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> TokenIterator {
+        guard !tokens.isEmpty else { throw .emptyPrompt }
+        for t in tokens where t < 0 || Int(t) >= config.vocabularySize { throw .invalidToken(t) }
+        guard tokens.count < contextLength else { throw .promptTooLong(tokens: tokens.count, context: contextLength) }
+        let id = lock.withLock { g in g += 1; return g }
+        return TokenIterator(engine: self, generation: id, prompt: tokens, parameters: parameters)
+    }
+
+    /// Streams a generation as events, computed on a dedicated thread. Cancelling the consuming
+    /// task (or the stream's termination) stops it at the next token.
+    public func stream(prompt: String, parameters: GenerateParameters = GenerateParameters()) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let token = parameters.cancellation ?? CancellationToken()
+            var params = parameters
+            params.cancellation = token
+            continuation.onTermination = { _ in token.cancel() }
+            let thread = Thread { [self, params] in
+                do {
+                    var it = try self.generate(prompt: prompt, parameters: params)
+                    while let t = it.next() { continuation.yield(.token(id: t.id, text: t.text)) }
+                    continuation.yield(.finished(it.stats))
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            thread.stackSize = 1 << 22
+            thread.start()
+        }
+    }
+
+    func isCurrent(_ generation: Int) -> Bool { lock.withLock { $0 == generation } }
+}
+
+/// One generated token.
+public struct GeneratedToken: Sendable, Equatable {
+    public let id: Int32
+    /// Text completed by this token (empty while a multi-byte character is incomplete).
+    public let text: String
+}
+
+/// The synchronous core of generation: a `Sequence` of tokens, one forward pass per `next()`.
+public struct TokenIterator: Sequence, IteratorProtocol {
+    let engine: Engine
+    let generation: Int
+    let prompt: [Int32]
+    let parameters: GenerateParameters
+    var sampler: Sampler
+    var decoder = UTF8StreamDecoder()
+    var pendingToken: Int32? = nil
+    var started = false
+    var finished = false
+    public private(set) var stats = GenerationStats()
+    public private(set) var tokens: [Int32] = []
+
+    init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters) {
+        self.engine = engine
+        self.generation = generation
+        self.prompt = prompt
+        self.parameters = parameters
+        sampler = Sampler(parameters.sampling, vocabularySize: engine.config.vocabularySize)
+        stats.loadSeconds = engine.loadSeconds
+        stats.promptTokens = prompt.count
+        stats.blocksSkipped = engine.options.skip.skipped.count
+    }
+
+    public mutating func next() -> GeneratedToken? {
+        if finished { return nil }
+        guard engine.isCurrent(generation) else { return finish(.cancelled) }
+        if parameters.cancellation?.isCancelled == true { return finish(.cancelled) }
+        let tf = engine.transformer
+        let vocab = tf.vocabularySize
+
+        if !started {
+            started = true
+            let t0 = Platform.now()
+            tf.reset()
+            for t in prompt { sampler.accept(t) }
+            var i = 0
+            while i < prompt.count {
+                let n = Swift.min(tf.maxBatch, prompt.count - i)
+                let last = i + n == prompt.count
+                prompt[i..<i + n].withUnsafeBufferPointer { tf.forward($0, logitRows: last ? (n - 1)..<n : 0..<0) }
+                i += n
+                if parameters.cancellation?.isCancelled == true { return finish(.cancelled) }
+            }
+            stats.promptSeconds = Platform.now() - t0
+        } else {
+            guard tokens.count < parameters.maxTokens else { return finish(.maxTokens) }
+            guard tf.position < tf.contextLength else { return finish(.contextFull) }
+            let t0 = Platform.now()
+            [pendingToken!].withUnsafeBufferPointer { tf.forward($0, logitRows: 0..<1) }
+            stats.decodeSeconds += Platform.now() - t0
+        }
+        if tokens.count >= parameters.maxTokens { return finish(.maxTokens) }
+        let logits = UnsafeMutableBufferPointer(mutating: tf.logits(row: 0))
+        let next = sampler.sample(UnsafeMutableBufferPointer(rebasing: logits[0..<vocab]))
+        sampler.accept(next)
+        if parameters.stopAtEndOfGeneration && engine.tokenizer.endOfGenerationTokens.contains(next) {
+            return finish(.endOfGeneration)
+        }
+        tokens.append(next)
+        stats.generatedTokens = tokens.count
+        pendingToken = next
+        let text = decoder.append(engine.tokenizer.pieceBytes(next))
+        return GeneratedToken(id: next, text: text)
+    }
+
+    private mutating func finish(_ reason: GenerationStats.StopReason) -> GeneratedToken? {
+        if !finished {
+            finished = true
+            stats.stopReason = reason
+            stats.peakResidentBytes = Platform.peakResidentBytes()
+        }
+        return nil
+    }
+
+    /// Text held back at the end (an incomplete character), to print after the last token.
+    public mutating func flushText() -> String { decoder.flush() }
+}

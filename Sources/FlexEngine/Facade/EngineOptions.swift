@@ -1,0 +1,42 @@
+import FlexSystem
+
+/// How to open a model. Every field has a documented default; a value struct so callers can
+/// build it once and reuse it.
+public struct EngineOptions: Sendable {
+    public var modelPath: String
+    /// Compute threads (caller included). Default: online CPUs.
+    public var threads: Int = Platform.onlineCPUs
+    /// Context length in tokens; nil means min(2048, the model's trained context). The KV cache
+    /// is sized for it up front.
+    public var contextLength: Int? = nil
+    /// Tokens per forward pass during prompt processing: larger amortises weight reads over
+    /// more tokens, at (batch × vocab × 4) bytes of logits.
+    public var batchSize: Int = 64
+    /// Total memory the engine may use; nil means no limit. Checked at open.
+    public var memoryLimit: Int? = nil
+    /// Blocks to skip (identity on the residual stream).
+    public var skip: BlockMask = .none
+
+    public init(modelPath: String) { self.modelPath = modelPath }
+}
+
+/// What to generate.
+public struct GenerateParameters: Sendable {
+    /// Tokens to generate at most.
+    public var maxTokens: Int = 256
+    public var sampling = SamplingParameters()
+    /// Wrap the prompt in the model's chat template.
+    public var chat = false
+    /// System message for chat; nil uses the template's default.
+    public var system: String? = nil
+    /// Stop at end-of-generation tokens (EOS, `<|im_end|>`, …).
+    public var stopAtEndOfGeneration = true
+    /// Set it from any thread to stop generation after the current token.
+    public var cancellation: CancellationToken? = nil
+
+    public init(maxTokens: Int = 256, sampling: SamplingParameters = SamplingParameters(), chat: Bool = false) {
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.chat = chat
+    }
+}

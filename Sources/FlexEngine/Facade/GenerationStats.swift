@@ -1,0 +1,26 @@
+/// What one generation did and how fast: the numbers `--stats` prints.
+public struct GenerationStats: Sendable, Equatable {
+    public enum StopReason: String, Sendable { case endOfGeneration = "end of generation", maxTokens = "token limit", contextFull = "context full", cancelled }
+
+    public var loadSeconds: Double = 0
+    public var promptTokens = 0
+    public var promptSeconds: Double = 0
+    public var generatedTokens = 0
+    public var decodeSeconds: Double = 0
+    public var peakResidentBytes: Int? = nil
+    /// Bytes read from disk for weights during this generation (0 when fully resident).
+    public var bytesReadFromDisk = 0
+    public var blocksSkipped = 0
+    public var stopReason: StopReason = .maxTokens
+
+    public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens) / promptSeconds : 0 }
+    /// Decode rate over tokens after the first (the first comes from the prompt pass).
+    public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(max(0, generatedTokens - 1)) / decodeSeconds : 0 }
+}
+
+/// What the async stream yields.
+public enum GenerationEvent: Sendable {
+    /// Newly completed text (may be empty while a multi-byte character is incomplete) and its token.
+    case token(id: Int32, text: String)
+    case finished(GenerationStats)
+}

@@ -1,0 +1,74 @@
+import FlexSystem
+import Glibc
+
+/// Perplexity as llama.cpp's `llama-perplexity` computes it, so the numbers compare
+/// (DESIGN.md §5): tokenize the whole text once (BOS only if the model adds it), cut it into
+/// ⌊N / n_ctx⌋ non-overlapping chunks, make each chunk's first token BOS when BOS is added,
+/// score the next-token NLL of positions n_ctx/2 … n_ctx−2, and report exp(mean NLL).
+public struct PerplexityResult: Sendable {
+    public let perplexity: Double
+    /// llama.cpp's uncertainty: ppl · sqrt(var(NLL) / (count − 1)).
+    public let standardError: Double
+    public let chunks: Int
+    public let scoredTokens: Int
+    public let seconds: Double
+    public var tokensPerSecond: Double { seconds > 0 ? Double(chunks * contextLength) / seconds : 0 }
+    public let contextLength: Int
+}
+
+extension Engine {
+    /// Scores `text` at context `n` (at most the engine's context length). `progress` is called
+    /// after each chunk with (chunks done, chunks total, perplexity so far).
+    public func perplexity(of text: String, context n: Int,
+                           progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(EngineError) -> PerplexityResult {
+        guard n >= 4, n <= contextLength else {
+            throw .invalidOption("perplexity context must be between 4 and the engine context (\(contextLength))")
+        }
+        let tokens = tokenizer.encode(text, addSpecial: true, parseSpecial: false)
+        let chunks = tokens.count / n
+        guard chunks >= 1 else { throw .textTooShort(tokens: tokens.count, needed: n) }
+        _ = lock.withLock { g in g += 1 }   // invalidates any running iterator: we take the transformer
+        let tf = transformer
+        let vocab = config.vocabularySize
+        let first = n / 2
+        let start = Platform.now()
+        var nll = 0.0, nll2 = 0.0, count = 0
+        var chunk = [Int32](repeating: 0, count: n)
+        for c in 0..<chunks {
+            for j in 0..<n { chunk[j] = tokens[c * n + j] }
+            if tokenizer.addsBOS, let bos = tokenizer.bosToken { chunk[0] = bos }
+            tf.reset()
+            var i = 0
+            while i < n {
+                let b = min(tf.maxBatch, n - i)
+                // Rows whose position p satisfies first ≤ p ≤ n−2 are scored.
+                let lo = max(first, i), hi = min(n - 1, i + b)
+                let rows = lo < hi ? (lo - i)..<(hi - i) : 0..<0
+                chunk[i..<i + b].withUnsafeBufferPointer { tf.forward($0, logitRows: rows) }
+                for (r, p) in zip(0..., lo..<max(lo, hi)) {
+                    let logits = tf.logits(row: r)
+                    let target = Int(chunk[p + 1])
+                    let v = Self.negativeLogLikelihood(logits, vocab: vocab, target: target)
+                    nll += v; nll2 += v * v; count += 1
+                }
+                i += b
+            }
+            progress(c + 1, chunks, exp(nll / Double(count)))
+        }
+        let mean = nll / Double(count)
+        let ppl = exp(mean)
+        let variance = max(0, nll2 / Double(count) - mean * mean)
+        let se = count > 1 ? ppl * (variance / Double(count - 1)).squareRoot() : 0
+        return PerplexityResult(perplexity: ppl, standardError: se, chunks: chunks, scoredTokens: count,
+                                seconds: Platform.now() - start, contextLength: n)
+    }
+
+    /// −log softmax(logits)[target], in double for a stable sum over thousands of tokens.
+    static func negativeLogLikelihood(_ logits: UnsafeBufferPointer<Float>, vocab: Int, target: Int) -> Double {
+        var m = -Float.infinity
+        for i in 0..<vocab { m = Swift.max(m, logits[i]) }
+        var s = 0.0
+        for i in 0..<vocab { s += Double(expf(logits[i] - m)) }
+        return log(s) + Double(m) - Double(logits[target])
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import FlexEngine
+import FlexSystem
+import Foundation
+
+/// The `flexrun` entry point. Parses arguments with ArgumentParser, but turns every failure
+/// into one line on stderr and a non-zero exit: a user with a bad size string or a corrupt
+/// model should read what is wrong, not a usage screen or a stack trace.
+@main
+struct FlexRunMain {
+    static func main() {
+        do {
+            var command = try FlexRun.parseAsRoot()
+            try command.run()
+        } catch let error as CLIError {
+            fail(error.message)
+        } catch let error as EngineError {
+            fail(error.description)
+        } catch {
+            let code = FlexRun.exitCode(for: error)
+            if code == .success || error is CleanExit { FlexRun.exit(withError: error) }
+            if let exit = error as? ExitCode { Foundation.exit(exit.rawValue) }
+            let message = FlexRun.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            fail(message + " (see flexrun --help)", code: code.rawValue)
+        }
+    }
+
+    static func fail(_ message: String, code: Int32 = 1) -> Never {
+        FileHandle.standardError.write(Data("flexrun: error: \(message)\n".utf8))
+        exit(code)
+    }
+}
+
+struct CLIError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+struct FlexRun: ParsableCommand {
+    static let version = "0.1.0"
+    static let configuration = CommandConfiguration(
+        commandName: "flexrun",
+        abstract: "Run a GGUF language model on the CPU, within a memory limit.",
+        discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
+        version: "flexrun \(version) (\(Platform.libraryVersions))",
+        subcommands: [Generate.self, Perplexity.self],
+        defaultSubcommand: Generate.self)
+}
+
+/// Options shared by every subcommand that opens a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "GGUF model file (default: the SmolLM2 model in the local model cache).")
+    var model: String?
+
+    @Option(name: .customLong("mem-limit"), help: "Total memory the engine may use: 512M, 4G, 1.5GiB or bytes.")
+    var memLimit: String?
+
+    @Option(name: [.customShort("t"), .long], help: "Compute threads (default: all cores).")
+    var threads: Int?
+
+    @Option(name: .long, help: "Context length in tokens (default: min(2048, the model's)).")
+    var ctx: Int?
+
+    @Option(name: .long, help: "Blocks to skip, e.g. attn:3,ffn:17.")
+    var skip: String?
+
+    static var defaultModelPath: String {
+        let env = ProcessInfo.processInfo.environment
+        let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
+        return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+    }
+
+    func engineOptions(context: Int? = nil) throws -> EngineOptions {
+        let path: String
+        if let model {
+            path = model
+        } else {
+            path = Self.defaultModelPath
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw CLIError("default model not found at \(path); fetch it with: bash Tools/fetch-model.sh (from the FlexRun repository), or pass --model PATH")
+            }
+        }
+        var options = EngineOptions(modelPath: path)
+        if let memLimit {
+            do { options.memoryLimit = try ByteSize(parsing: memLimit).bytes } catch { throw CLIError("--mem-limit: \(error)") }
+        }
+        if let threads { options.threads = threads }
+        options.contextLength = context ?? ctx
+        if let skip {
+            do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }
+        }
+        return options
+    }
+}
+
+/// Reads a prompt or text file, or stdin for "-", as UTF-8.
+func readText(_ path: String, what: String) throws -> String {
+    let bytes: [UInt8]
+    if path == "-" {
+        bytes = Array(FileHandle.standardInput.readDataToEndOfFile())
+    } else {
+        do {
+            let file = try FlexSystem.FileHandle(readingFrom: path)
+            bytes = try file.readAll()
+        } catch {
+            throw CLIError("cannot read \(what) \(error)")
+        }
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw CLIError("\(what) \(path == "-" ? "on stdin" : path) is not valid UTF-8")
+    }
+    return text
+}
+
+/// Writes text to fd 1 unbuffered, so streamed tokens appear as they are generated.
+func writeStandardOutput(_ text: String) {
+    var text = text
+    text.withUTF8 { buf in
+        var off = 0
+        while off < buf.count {
+            let n = write(1, buf.baseAddress! + off, buf.count - off)
+            if n < 0 { if errno == EINTR { continue } else { return } }
+            off += n
+        }
+    }
+}

@@ -1,1 +1,0 @@
-print("flexrun: not yet")
