@@ -45,5 +45,6 @@ let package = Package(
         .testTarget(name: "FlexFormatTests", dependencies: ["FlexFormat"]),
         .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat"], swiftSettings: simdFlags),
         .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"]),
+        .testTarget(name: "CLITests", dependencies: ["flexrun"]),
     ]
 )

@@ -54,10 +54,13 @@ public final class GGUFFile: @unchecked Sendable {
         let tensorCount = try c.read(UInt64.self, "tensor count")
         let kvCount = try c.read(UInt64.self, "metadata count")
         // Each KV needs at least 8 (key length) + 4 (type) + 1 bytes, each tensor info 8 + 4 + 8 + 4 + 8.
-        guard kvCount <= UInt64(c.remaining / 13) else {
+        // A count that could not fit even in a much larger file is corruption; a plausible count
+        // in a short file is reported as truncation by the parse below, naming the field.
+        let plausible: UInt64 = 1 << 24
+        guard kvCount <= plausible || kvCount <= UInt64(c.remaining / 13) else {
             throw .malformed(context: "metadata count", offset: 16, reason: "\(kvCount) entries cannot fit in the file")
         }
-        guard tensorCount <= UInt64(c.remaining / 32) else {
+        guard tensorCount <= plausible || tensorCount <= UInt64(c.remaining / 32) else {
             throw .malformed(context: "tensor count", offset: 8, reason: "\(tensorCount) tensors cannot fit in the file")
         }
 

@@ -27,7 +27,7 @@ extension Engine {
         let tokens = tokenizer.encode(text, addSpecial: true, parseSpecial: false)
         let chunks = tokens.count / n
         guard chunks >= 1 else { throw .textTooShort(tokens: tokens.count, needed: n) }
-        _ = lock.withLock { g in g += 1 }   // invalidates any running iterator: we take the transformer
+        lock.withLock { g in g += 1 }   // invalidates any running iterator: we take the transformer
         let tf = transformer
         let vocab = config.vocabularySize
         let first = n / 2

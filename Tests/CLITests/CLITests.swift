@@ -1,0 +1,120 @@
+import Foundation
+import Testing
+
+/// Runs the real `flexrun` binary (built alongside the tests) on bad input: every case must end
+/// with one line on stderr and a non-zero exit, never a crash, a hang or a usage dump.
+@Suite struct CLITests {
+    static let binary: URL = {
+        // The test bundle sits in the build products directory next to the executable.
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let direct = products.appendingPathComponent("flexrun")
+        if FileManager.default.fileExists(atPath: direct.path) { return direct }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/flexrun")
+    }()
+
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    static func run(_ args: [String], stdin: String? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        try p.run()
+        if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try inp.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func tempFile(_ bytes: [UInt8]) throws -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-cli-\(UUID().uuidString)")
+        try Data(bytes).write(to: url)
+        return url.path
+    }
+
+    func expectOneLineError(_ r: Result, containing needle: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status != 0, sourceLocation: sourceLocation)
+        #expect(r.status < 128, "killed by a signal: \(r.status)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(r.stderr.hasPrefix("flexrun: error: "), sourceLocation: sourceLocation)
+        #expect(r.stderr.contains(needle), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    }
+
+    var synthModel: String { Self.fixtures.appendingPathComponent("synth/synth-llama-mixed.gguf").path }
+
+    @Test func badMemLimit() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        expectOneLineError(try Self.run(["--model", synthModel, "--mem-limit", "4X", prompt]), containing: "invalid size '4X'")
+        expectOneLineError(try Self.run(["--model", synthModel, "--mem-limit", "", prompt]), containing: "invalid size")
+    }
+
+    @Test func missingPromptFile() throws {
+        expectOneLineError(try Self.run(["--model", synthModel, "/nonexistent/prompt.txt"]), containing: "No such file")
+    }
+
+    @Test func promptIsDirectory() throws {
+        expectOneLineError(try Self.run(["--model", synthModel, "/tmp"]), containing: "directory")
+    }
+
+    @Test func emptyPrompt() throws {
+        let prompt = try Self.tempFile([])
+        expectOneLineError(try Self.run(["--model", synthModel, prompt]), containing: "prompt is empty")
+        expectOneLineError(try Self.run(["--model", synthModel, "-"], stdin: ""), containing: "prompt is empty")
+    }
+
+    @Test func invalidUTF8Prompt() throws {
+        let prompt = try Self.tempFile([0x66, 0xFF, 0xFE])
+        expectOneLineError(try Self.run(["--model", synthModel, prompt]), containing: "not valid UTF-8")
+    }
+
+    @Test func corruptModels() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        let good = try Array(Data(contentsOf: URL(fileURLWithPath: synthModel)))
+        var badMagic = good
+        badMagic[0] = 0
+        expectOneLineError(try Self.run(["--model", try Self.tempFile(badMagic), prompt]), containing: "not a GGUF file")
+        expectOneLineError(try Self.run(["--model", try Self.tempFile(Array(good.prefix(5000))), prompt]), containing: "truncated")
+        expectOneLineError(try Self.run(["--model", try Self.tempFile(Array(good.prefix(good.count - 1000))), prompt]),
+                           containing: "runs past the end of the file")
+        expectOneLineError(try Self.run(["--model", "/nonexistent.gguf", prompt]), containing: "No such file")
+    }
+
+    @Test func memLimitTooSmallNamesTheMinimum() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        let r = try Self.run(["--model", synthModel, "--mem-limit", "1M", prompt])
+        expectOneLineError(r, containing: "needs at least")
+    }
+
+    @Test func unknownOptionIsOneLine() throws {
+        expectOneLineError(try Self.run(["--bogus", "x"]), containing: "--bogus")
+        expectOneLineError(try Self.run(["--model", synthModel, "-n", "-3", "x"]), containing: "-n")
+    }
+
+    @Test func generatesOnSyntheticModel() throws {
+        let prompt = try Self.tempFile(Array("The quick".utf8))
+        let r = try Self.run(["--model", synthModel, "-n", "8", "--temp", "0", "--stats", "--ctx", "64", prompt])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("decode: 8 tokens"))
+        #expect(!r.stdout.isEmpty)
+    }
+
+    @Test func perplexityRejectsShortText() throws {
+        let text = try Self.tempFile(Array("too short".utf8))
+        expectOneLineError(try Self.run(["perplexity", "--model", synthModel, "--ctx", "64", text]), containing: "needs at least 64")
+    }
+
+    @Test func versionNamesLibraries() throws {
+        let r = try Self.run(["--version"])
+        #expect(r.status == 0 && r.stdout.contains("zstd") && r.stdout.contains("liburing"))
+    }
+}

@@ -1,0 +1,152 @@
+import Testing
+import Glibc
+@testable import FlexKernels
+import FlexFormat
+
+/// Random but valid blocks: finite f16 scales, arbitrary quant bytes.
+func randomBlocks(_ type: GGMLType, blocks: Int, seed: UInt64) -> [UInt8] {
+    var rng = TestRNG(seed: seed)
+    var bytes = (0..<(blocks * type.blockBytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    func putF16(_ off: Int, _ v: Float) {
+        let bits = Float16(v).bitPattern
+        bytes[off] = UInt8(bits & 0xFF); bytes[off + 1] = UInt8(bits >> 8)
+    }
+    func unit() -> Float { Float(rng.next() % 10_000) / 10_000 - 0.5 }
+    for b in 0..<blocks {
+        let o = b * type.blockBytes
+        switch type {
+        case .f16: putF16(o, unit() * 4)
+        case .bf16: bytes[o + 1] = 0x3F ^ (bytes[o + 1] & 0x80)
+        case .f32:
+            withUnsafeBytes(of: (unit() * 8).bitPattern.littleEndian) { for i in 0..<4 { bytes[o + i] = $0[i] } }
+        case .q4_0, .q5_0, .q8_0: putF16(o, unit() * 0.1)
+        case .q4_1, .q5_1: putF16(o, unit() * 0.1); putF16(o + 2, unit())
+        case .q4_K, .q5_K: putF16(o, unit() * 0.1); putF16(o + 2, unit() * 0.1)
+        case .q6_K: putF16(o + 208, unit() * 0.1)
+        }
+    }
+    return bytes
+}
+
+struct TestRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite struct DequantizeTests {
+    /// The fast path must reproduce the reference exactly: same arithmetic, only vectorised.
+    @Test(arguments: GGMLType.allCases)
+    func fastMatchesReference(_ type: GGMLType) {
+        let elements = 512
+        let blocks = elements / type.blockElements
+        let data = randomBlocks(type, blocks: blocks, seed: UInt64(type.rawValue))
+        var ref = [Float](repeating: 0, count: elements), fast = [Float](repeating: .nan, count: elements)
+        data.withUnsafeBytes { src in
+            ReferenceDequantize.row(type, src.baseAddress!, &ref, count: elements)
+            FastDequantize.row(type, src.baseAddress!, &fast, count: elements)
+        }
+        #expect(ref == fast)
+        #expect(ref.allSatisfy { $0.isFinite })
+    }
+
+    /// Hand-made blocks with known values pin the reference to ggml's definitions.
+    @Test func referenceDecodesKnownBlocks() {
+        // Q4_0: d = 0.5, nibbles 0x0..0xF in low halves → (q − 8)·d
+        var q40: [UInt8] = GGUFLE.f16(0.5) + (0..<16).map { UInt8($0) | UInt8(15 - $0) << 4 }
+        var out = [Float](repeating: 0, count: 32)
+        q40.withUnsafeMutableBytes { ReferenceDequantize.row(.q4_0, $0.baseAddress!, &out, count: 32) }
+        #expect(out[0] == -4 && out[15] == 3.5 && out[16] == 3.5 && out[31] == -4)
+        // Q4_1: x = q·d + m with d = 1, m = −2
+        var q41: [UInt8] = GGUFLE.f16(1) + GGUFLE.f16(-2) + [UInt8](repeating: 0x51, count: 16)
+        q41.withUnsafeMutableBytes { ReferenceDequantize.row(.q4_1, $0.baseAddress!, &out, count: 32) }
+        #expect(out[0] == -1 && out[16] == 3)
+        // Q8_0: x = q·d with signed q
+        var q80: [UInt8] = GGUFLE.f16(0.25) + [UInt8(bitPattern: -128), 127] + [UInt8](repeating: 4, count: 30)
+        q80.withUnsafeMutableBytes { ReferenceDequantize.row(.q8_0, $0.baseAddress!, &out, count: 32) }
+        #expect(out[0] == -32 && out[1] == 31.75 && out[2] == 1)
+        // Q5_0: high bit of element 0 set in qh → (0x10 | 0) − 16 = 0; element 1 without → −16·d
+        var q50: [UInt8] = GGUFLE.f16(1) + [1, 0, 0, 0] + [UInt8](repeating: 0, count: 16)
+        q50.withUnsafeMutableBytes { ReferenceDequantize.row(.q5_0, $0.baseAddress!, &out, count: 32) }
+        #expect(out[0] == 0 && out[1] == -16)
+        // BF16: 0x3F80 is 1.0
+        var bf: [UInt8] = [0x80, 0x3F]
+        bf.withUnsafeMutableBytes { ReferenceDequantize.row(.bf16, $0.baseAddress!, &out, count: 1) }
+        #expect(out[0] == 1)
+    }
+}
+
+enum GGUFLE {
+    static func f16(_ v: Float) -> [UInt8] { let b = Float16(v).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
+}
+
+@Suite struct MatMulTests {
+    /// The batched kernel against a plain double-precision matmul over reference-dequantized rows.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q6_K, .f16], [1, 3, 4, 9])
+    func matchesNaive(_ type: GGMLType, _ batch: Int) {
+        let rows = 37, cols = 256
+        let data = randomBlocks(type, blocks: rows * cols / type.blockElements, seed: 7)
+        var rng = TestRNG(seed: 11)
+        let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+        var y = [Float](repeating: .nan, count: batch * rows)
+        let pool = WorkerPool(threads: 2)
+        var scratch = [Float](repeating: 0, count: 2 * cols)
+        data.withUnsafeBytes { raw in
+            let w = QuantMatrix(type: type, data: raw.baseAddress!, rows: rows, cols: cols)
+            MatMul.compute(w, x: x, ldx: cols, y: &y, ldy: rows, batch: batch, pool: pool, scratch: &scratch, scratchStride: cols)
+            var row = [Float](repeating: 0, count: cols)
+            for r in 0..<rows {
+                ReferenceDequantize.row(type, raw.baseAddress! + r * w.rowBytes, &row, count: cols)
+                for b in 0..<batch {
+                    var s = 0.0
+                    for i in 0..<cols { s += Double(row[i]) * Double(x[b * cols + i]) }
+                    #expect(abs(Double(y[b * rows + r]) - s) <= 1e-4 * max(1, abs(s)), "row \(r) batch \(b)")
+                }
+            }
+        }
+    }
+}
+
+@Suite struct WorkerPoolTests {
+    @Test func runsEveryTaskOnceAcrossThreads() {
+        let pool = WorkerPool(threads: 3)
+        for round in 0..<200 {
+            let n = round % 17 + 1
+            let hits = UnsafeMutablePointer<Int>.allocate(capacity: n)
+            hits.initialize(repeating: 0, count: n)
+            pool.parallelFor(n) { t, thread in
+                precondition(thread < 3)
+                hits[t] += 1
+            }
+            #expect((0..<n).allSatisfy { hits[$0] == 1 })
+            hits.deallocate()
+        }
+    }
+}
+
+@Suite struct VectorTests {
+    @Test func softmaxSumsToOne() {
+        var x: [Float] = [1, 2, 3, 1000]
+        Vector.softmax(&x, 4)
+        #expect(abs(x.reduce(0, +) - 1) < 1e-6 && x[3] > 0.99)
+    }
+
+    @Test func ropeRotatesPairsByLayout() {
+        let rope = Rope(style: .interleaved, dims: 4, base: 10000)
+        var table = [Float](repeating: 0, count: 4)
+        rope.table(position: 1, into: &table)
+        var v: [Float] = [1, 0, 1, 0]
+        rope.apply(&v, heads: 1, headStride: 4, table: table)
+        #expect(abs(v[0] - cosf(1)) < 1e-6 && abs(v[1] - sinf(1)) < 1e-6)
+        let neox = Rope(style: .neox, dims: 4, base: 10000)
+        var w: [Float] = [1, 1, 0, 0]
+        neox.apply(&w, heads: 1, headStride: 4, table: table)
+        #expect(abs(w[0] - cosf(1)) < 1e-6 && abs(w[2] - sinf(1)) < 1e-6)
+    }
+}
