@@ -19,6 +19,7 @@ let package = Package(
     name: "FlexRun",
     products: [
         .library(name: "FlexEngine", targets: ["FlexEngine"]),
+        .library(name: "FlexKernels", targets: ["FlexKernels"]),
         .executable(name: "flexrun", targets: ["flexrun"]),
     ],
     dependencies: [
@@ -34,7 +35,9 @@ let package = Package(
 
         .target(name: "FlexSystem", dependencies: ["CFlexShims"]),
         .target(name: "FlexFormat", dependencies: ["FlexSystem"]),
-        .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims"], swiftSettings: simdFlags),
+        // Integer dot-product kernels in C: see the header for the benchmark that justifies C here.
+        .target(name: "CFlexKernels", cSettings: simdCFlags + [.unsafeFlags(["-O3"])]),
+        .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims", "CFlexKernels"], swiftSettings: simdFlags),
         .target(name: "FlexEngine", dependencies: ["FlexSystem", "FlexFormat", "FlexKernels"], swiftSettings: simdFlags),
         .executableTarget(name: "flexrun", dependencies: [
             "FlexEngine",
@@ -43,7 +46,7 @@ let package = Package(
 
         .testTarget(name: "FlexSystemTests", dependencies: ["FlexSystem"]),
         .testTarget(name: "FlexFormatTests", dependencies: ["FlexFormat"]),
-        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat"], swiftSettings: simdFlags),
+        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], swiftSettings: simdFlags),
         .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"]),
         .testTarget(name: "CLITests", dependencies: ["flexrun"]),
     ]

@@ -1,21 +1,106 @@
+import CFlexKernels
+import FlexFormat
+
+/// Per-thread and per-batch scratch for ``MatMul``, owned by the caller's run state so the
+/// hot path never allocates.
+public struct MatMulWorkspace {
+    /// `threads` buffers of `rowStride` floats: dequantized weight rows (float path).
+    public let rows: UnsafeMutablePointer<Float>
+    public let rowStride: Int
+    /// `maxBatch` × `maxCols/32` 16-bit activation blocks (integer path).
+    public let activations: UnsafeMutablePointer<cflex_q16_block>
+    public let activationStride: Int
+    /// `maxBatch` × `maxCols/32` per-block sums of the float activations (fused path).
+    public let blockSums: UnsafeMutablePointer<Float>
+
+    public init(rows: UnsafeMutablePointer<Float>, rowStride: Int, activations: UnsafeMutablePointer<cflex_q16_block>,
+                activationStride: Int, blockSums: UnsafeMutablePointer<Float>) {
+        self.rows = rows
+        self.rowStride = rowStride
+        self.activations = activations
+        self.activationStride = activationStride
+        self.blockSums = blockSums
+    }
+}
+
 /// Y = X · Wᵀ for a quantized weight matrix W (rows × cols) and a batch of activation rows X.
 ///
 /// This is the hot spot of the whole engine: every projection of every layer runs here.
-/// Strategy (first version, to be replaced by integer dot products in the kernels issue):
-/// each weight row is dequantized once into per-thread scratch, then dotted with up to four
-/// activation rows at a time, so a prefill batch pays the dequantization once per weight pass.
+/// - Integer path, decode (batch < 4; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each activation row is
+///   quantized once to 16-bit blocks, then every weight row is dotted with it by the C kernels
+///   (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2 that broke the logit bounds, 16
+///   bits does not (the header of `cflex_kernels.h` has the numbers).
+/// - Fused path, decode of other formats with a ``FusedDot`` kernel: dequantized in registers.
+/// - Float path (F32, F16, BF16, K-quants): each weight row is dequantized once into per-thread
+///   scratch and dotted with up to four activation rows at a time.
+/// Rows are split into tasks handed out by the pool's atomic counter.
 public enum MatMul {
-    /// - Parameters:
-    ///   - x: `batch` rows of `w.cols` floats, row stride `ldx`.
-    ///   - y: `batch` rows of `w.rows` floats, row stride `ldy`.
-    ///   - scratch: per-thread buffers of `scratchStride` ≥ `w.cols` floats, `pool.threadCount` of them.
     public static func compute(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
-                               batch: Int, pool: WorkerPool, scratch: UnsafeMutablePointer<Float>, scratchStride: Int) {
-        precondition(scratchStride >= w.cols)
-        let rowsPerTask = 8
-        let tasks = (w.rows + rowsPerTask - 1) / rowsPerTask
+                               batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+        if batch < 4, let dot = IntegerDot.kernel(for: w.type) {
+            computeInteger(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
+        } else if batch < 4, let dot = FusedDot.kernel(for: w.type) {
+            computeFused(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
+        } else {
+            computeFloat(w, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
+        }
+    }
+
+    @inline(__always)
+    static func split(_ rows: Int, _ pool: WorkerPool) -> (rowsPerTask: Int, tasks: Int) {
+        let rowsPerTask = max(4, min(64, rows / (pool.threadCount * 8)))
+        return (rowsPerTask, (rows + rowsPerTask - 1) / rowsPerTask)
+    }
+
+    /// The fused path: weights dequantized in registers against float activations (decode).
+    public static func computeFused(_ w: QuantMatrix, dot: FusedDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
+                                    y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
+                                    workspace ws: MatMulWorkspace) {
+        let (rowsPerTask, tasks) = split(w.rows, pool)
+        precondition(ws.activationStride >= w.cols / 32)
+        for b in 0..<batch { FusedDot.blockSums(x + b * ldx, ws.blockSums + b * ws.activationStride, w.cols) }
+        let nb = w.cols / 32
+        pool.parallelFor(tasks) { task, _ in
+            let end = min(w.rows, (task + 1) * rowsPerTask)
+            var r = task * rowsPerTask
+            while r < end {
+                let row = w.data + r * w.rowBytes
+                for b in 0..<batch {
+                    y[b * ldy + r] = dot(row, x + b * ldx, ws.blockSums + b * ws.activationStride, nb)
+                }
+                r += 1
+            }
+        }
+    }
+
+    /// The integer path: 16-bit activations, C dot kernels.
+    public static func computeInteger(_ w: QuantMatrix, dot: IntegerDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
+                                      y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
+                                      workspace ws: MatMulWorkspace) {
+        let (rowsPerTask, tasks) = split(w.rows, pool)
+        precondition(ws.activationStride >= w.cols / 32)
+        for b in 0..<batch {
+            cflex_quantize_q16(x + b * ldx, ws.activations + b * ws.activationStride, Int32(w.cols))
+        }
+        let nb = Int32(w.cols / 32)
+        pool.parallelFor(tasks) { task, _ in
+            let end = min(w.rows, (task + 1) * rowsPerTask)
+            for r in task * rowsPerTask..<end {
+                let row = w.data + r * w.rowBytes
+                for b in 0..<batch {
+                    y[b * ldy + r] = dot(row, ws.activations + b * ws.activationStride, nb)
+                }
+            }
+        }
+    }
+
+    /// The float path: dequantize each row once (Swift SIMD), FMA with up to four activation rows.
+    public static func computeFloat(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                                    batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+        let (rowsPerTask, tasks) = split(w.rows, pool)
+        precondition(ws.rowStride >= w.cols)
         pool.parallelFor(tasks) { task, thread in
-            let row = scratch + thread * scratchStride
+            let row = ws.rows + thread * ws.rowStride
             let end = min(w.rows, (task + 1) * rowsPerTask)
             for r in task * rowsPerTask..<end {
                 w.dequantizeRow(r, into: row)
@@ -56,5 +141,61 @@ public enum MatMul {
             i += 1
         }
         return (r0, r1, r2, r3)
+    }
+}
+
+/// The C integer dot kernels, by weight format.
+public enum IntegerDot {
+    public typealias Kernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32) -> Float
+
+    public static func kernel(for type: GGMLType) -> Kernel? {
+        switch type {
+        case .q4_0: return cflex_dot_q4_0
+        case .q4_1: return cflex_dot_q4_1
+        case .q5_0: return cflex_dot_q5_0
+        case .q5_1: return cflex_dot_q5_1
+        case .q8_0: return cflex_dot_q8_0
+        default: return nil
+        }
+    }
+
+    /// Whether the kernels were built with AVX2 (else the portable scalar code runs).
+    public static var simd: Bool { cflex_kernels_simd() != 0 }
+}
+
+/// Owns the memory behind a ``MatMulWorkspace``, sized for a pool, a widest row and a batch.
+public struct MatMulScratch: ~Copyable {
+    let rows: UnsafeMutablePointer<Float>
+    let activations: UnsafeMutablePointer<cflex_q16_block>
+    let blockSums: UnsafeMutablePointer<Float>
+    public let rowStride: Int
+    public let activationStride: Int
+    public let byteCount: Int
+
+    public init(threads: Int, maxCols: Int, maxBatch: Int) {
+        rowStride = (maxCols + 15) / 16 * 16
+        activationStride = (maxCols + 31) / 32
+        rows = .allocate(capacity: threads * rowStride)
+        rows.initialize(repeating: 0, count: threads * rowStride)
+        activations = .allocate(capacity: maxBatch * activationStride)
+        activations.initialize(repeating: cflex_q16_block(), count: maxBatch * activationStride)
+        blockSums = .allocate(capacity: maxBatch * activationStride)
+        blockSums.initialize(repeating: 0, count: maxBatch * activationStride)
+        byteCount = Self.bytes(threads: threads, maxCols: maxCols, maxBatch: maxBatch)
+    }
+
+    public static func bytes(threads: Int, maxCols: Int, maxBatch: Int) -> Int {
+        threads * (maxCols + 15) / 16 * 16 * 4 + maxBatch * ((maxCols + 31) / 32) * (MemoryLayout<cflex_q16_block>.stride + 4)
+    }
+
+    public var workspace: MatMulWorkspace {
+        MatMulWorkspace(rows: rows, rowStride: rowStride, activations: activations, activationStride: activationStride,
+                        blockSums: blockSums)
+    }
+
+    deinit {
+        rows.deallocate()
+        activations.deallocate()
+        blockSums.deallocate()
     }
 }

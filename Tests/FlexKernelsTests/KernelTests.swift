@@ -1,6 +1,7 @@
 import Testing
 import Glibc
 @testable import FlexKernels
+import CFlexKernels
 import FlexFormat
 
 /// Random but valid blocks: finite f16 scales, arbitrary quant bytes.
@@ -86,27 +87,76 @@ enum GGUFLE {
     static func f16(_ v: Float) -> [UInt8] { let b = Float16(v).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
 }
 
+/// What the integer kernels see of an activation row: x quantized to 16-bit blocks and back.
+func roundTripQ16(_ x: [Float]) -> [Float] {
+    var blocks = [cflex_q16_block](repeating: cflex_q16_block(), count: x.count / 32)
+    cflex_quantize_q16(x, &blocks, Int32(x.count))
+    var out: [Float] = []
+    for b in blocks {
+        withUnsafeBytes(of: b.qs) { q in for i in 0..<32 { out.append(b.d * Float(q.load(fromByteOffset: 2 * i, as: Int16.self))) } }
+    }
+    return out
+}
+
+@Suite struct ActivationQuantizationTests {
+    /// Round to nearest with d = max|x|/32767: every element within d/2.
+    @Test func errorIsHalfAStep() {
+        var rng = TestRNG(seed: 3)
+        let x = (0..<256).map { _ in Float(rng.next() % 20001) / 1000 - 10 }
+        let y = roundTripQ16(x)
+        for blk in 0..<8 {
+            let slice = x[(32 * blk)..<(32 * blk + 32)]
+            let d = slice.map(abs).max()! / 32767
+            for i in slice.indices { #expect(abs(x[i] - y[i]) <= d / 2 * 1.0001 + 1e-7) }
+        }
+    }
+
+    @Test func zeroBlockStaysZero() {
+        #expect(roundTripQ16([Float](repeating: 0, count: 32)) == [Float](repeating: 0, count: 32))
+    }
+}
+
 @Suite struct MatMulTests {
-    /// The batched kernel against a plain double-precision matmul over reference-dequantized rows.
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q6_K, .f16], [1, 3, 4, 9])
+    enum Path: String, CaseIterable, Sendable { case engine, integer }
+
+    /// A matmul against a plain double-precision one over reference-dequantized rows.
+    /// `engine` is what `MatMul.compute` picks (integer or fused for batch < 4,
+    /// dequantize-then-FMA above). `integer` is the C 16-bit-activation path: its
+    /// reference uses the activations as that path sees them (16-bit round trip), so the same
+    /// bound checks the kernel's arithmetic exactly.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .q5_1, .q6_K, .q4_K, .q5_K, .f16, .bf16], [1, 3, 4, 9])
     func matchesNaive(_ type: GGMLType, _ batch: Int) {
+        check(type, batch, .engine)
+        if IntegerDot.kernel(for: type) != nil { check(type, batch, .integer) }
+    }
+
+    func check(_ type: GGMLType, _ batch: Int, _ path: Path) {
         let rows = 37, cols = 256
         let data = randomBlocks(type, blocks: rows * cols / type.blockElements, seed: 7)
         var rng = TestRNG(seed: 11)
-        let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+        let xRaw = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+        // What the chosen path sees: `compute` takes the 16-bit integer path for decode-sized
+        // batches of formats that have a C kernel.
+        let integer = path == .integer || (batch < 4 && IntegerDot.kernel(for: type) != nil)
+        let x = integer ? roundTripQ16(xRaw) : xRaw
         var y = [Float](repeating: .nan, count: batch * rows)
         let pool = WorkerPool(threads: 2)
-        var scratch = [Float](repeating: 0, count: 2 * cols)
+        let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: batch)
         data.withUnsafeBytes { raw in
             let w = QuantMatrix(type: type, data: raw.baseAddress!, rows: rows, cols: cols)
-            MatMul.compute(w, x: x, ldx: cols, y: &y, ldy: rows, batch: batch, pool: pool, scratch: &scratch, scratchStride: cols)
+            if path == .integer {
+                MatMul.computeInteger(w, dot: IntegerDot.kernel(for: type)!, x: xRaw, ldx: cols, y: &y, ldy: rows, batch: batch,
+                                      pool: pool, workspace: scratch.workspace)
+            } else {
+                MatMul.compute(w, x: xRaw, ldx: cols, y: &y, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
+            }
             var row = [Float](repeating: 0, count: cols)
             for r in 0..<rows {
                 ReferenceDequantize.row(type, raw.baseAddress! + r * w.rowBytes, &row, count: cols)
                 for b in 0..<batch {
                     var s = 0.0
                     for i in 0..<cols { s += Double(row[i]) * Double(x[b * cols + i]) }
-                    #expect(abs(Double(y[b * rows + r]) - s) <= 1e-4 * max(1, abs(s)), "row \(r) batch \(b)")
+                    #expect(abs(Double(y[b * rows + r]) - s) <= 1e-4 * max(1, abs(s)), "\(path) row \(r) batch \(b)")
                 }
             }
         }

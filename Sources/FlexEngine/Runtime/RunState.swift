@@ -1,3 +1,4 @@
+import FlexKernels
 import FlexSystem
 
 /// Every activation buffer of a forward pass, allocated once (llama2.c's `RunState`).
@@ -15,10 +16,9 @@ public struct RunState: ~Copyable {
     let hb: AlignedBuffer<Float>         // (batch, ff) gate, then SwiGLU
     let hb2: AlignedBuffer<Float>        // (batch, ff) up
     let logits: AlignedBuffer<Float>     // (batch, vocab)
-    let ropeTable: AlignedBuffer<Float>  // (head_dim) cos/sin pairs for one position
+    let ropeTable: AlignedBuffer<Float>  // (batch, head_dim) cos/sin pairs per position
     let scores: AlignedBuffer<Float>     // (threads, context) attention scores
-    let scratch: AlignedBuffer<Float>    // (threads, max row) dequantized weight rows
-    let scratchStride: Int
+    let matmul: MatMulScratch            // per-thread dequantized rows, per-token 8-bit activations
     let scoresStride: Int
 
     init(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) {
@@ -32,22 +32,24 @@ public struct RunState: ~Copyable {
         hb = AlignedBuffer(count: maxBatch * config.feedForwardLength)
         hb2 = AlignedBuffer(count: maxBatch * config.feedForwardLength)
         logits = AlignedBuffer(count: maxBatch * config.vocabularySize)
-        ropeTable = AlignedBuffer(count: config.headDim)
-        scratchStride = (maxRow + 15) / 16 * 16
+        ropeTable = AlignedBuffer(count: maxBatch * config.headDim)
         scoresStride = (context + 15) / 16 * 16
         scores = AlignedBuffer(count: threads * scoresStride)
-        scratch = AlignedBuffer(count: threads * scratchStride)
+        matmul = MatMulScratch(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
+
+    var workspace: MatMulWorkspace { matmul.workspace }
 
     /// Bytes these buffers take, for the memory tally and the cap check.
     static func bytes(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) -> Int {
         let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim
             + 2 * config.feedForwardLength + config.vocabularySize
-        return 4 * (maxBatch * perToken + config.headDim + threads * (context + 16) + threads * (maxRow + 16))
+        return 4 * (maxBatch * perToken + maxBatch * config.headDim + threads * (context + 16))
+            + MatMulScratch.bytes(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 
     public var byteCount: Int {
         x.byteCount + xb.byteCount + q.byteCount + k.byteCount + v.byteCount + attention.byteCount + hb.byteCount
-            + hb2.byteCount + logits.byteCount + ropeTable.byteCount + scores.byteCount + scratch.byteCount
+            + hb2.byteCount + logits.byteCount + ropeTable.byteCount + scores.byteCount + matmul.byteCount
     }
 }

@@ -56,15 +56,16 @@ public final class Transformer {
         let x = state.x.pointer, xb = state.xb.pointer
         let q = state.q.pointer, k = state.k.pointer, v = state.v.pointer
         let att = state.attention.pointer, hb = state.hb.pointer, hb2 = state.hb2.pointer
-        let scratch = state.scratch.pointer, stride = state.scratchStride
+        let workspace = state.workspace
+        let ropeTable = state.ropeTable.pointer, hd = c.headDim
 
         func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int = n) {
-            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: w.rows, batch: rows, pool: pool,
-                           scratch: scratch, scratchStride: stride)
+            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: w.rows, batch: rows, pool: pool, workspace: workspace)
         }
 
         for b in 0..<n {
             weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d)
+            rope.table(position: position + b, into: ropeTable + b * hd)
         }
 
         for l in 0..<c.layerCount {
@@ -80,9 +81,8 @@ public final class Transformer {
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
                 if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
                 for b in 0..<n {
-                    rope.table(position: position + b, into: state.ropeTable.pointer)
-                    rope.apply(q + b * qd, heads: c.headCount, headStride: c.headDim, table: state.ropeTable.pointer)
-                    rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: c.headDim, table: state.ropeTable.pointer)
+                    rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: ropeTable + b * hd)
+                    rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: ropeTable + b * hd)
                     let kc = cache.key(layer: l, position: position + b), vc = cache.value(layer: l, position: position + b)
                     for i in 0..<kvd {
                         kc[i] = Float16(k[b * kvd + i])

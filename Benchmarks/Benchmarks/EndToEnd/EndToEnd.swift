@@ -1,0 +1,56 @@
+import Benchmark
+import FlexEngine
+import Foundation
+
+// End-to-end on the default model (SmolLM2-135M Q4_1): decode tok/s, prefill tok/s, and
+// allocations per decoded token after warm-up (the hot path must not allocate).
+
+let modelPath: String = {
+    let env = ProcessInfo.processInfo.environment
+    let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
+    return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+}()
+
+let tokensMetric = BenchmarkMetric.custom("tok/s", polarity: .prefersLarger, useScalingFactor: false)
+
+let benchmarks: @Sendable () -> Void = {
+    guard FileManager.default.fileExists(atPath: modelPath) else {
+        print("EndToEnd: \(modelPath) missing; run Tools/fetch-model.sh")
+        return
+    }
+    var options = EngineOptions(modelPath: modelPath)
+    options.contextLength = 512
+    let engine = try! Engine(options: options)
+
+    // One decode step per iteration, after a 6-token prompt and 8 warm-up tokens; the
+    // malloc counters then show allocations per decoded token.
+    Benchmark("decode token (SmolLM2 Q4_1)",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal, tokensMetric], warmupIterations: 8,
+                                   maxDuration: .seconds(5), maxIterations: 400)) { benchmark in
+        var params = GenerateParameters(maxTokens: 100_000, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        var it = try! engine.generate(prompt: "Explain what artificial intelligence is.", parameters: params)
+        _ = it.next()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            blackHole(it.next())
+            benchmark.measurement(tokensMetric, Int(1e9 / Double(DispatchTime.now().uptimeNanoseconds - t0)))
+        }
+        benchmark.stopMeasurement()
+    }
+
+    // Prefill of a 128-token prompt (pp128).
+    Benchmark("prefill 128 tokens (SmolLM2 Q4_1)",
+              configuration: .init(metrics: [.wallClock, tokensMetric], warmupIterations: 1, maxDuration: .seconds(8), maxIterations: 20)) { benchmark in
+        let prompt = [Int32](repeating: 0, count: 128).enumerated().map { Int32(($0.offset * 7919) % 40000 + 100) }
+        var params = GenerateParameters(maxTokens: 1, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        for _ in benchmark.scaledIterations {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var it = try! engine.generate(tokens: prompt, parameters: params)
+            blackHole(it.next())
+            benchmark.measurement(tokensMetric, Int(128e9 / Double(DispatchTime.now().uptimeNanoseconds - t0)))
+        }
+    }
+}
