@@ -46,6 +46,45 @@ public enum MatMul {
         }
     }
 
+    /// Up to three matrices applied to the same input (Q/K/V, gate/up) as one fork/join: during
+    /// decode each fork/join costs microseconds, and the input is quantized once instead of per
+    /// matrix. Falls back to separate ``compute(_:x:ldx:y:ldy:batch:pool:workspace:)`` calls where
+    /// the integer path does not apply.
+    public static func computeShared(_ w0: QuantMatrix, _ y0: UnsafeMutablePointer<Float>,
+                                     _ w1: QuantMatrix, _ y1: UnsafeMutablePointer<Float>,
+                                     _ w2: QuantMatrix?, _ y2: UnsafeMutablePointer<Float>?,
+                                     x: UnsafePointer<Float>, batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+        let cols = w0.cols
+        guard batch < 4, w1.cols == cols, w2.map({ $0.cols == cols }) ?? true,
+              let d0 = IntegerDot.kernel(for: w0.type), let d1 = IntegerDot.kernel(for: w1.type),
+              w2.map({ IntegerDot.kernel(for: $0.type) != nil }) ?? true else {
+            compute(w0, x: x, ldx: cols, y: y0, ldy: w0.rows, batch: batch, pool: pool, workspace: ws)
+            compute(w1, x: x, ldx: cols, y: y1, ldy: w1.rows, batch: batch, pool: pool, workspace: ws)
+            if let w2, let y2 { compute(w2, x: x, ldx: cols, y: y2, ldy: w2.rows, batch: batch, pool: pool, workspace: ws) }
+            return
+        }
+        let d2 = w2.flatMap { IntegerDot.kernel(for: $0.type) }
+        for b in 0..<batch {
+            cflex_quantize_q16(x + b * cols, ws.activations + b * ws.activationStride, Int32(cols))
+        }
+        let (r0, t0) = split(w0.rows, pool), (r1, t1) = split(w1.rows, pool)
+        let (r2, t2) = w2.map { split($0.rows, pool) } ?? (1, 0)
+        let nb = Int32(cols / 32)
+        pool.parallelFor(t0 + t1 + t2) { task, _ in
+            let (w, dot, y, rowsPerTask, t): (QuantMatrix, IntegerDot.Kernel, UnsafeMutablePointer<Float>, Int, Int)
+            if task < t0 { (w, dot, y, rowsPerTask, t) = (w0, d0, y0, r0, task) }
+            else if task < t0 + t1 { (w, dot, y, rowsPerTask, t) = (w1, d1, y1, r1, task - t0) }
+            else { (w, dot, y, rowsPerTask, t) = (w2!, d2!, y2!, r2, task - t0 - t1) }
+            let end = min(w.rows, (t + 1) * rowsPerTask)
+            for r in t * rowsPerTask..<end {
+                let row = w.data + r * w.rowBytes
+                for b in 0..<batch {
+                    y[b * w.rows + r] = dot(row, ws.activations + b * ws.activationStride, nb)
+                }
+            }
+        }
+    }
+
     @inline(__always)
     static func split(_ rows: Int, _ pool: WorkerPool) -> (rowsPerTask: Int, tasks: Int) {
         let rowsPerTask = max(4, min(64, rows / (pool.threadCount * 8)))

@@ -74,9 +74,7 @@ public final class Transformer {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
-                matmul(lw.query, xb, q)
-                matmul(lw.key, xb, k)
-                matmul(lw.value, xb, v)
+                MatMul.computeShared(lw.query, q, lw.key, k, lw.value, v, x: xb, batch: n, pool: pool, workspace: workspace)
                 if let bias = lw.queryBias { for b in 0..<n { Vector.add(q + b * qd, bias, qd) } }
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
                 if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
@@ -97,8 +95,7 @@ public final class Transformer {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
-                matmul(lw.gate, xb, hb)
-                matmul(lw.up, xb, hb2)
+                MatMul.computeShared(lw.gate, hb, lw.up, hb2, nil, nil, x: xb, batch: n, pool: pool, workspace: workspace)
                 Vector.swiglu(hb, hb2, n * ff)
                 matmul(lw.down, hb, xb)
                 for b in 0..<n { Vector.add(x + b * d, xb + b * d, d) }
