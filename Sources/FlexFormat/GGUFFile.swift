@@ -154,25 +154,26 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     private static func readValue(_ c: inout ByteCursor, type: UInt32, key: String, depth: Int) throws(GGUFError) -> GGUFValue {
-        let ctx = "value of '\(key)'"
+        // Built only when an error is thrown: this runs once per element of 49k-entry arrays.
+        func ctx() -> String { "value of '\(key)'" }
         switch type {
-        case 0: return .unsigned(UInt64(try c.read(UInt8.self, ctx)))
-        case 1: return .signed(Int64(try c.read(Int8.self, ctx)))
-        case 2: return .unsigned(UInt64(try c.read(UInt16.self, ctx)))
-        case 3: return .signed(Int64(try c.read(Int16.self, ctx)))
-        case 4: return .unsigned(UInt64(try c.read(UInt32.self, ctx)))
-        case 5: return .signed(Int64(try c.read(Int32.self, ctx)))
-        case 6: return .float(Double(try c.readFloat32(ctx)))
+        case 0: return .unsigned(UInt64(try c.read(UInt8.self, ctx())))
+        case 1: return .signed(Int64(try c.read(Int8.self, ctx())))
+        case 2: return .unsigned(UInt64(try c.read(UInt16.self, ctx())))
+        case 3: return .signed(Int64(try c.read(Int16.self, ctx())))
+        case 4: return .unsigned(UInt64(try c.read(UInt32.self, ctx())))
+        case 5: return .signed(Int64(try c.read(Int32.self, ctx())))
+        case 6: return .float(Double(try c.readFloat32(ctx())))
         case 7:
-            let b = try c.read(UInt8.self, ctx)
-            guard b <= 1 else { throw .malformed(context: ctx, offset: c.offset - 1, reason: "bool is \(b)") }
+            let b = try c.read(UInt8.self, ctx())
+            guard b <= 1 else { throw .malformed(context: ctx(), offset: c.offset - 1, reason: "bool is \(b)") }
             return .bool(b == 1)
-        case 8: return .string(try c.readString(ctx))
+        case 8: return .string(try c.readString(ctx()))
         case 9: return .array(try readArray(&c, key: key, depth: depth))
-        case 10: return .unsigned(try c.read(UInt64.self, ctx))
-        case 11: return .signed(try c.read(Int64.self, ctx))
-        case 12: return .float(try c.readFloat64(ctx))
-        default: throw .malformed(context: ctx, offset: c.offset - 4, reason: "unknown value type \(type)")
+        case 10: return .unsigned(try c.read(UInt64.self, ctx()))
+        case 11: return .signed(try c.read(Int64.self, ctx()))
+        case 12: return .float(try c.readFloat64(ctx()))
+        default: throw .malformed(context: ctx(), offset: c.offset - 4, reason: "unknown value type \(type)")
         }
     }
 

@@ -63,25 +63,19 @@ public enum MatMul {
             if let w2, let y2 { compute(w2, x: x, ldx: cols, y: y2, ldy: w2.rows, batch: batch, pool: pool, workspace: ws) }
             return
         }
-        let d2 = w2.flatMap { IntegerDot.kernel(for: $0.type) }
+        quantize(x, ldx: cols, cols: cols, batch: batch, ws)
+        let j0 = IntegerJob(w0, d0, y0, w0.rows, batch, ws, split(w0.rows, pool).rowsPerTask)
+        let j1 = IntegerJob(w1, d1, y1, w1.rows, batch, ws, split(w1.rows, pool).rowsPerTask)
+        let j2 = w2.map { IntegerJob($0, IntegerDot.kernel(for: $0.type)!, y2!, $0.rows, batch, ws, split($0.rows, pool).rowsPerTask) }
+        var job = SharedJob(jobs: (j0, j1, j2 ?? j1), t0: j0.tasks, t1: j1.tasks)
+        let total = j0.tasks + j1.tasks + (j2?.tasks ?? 0)
+        withUnsafePointer(to: &job) { pool.parallelFor(total, context: $0, SharedJob.run) }
+    }
+
+    static func quantize(_ x: UnsafePointer<Float>, ldx: Int, cols: Int, batch: Int, _ ws: MatMulWorkspace) {
+        precondition(ws.activationStride >= cols / 32)
         for b in 0..<batch {
-            cflex_quantize_q16(x + b * cols, ws.activations + b * ws.activationStride, Int32(cols))
-        }
-        let (r0, t0) = split(w0.rows, pool), (r1, t1) = split(w1.rows, pool)
-        let (r2, t2) = w2.map { split($0.rows, pool) } ?? (1, 0)
-        let nb = Int32(cols / 32)
-        pool.parallelFor(t0 + t1 + t2) { task, _ in
-            let (w, dot, y, rowsPerTask, t): (QuantMatrix, IntegerDot.Kernel, UnsafeMutablePointer<Float>, Int, Int)
-            if task < t0 { (w, dot, y, rowsPerTask, t) = (w0, d0, y0, r0, task) }
-            else if task < t0 + t1 { (w, dot, y, rowsPerTask, t) = (w1, d1, y1, r1, task - t0) }
-            else { (w, dot, y, rowsPerTask, t) = (w2!, d2!, y2!, r2, task - t0 - t1) }
-            let end = min(w.rows, (t + 1) * rowsPerTask)
-            for r in t * rowsPerTask..<end {
-                let row = w.data + r * w.rowBytes
-                for b in 0..<batch {
-                    y[b * w.rows + r] = dot(row, ws.activations + b * ws.activationStride, nb)
-                }
-            }
+            cflex_quantize_q16(x + b * ldx, ws.activations + b * ws.activationStride, Int32(cols))
         }
     }
 
@@ -91,24 +85,44 @@ public enum MatMul {
         return (rowsPerTask, (rows + rowsPerTask - 1) / rowsPerTask)
     }
 
-    /// The fused path: weights dequantized in registers against float activations (decode).
-    public static func computeFused(_ w: QuantMatrix, dot: FusedDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
-                                    y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
-                                    workspace ws: MatMulWorkspace) {
-        let (rowsPerTask, tasks) = split(w.rows, pool)
-        precondition(ws.activationStride >= w.cols / 32)
-        for b in 0..<batch { FusedDot.blockSums(x + b * ldx, ws.blockSums + b * ws.activationStride, w.cols) }
-        let nb = w.cols / 32
-        pool.parallelFor(tasks) { task, _ in
+    /// One integer-path matmul as a pool job: rows split in tasks of `rowsPerTask`.
+    struct IntegerJob {
+        let w: QuantMatrix, dot: IntegerDot.Kernel, y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int
+        let activations: UnsafeMutablePointer<cflex_q16_block>, activationStride: Int, rowsPerTask: Int
+
+        init(_ w: QuantMatrix, _ dot: IntegerDot.Kernel, _ y: UnsafeMutablePointer<Float>, _ ldy: Int, _ batch: Int,
+             _ ws: MatMulWorkspace, _ rowsPerTask: Int) {
+            self.w = w; self.dot = dot; self.y = y; self.ldy = ldy; self.batch = batch
+            activations = ws.activations; activationStride = ws.activationStride; self.rowsPerTask = rowsPerTask
+        }
+
+        var tasks: Int { (w.rows + rowsPerTask - 1) / rowsPerTask }
+
+        @inline(__always)
+        func run(_ task: Int) {
+            let nb = Int32(w.cols / 32)
             let end = min(w.rows, (task + 1) * rowsPerTask)
-            var r = task * rowsPerTask
-            while r < end {
+            for r in task * rowsPerTask..<end {
                 let row = w.data + r * w.rowBytes
                 for b in 0..<batch {
-                    y[b * ldy + r] = dot(row, x + b * ldx, ws.blockSums + b * ws.activationStride, nb)
+                    y[b * ldy + r] = dot(row, activations + b * activationStride, nb)
                 }
-                r += 1
             }
+        }
+
+        static let run: WorkerPool.TaskFunction = { ctx, task, _ in
+            ctx.assumingMemoryBound(to: IntegerJob.self).pointee.run(task)
+        }
+    }
+
+    struct SharedJob {
+        let jobs: (IntegerJob, IntegerJob, IntegerJob)
+        let t0: Int, t1: Int
+        static let run: WorkerPool.TaskFunction = { ctx, task, _ in
+            let j = ctx.assumingMemoryBound(to: SharedJob.self)
+            if task < j.pointee.t0 { j.pointee.jobs.0.run(task) }
+            else if task < j.pointee.t0 + j.pointee.t1 { j.pointee.jobs.1.run(task - j.pointee.t0) }
+            else { j.pointee.jobs.2.run(task - j.pointee.t0 - j.pointee.t1) }
         }
     }
 
@@ -116,32 +130,49 @@ public enum MatMul {
     public static func computeInteger(_ w: QuantMatrix, dot: IntegerDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
                                       y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
                                       workspace ws: MatMulWorkspace) {
-        let (rowsPerTask, tasks) = split(w.rows, pool)
-        precondition(ws.activationStride >= w.cols / 32)
-        for b in 0..<batch {
-            cflex_quantize_q16(x + b * ldx, ws.activations + b * ws.activationStride, Int32(w.cols))
-        }
-        let nb = Int32(w.cols / 32)
-        pool.parallelFor(tasks) { task, _ in
-            let end = min(w.rows, (task + 1) * rowsPerTask)
-            for r in task * rowsPerTask..<end {
-                let row = w.data + r * w.rowBytes
-                for b in 0..<batch {
-                    y[b * ldy + r] = dot(row, ws.activations + b * ws.activationStride, nb)
+        quantize(x, ldx: ldx, cols: w.cols, batch: batch, ws)
+        var job = IntegerJob(w, dot, y, ldy, batch, ws, split(w.rows, pool).rowsPerTask)
+        let tasks = job.tasks
+        withUnsafePointer(to: &job) { pool.parallelFor(tasks, context: $0, IntegerJob.run) }
+    }
+
+    struct FusedJob {
+        let w: QuantMatrix, dot: FusedDot.Kernel, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int
+        let batch: Int, sums: UnsafeMutablePointer<Float>, sumStride: Int, rowsPerTask: Int
+        static let run: WorkerPool.TaskFunction = { ctx, task, _ in
+            let j = ctx.assumingMemoryBound(to: FusedJob.self).pointee
+            let nb = j.w.cols / 32
+            let end = min(j.w.rows, (task + 1) * j.rowsPerTask)
+            for r in task * j.rowsPerTask..<end {
+                let row = j.w.data + r * j.w.rowBytes
+                for b in 0..<j.batch {
+                    j.y[b * j.ldy + r] = j.dot(row, j.x + b * j.ldx, j.sums + b * j.sumStride, nb)
                 }
             }
         }
     }
 
-    /// The float path: dequantize each row once (Swift SIMD), FMA with up to four activation rows.
-    public static func computeFloat(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
-                                    batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+    /// The fused path: weights dequantized in registers against float activations (decode).
+    public static func computeFused(_ w: QuantMatrix, dot: @escaping FusedDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
+                                    y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
+                                    workspace ws: MatMulWorkspace) {
         let (rowsPerTask, tasks) = split(w.rows, pool)
-        precondition(ws.rowStride >= w.cols)
-        pool.parallelFor(tasks) { task, thread in
-            let row = ws.rows + thread * ws.rowStride
-            let end = min(w.rows, (task + 1) * rowsPerTask)
-            for r in task * rowsPerTask..<end {
+        precondition(ws.activationStride >= w.cols / 32)
+        for b in 0..<batch { FusedDot.blockSums(x + b * ldx, ws.blockSums + b * ws.activationStride, w.cols) }
+        var job = FusedJob(w: w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, sums: ws.blockSums,
+                           sumStride: ws.activationStride, rowsPerTask: rowsPerTask)
+        withUnsafePointer(to: &job) { pool.parallelFor(tasks, context: $0, FusedJob.run) }
+    }
+
+    struct FloatJob {
+        let w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int
+        let rows: UnsafeMutablePointer<Float>, rowStride: Int, rowsPerTask: Int
+        static let run: WorkerPool.TaskFunction = { ctx, task, thread in
+            let j = ctx.assumingMemoryBound(to: FloatJob.self).pointee
+            let (w, x, ldx, y, ldy, batch) = (j.w, j.x, j.ldx, j.y, j.ldy, j.batch)
+            let row = j.rows + thread * j.rowStride
+            let end = min(w.rows, (task + 1) * j.rowsPerTask)
+            for r in task * j.rowsPerTask..<end {
                 w.dequantizeRow(r, into: row)
                 var b = 0
                 while b + 4 <= batch {
@@ -159,6 +190,16 @@ public enum MatMul {
                 }
             }
         }
+    }
+
+    /// The float path: dequantize each row once (Swift SIMD), FMA with up to four activation rows.
+    public static func computeFloat(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                                    batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+        let (rowsPerTask, tasks) = split(w.rows, pool)
+        precondition(ws.rowStride >= w.cols)
+        var job = FloatJob(w: w, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, rows: ws.rows, rowStride: ws.rowStride,
+                           rowsPerTask: rowsPerTask)
+        withUnsafePointer(to: &job) { pool.parallelFor(tasks, context: $0, FloatJob.run) }
     }
 
     @inline(__always)

@@ -138,6 +138,8 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     var sampler: Sampler
     var decoder = UTF8StreamDecoder()
     var pendingToken: Int32? = nil
+    /// One-token input for decode steps, reused so a step allocates nothing.
+    var step: [Int32] = [0]
     var started = false
     var finished = false
     public private(set) var stats = GenerationStats()
@@ -152,6 +154,7 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         stats.loadSeconds = engine.loadSeconds
         stats.promptTokens = prompt.count
         stats.blocksSkipped = engine.options.skip.skipped.count
+        tokens.reserveCapacity(Swift.min(parameters.maxTokens, engine.contextLength))
     }
 
     public mutating func next() -> GeneratedToken? {
@@ -179,7 +182,8 @@ public struct TokenIterator: Sequence, IteratorProtocol {
             guard tokens.count < parameters.maxTokens else { return finish(.maxTokens) }
             guard tf.position < tf.contextLength else { return finish(.contextFull) }
             let t0 = Platform.now()
-            [pendingToken!].withUnsafeBufferPointer { tf.forward($0, logitRows: 0..<1) }
+            step[0] = pendingToken!
+            step.withUnsafeBufferPointer { tf.forward($0, logitRows: 0..<1) }
             stats.decodeSeconds += Platform.now() - t0
         }
         if tokens.count >= parameters.maxTokens { return finish(.maxTokens) }

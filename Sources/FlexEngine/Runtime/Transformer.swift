@@ -115,19 +115,28 @@ public final class Transformer {
     /// Attention for every (token, head) of the batch, spread over the pool.
     private func attend(layer l: Int, batch n: Int) {
         let c = config
-        let group = c.headCount / c.kvHeadCount
-        let scale = 1 / Float(c.headDim).squareRoot()
-        let q = state.q.pointer, att = state.attention.pointer
-        let scores = state.scores.pointer, scoresStride = state.scoresStride
-        let start = position
-        let keys = cache.key(layer: l, position: 0), values = cache.value(layer: l, position: 0)
-        let kvd = c.kvDim, qd = c.queryDim, hd = c.headDim
-        pool.parallelFor(n * c.headCount) { task, thread in
-            let b = task / c.headCount, h = task % c.headCount
-            let g = h / group
-            Attention.head(query: q + b * qd + h * hd, keys: keys + g * hd, values: values + g * hd,
-                           stride: kvd, count: start + b + 1, headDim: hd, scale: scale,
-                           scores: scores + thread * scoresStride, out: att + b * qd + h * hd)
-        }
+        var job = AttentionJob(
+            q: state.q.pointer, out: state.attention.pointer, scores: state.scores.pointer, scoresStride: state.scoresStride,
+            keys: cache.key(layer: l, position: 0), values: cache.value(layer: l, position: 0),
+            start: position, heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
+            queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
+        withUnsafePointer(to: &job) { pool.parallelFor(n * c.headCount, context: $0, AttentionJob.run) }
+    }
+}
+
+/// One layer's attention over a batch as a pool job: task = (token, head).
+struct AttentionJob {
+    let q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>
+    let scores: UnsafeMutablePointer<Float>, scoresStride: Int
+    let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
+    let start: Int, heads: Int, group: Int, headDim: Int, queryDim: Int, kvDim: Int, scale: Float
+
+    static let run: WorkerPool.TaskFunction = { ctx, task, thread in
+        let j = ctx.assumingMemoryBound(to: AttentionJob.self).pointee
+        let b = task / j.heads, h = task % j.heads
+        let g = h / j.group, hd = j.headDim
+        Attention.head(query: j.q + b * j.queryDim + h * hd, keys: j.keys + g * hd, values: j.values + g * hd,
+                       stride: j.kvDim, count: j.start + b + 1, headDim: hd, scale: j.scale,
+                       scores: j.scores + thread * j.scoresStride, out: j.out + b * j.queryDim + h * hd)
     }
 }

@@ -10,6 +10,7 @@ public struct Sampler {
     private var rng: RandomSource
     private var ids: [Int32] = []
     private var values: [Float] = []
+    private var probs: [Float] = []
     private var recent: [Int32] = []
 
     public init(_ parameters: SamplingParameters, vocabularySize: Int) {
@@ -17,6 +18,7 @@ public struct Sampler {
         rng = RandomSource(seed: parameters.seed)
         ids.reserveCapacity(vocabularySize)
         values.reserveCapacity(vocabularySize)
+        probs.reserveCapacity(vocabularySize)
     }
 
     /// Records a token (prompt or generated) for the repetition penalty window.
@@ -30,7 +32,7 @@ public struct Sampler {
     public mutating func sample(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32 {
         let p = parameters
         if p.repetitionPenalty != 1 {
-            for t in Set(recent) {
+            for (i, t) in recent.enumerated() where !recent[..<i].contains(t) {
                 let l = logits[Int(t)]
                 logits[Int(t)] = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty
             }
@@ -48,7 +50,7 @@ public struct Sampler {
             sortDescending()
         }
         // softmax over the candidates (at temperature 1, as llama.cpp's top-p/min-p see them)
-        var probs = softmax(values, temperature: 1)
+        softmax(temperature: 1)
         // top-p
         if p.topP < 1 {
             var cum: Float = 0
@@ -57,16 +59,16 @@ public struct Sampler {
                 cum += probs[i]
                 if cum >= p.topP { keep = i + 1; break }
             }
-            truncate(keep, &probs)
+            truncate(keep)
         }
         // min-p
         if p.minP > 0, let top = probs.first {
             var keep = probs.count
             for i in 1..<probs.count where probs[i] < p.minP * top { keep = i; break }
-            truncate(keep, &probs)
+            truncate(keep)
         }
         // temperature, then pick
-        probs = softmax(values, temperature: p.temperature)
+        softmax(temperature: p.temperature)
         let r = rng.nextUnit()
         var cum: Float = 0
         for i in 0..<probs.count {
@@ -84,7 +86,7 @@ public struct Sampler {
 
     static func argmax(_ x: UnsafeMutableBufferPointer<Float>) -> Int32 { argmax(UnsafeBufferPointer(x)) }
 
-    private mutating func truncate(_ n: Int, _ probs: inout [Float]) {
+    private mutating func truncate(_ n: Int) {
         if n < ids.count {
             ids.removeLast(ids.count - n)
             values.removeLast(values.count - n)
@@ -112,11 +114,12 @@ public struct Sampler {
         values = order.map { values[$0] }
     }
 
-    private func softmax(_ v: [Float], temperature t: Float) -> [Float] {
-        guard let m = v.first else { return [] }
-        var e = v.map { expf(($0 - m) / t) }
-        let s = e.reduce(0, +)
-        for i in e.indices { e[i] /= s }
-        return e
+    /// `probs` = softmax(values / t), in the preallocated buffer (values are sorted descending).
+    private mutating func softmax(temperature t: Float) {
+        probs.removeAll(keepingCapacity: true)
+        guard let m = values.first else { return }
+        var s: Float = 0
+        for v in values { let e = expf((v - m) / t); probs.append(e); s += e }
+        for i in probs.indices { probs[i] /= s }
     }
 }

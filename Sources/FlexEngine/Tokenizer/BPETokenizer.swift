@@ -27,6 +27,8 @@ public struct BPETokenizer: Tokenizer {
     let ranks: [String: Int32]
     /// Control/user-defined tokens matched verbatim in text, longest first.
     let specials: [(text: String, id: Int32)]
+    /// Bytes of every token, decoded once: streaming a token then costs no allocation.
+    let pieces: [[UInt8]]
     public let preTokenizer: PreTokenizer
     public let bosToken: Int32?
     public let eosToken: Int32?
@@ -73,6 +75,7 @@ public struct BPETokenizer: Tokenizer {
             .map { (tokens[$0], Int32($0)) }
             .sorted { $0.text.utf8.count > $1.text.utf8.count }
         self.preTokenizer = preTokenizer
+        self.pieces = tokens.indices.map { Self.decodePiece(tokens[$0], kinds[$0]) }
         bosToken = bos
         eosToken = eos
         addsBOS = addBOS
@@ -101,18 +104,20 @@ public struct BPETokenizer: Tokenizer {
     }
 
     public func pieceBytes(_ token: Int32) -> [UInt8] {
-        guard token >= 0, Int(token) < tokens.count else { return [] }
-        let t = Int(token)
-        switch kinds[t] {
-        case .control, .userDefined, .unknown: return Array(tokens[t].utf8)
+        guard token >= 0, Int(token) < pieces.count else { return [] }
+        return pieces[Int(token)]
+    }
+
+    static func decodePiece(_ text: String, _ kind: TokenKind) -> [UInt8] {
+        switch kind {
+        case .control, .userDefined, .unknown: return Array(text.utf8)
         case .byte:
             // <0xAB> tokens (SentencePiece-style byte fallback) stand for one raw byte.
-            let s = tokens[t]
-            if s.hasPrefix("<0x"), s.hasSuffix(">"), let b = UInt8(s.dropFirst(3).dropLast(), radix: 16) { return [b] }
-            return Array(s.utf8)
+            if text.hasPrefix("<0x"), text.hasSuffix(">"), let b = UInt8(text.dropFirst(3).dropLast(), radix: 16) { return [b] }
+            return Array(text.utf8)
         default:
             var bytes: [UInt8] = []
-            ByteLevel.decode(tokens[t], into: &bytes)
+            ByteLevel.decode(text, into: &bytes)
             return bytes
         }
     }
