@@ -55,11 +55,17 @@ static inline __m256 dot16(__m256i w_lo, __m256i w_hi, const int16_t *q) {
     return _mm256_cvtepi32_ps(_mm256_add_epi32(a, b));
 }
 /// 16 nibble bytes → low nibbles (elements 0-15) and high nibbles (16-31) as i16 vectors.
+/// One zero-extension of all 16 bytes, then mask and shift within the 16-bit lanes: three ops,
+/// of which one on the shuffle port (the byte-level mask/shift/two-extensions form took five).
 static inline void nibbles16(const uint8_t *p, __m256i *lo, __m256i *hi) {
-    __m128i t = _mm_loadu_si128((const __m128i *)p);
-    __m128i m = _mm_set1_epi8(0x0F);
-    *lo = _mm256_cvtepu8_epi16(_mm_and_si128(t, m));
-    *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(t, 4), m));
+    __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    *lo = _mm256_and_si256(v, _mm256_set1_epi16(0x0F));
+    *hi = _mm256_srli_epi16(v, 4);
+}
+/// The f16 scale at p as (d, d, 0, 0), to multiply by (x.d, x.s) in one go.
+static inline __m128 dd16(const uint8_t *p) {
+    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u16(p)));
+    return _mm_unpacklo_ps(d, d);
 }
 /// An f16 weight scale at p times an activation scale, broadcast (one vcvtph2ps, no GPR trip).
 static inline __m256 scale16(const uint8_t *p, float xd) {
@@ -96,14 +102,30 @@ float cflex_dot_q4_0(const void *w, const cflex_q16_block *x, int nb) {
     const uint8_t *p = (const uint8_t *)w;
     float offset = 0;
 #if CFLEX_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, p += 18) {
+    // As cflex_dot_q4_1: (d, d)·(x.d, x.s) gives the scale and the −8 offset term in one multiply;
+    // two blocks per iteration into independent accumulators.
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    int b = 0;
+    for (; b + 1 < nb; b += 2, p += 36) {
+        __m256i lo0, hi0, lo1, hi1;
+        nibbles16(p + 2, &lo0, &hi0);
+        nibbles16(p + 20, &lo1, &hi1);
+        __m128 f0 = _mm_mul_ps(dd16(p), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
+        __m128 f1 = _mm_mul_ps(dd16(p + 18), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b + 1].d)));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), dot16(lo0, hi0, x[b].qs), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f1), dot16(lo1, hi1, x[b + 1].qs), acc1);
+        off = _mm_add_ps(off, _mm_add_ps(f0, f1));
+    }
+    for (; b < nb; b++, p += 18) {
         __m256i lo, hi;
         nibbles16(p + 2, &lo, &hi);
-        acc = _mm256_fmadd_ps(scale16(p, x[b].d), dot16(lo, hi, x[b].qs), acc);
-        offset -= 8 * f16_to_f32(load_u16(p)) * x[b].s;
+        __m128 f = _mm_mul_ps(dd16(p), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(lo, hi, x[b].qs), acc0);
+        off = _mm_add_ps(off, f);
     }
-    return hsum(acc) + offset;
+    offset = -8 * _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1));
+    return hsum(_mm256_add_ps(acc0, acc1)) + offset;
 #else
     float sum = 0;
     int v[32];
@@ -163,16 +185,32 @@ float cflex_dot_q5_0(const void *w, const cflex_q16_block *x, int nb) {
     const uint8_t *p = (const uint8_t *)w;
     float offset = 0;
 #if CFLEX_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, p += 22) {
-        __m256i lo, hi, hlo, hhi;
-        nibbles16(p + 6, &lo, &hi);
-        high16(load_u32(p + 2), &hlo, &hhi);
-        float d = f16_to_f32(load_u16(p));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x[b].d), dot16(_mm256_or_si256(lo, hlo), _mm256_or_si256(hi, hhi), x[b].qs), acc);
-        offset -= 16 * d * x[b].s;
+    // As cflex_dot_q4_0, with the fifth bit from qh and a −16 offset.
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    int b = 0;
+    for (; b + 1 < nb; b += 2, p += 44) {
+        __m256i lo0, hi0, lo1, hi1, h0l, h0h, h1l, h1h;
+        nibbles16(p + 6, &lo0, &hi0);
+        nibbles16(p + 28, &lo1, &hi1);
+        high16(load_u32(p + 2), &h0l, &h0h);
+        high16(load_u32(p + 24), &h1l, &h1h);
+        __m128 f0 = _mm_mul_ps(dd16(p), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
+        __m128 f1 = _mm_mul_ps(dd16(p + 22), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b + 1].d)));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), dot16(_mm256_or_si256(lo0, h0l), _mm256_or_si256(hi0, h0h), x[b].qs), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f1), dot16(_mm256_or_si256(lo1, h1l), _mm256_or_si256(hi1, h1h), x[b + 1].qs), acc1);
+        off = _mm_add_ps(off, _mm_add_ps(f0, f1));
     }
-    return hsum(acc) + offset;
+    for (; b < nb; b++, p += 22) {
+        __m256i lo, hi, hl, hh;
+        nibbles16(p + 6, &lo, &hi);
+        high16(load_u32(p + 2), &hl, &hh);
+        __m128 f = _mm_mul_ps(dd16(p), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(_mm256_or_si256(lo, hl), _mm256_or_si256(hi, hh), x[b].qs), acc0);
+        off = _mm_add_ps(off, f);
+    }
+    offset = -16 * _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1));
+    return hsum(_mm256_add_ps(acc0, acc1)) + offset;
 #else
     float sum = 0;
     int v[32];
