@@ -27,8 +27,10 @@ public struct BPETokenizer: Tokenizer {
     let ranks: [String: Int32]
     /// Control/user-defined tokens matched verbatim in text, longest first.
     let specials: [(text: String, id: Int32)]
-    /// Bytes of every token, decoded once: streaming a token then costs no allocation.
-    let pieces: [[UInt8]]
+    /// Bytes of every token, decoded once into one flat buffer (`pieceStart[t]..<pieceStart[t+1]`):
+    /// streaming a token then costs no allocation, and loading costs two arrays, not 49k.
+    let pieceBytesFlat: [UInt8]
+    let pieceStart: [Int32]
     public let preTokenizer: PreTokenizer
     public let bosToken: Int32?
     public let eosToken: Int32?
@@ -75,7 +77,16 @@ public struct BPETokenizer: Tokenizer {
             .map { (tokens[$0], Int32($0)) }
             .sorted { $0.text.utf8.count > $1.text.utf8.count }
         self.preTokenizer = preTokenizer
-        self.pieces = tokens.indices.map { Self.decodePiece(tokens[$0], kinds[$0]) }
+        var flat: [UInt8] = []
+        var starts: [Int32] = [0]
+        flat.reserveCapacity(tokens.count * 8)
+        starts.reserveCapacity(tokens.count + 1)
+        for i in tokens.indices {
+            Self.decodePiece(tokens[i], kinds[i], into: &flat)
+            starts.append(Int32(flat.count))
+        }
+        self.pieceBytesFlat = flat
+        self.pieceStart = starts
         bosToken = bos
         eosToken = eos
         addsBOS = addBOS
@@ -103,22 +114,23 @@ public struct BPETokenizer: Tokenizer {
         return out
     }
 
-    public func pieceBytes(_ token: Int32) -> [UInt8] {
-        guard token >= 0, Int(token) < pieces.count else { return [] }
-        return pieces[Int(token)]
+    public func pieceBytes(_ token: Int32) -> ArraySlice<UInt8> {
+        guard token >= 0, Int(token) + 1 < pieceStart.count else { return [] }
+        return pieceBytesFlat[Int(pieceStart[Int(token)])..<Int(pieceStart[Int(token) + 1])]
     }
 
-    static func decodePiece(_ text: String, _ kind: TokenKind) -> [UInt8] {
+    static func decodePiece(_ text: String, _ kind: TokenKind, into bytes: inout [UInt8]) {
         switch kind {
-        case .control, .userDefined, .unknown: return Array(text.utf8)
+        case .control, .userDefined, .unknown: bytes.append(contentsOf: text.utf8)
         case .byte:
             // <0xAB> tokens (SentencePiece-style byte fallback) stand for one raw byte.
-            if text.hasPrefix("<0x"), text.hasSuffix(">"), let b = UInt8(text.dropFirst(3).dropLast(), radix: 16) { return [b] }
-            return Array(text.utf8)
+            if text.hasPrefix("<0x"), text.hasSuffix(">"), let b = UInt8(text.dropFirst(3).dropLast(), radix: 16) {
+                bytes.append(b)
+            } else {
+                bytes.append(contentsOf: text.utf8)
+            }
         default:
-            var bytes: [UInt8] = []
             ByteLevel.decode(text, into: &bytes)
-            return bytes
         }
     }
 

@@ -10,8 +10,8 @@ public protocol Tokenizer: Sendable {
     /// Encodes text. With `addSpecial`, BOS is prepended when the model asks for it; with
     /// `parseSpecial`, control-token text such as `<|im_start|>` becomes that token.
     func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32]
-    /// The bytes a token stands for (control tokens render as their text).
-    func pieceBytes(_ token: Int32) -> [UInt8]
+    /// The bytes a token stands for (control tokens render as their text), without copying.
+    func pieceBytes(_ token: Int32) -> ArraySlice<UInt8>
     /// Looks up a token by its exact vocabulary text.
     func tokenID(_ text: String) -> Int32?
 }

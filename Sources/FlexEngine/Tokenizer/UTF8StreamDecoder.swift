@@ -6,7 +6,8 @@
 public struct UTF8StreamDecoder: Sendable {
     private var pending: [UInt8] = []
 
-    public init() {}
+    /// Reserves the held-back buffer up front so the first token does not allocate.
+    public init() { pending.reserveCapacity(16) }
 
     /// Adds bytes and returns the text that is now complete (possibly empty).
     public mutating func append(_ bytes: some Sequence<UInt8>) -> String {
