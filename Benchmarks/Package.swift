@@ -10,22 +10,18 @@ let package = Package(
         .package(name: "FlexRun", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
-    targets: [
-        .executableTarget(
-            name: "Kernels",
-            dependencies: [
-                .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "FlexEngine", package: "FlexRun"),
-            ],
-            path: "Benchmarks/Kernels",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
-        .executableTarget(
-            name: "EndToEnd",
-            dependencies: [
-                .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "FlexEngine", package: "FlexRun"),
-            ],
-            path: "Benchmarks/EndToEnd",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
-    ]
+    targets: ["Kernels", "EndToEnd"].map(benchmarkTarget)
 )
+
+/// One package-benchmark executable per folder under Benchmarks/.
+func benchmarkTarget(_ name: String) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [
+            .product(name: "Benchmark", package: "benchmark"),
+            .product(name: "FlexEngine", package: "FlexRun"),
+            .product(name: "FlexKernels", package: "FlexRun"),
+        ],
+        path: "Benchmarks/\(name)",
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")])
+}

@@ -3,14 +3,15 @@
 // Integer dot products of quantized weights with 16-bit quantized activations.
 //
 // Why C: these kernels need AVX2's i16 pair multiply-add (vpmaddwd) over zero/sign-extended
-// weight bytes, which Swift SIMD cannot express (LLVM does not form it from Swift's widening
-// arithmetic). Measured on this machine, matvec on a 16384x4096 Q4_1 matrix, 2 threads, p50:
-// Swift fused dequantize+FMA (FusedDot.q4_1) 9.6 GB/s of weights; ggml-style 8-bit activations
-// with vpmaddubsw 14 GB/s but they break the logit bounds on SmolLM2 (top-20 |dlogp| 0.36-0.67
-// against 0.32); these 16-bit kernels: see docs/BENCHMARKS.md. 16-bit activations keep ~15 bits
-// per block (error <= max|x|/65534), so logits stay within the bounds.
-// Each kernel has a portable scalar path with the same result where AVX2 is missing, and is
-// tested against the Swift reference dequantizer.
+// weight bytes; Swift's SIMD types have no pairwise widening multiply-add to ask for it, and the
+// best Swift formulation (widen to Int32, convert, FMA) is the FusedDot path measured below. Measured on this machine, matvec on a 16384x4096 Q4_1 matrix, 2 threads, p50
+// (docs/BENCHMARKS.md): Swift fused dequantize+FMA (FusedDot.q4_1) 9.4-10.2 GB/s of weights;
+// ggml-style 8-bit activations with vpmaddubsw 13-14 GB/s, but they break the logit bounds on
+// SmolLM2 (top-20 |dlogp| 0.36-0.67 against 0.32); these 16-bit kernels 21-24 GB/s. 16-bit
+// activations keep ~15 bits per block (error <= max|x|/65534), so logits stay within the bounds.
+// Each kernel has a portable scalar path with the same arithmetic for builds without AVX2; the
+// AVX2 path is tested against the Swift reference dequantizer. (This machine always builds the
+// AVX2 path, so the scalar one is compiled and exercised only on other hosts.)
 #include <stdint.h>
 
 /// 32 activations quantized to int16: x ~ d*q. `s` = d*sum(q), so a weight block's offset term
