@@ -163,11 +163,13 @@ float cflex_dot_q4_1(const void *w, const cflex_q16_block *x, int nb) {
         __m256i lo0, hi0, lo1, hi1;
         nibbles16(p + 4, &lo0, &hi0);
         nibbles16(p + 24, &lo1, &hi1);
-        __m128 f0 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p))), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
-        __m128 f1 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p + 20))), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b + 1].d)));
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), dot16(lo0, hi0, x[b].qs), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f1), dot16(lo1, hi1, x[b + 1].qs), acc1);
-        off = _mm_add_ps(off, _mm_add_ps(f0, f1));
+        // (d0, m0, d1, m1) in one conversion, times (x0.d, x0.s, x1.d, x1.s) in one multiply.
+        __m128 dm = _mm_cvtph_ps(_mm_unpacklo_epi32(_mm_cvtsi32_si128((int)load_u32(p)), _mm_cvtsi32_si128((int)load_u32(p + 20))));
+        __m128 xs = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd((const double *)&x[b].d), (const double *)&x[b + 1].d));
+        __m128 f = _mm_mul_ps(dm, xs);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(lo0, hi0, x[b].qs), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehl_ps(f, f)), dot16(lo1, hi1, x[b + 1].qs), acc1);
+        off = _mm_add_ps(off, f);
     }
     for (; b < nb; b++, p += 20) {
         __m256i lo, hi;
@@ -176,7 +178,7 @@ float cflex_dot_q4_1(const void *w, const cflex_q16_block *x, int nb) {
         acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(lo, hi, x[b].qs), acc0);
         off = _mm_add_ps(off, f);
     }
-    offset = _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1));
+    offset = _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(off, off, 3));
     return hsum(_mm256_add_ps(acc0, acc1)) + offset;
 #else
     float sum = 0;

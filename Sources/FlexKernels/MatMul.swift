@@ -26,20 +26,26 @@ public struct MatMulWorkspace {
 /// Y = X · Wᵀ for a quantized weight matrix W (rows × cols) and a batch of activation rows X.
 ///
 /// This is the hot spot of the whole engine: every projection of every layer runs here.
-/// - Integer path, decode (batch < 4; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each activation row is
-///   quantized once to 16-bit blocks, then every weight row is dotted with it by the C kernels
-///   (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2 that broke the logit bounds, 16
-///   bits does not (the header of `cflex_kernels.h` has the numbers).
-/// - Fused path, decode of other formats with a ``FusedDot`` kernel: dequantized in registers.
-/// - Float path (F32, F16, BF16, K-quants): each weight row is dequantized once into per-thread
-///   scratch and dotted with up to four activation rows at a time.
+/// - Integer path, decode (batch below ``decodeBatchLimit``; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; AVX2
+///   builds): each activation row is quantized once to 16-bit blocks, then every weight row is
+///   dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
+///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
+/// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
+///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target, beat the scalar C fallback.
+/// - Float path (prefill batches, and formats without a decode kernel: F32, F16, BF16, K-quants):
+///   each weight row is dequantized once into per-thread scratch and dotted with up to four
+///   activation rows at a time.
 /// Rows are split into tasks handed out by the pool's atomic counter.
 public enum MatMul {
+    /// Batches smaller than this take the decode paths (weights streamed once per token row);
+    /// from here on, dequantizing a row once and reusing it across four tokens wins.
+    public static let decodeBatchLimit = 4
+
     public static func compute(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                                batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
-        if batch < 4, let dot = IntegerDot.kernel(for: w.type) {
+        if batch < decodeBatchLimit, IntegerDot.simd, let dot = IntegerDot.kernel(for: w.type) {
             computeInteger(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
-        } else if batch < 4, let dot = FusedDot.kernel(for: w.type) {
+        } else if batch < decodeBatchLimit, let dot = FusedDot.kernel(for: w.type) {
             computeFused(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
         } else {
             computeFloat(w, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
@@ -55,7 +61,7 @@ public enum MatMul {
                                      _ w2: QuantMatrix?, _ y2: UnsafeMutablePointer<Float>?,
                                      x: UnsafePointer<Float>, batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
         let cols = w0.cols
-        guard batch < 4, w1.cols == cols, w2.map({ $0.cols == cols }) ?? true,
+        guard batch < decodeBatchLimit, IntegerDot.simd, w1.cols == cols, w2.map({ $0.cols == cols }) ?? true,
               let d0 = IntegerDot.kernel(for: w0.type), let d1 = IntegerDot.kernel(for: w1.type),
               w2.map({ IntegerDot.kernel(for: $0.type) != nil }) ?? true else {
             compute(w0, x: x, ldx: cols, y: y0, ldy: w0.rows, batch: batch, pool: pool, workspace: ws)
@@ -239,8 +245,9 @@ public enum IntegerDot {
         }
     }
 
-    /// Whether the kernels were built with AVX2 (else the portable scalar code runs).
-    public static var simd: Bool { cflex_kernels_simd() != 0 }
+    /// Whether the kernels were built with AVX2 (else the portable scalar code runs, and
+    /// ``MatMul`` prefers the Swift ``FusedDot`` kernels).
+    public static let simd: Bool = cflex_kernels_simd() != 0
 }
 
 /// Owns the memory behind a ``MatMulWorkspace``, sized for a pool, a widest row and a batch.

@@ -117,27 +117,37 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 }
 
 @Suite struct MatMulTests {
-    enum Path: String, CaseIterable, Sendable { case engine, integer }
+    enum Path: String, CaseIterable, Sendable { case engine, integer, fused }
 
     /// A matmul against a plain double-precision one over reference-dequantized rows.
-    /// `engine` is what `MatMul.compute` picks (integer or fused for batch < 4,
-    /// dequantize-then-FMA above). `integer` is the C 16-bit-activation path: its
+    /// `engine` is what `MatMul.compute` picks (integer or fused below `decodeBatchLimit`,
+    /// dequantize-then-FMA above); `fused` is the Swift decode kernel, float throughout. `integer` is the C 16-bit-activation path: its
     /// reference uses the activations as that path sees them (16-bit round trip), so the same
     /// bound checks the kernel's arithmetic exactly.
     @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .q5_1, .q6_K, .q4_K, .q5_K, .f16, .bf16], [1, 3, 4, 9])
     func matchesNaive(_ type: GGMLType, _ batch: Int) {
         check(type, batch, .engine)
         if IntegerDot.kernel(for: type) != nil { check(type, batch, .integer) }
+        // The Swift decode path (taken on builds without AVX2), exercised directly here.
+        if FusedDot.kernel(for: type) != nil { check(type, batch, .fused) }
     }
 
-    func check(_ type: GGMLType, _ batch: Int, _ path: Path) {
-        let rows = 37, cols = 256
+    /// Rows of an odd number of blocks exercise the kernels' tail after the two-block unroll.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .q5_1])
+    func oddBlockCountRows(_ type: GGMLType) {
+        check(type, 1, .engine, cols: 96)
+        check(type, 1, .integer, cols: 96)
+        check(type, 3, .integer, cols: 160)
+    }
+
+    func check(_ type: GGMLType, _ batch: Int, _ path: Path, cols: Int = 256) {
+        let rows = 37
         let data = randomBlocks(type, blocks: rows * cols / type.blockElements, seed: 7)
         var rng = TestRNG(seed: 11)
         let xRaw = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
         // What the chosen path sees: `compute` takes the 16-bit integer path for decode-sized
         // batches of formats that have a C kernel.
-        let integer = path == .integer || (batch < 4 && IntegerDot.kernel(for: type) != nil)
+        let integer = path == .integer || (path == .engine && batch < MatMul.decodeBatchLimit && IntegerDot.simd && IntegerDot.kernel(for: type) != nil)
         let x = integer ? roundTripQ16(xRaw) : xRaw
         var y = [Float](repeating: .nan, count: batch * rows)
         let pool = WorkerPool(threads: 2)
@@ -147,6 +157,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
             if path == .integer {
                 MatMul.computeInteger(w, dot: IntegerDot.kernel(for: type)!, x: xRaw, ldx: cols, y: &y, ldy: rows, batch: batch,
                                       pool: pool, workspace: scratch.workspace)
+            } else if path == .fused {
+                MatMul.computeFused(w, dot: FusedDot.kernel(for: type)!, x: xRaw, ldx: cols, y: &y, ldy: rows, batch: batch,
+                                    pool: pool, workspace: scratch.workspace)
             } else {
                 MatMul.compute(w, x: xRaw, ldx: cols, y: &y, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
             }
