@@ -31,7 +31,8 @@ public struct MatMulWorkspace {
 ///   dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
 ///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
-///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target, beat the scalar C fallback.
+///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
+///   fallback there (not measured on such a machine).
 /// - Float path (prefill batches, and formats without a decode kernel: F32, F16, BF16, K-quants):
 ///   each weight row is dequantized once into per-thread scratch and dotted with up to four
 ///   activation rows at a time.
