@@ -64,18 +64,12 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Blocks to skip, e.g. attn:3,ffn:17.")
     var skip: String?
 
-    static var defaultModelPath: String {
-        let env = ProcessInfo.processInfo.environment
-        let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
-        return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
-
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
         let path: String
         if let model {
             path = model
         } else {
-            path = Self.defaultModelPath
+            path = ModelCache.defaultModelPath
             guard FileManager.default.fileExists(atPath: path) else {
                 throw CLIError("default model not found at \(path); fetch it with: bash Tools/fetch-model.sh (from the FlexRun repository), or pass --model PATH")
             }

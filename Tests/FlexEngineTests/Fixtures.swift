@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import FlexEngine
 
 /// Locates the shared reference fixtures (`../shared/fixtures` beside the repository) and the
 /// default model in the local model cache. Tests never download anything.
@@ -20,9 +21,7 @@ enum Fixtures {
     /// The default model, or nil if it has not been fetched (`Tools/fetch-model.sh`).
     /// With FLEXRUN_REQUIRE_MODEL=1 (set by CI) a missing model is a test failure, not a skip.
     static var smolLM2: String? {
-        let env = ProcessInfo.processInfo.environment
-        let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
-        let path = dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let path = ModelCache.defaultModelPath
         return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 

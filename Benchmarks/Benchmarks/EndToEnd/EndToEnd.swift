@@ -5,11 +5,7 @@ import Foundation
 // End-to-end on the default model (SmolLM2-135M Q4_1): decode tok/s, prefill tok/s, and
 // allocations per decoded token after warm-up (the hot path must not allocate).
 
-let modelPath: String = {
-    let env = ProcessInfo.processInfo.environment
-    let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
-    return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-}()
+let modelPath = ModelCache.defaultModelPath
 
 let tokensMetric = BenchmarkMetric.custom("tok/s", polarity: .prefersLarger, useScalingFactor: false)
 

@@ -69,17 +69,15 @@ public final class Engine: @unchecked Sendable {
 
     public var contextLength: Int { transformer.contextLength }
 
-    /// Prompt text → ids, applying the chat template when asked.
+    /// Prompt text → ids, applying the chat template when asked. Emptiness and length are
+    /// checked by ``generate(tokens:parameters:)``, which every path goes through.
     public func promptTokens(_ prompt: String, parameters: GenerateParameters) throws(EngineError) -> [Int32] {
         var text = prompt
         if parameters.chat {
             guard let template = chatTemplate else { throw .noChatTemplate }
             text = template.render(user: prompt, system: parameters.system)
         }
-        let ids = tokenizer.encode(text)
-        guard !ids.isEmpty else { throw .emptyPrompt }
-        guard ids.count < contextLength else { throw .promptTooLong(tokens: ids.count, context: contextLength) }
-        return ids
+        return tokenizer.encode(text)
     }
 
     /// Starts a generation. The prompt is processed on the first `next()`.

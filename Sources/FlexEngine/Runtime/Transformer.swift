@@ -89,7 +89,7 @@ public final class Transformer {
                 }
                 attend(layer: l, batch: n)
                 matmul(lw.output, att, xb)
-                for b in 0..<n { Vector.add(x + b * d, xb + b * d, d) }
+                Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
             if !mask.skipsFFN(l) {
                 for b in 0..<n {
@@ -98,7 +98,7 @@ public final class Transformer {
                 MatMul.computeShared(lw.gate, hb, lw.up, hb2, nil, nil, x: xb, batch: n, pool: pool, workspace: workspace)
                 Vector.swiglu(hb, hb2, n * ff)
                 matmul(lw.down, hb, xb)
-                for b in 0..<n { Vector.add(x + b * d, xb + b * d, d) }
+                Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
         }
 
