@@ -234,6 +234,24 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func tensor(named name: String) -> TensorInfo? { tensorIndex[name].map { tensors[$0] } }
 
+    /// File offset of a pointer into this file's mapping (a tensor view's start).
+    public func offset(of pointer: UnsafeRawPointer) -> Int {
+        let o = pointer - mapping.base
+        precondition(o >= 0 && o <= fileSize, "pointer outside the mapping of \(path)")
+        return o
+    }
+
+    /// Name of the tensor whose data starts at `pointer`, if any.
+    public func tensorName(at pointer: UnsafeRawPointer) -> String? {
+        let o = pointer - mapping.base
+        return tensors.first { $0.fileOffset == o }?.name
+    }
+
+    /// Advises the kernel that the mapping will not be read sequentially (no readahead), and drops
+    /// the pages already touched. Under a memory cap the offload runtime reads weights itself, so
+    /// the mapping is only a header parser's view and must not fill the page cache.
+    public func releaseMappedPages() { mapping.dropPages() }
+
     /// A view of a tensor's bytes, valid for the lifetime of this `GGUFFile`.
     public func tensorBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: mapping.bytes[info.fileOffset..<info.fileOffset + info.byteCount])

@@ -110,7 +110,7 @@ public enum MatMul {
             let nb = Int32(w.cols / 32)
             let end = min(w.rows, (task + 1) * rowsPerTask)
             for r in task * rowsPerTask..<end {
-                let row = w.data + r * w.rowBytes
+                let row = w.row(r)
                 for b in 0..<batch {
                     y[b * ldy + r] = dot(row, activations + b * activationStride, nb)
                 }
@@ -151,7 +151,7 @@ public enum MatMul {
             let nb = j.w.cols / 32
             let end = min(j.w.rows, (task + 1) * j.rowsPerTask)
             for r in task * j.rowsPerTask..<end {
-                let row = j.w.data + r * j.w.rowBytes
+                let row = j.w.row(r)
                 for b in 0..<j.batch {
                     j.y[b * j.ldy + r] = j.dot(row, j.x + b * j.ldx, j.sums + b * j.sumStride, nb)
                 }

@@ -2,8 +2,14 @@ import FlexFormat
 
 /// A 2-D weight matrix stored in a ggml format: `rows` rows of `cols` elements each.
 ///
-/// A non-owning view: the bytes belong to whoever loaded the model (the mapped GGUF today,
-/// a streamed block tomorrow), which keeps them alive while any `QuantMatrix` is in use.
+/// A non-owning view: the bytes belong to whoever loaded the model (the mapped GGUF, or the
+/// offload runtime's resident set and staging ring), which keeps them alive while any
+/// `QuantMatrix` is in use.
+///
+/// Rows may live in two places. Under a memory cap the runtime keeps a prefix of a tensor's
+/// rows resident and streams the rest into a staging slot ("flexible tensor preservation"), so
+/// rows `0..<splitRow` start at `data` and rows `splitRow..<rows` start at `tail`. A contiguous
+/// matrix is the special case `splitRow == rows`. Kernels address rows only through ``row(_:)``.
 public struct QuantMatrix: @unchecked Sendable {
     // @unchecked Sendable: a read-only view of immutable weight bytes; the owner outlives all users.
     public let type: GGMLType
@@ -11,6 +17,9 @@ public struct QuantMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let rowBytes: Int
+    /// First row stored at `tail` rather than after the rows at `data`.
+    public let splitRow: Int
+    public let tail: UnsafeRawPointer
 
     public init(type: GGMLType, data: UnsafeRawPointer, rows: Int, cols: Int) {
         precondition(cols % type.blockElements == 0, "row length \(cols) is not whole \(type) blocks")
@@ -19,13 +28,34 @@ public struct QuantMatrix: @unchecked Sendable {
         self.rows = rows
         self.cols = cols
         self.rowBytes = type.rowBytes(elements: cols)!
+        self.splitRow = rows
+        self.tail = data + rows * rowBytes
+    }
+
+    /// A matrix whose rows `0..<splitRow` are at `head` and rows `splitRow..<rows` at `tail`.
+    public init(type: GGMLType, head: UnsafeRawPointer, splitRow: Int, tail: UnsafeRawPointer, rows: Int, cols: Int) {
+        precondition(cols % type.blockElements == 0, "row length \(cols) is not whole \(type) blocks")
+        precondition(splitRow >= 0 && splitRow <= rows)
+        self.type = type
+        self.data = head
+        self.rows = rows
+        self.cols = cols
+        self.rowBytes = type.rowBytes(elements: cols)!
+        self.splitRow = splitRow
+        self.tail = tail
     }
 
     public var byteCount: Int { rows * rowBytes }
 
+    /// Start of row `r`: one predictable compare per row, nothing per block.
+    @inline(__always)
+    public func row(_ r: Int) -> UnsafeRawPointer {
+        r < splitRow ? data + r * rowBytes : tail + (r - splitRow) * rowBytes
+    }
+
     /// Dequantizes row `r` into `dst` (at least `cols` floats) with the fast path.
     @inline(__always)
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
-        FastDequantize.row(type, data + r * rowBytes, dst, count: cols)
+        FastDequantize.row(type, row(r), dst, count: cols)
     }
 }

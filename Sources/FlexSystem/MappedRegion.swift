@@ -25,6 +25,15 @@ public struct MappedRegion: ~Copyable {
 
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
+    /// Drops the pages of this mapping from the process (MADV_DONTNEED) and asks for no readahead
+    /// on later faults (MADV_RANDOM). The file's bytes stay readable; they are paged in again on use.
+    public func dropPages() {
+        guard count > 0 else { return }
+        let p = UnsafeMutableRawPointer(mutating: base)
+        _ = madvise(p, count, MADV_RANDOM)
+        _ = madvise(p, count, MADV_DONTNEED)
+    }
+
     deinit {
         if count > 0 { munmap(UnsafeMutableRawPointer(mutating: base), count) }
     }

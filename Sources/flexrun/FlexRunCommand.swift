@@ -43,7 +43,7 @@ struct FlexRun: ParsableCommand {
         abstract: "Run a GGUF language model on the CPU, within a memory limit.",
         discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
         version: "flexrun \(version) (\(Platform.libraryVersions))",
-        subcommands: [Generate.self, Perplexity.self],
+        subcommands: [Generate.self, Perplexity.self, Plan.self],
         defaultSubcommand: Generate.self)
 }
 
@@ -64,6 +64,15 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Blocks to skip, e.g. attn:3,ffn:17.")
     var skip: String?
 
+    @Option(name: .long, help: "How streamed weights are read under --mem-limit: auto, uring or pread.")
+    var io: String = "auto"
+
+    @Flag(name: .customLong("no-mlock"), help: "Do not lock the resident weights in RAM.")
+    var noMlock = false
+
+    @Option(name: .customLong("ring-slots"), help: "Staging slots for streamed weights (default 2).")
+    var ringSlots: Int?
+
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
         let path: String
         if let model {
@@ -79,6 +88,10 @@ struct ModelOptions: ParsableArguments {
             do { options.memoryLimit = try ByteSize(parsing: memLimit).bytes } catch { throw CLIError("--mem-limit: \(error)") }
         }
         if let threads { options.threads = threads }
+        guard let backend = ReadBackend(rawValue: io) else { throw CLIError("--io must be auto, uring or pread") }
+        options.readBackend = backend
+        options.lockMemory = !noMlock
+        if let ringSlots { options.ringSlots = ringSlots }
         options.contextLength = context ?? ctx
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }

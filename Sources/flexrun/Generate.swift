@@ -39,6 +39,9 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Print load time, prompt and decode tok/s, peak memory and more to stderr.")
     var stats = false
 
+    @Flag(name: .customLong("print-ids"), help: "Print the generated token ids to stderr (for comparing runs).")
+    var printIDs = false
+
     @Argument(help: "Prompt file, or - for stdin.")
     var promptFile: String
 
@@ -53,7 +56,15 @@ struct Generate: ParsableCommand {
         try validate()
         let prompt = try readText(promptFile, what: "prompt file")
         guard !prompt.isEmpty else { throw CLIError("the prompt is empty") }
-        let engine = try Engine(options: model.engineOptions())
+        // Without --ctx, size the KV cache for this job, not for 2048 tokens: a prompt has at most
+        // one token per byte, plus BOS and the chat template. Under a tight cap every KiB of KV
+        // cache is a KiB of weights that must be streamed instead.
+        var context: Int? = nil
+        if model.ctx == nil {
+            let needed = prompt.utf8.count + (chat ? 512 + (system?.utf8.count ?? 0) : 0) + maxTokens + 2
+            if needed < 2048 { context = (needed + 63) / 64 * 64 }
+        }
+        let engine = try Engine(options: model.engineOptions(context: context))
 
         var params = GenerateParameters(maxTokens: maxTokens, chat: chat)
         let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
@@ -68,27 +79,58 @@ struct Generate: ParsableCommand {
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         source.setEventHandler { cancel.cancel() }
         source.resume()
+        // SIGHUP re-reads the enclosing cgroup's memory limit and re-plans at the next token, so
+        // an orchestrator can shrink or grow the cap of a running generation.
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler {
+            guard let limit = CgroupMemory.current()?.limit else {
+                FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: no cgroup memory limit to follow\n".utf8)); return
+            }
+            do { try engine.setMemoryLimit(limit) } catch {
+                FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: \(error)\n".utf8))
+            }
+        }
+        hangup.resume()
 
         var it = try engine.generate(prompt: prompt, parameters: params)
         while let token = it.next() {
             if !token.text.isEmpty { writeStandardOutput(token.text) }
         }
         writeStandardOutput(it.flushText() + "\n")
+        if let error = it.error { throw error }
+        if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
         if stats { printStats(it.stats, engine: engine, seed: seed) }
         if it.stats.stopReason == .cancelled { throw ExitCode(130) }
     }
 
     func printStats(_ s: GenerationStats, engine: Engine, seed: UInt64) {
-        func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
-        let m = engine.memory
         var lines: [String] = []
         lines.append("model: \(engine.config.architecture), \(engine.config.layerCount) layers, context \(engine.contextLength), threads \(engine.options.threads), seed \(seed)")
-        lines.append("memory: \(ByteSize.format(m.total)) planned (\(m.breakdown))" + (engine.options.memoryLimit.map { ", limit \(ByteSize.format($0))" } ?? ""))
+        lines.append("memory: " + memorySummary(engine))
+        if let o = engine.offloadSummary {
+            let lock = o.lockRefusal.map { "mlock refused (\($0)), running unlocked" } ?? "\(ByteSize.format(o.lockedBytes)) locked"
+            lines.append("offload: reads via \(o.reader), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
+        }
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
-        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown"), disk read: \(ByteSize.format(s.bytesReadFromDisk)), blocks skipped: \(s.blocksSkipped)")
+        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown"), blocks skipped: \(s.blocksSkipped)")
+        lines.append("disk: \(ByteSize.format(s.bytesReadFromDisk)) read, \(ByteSize.format(Int(s.decodeBytesPerToken))) per decoded token, "
+                     + "prefetch stalls \(f(s.stallSeconds, 3)) s" + (s.replans > 0 ? ", re-planned \(s.replans)×" : ""))
         lines.append("stop: \(s.stopReason.rawValue)")
         FileHandle.standardError.write(Data(lines.map { "flexrun: " + $0 }.joined(separator: "\n").appending("\n").utf8))
     }
+}
+
+func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
+
+/// One line on what the engine holds: the plan under a cap, the in-memory estimate otherwise.
+func memorySummary(_ engine: Engine) -> String {
+    guard let p = engine.plan else {
+        return "\(ByteSize.format(engine.memory.total)) (\(engine.memory.breakdown)), no limit: weights mapped from the file"
+    }
+    let kept = p.isFullyResident ? "all weights resident" :
+        "\(ByteSize.format(p.residentBytes)) of weights resident, \(ByteSize.format(p.streamedBytesPerToken)) streamed per pass through \(p.ringSlots) × \(ByteSize.format(p.slotBytes)) ring"
+    return "\(ByteSize.format(p.totalBytes)) planned of \(ByteSize.format(p.inputs.cap)) limit; \(kept)"
 }

@@ -86,22 +86,6 @@ import Testing
         #expect(ids.first == engine.tokenizer.tokenID("<|im_start|>"))
     }
 
-    @Test func memoryLimitBelowModelIsRefusedWithMinimum() throws {
-        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
-        o.memoryLimit = 64 << 20
-        do {
-            _ = try Engine(options: o)
-            Issue.record("expected refusal")
-        } catch {
-            guard case .memoryLimitTooSmall(let limit, let estimate) = error else { Issue.record("\(error)"); return }
-            #expect(limit == 64 << 20)
-            #expect(estimate.total > 150 << 20 && estimate.weights > 90 << 20)
-            #expect(error.description.contains("at least"))
-        }
-        o.memoryLimit = 4 << 30
-        #expect(throws: Never.self) { _ = try Engine(options: o) }
-    }
-
     @Test func rejectsBadRequests() throws {
         let engine = try Self.engine(context: 16)
         #expect(throws: EngineError.self) { _ = try engine.generate(prompt: "") }

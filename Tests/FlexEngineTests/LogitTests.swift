@@ -13,7 +13,7 @@ import FlexFormat
         var i = 0
         while i < tokens.count {
             let chunk = Array(tokens[i..<min(tokens.count, i + batch)])
-            chunk.withUnsafeBufferPointer { tf.forward($0, logitRows: 0..<chunk.count) }
+            try chunk.withUnsafeBufferPointer { try tf.forward($0, logitRows: 0..<chunk.count) }
             for r in 0..<chunk.count { out.append(Array(tf.logits(row: r))) }
             i += chunk.count
         }

@@ -12,8 +12,9 @@ import Synchronization
 /// `AsyncThrowingStream`. One generation runs at a time per engine: starting a new one ends
 /// the previous iterator.
 public final class Engine: @unchecked Sendable {
-    // @unchecked Sendable: the mutable run state (transformer, KV cache) is only touched while
-    // `lock` is held, by exactly one iterator at a time.
+    // @unchecked Sendable: the mutable run state (transformer, KV cache, streamer, memoryLimit,
+    // replanCount) is only touched by the thread running the current iterator; other threads
+    // reach it only through the `lock` and `pendingPlan` mutexes.
     public let options: EngineOptions
     public let config: ModelConfig
     public let tokenizer: BPETokenizer
@@ -21,7 +22,15 @@ public final class Engine: @unchecked Sendable {
     public let memory: MemoryEstimate
     public let loadSeconds: Double
     let transformer: Transformer
+    let weights: ModelWeights
+    let locker: MemoryLocker?
     let lock = Mutex<Int>(0)   // generation counter; the newest iterator owns the transformer
+    /// The cap in force (explicit, or the cgroup's); nil runs from the mapping without a limit.
+    public private(set) var memoryLimit: Int?
+    /// A plan made by ``setMemoryLimit(_:)``, applied by the forward thread at the next token.
+    private let pendingPlan = Mutex<MemoryPlan?>(nil)
+    /// How many times a new cap has been applied.
+    public private(set) var replanCount = 0
 
     public init(options: EngineOptions) throws(EngineError) {
         let start = Platform.now()
@@ -49,13 +58,22 @@ public final class Engine: @unchecked Sendable {
         let batch = min(options.batchSize, context)
 
         let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
+        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
+        let logitRows = min(batch, max(1, options.logitRows ?? (limit == nil ? batch : 1)))
+        guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         let estimate = MemoryEstimate(
             weights: file.tensors.reduce(0) { $0 + $1.byteCount },
             kvCache: KVCache.bytes(layers: keptAttention, capacity: context, kvDim: config.kvDim),
-            buffers: RunState.bytes(config: config, maxBatch: batch, context: context, threads: options.threads, maxRow: weights.maxRowLength),
+            buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
+                                    threads: options.threads, maxRow: weights.maxRowLength),
             runtime: MemoryEstimate.runtimeAllowance)
-        if let limit = options.memoryLimit, limit < estimate.total {
-            throw .memoryLimitTooSmall(limit: limit, estimate: estimate)
+        let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
+        var streamer: WeightStreamer?
+        if let limit {
+            let plan = try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: limit,
+                                                 kvCacheBytes: estimate.kvCache, bufferBytes: estimate.buffers,
+                                                 runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
+            streamer = try WeightStreamer(plan: plan, weights: weights, backend: options.readBackend, locker: locker)
         }
 
         self.options = options
@@ -63,11 +81,52 @@ public final class Engine: @unchecked Sendable {
         self.tokenizer = tokenizer
         self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"))
         self.memory = estimate
-        self.transformer = Transformer(weights: weights, contextLength: context, maxBatch: batch, threads: options.threads, mask: options.skip)
+        self.memoryLimit = limit
+        self.weights = weights
+        self.locker = locker
+        self.transformer = Transformer(weights: weights, contextLength: context, maxBatch: batch, threads: options.threads,
+                                       mask: options.skip, logitRows: logitRows, streamer: streamer)
         self.loadSeconds = Platform.now() - start
     }
 
     public var contextLength: Int { transformer.contextLength }
+
+    /// The memory plan in force, nil when running from the mapping without a limit.
+    public var plan: MemoryPlan? { transformer.streamer?.plan }
+
+    /// What the offload runtime did: reader, locked bytes, mlock refusal (nil when unlimited).
+    public var offloadSummary: OffloadSummary? {
+        transformer.streamer.map { s in
+            OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
+                           residentLoadSeconds: s.loadSeconds)
+        }
+    }
+
+    /// Changes the memory cap while the engine is open, from any thread. The new plan is made
+    /// (and checked) now, and applied by the generating thread before its next token, so a
+    /// running generation continues with the same KV cache and output. Throws, leaving the old
+    /// cap in force, when the new cap is below the minimum.
+    public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
+        let plan = try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: bytes,
+                                             kvCacheBytes: memory.kvCache, bufferBytes: memory.buffers,
+                                             runtimeBytes: memory.runtime, ringSlots: options.ringSlots))
+        pendingPlan.withLock { $0 = plan }
+    }
+
+    /// Applies a plan queued by ``setMemoryLimit(_:)``; called by the thread that owns the transformer.
+    func applyPendingPlan() throws(EngineError) {
+        guard let plan = pendingPlan.withLock({ p -> MemoryPlan? in defer { p = nil }; return p }) else { return }
+        let weights = self.weights, backend = options.readBackend
+        let locker = self.locker
+        try transformer.replaceStreamer { () throws(EngineError) in
+            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker)
+        }
+        memoryLimit = plan.inputs.cap
+        replanCount += 1
+    }
+
+    /// The streamer's running totals (zero when nothing streams).
+    var streamCounters: StreamCounters { transformer.streamer?.counters ?? StreamCounters() }
 
     /// Prompt text → ids, applying the chat template when asked. Emptiness and length are
     /// checked by ``generate(tokens:parameters:)``, which every path goes through.
@@ -140,6 +199,11 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     var step: [Int32] = [0]
     var started = false
     var finished = false
+    /// Streamer totals when this generation started and when decoding started.
+    var countersAtStart = StreamCounters()
+    var countersAtDecode = StreamCounters()
+    /// Why generation stopped early with an error (a weight read failed).
+    public private(set) var error: EngineError?
     public private(set) var stats = GenerationStats()
     public private(set) var tokens: [Int32] = []
 
@@ -162,8 +226,11 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         let tf = engine.transformer
         let vocab = tf.vocabularySize
 
+        do { try engine.applyPendingPlan() } catch { return fail(error) }
+
         if !started {
             started = true
+            countersAtStart = engine.streamCounters
             let t0 = Platform.now()
             tf.reset()
             for t in prompt { sampler.accept(t) }
@@ -171,17 +238,22 @@ public struct TokenIterator: Sequence, IteratorProtocol {
             while i < prompt.count {
                 let n = Swift.min(tf.maxBatch, prompt.count - i)
                 let last = i + n == prompt.count
-                prompt[i..<i + n].withUnsafeBufferPointer { tf.forward($0, logitRows: last ? (n - 1)..<n : 0..<0) }
+                do throws(EngineError) {
+                    try prompt[i..<i + n].withUnsafeBufferPointer { p throws(EngineError) in try tf.forward(p, logitRows: last ? (n - 1)..<n : 0..<0) }
+                } catch { return fail(error) }
                 i += n
                 if parameters.cancellation?.isCancelled == true { return finish(.cancelled) }
             }
             stats.promptSeconds = Platform.now() - t0
+            countersAtDecode = engine.streamCounters
         } else {
             guard tokens.count < parameters.maxTokens else { return finish(.maxTokens) }
             guard tf.position < tf.contextLength else { return finish(.contextFull) }
             let t0 = Platform.now()
             step[0] = pendingToken!
-            step.withUnsafeBufferPointer { tf.forward($0, logitRows: 0..<1) }
+            do throws(EngineError) {
+                try step.withUnsafeBufferPointer { p throws(EngineError) in try tf.forward(p, logitRows: 0..<1) }
+            } catch { return fail(error) }
             stats.decodeSeconds += Platform.now() - t0
         }
         if tokens.count >= parameters.maxTokens { return finish(.maxTokens) }
@@ -203,8 +275,19 @@ public struct TokenIterator: Sequence, IteratorProtocol {
             finished = true
             stats.stopReason = reason
             stats.peakResidentBytes = Platform.peakResidentBytes()
+            let now = engine.streamCounters
+            stats.bytesReadFromDisk = now.bytesRead - countersAtStart.bytesRead
+            stats.decodeBytesRead = started ? now.bytesRead - countersAtDecode.bytesRead : 0
+            stats.stallSeconds = now.stallSeconds - countersAtStart.stallSeconds
+            stats.memoryLimit = engine.memoryLimit
+            stats.replans = engine.replanCount
         }
         return nil
+    }
+
+    private mutating func fail(_ e: EngineError) -> GeneratedToken? {
+        error = e
+        return finish(.error)
     }
 
     /// Text held back at the end (an incomplete character), to print after the last token.

@@ -5,7 +5,11 @@ import FlexSystem
 public enum EngineError: Error, CustomStringConvertible, Sendable {
     case model(path: String, GGUFError)
     case tokenizer(TokenizerError)
-    case memoryLimitTooSmall(limit: Int, estimate: MemoryEstimate)
+    /// Even streaming every weight cannot fit: `minimum` is the smallest workable cap, and
+    /// `fixed` what it is made of besides the staging ring.
+    case memoryLimitTooSmall(limit: Int, minimum: Int, fixed: MemoryEstimate)
+    /// Streamed weights could not be read (a failing disk, a file truncated after open).
+    case weightRead(String)
     case invalidOption(String)
     case emptyPrompt
     case promptTooLong(tokens: Int, context: Int)
@@ -17,10 +21,11 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .model(let path, let e): return "\(path): \(e)"
         case .tokenizer(let e): return e.description
-        case .memoryLimitTooSmall(let limit, let est):
-            return "memory limit \(ByteSize.format(limit)) is too small: this model needs at least \(ByteSize.format(est.total)) "
-                + "(\(est.breakdown)); raise --mem-limit to at least \(ByteSize.format(est.total)) or lower --ctx "
-                + "(streaming weights under a smaller cap is not implemented yet)"
+        case .memoryLimitTooSmall(let limit, let minimum, let fixed):
+            return "memory limit \(ByteSize.format(limit)) is too small: streaming this model needs at least \(ByteSize.format(minimum)) "
+                + "(\(fixed.breakdown) + staging ring \(ByteSize.format(minimum - fixed.total))); "
+                + "raise --mem-limit to at least \(ByteSize.format(minimum)) or lower --ctx"
+        case .weightRead(let m): return "cannot read model weights: \(m)"
         case .invalidOption(let m): return m
         case .emptyPrompt: return "the prompt is empty"
         case .promptTooLong(let n, let ctx): return "the prompt is \(n) tokens but the context holds \(ctx); raise --ctx or shorten the prompt"

@@ -12,8 +12,25 @@ public struct EngineOptions: Sendable {
     /// Tokens per forward pass during prompt processing: larger amortises weight reads over
     /// more tokens, at (batch × vocab × 4) bytes of logits.
     public var batchSize: Int = 64
-    /// Total memory the engine may use; nil means no limit. Checked at open.
+    /// Total memory the engine may use (weights, KV cache, buffers, runtime). Under a limit the
+    /// engine plans a resident set and streams the other weights from disk (``MemoryPlan``).
+    /// nil takes the enclosing cgroup's limit when ``followCgroupLimit`` and one is set, and
+    /// otherwise runs the model from a memory mapping with no limit.
     public var memoryLimit: Int? = nil
+    /// Use the enclosing cgroup's memory limit when ``memoryLimit`` is nil.
+    public var followCgroupLimit = true
+    /// Disk path for streamed weights: io_uring, with pread as the fallback.
+    public var readBackend: ReadBackend = .auto
+    /// mlock the resident weights and the staging ring when permitted (a refusal only warns).
+    public var lockMemory = true
+    /// Staging slots for streamed weights: 2 overlaps one layer's reads with the previous
+    /// layer's compute; more smooths uneven layers at the cost of resident bytes.
+    public var ringSlots = 2
+    /// Batch rows a pass may return logits for; nil means the whole batch without a memory limit
+    /// and 1 under one (generation needs 1; perplexity is faster with more).
+    public var logitRows: Int? = nil
+    /// The mlock call; tests substitute a refusing one.
+    package var memoryLocker: MemoryLocker? = nil
     /// Blocks to skip (identity on the residual stream).
     public var skip: BlockMask = .none
 

@@ -1,6 +1,6 @@
 /// What one generation did and how fast: the numbers `--stats` prints.
 public struct GenerationStats: Sendable, Equatable {
-    public enum StopReason: String, Sendable { case endOfGeneration = "end of generation", maxTokens = "token limit", contextFull = "context full", cancelled }
+    public enum StopReason: String, Sendable { case endOfGeneration = "end of generation", maxTokens = "token limit", contextFull = "context full", cancelled, error }
 
     public var loadSeconds: Double = 0
     public var promptTokens = 0
@@ -10,12 +10,22 @@ public struct GenerationStats: Sendable, Equatable {
     public var peakResidentBytes: Int? = nil
     /// Bytes read from disk for weights during this generation (0 when fully resident).
     public var bytesReadFromDisk = 0
+    /// Of those, bytes read while decoding (after the prompt pass).
+    public var decodeBytesRead = 0
+    /// Time the forward pass waited for streamed weights (prefetch stalls).
+    public var stallSeconds: Double = 0
+    /// The memory cap in force at the end (nil: none).
+    public var memoryLimit: Int? = nil
+    /// Caps applied during the engine's life by ``Engine/setMemoryLimit(_:)``.
+    public var replans = 0
     public var blocksSkipped = 0
     public var stopReason: StopReason = .maxTokens
 
     public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens) / promptSeconds : 0 }
     /// Decode rate over tokens after the first (the first comes from the prompt pass).
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(max(0, generatedTokens - 1)) / decodeSeconds : 0 }
+    /// Disk bytes per decoded token (the first token comes from the prompt pass).
+    public var decodeBytesPerToken: Double { generatedTokens > 1 ? Double(decodeBytesRead) / Double(generatedTokens - 1) : 0 }
 }
 
 /// What the async stream yields.
@@ -23,4 +33,14 @@ public enum GenerationEvent: Sendable {
     /// Newly completed text (may be empty while a multi-byte character is incomplete) and its token.
     case token(id: Int32, text: String)
     case finished(GenerationStats)
+}
+
+/// What the offload runtime set up at open: for `--stats` and the sweep.
+public struct OffloadSummary: Sendable, Equatable {
+    /// "io_uring", "pread (reason)" or "none (fully resident)".
+    public let reader: String
+    public let lockedBytes: Int
+    /// The mlock error when locking was refused (the engine runs unlocked).
+    public let lockRefusal: String?
+    public let residentLoadSeconds: Double
 }

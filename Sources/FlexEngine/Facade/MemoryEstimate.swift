@@ -18,6 +18,6 @@ public struct MemoryEstimate: Sendable, Equatable {
     public var total: Int { weights + kvCache + buffers + runtime }
 
     public var breakdown: String {
-        "weights \(ByteSize.format(weights)) + KV cache \(ByteSize.format(kvCache)) + buffers \(ByteSize.format(buffers)) + runtime \(ByteSize.format(runtime))"
+        (weights > 0 ? "weights \(ByteSize.format(weights)) + " : "") + "KV cache \(ByteSize.format(kvCache)) + buffers \(ByteSize.format(buffers)) + runtime \(ByteSize.format(runtime))"
     }
 }

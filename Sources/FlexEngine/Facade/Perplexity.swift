@@ -40,11 +40,15 @@ extension Engine {
             tf.reset()
             var i = 0
             while i < n {
-                let b = min(tf.maxBatch, n - i)
-                // Rows whose position p satisfies first ≤ p ≤ n−2 are scored.
+                // Rows whose position p satisfies first ≤ p ≤ n−2 are scored; a pass returns at most
+                // maxLogitRows of them, so the scored half runs in batches of that size.
+                var b = min(tf.maxBatch, n - i)
+                if i + b > first { b = max(first - i, min(b, tf.maxLogitRows)) }
+                if b == 0 { b = min(tf.maxLogitRows, n - i) }
                 let lo = max(first, i), hi = min(n - 1, i + b)
                 let rows = lo < hi ? (lo - i)..<(hi - i) : 0..<0
-                chunk[i..<i + b].withUnsafeBufferPointer { tf.forward($0, logitRows: rows) }
+                try applyPendingPlan()
+                try chunk[i..<i + b].withUnsafeBufferPointer { p throws(EngineError) in try tf.forward(p, logitRows: rows) }
                 for (r, p) in zip(0..., lo..<max(lo, hi)) {
                     let logits = tf.logits(row: r)
                     let target = Int(chunk[p + 1])

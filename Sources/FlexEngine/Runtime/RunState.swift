@@ -7,6 +7,7 @@ import FlexSystem
 /// decode reuses the same memory: nothing on the hot path allocates.
 public struct RunState: ~Copyable {
     public let maxBatch: Int
+    public let logitRows: Int
     let x: AlignedBuffer<Float>          // (batch, dim) residual stream
     let xb: AlignedBuffer<Float>         // (batch, dim) normed input / block output
     let q: AlignedBuffer<Float>          // (batch, n_head·head_dim)
@@ -15,14 +16,15 @@ public struct RunState: ~Copyable {
     let attention: AlignedBuffer<Float>  // (batch, n_head·head_dim) attention output
     let hb: AlignedBuffer<Float>         // (batch, ff) gate, then SwiGLU
     let hb2: AlignedBuffer<Float>        // (batch, ff) up
-    let logits: AlignedBuffer<Float>     // (batch, vocab)
+    let logits: AlignedBuffer<Float>     // (logitRows, vocab)
     let ropeTable: AlignedBuffer<Float>  // (batch, head_dim) cos/sin pairs per position
     let scores: AlignedBuffer<Float>     // (threads, context) attention scores
     let matmul: MatMulScratch            // per-thread dequantized rows, per-token 8-bit activations
     let scoresStride: Int
 
-    init(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) {
+    init(config: ModelConfig, maxBatch: Int, logitRows: Int, context: Int, threads: Int, maxRow: Int) {
         self.maxBatch = maxBatch
+        self.logitRows = logitRows
         x = AlignedBuffer(count: maxBatch * config.embeddingLength)
         xb = AlignedBuffer(count: maxBatch * config.embeddingLength)
         q = AlignedBuffer(count: maxBatch * config.queryDim)
@@ -31,7 +33,7 @@ public struct RunState: ~Copyable {
         attention = AlignedBuffer(count: maxBatch * config.queryDim)
         hb = AlignedBuffer(count: maxBatch * config.feedForwardLength)
         hb2 = AlignedBuffer(count: maxBatch * config.feedForwardLength)
-        logits = AlignedBuffer(count: maxBatch * config.vocabularySize)
+        logits = AlignedBuffer(count: logitRows * config.vocabularySize)
         ropeTable = AlignedBuffer(count: maxBatch * config.headDim)
         scoresStride = (context + 15) / 16 * 16
         scores = AlignedBuffer(count: threads * scoresStride)
@@ -41,10 +43,9 @@ public struct RunState: ~Copyable {
     var workspace: MatMulWorkspace { matmul.workspace }
 
     /// Bytes these buffers take, for the memory tally and the cap check.
-    static func bytes(config: ModelConfig, maxBatch: Int, context: Int, threads: Int, maxRow: Int) -> Int {
-        let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim
-            + 2 * config.feedForwardLength + config.vocabularySize
-        return 4 * (maxBatch * perToken + maxBatch * config.headDim + threads * (context + 16))
+    static func bytes(config: ModelConfig, maxBatch: Int, logitRows: Int, context: Int, threads: Int, maxRow: Int) -> Int {
+        let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim + 2 * config.feedForwardLength
+        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * (context + 16))
             + MatMulScratch.bytes(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 

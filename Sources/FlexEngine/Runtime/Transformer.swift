@@ -14,23 +14,39 @@ public final class Transformer {
     let state: RunState
     let cache: KVCache
     let rope: Rope
+    /// Under a memory cap, the owner of resident and streamed weights; nil runs from the mapping.
+    private(set) var streamer: WeightStreamer?
 
     /// Positions already in the KV cache: the next token goes at this position.
     public private(set) var position = 0
 
-    public init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none) {
+    /// `logitRows` bounds how many batch rows one forward pass can return logits for (each row is
+    /// vocab floats, 192 KiB for SmolLM2): generation needs 1, perplexity a whole batch.
+    init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none,
+         logitRows: Int? = nil, streamer: WeightStreamer? = nil) {
+        self.streamer = streamer
         self.weights = weights
         config = weights.config
         self.contextLength = contextLength
         self.mask = mask
         pool = WorkerPool(threads: threads)
-        state = RunState(config: config, maxBatch: maxBatch, context: contextLength, threads: threads, maxRow: weights.maxRowLength)
+        state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
+                         threads: threads, maxRow: weights.maxRowLength)
         cache = KVCache(layers: config.layerCount, capacity: contextLength, kvDim: config.kvDim, mask: mask)
         rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
                     frequencyFactors: weights.ropeFrequencyFactors)
     }
 
     public var maxBatch: Int { state.maxBatch }
+    /// Most batch rows one pass can return logits for.
+    public var maxLogitRows: Int { state.logitRows }
+
+    /// Swaps the weight source at a token boundary (a new cap): the old streamer's reads are
+    /// drained and its buffers freed before the new one loads, so the two never coexist.
+    func replaceStreamer(_ make: () throws(EngineError) -> WeightStreamer) throws(EngineError) {
+        streamer = nil
+        streamer = try make()
+    }
     public var vocabularySize: Int { config.vocabularySize }
 
     /// Bytes allocated for activations and the KV cache.
@@ -48,9 +64,10 @@ public final class Transformer {
     /// Runs `tokens` (at most ``maxBatch``) at the next positions and computes logits for the
     /// batch rows in `logitRows` into ``logits(row:)`` rows 0, 1, … in order.
     /// Token ids must be valid (the ``Engine`` checks user input).
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>) {
+    /// Throws only when streamed weights cannot be read (a failing disk, a file changed under us).
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>) throws(EngineError) {
         let n = tokens.count
-        precondition(n >= 1 && n <= maxBatch && position + n <= contextLength)
+        precondition(n >= 1 && n <= maxBatch && position + n <= contextLength && logitRows.count <= maxLogitRows)
         let c = config
         let d = c.embeddingLength, qd = c.queryDim, kvd = c.kvDim, ff = c.feedForwardLength
         let x = state.x.pointer, xb = state.xb.pointer
@@ -59,17 +76,19 @@ public final class Transformer {
         let workspace = state.workspace
         let ropeTable = state.ropeTable.pointer, hd = c.headDim
 
-        func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int = n) {
-            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: w.rows, batch: rows, pool: pool, workspace: workspace)
+        func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int = n, ldy: Int? = nil) {
+            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: ldy ?? w.rows, batch: rows, pool: pool, workspace: workspace)
         }
 
+        let streamer = self.streamer
         for b in 0..<n {
-            weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d)
+            if let streamer { try streamer.embeddingRow(Int(tokens[b]), into: x + b * d) }
+            else { weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d) }
             rope.table(position: position + b, into: ropeTable + b * hd)
         }
 
         for l in 0..<c.layerCount {
-            let lw = weights.layers[l]
+            let lw = try streamer?.layer(l) ?? weights.layers[l]
             if !mask.skipsAttention(l) {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
@@ -100,6 +119,7 @@ public final class Transformer {
                 matmul(lw.down, hb, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
+            try streamer?.finishLayer(l)
         }
 
         let rows = logitRows.clamped(to: 0..<n)
@@ -107,7 +127,20 @@ public final class Transformer {
             for (i, b) in rows.enumerated() {
                 Vector.rmsNorm(x + b * d, weight: weights.outputNorm, eps: c.rmsEpsilon, into: xb + i * d, d)
             }
-            matmul(weights.output, xb, state.logits.pointer, rows: rows.count)
+            if let streamer {
+                if streamer.head.rows > 0 { matmul(streamer.head, xb, state.logits.pointer, rows: rows.count, ldy: c.vocabularySize) }
+            } else {
+                matmul(weights.output, xb, state.logits.pointer, rows: rows.count)
+            }
+        }
+        if let streamer {
+            // Streamed head rows come in stage order even when no logits are wanted (an inner
+            // prefill batch): the prefetch cycle has already read them.
+            for (i, chunk) in streamer.headChunks.enumerated() {
+                let m = try streamer.headChunk(i)
+                if !rows.isEmpty { matmul(m, xb, state.logits.pointer + chunk.rows.lowerBound, rows: rows.count, ldy: c.vocabularySize) }
+                try streamer.finishHeadChunk()
+            }
         }
         position += n
     }

@@ -1,0 +1,260 @@
+import FlexSystem
+
+/// How the engine spends a memory cap: which matrix rows stay resident, which are streamed each
+/// token and through how large a staging ring, and what the KV cache, buffers and runtime take.
+///
+/// A pure value: model geometry and budgets in, decision out; no I/O, testable without a model
+/// (after mlx-swift-lm's `WiredSumPolicy`). It applies FlexInfer's two policies (DESIGN.md §3):
+/// - *Balanced memory locking.* After the output head, the resident budget is split evenly over
+///   the layers, so every layer streams the same number of bytes and the pipeline never starves
+///   behind one fat layer.
+/// - *Flexible tensor preservation.* Within a layer's share, the small attention matrices are kept
+///   first (most saved read operations per byte), then prefixes of FFN matrices' rows; the rest of
+///   each matrix is one contiguous suffix, read in one large request.
+///
+/// Every read is the 4 KiB-aligned superset of what is needed (O_DIRECT), and the plan counts
+/// those aligned bytes, not the ideal ones, so its totals are what the process really holds.
+public struct MemoryPlan: Sendable, Equatable {
+    /// What the plan is made from.
+    public struct Inputs: Sendable, Equatable {
+        public var layout: ModelLayout
+        /// Total bytes the engine may use.
+        public var cap: Int
+        public var kvCacheBytes: Int
+        /// Activation buffers, logits, scratch.
+        public var bufferBytes: Int
+        /// Swift runtime, code, tokenizer tables, thread stacks (``MemoryEstimate/runtimeAllowance``).
+        public var runtimeBytes: Int
+        /// Staging slots: 2 lets layer i+1 load while layer i computes.
+        public var ringSlots: Int = 2
+
+        public init(layout: ModelLayout, cap: Int, kvCacheBytes: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2) {
+            self.layout = layout
+            self.cap = cap
+            self.kvCacheBytes = kvCacheBytes
+            self.bufferBytes = bufferBytes
+            self.runtimeBytes = runtimeBytes
+            self.ringSlots = ringSlots
+        }
+    }
+
+    /// A byte range of the file to read into a staging slot at `slotOffset` (all 4 KiB aligned).
+    public struct Read: Sendable, Equatable {
+        public let fileOffset: Int
+        public let length: Int
+        public let slotOffset: Int
+    }
+
+    /// The streamed rows `rows` of one matrix, found at `slotOffset` in its stage's slot.
+    public struct Piece: Sendable, Equatable {
+        public let tensor: String
+        public let rows: Range<Int>
+        public let slotOffset: Int
+        public let bytes: Int
+    }
+
+    /// What the forward pass streams at one point: one layer's tails, or a chunk of head rows.
+    public struct Stage: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable, Hashable { case layer(Int), head(Range<Int>) }
+        public let kind: Kind
+        public let pieces: [Piece]
+        public let reads: [Read]
+        /// Aligned bytes read from disk for this stage.
+        public var readBytes: Int { reads.reduce(0) { $0 + $1.length } }
+    }
+
+    /// The resident prefix of one matrix: rows `0..<rows`, at `offset` in the resident buffer
+    /// (plus the file offset's distance from its 4 KiB boundary).
+    public struct Resident: Sendable, Equatable {
+        public let rows: Int
+        public let offset: Int
+        public let read: Read?
+    }
+
+    public let inputs: Inputs
+    /// Resident prefix of every matrix, by tensor name (rows 0 means fully streamed).
+    public let resident: [String: Resident]
+    /// Bytes of the resident buffer (aligned spans of every resident prefix).
+    public let residentBytes: Int
+    /// Streamed stages in forward order; empty when everything is resident.
+    public let stages: [Stage]
+    /// Bytes of one staging slot (0 when nothing streams).
+    public let slotBytes: Int
+    public var ringSlots: Int { stages.isEmpty ? 0 : inputs.ringSlots }
+    public var ringBytes: Int { ringSlots * slotBytes }
+
+    /// Weight bytes the forward pass needs from disk per token (exact rows).
+    public var streamedBytesPerToken: Int { stages.reduce(0) { $0 + $1.pieces.reduce(0) { $0 + $1.bytes } } }
+    /// Bytes actually read per token (aligned supersets).
+    public var readBytesPerToken: Int { stages.reduce(0) { $0 + $1.readBytes } }
+    public var isFullyResident: Bool { stages.isEmpty }
+
+    /// Everything that does not depend on the resident/streamed split.
+    public var fixedBytes: Int {
+        inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + inputs.layout.pinnedBytes
+    }
+    /// The engine's whole planned footprint; never above the cap.
+    public var totalBytes: Int { fixedBytes + residentBytes + ringBytes }
+
+    /// The smallest cap at which this model streams at all with these KV, buffer and runtime
+    /// budgets: nothing resident, a ring for the largest layer.
+    public static func minimumCap(_ inputs: Inputs) -> Int {
+        let fixed = inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + inputs.layout.pinnedBytes
+        let largest = inputs.layout.layers.map { layer in
+            Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }).readBytes
+        }.max() ?? 0
+        // The head streams in chunks that fit a slot; one row must fit.
+        let headRow = Builder.span(inputs.layout.head.fileOffset, inputs.layout.head.rowBytes)
+        return fixed + inputs.ringSlots * max(largest, headRow)
+    }
+
+    public enum PlanError: Error, Equatable, Sendable {
+        /// The cap cannot hold KV, buffers, runtime and a minimal ring.
+        case capTooSmall(minimum: Int)
+    }
+
+    /// Plans `inputs`. Throws with the minimum workable cap when even streaming cannot fit.
+    public init(_ inputs: Inputs) throws(PlanError) {
+        precondition(inputs.ringSlots >= 1)
+        self.inputs = inputs
+        let layout = inputs.layout
+        let fixed = inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + layout.pinnedBytes
+        let available = inputs.cap - fixed
+
+        // Everything fits: all resident, no ring.
+        var all = Builder.assign(layout, budget: 1 << 56, slotLimit: 0)
+        if let e = layout.embedding { all.keep(e, rows: e.rows) }
+        if all.stages.isEmpty && all.residentBytes <= available {
+            (resident, residentBytes, stages, slotBytes) = (all.resident, all.residentBytes, [], 0)
+            return
+        }
+
+        // Fixed point: the ring depends on what streams, which depends on the budget left after
+        // the ring. Starting from the largest ring, each round can only shrink it, so every
+        // round's plan fits and the last one is the best.
+        var slot = MemoryPlan.minimumCap(inputs) - fixed
+        slot /= inputs.ringSlots
+        guard available >= inputs.ringSlots * slot else { throw .capTooSmall(minimum: MemoryPlan.minimumCap(inputs)) }
+        var best = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
+        for _ in 0..<16 {
+            let used = best.maxStageBytes
+            if used >= slot { break }
+            slot = used
+            let next = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
+            if next.maxStageBytes > slot { break }
+            best = next
+        }
+        resident = best.resident
+        residentBytes = best.residentBytes
+        stages = best.stages
+        slotBytes = best.maxStageBytes
+    }
+
+    /// Plans for a cap, or reports the minimum cap as an ``EngineError``.
+    static func make(_ inputs: Inputs) throws(EngineError) -> MemoryPlan {
+        do { return try MemoryPlan(inputs) } catch {
+            guard case .capTooSmall(let minimum) = error else { fatalError() }
+            throw .memoryLimitTooSmall(limit: inputs.cap, minimum: minimum, fixed: MemoryEstimate(
+                weights: 0, kvCache: inputs.kvCacheBytes, buffers: inputs.bufferBytes + inputs.layout.pinnedBytes,
+                runtime: inputs.runtimeBytes))
+        }
+    }
+}
+
+/// The arithmetic behind ``MemoryPlan``, kept apart so the plan's fields stay declarative.
+enum Builder {
+    static let align = DirectFile.alignment
+
+    /// Bytes of the aligned superset of [offset, offset + length).
+    static func span(_ offset: Int, _ length: Int) -> Int {
+        length == 0 ? 0 : roundUp(offset + length) - roundDown(offset)
+    }
+    static func roundDown(_ v: Int) -> Int { v / align * align }
+    static func roundUp(_ v: Int) -> Int { (v + align - 1) / align * align }
+
+    /// Most prefix rows of `t` whose aligned span fits in `budget`.
+    static func rowsFitting(_ t: TensorExtent, budget: Int) -> Int {
+        guard budget >= align else { return 0 }
+        let end = roundDown(t.fileOffset) + roundDown(budget)
+        return max(0, min(t.rows, (end - t.fileOffset) / t.rowBytes))
+    }
+
+    /// A stage streaming rows `from..<t.rows` of each listed matrix, with overlapping aligned
+    /// reads merged so no byte is read twice.
+    static func stage(_ kind: MemoryPlan.Stage.Kind, _ tails: [(TensorExtent, Int)]) -> MemoryPlan.Stage {
+        var spans: [(start: Int, end: Int)] = []
+        for (t, from) in tails.sorted(by: { $0.0.fileOffset < $1.0.fileOffset }) where from < t.rows {
+            let a = t.fileOffset + from * t.rowBytes, b = t.fileOffset + t.bytes
+            let s = roundDown(a), e = roundUp(b)
+            if let last = spans.last, s <= last.end { spans[spans.count - 1].end = max(last.end, e) } else { spans.append((s, e)) }
+        }
+        var reads: [MemoryPlan.Read] = []
+        var at = 0
+        for sp in spans {
+            reads.append(.init(fileOffset: sp.start, length: sp.end - sp.start, slotOffset: at))
+            at += sp.end - sp.start
+        }
+        var pieces: [MemoryPlan.Piece] = []
+        for (t, from) in tails where from < t.rows {
+            let a = t.fileOffset + from * t.rowBytes
+            let r = reads.last { $0.fileOffset <= a }!
+            pieces.append(.init(tensor: t.name, rows: from..<t.rows, slotOffset: r.slotOffset + (a - r.fileOffset),
+                                bytes: (t.rows - from) * t.rowBytes))
+        }
+        return MemoryPlan.Stage(kind: kind, pieces: pieces, reads: reads)
+    }
+
+    struct Assignment {
+        var resident: [String: MemoryPlan.Resident] = [:]
+        var residentBytes = 0
+        var stages: [MemoryPlan.Stage] = []
+        var maxStageBytes: Int { stages.map(\.readBytes).max() ?? 0 }
+
+        mutating func keep(_ t: TensorExtent, rows: Int) {
+            let bytes = span(t.fileOffset, rows * t.rowBytes)
+            let read = rows == 0 ? nil : MemoryPlan.Read(fileOffset: roundDown(t.fileOffset), length: bytes, slotOffset: residentBytes)
+            resident[t.name] = .init(rows: rows, offset: residentBytes, read: read)
+            residentBytes += bytes
+        }
+    }
+
+    /// Spends `budget` bytes: the head first (read in full every token, and it also serves the
+    /// token-embedding lookup when tied), then an equal share per layer, attention matrices
+    /// smallest first, then FFN row prefixes. Streamed head rows are cut into slot-sized chunks.
+    static func assign(_ layout: ModelLayout, budget: Int, slotLimit: Int) -> Assignment {
+        var a = Assignment()
+        var left = max(0, budget)
+        let head = layout.head
+        let headRows = rowsFitting(head, budget: left)
+        a.keep(head, rows: headRows)
+        left -= span(head.fileOffset, headRows * head.rowBytes)
+
+        let share = layout.layers.isEmpty ? 0 : left / layout.layers.count
+        for (l, layer) in layout.layers.enumerated() {
+            var mine = share
+            var tails: [(TensorExtent, Int)] = []
+            let order = layer.attention.sorted { $0.bytes < $1.bytes } + layer.ffn
+            for t in order {
+                let rows = rowsFitting(t, budget: mine)
+                a.keep(t, rows: rows)
+                mine -= span(t.fileOffset, rows * t.rowBytes)
+                tails.append((t, rows))
+            }
+            let s = stage(.layer(l), tails)
+            if !s.reads.isEmpty { a.stages.append(s) }
+        }
+
+        if headRows < head.rows {
+            // Rows per chunk such that the chunk's aligned span fits the slot.
+            let perChunk = max(1, (max(slotLimit, 2 * align) - 2 * align) / head.rowBytes)
+            var r = headRows
+            while r < head.rows {
+                let end = min(head.rows, r + perChunk)
+                let t = TensorExtent(name: head.name, fileOffset: head.fileOffset, rows: end, rowBytes: head.rowBytes)
+                a.stages.append(stage(.head(r..<end), [(t, r)]))
+                r = end
+            }
+        }
+        return a
+    }
+}

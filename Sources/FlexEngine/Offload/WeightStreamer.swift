@@ -1,0 +1,266 @@
+import FlexFormat
+import Glibc
+import FlexKernels
+import FlexSystem
+
+/// How the streamer reaches the disk. `.auto` tries io_uring and falls back to pread.
+public enum ReadBackend: String, Sendable, CaseIterable { case auto, uring, pread }
+
+/// Running totals of the offload runtime, read by the stats before and after a generation.
+public struct StreamCounters: Sendable, Equatable {
+    /// Weight bytes read from disk since open (resident load excluded).
+    public var bytesRead = 0
+    /// Time the forward pass spent blocked on reads that had not landed yet.
+    public var stallSeconds = 0.0
+    /// Stages whose reads were already complete when the forward pass reached them.
+    public var stagesReady = 0
+    public var stagesWaited = 0
+}
+
+/// Owns a model's weights under a ``MemoryPlan``: the resident set, loaded once and locked, and
+/// the staging ring through which every other weight byte is streamed, one stage ahead of the
+/// forward pass ("asynchronous prefetching", FlexInfer).
+///
+/// Stages run in a fixed cycle (layers, then head chunks, then the next token's layers), so the
+/// streamer always knows what comes next: after stage *s* is released, stage *s + slots* is read
+/// into the freed slot while the forward pass computes *s + 1*. Only the forward thread calls in.
+final class WeightStreamer {
+    let plan: MemoryPlan
+    private let file: DirectFile
+    private let residentBuffer: PinnedBuffer
+    private let ringBuffer: PinnedBuffer
+    private let rowBuffer: PinnedBuffer
+    private let reader: (any StageReader)?
+    /// Chunks of every stage, slot-relative to slot 0 (offset by the slot's base at issue).
+    private let chunks: [[ReadChunk]]
+    private let slotStride: Int
+    /// Stage index of each layer (nil when the layer streams nothing).
+    private let stageOfLayer: [Int?]
+    /// Head chunk stages: row range and stage index.
+    let headChunks: [(rows: Range<Int>, stage: Int)]
+    private let templates: [LayerTemplate]
+    /// Resident rows of the head (and, tied, of the token embedding).
+    let head: QuantMatrix
+    private let embedding: QuantMatrix?
+    private let embeddingExtent: TensorExtent?
+    private let headExtent: TensorExtent
+    private var issued = 0, released = 0
+    private var failure: EngineError?
+    private(set) var counters = StreamCounters()
+    let lockedBytes: Int
+    let lockRefusal: SystemError?
+    let readerDescription: String
+    let loadSeconds: Double
+
+    /// Opens `path` for direct reads, loads the resident set and primes the ring.
+    init(plan: MemoryPlan, weights: ModelWeights, backend: ReadBackend, locker: MemoryLocker?) throws(EngineError) {
+        let start = Platform.now()
+        self.plan = plan
+        let path = weights.file.path
+        do {
+            file = try DirectFile(path: path)
+            residentBuffer = try PinnedBuffer(count: plan.residentBytes, lock: locker)
+            ringBuffer = try PinnedBuffer(count: max(1, plan.ringBytes), lock: plan.ringBytes > 0 ? locker : nil)
+            rowBuffer = try PinnedBuffer(count: 3 * DirectFile.alignment + weights.tokenEmbedding.rowBytes)
+        } catch {
+            throw .weightRead(error.description)
+        }
+        lockedBytes = residentBuffer.lockedBytes + ringBuffer.lockedBytes
+        lockRefusal = locker?.refusal
+
+        // The resident set: one aligned read per matrix prefix, straight into its place.
+        let base = residentBuffer.base
+        for (name, r) in plan.resident {
+            guard let read = r.read else { continue }
+            let got: Int
+            do { got = try file.read(into: base + read.slotOffset, count: read.length, at: read.fileOffset) } catch {
+                throw .weightRead(error.description)
+            }
+            guard got >= min(read.length, file.size - read.fileOffset) else {
+                throw .weightRead("\(path): short read of \(name) (was the file truncated?)")
+            }
+        }
+        weights.file.releaseMappedPages()
+        file.dropCachedPages()
+
+        // Views: resident prefix pointers now, slot tails filled in per acquire.
+        func residentPointer(_ m: QuantMatrix) -> (UnsafeRawPointer, Int) {
+            let name = weights.file.tensorName(at: m.data) ?? ""
+            let off = weights.file.offset(of: m.data)
+            guard let r = plan.resident[name] else { return (UnsafeRawPointer(base), 0) }
+            let p = UnsafeRawPointer(base + r.offset + (off - Builder.roundDown(off)))
+            return (p, r.rows)
+        }
+        var stageOfLayer = [Int?](repeating: nil, count: weights.config.layerCount)
+        var headChunks: [(Range<Int>, Int)] = []
+        var pieceOffsets: [Int: [String: Int]] = [:]
+        for (i, s) in plan.stages.enumerated() {
+            switch s.kind {
+            case .layer(let l): stageOfLayer[l] = i
+            case .head(let rows): headChunks.append((rows, i))
+            }
+            var m: [String: Int] = [:]
+            for p in s.pieces { m[p.tensor] = p.slotOffset }
+            pieceOffsets[i] = m
+        }
+        self.stageOfLayer = stageOfLayer
+        self.headChunks = headChunks.map { (rows: $0.0, stage: $0.1) }
+        templates = weights.layers.enumerated().map { l, lw in
+            LayerTemplate(weights: lw, resident: residentPointer, slotOffsets: stageOfLayer[l].flatMap { pieceOffsets[$0] } ?? [:],
+                          names: { weights.file.tensorName(at: $0.data) ?? "" })
+        }
+        let (hp, hrows) = residentPointer(weights.output)
+        head = QuantMatrix(type: weights.output.type, data: hp, rows: hrows, cols: weights.output.cols)
+        headExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.output.data), rows: weights.output.rows,
+                                  rowBytes: weights.output.rowBytes)
+        if weights.tiedOutput {
+            embedding = nil
+            embeddingExtent = nil
+        } else {
+            let (ep, erows) = residentPointer(weights.tokenEmbedding)
+            embedding = QuantMatrix(type: weights.tokenEmbedding.type, data: ep, rows: erows, cols: weights.tokenEmbedding.cols)
+            embeddingExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.tokenEmbedding.data),
+                                           rows: weights.tokenEmbedding.rows, rowBytes: weights.tokenEmbedding.rowBytes)
+        }
+
+        // The ring: slots of the plan's size, each stage's reads cut into 256 KiB chunks (enough
+        // requests in flight to reach the disk's bandwidth, few enough to submit cheaply).
+        slotStride = plan.slotBytes
+        let fileSize = file.size
+        chunks = plan.stages.map { s in s.reads.flatMap { ReadChunk.split($0, slotBase: 0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) } }
+        let perSlot = max(1, chunks.map(\.count).max() ?? 1)
+        let slots = max(1, plan.ringSlots)
+        var reason = "asked for"
+        var chosen: (any StageReader)?
+        if backend != .pread, !plan.stages.isEmpty {
+            do {
+                chosen = try URingReader(file: file, buffer: ringBuffer.base, length: ringBuffer.count, slots: slots, chunksPerSlot: perSlot)
+            } catch {
+                if backend == .uring { throw .weightRead("io_uring refused: \(error)") }
+                reason = "io_uring refused: \(String(cString: strerror(error.code)))"
+            }
+        }
+        if chosen == nil && !plan.stages.isEmpty {
+            chosen = PreadReader(descriptor: file.descriptor, buffer: ringBuffer.base, slots: slots, chunksPerSlot: perSlot, reason: reason)
+        }
+        reader = chosen
+        readerDescription = chosen?.description ?? "none (fully resident)"
+        loadSeconds = Platform.now() - start
+        if !plan.stages.isEmpty { try issueAhead() }
+    }
+
+    deinit { reader?.drain() }
+
+    /// Largest single read. Smaller requests put more of a stage in flight at once, which is what
+    /// the disk needs to reach its bandwidth (see docs/BENCHMARKS.md for the sweep that chose it).
+    static let chunkBytes: Int = {
+        if let s = getenv("FLEXRUN_CHUNK_KIB"), let v = Int(String(cString: s)), v >= 4 { return v << 10 }
+        return 256 << 10
+    }()
+
+    var streams: Bool { !plan.stages.isEmpty }
+
+    /// Reads stages until `slots` are in flight or ready beyond the last released one.
+    private func issueAhead() throws(EngineError) {
+        let n = plan.stages.count, k = plan.ringSlots
+        while issued < released + k {
+            let stage = issued % n, slot = issued % k
+            try reader!.start(chunks[stage], shift: slot * slotStride, slot: slot)
+            counters.bytesRead += plan.stages[stage].readBytes
+            issued += 1
+        }
+    }
+
+    /// Waits for `stage` (which must be the next in the cycle) and returns its slot's base.
+    private func acquire(_ stage: Int) throws(EngineError) -> UnsafeRawPointer {
+        if let failure { throw failure }
+        precondition(released % plan.stages.count == stage, "stages must be visited in order")
+        let slot = released % plan.ringSlots
+        let t0 = Platform.now()
+        do { try reader!.wait(slot: slot) } catch { failure = error; throw error }
+        let waited = Platform.now() - t0
+        counters.stallSeconds += waited
+        if waited > 20e-6 { counters.stagesWaited += 1 } else { counters.stagesReady += 1 }
+        return UnsafeRawPointer(ringBuffer.base + slot * slotStride)
+    }
+
+    /// Frees the oldest slot and starts the read that reuses it.
+    private func release() throws(EngineError) {
+        released += 1
+        do { try issueAhead() } catch { failure = error; throw error }
+    }
+
+    /// Layer `l`'s weights, once its streamed rows have landed. Call ``finishLayer(_:)`` after use.
+    func layer(_ l: Int) throws(EngineError) -> LayerWeights {
+        guard let s = stageOfLayer[l] else { return templates[l].weights(slot: nil) }
+        return templates[l].weights(slot: try acquire(s))
+    }
+
+    func finishLayer(_ l: Int) throws(EngineError) {
+        if stageOfLayer[l] != nil { try release() }
+    }
+
+    /// Streamed head rows of chunk `i` as a matrix (rows `headChunks[i].rows` of the head).
+    func headChunk(_ i: Int) throws(EngineError) -> QuantMatrix {
+        let c = headChunks[i]
+        let base = try acquire(c.stage)
+        let piece = plan.stages[c.stage].pieces[0]
+        return QuantMatrix(type: head.type, data: base + piece.slotOffset, rows: c.rows.count, cols: head.cols)
+    }
+
+    func finishHeadChunk() throws(EngineError) { try release() }
+
+    /// Dequantizes the embedding row of `token`: from the resident rows when there, else read
+    /// from disk (one aligned read, a few KiB; counted in ``counters``).
+    func embeddingRow(_ token: Int, into dst: UnsafeMutablePointer<Float>) throws(EngineError) {
+        let m = embedding ?? head
+        if token < m.rows { m.dequantizeRow(token, into: dst); return }
+        let e = embeddingExtent ?? headExtent
+        let at = e.fileOffset + token * e.rowBytes
+        let start = Builder.roundDown(at), length = Builder.roundUp(at + e.rowBytes) - start
+        do throws(SystemError) {
+            let got = try file.read(into: rowBuffer.base, count: length, at: start)
+            guard got >= at + e.rowBytes - start else { throw SystemError(code: EIO, call: "pread", path: file.path) }
+        } catch {
+            throw .weightRead(error.description)
+        }
+        counters.bytesRead += length
+        FastDequantize.row(m.type, UnsafeRawPointer(rowBuffer.base + (at - start)), dst, count: m.cols)
+    }
+}
+
+/// One layer's matrices as resident prefix + slot offset of the streamed tail, so a layer's
+/// ``LayerWeights`` is rebuilt per acquire without lookups or allocation.
+struct LayerTemplate {
+    struct Matrix {
+        let type: GGMLType, rows: Int, cols: Int
+        let head: UnsafeRawPointer, splitRow: Int
+        let tailOffset: Int?   // nil: fully resident (or skipped)
+
+        func view(_ slot: UnsafeRawPointer?) -> QuantMatrix {
+            if let tailOffset, let slot {
+                return QuantMatrix(type: type, head: head, splitRow: splitRow, tail: slot + tailOffset, rows: rows, cols: cols)
+            }
+            return QuantMatrix(type: type, data: head, rows: rows, cols: cols)
+        }
+    }
+    let base: LayerWeights
+    let q, k, v, o, gate, up, down: Matrix
+
+    init(weights lw: LayerWeights, resident: (QuantMatrix) -> (UnsafeRawPointer, Int), slotOffsets: [String: Int],
+         names: (QuantMatrix) -> String) {
+        func matrix(_ m: QuantMatrix) -> Matrix {
+            let (p, rows) = resident(m)
+            return Matrix(type: m.type, rows: m.rows, cols: m.cols, head: p, splitRow: rows, tailOffset: slotOffsets[names(m)])
+        }
+        base = lw
+        q = matrix(lw.query); k = matrix(lw.key); v = matrix(lw.value); o = matrix(lw.output)
+        gate = matrix(lw.gate); up = matrix(lw.up); down = matrix(lw.down)
+    }
+
+    func weights(slot: UnsafeRawPointer?) -> LayerWeights {
+        LayerWeights(attentionNorm: base.attentionNorm, query: q.view(slot), key: k.view(slot), value: v.view(slot),
+                     output: o.view(slot), queryBias: base.queryBias, keyBias: base.keyBias, valueBias: base.valueBias,
+                     ffnNorm: base.ffnNorm, gate: gate.view(slot), up: up.view(slot), down: down.view(slot))
+    }
+}

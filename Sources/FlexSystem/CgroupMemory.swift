@@ -1,0 +1,83 @@
+import Glibc
+
+/// The memory controller of the cgroup this process runs in, v1 or v2.
+///
+/// The engine takes its default cap from here, because a process inside a limited cgroup that
+/// plans for more memory than the limit gets OOM-killed, not told. The sweep tool creates child
+/// groups next to it. Paths are resolved through `/proc/self/cgroup` and `/proc/self/mounts`, so
+/// both the host view and a container's namespaced view (where the group is the mount root) work.
+public struct CgroupMemory: Sendable, Equatable {
+    public enum Version: String, Sendable { case v1, v2 }
+
+    public let version: Version
+    /// Directory of this process's memory cgroup.
+    public let directory: String
+
+    /// This process's memory cgroup, or nil when no memory controller is mounted.
+    public static func current() -> CgroupMemory? {
+        guard let cgroups = readSmallFile("/proc/self/cgroup"), let mounts = readSmallFile("/proc/self/mounts") else { return nil }
+        var v1Path: String?, v2Path: String?
+        for line in cgroups.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            if parts[0] == "0" && parts[1].isEmpty { v2Path = String(parts[2]) }
+            if parts[1].split(separator: ",").contains("memory") { v1Path = String(parts[2]) }
+        }
+        var v1Mount: String?, v2Mount: String?
+        for line in mounts.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count >= 4 else { continue }
+            if f[2] == "cgroup", f[3].split(separator: ",").contains("memory") { v1Mount = String(f[1]) }
+            if f[2] == "cgroup2" { v2Mount = String(f[1]) }
+        }
+        if let mount = v1Mount, let path = v1Path {
+            return CgroupMemory(version: .v1, directory: resolve(mount: mount, path: path, probe: "memory.limit_in_bytes"))
+        }
+        if let mount = v2Mount, let path = v2Path {
+            let dir = resolve(mount: mount, path: path, probe: "memory.max")
+            // A v2 hierarchy without the memory controller enabled has no memory.max here.
+            if access(dir + "/memory.max", F_OK) == 0 || path == "/" { return CgroupMemory(version: .v2, directory: dir) }
+        }
+        return nil
+    }
+
+    /// The group's own directory, or the mount root when the path is not visible (cgroup namespace).
+    private static func resolve(mount: String, path: String, probe: String) -> String {
+        let full = path == "/" ? mount : mount + path
+        return access(full + "/" + probe, F_OK) == 0 ? full : mount
+    }
+
+    /// The limit in bytes, or nil when unlimited ("max", or v1's huge sentinel) or unreadable.
+    public var limit: Int? {
+        let file = version == .v1 ? "memory.limit_in_bytes" : "memory.max"
+        guard let text = CgroupMemory.readSmallFile(directory + "/" + file) else { return nil }
+        return CgroupMemory.parseLimit(text)
+    }
+
+    /// Parses a limit file's content: digits, or "max"; 2^62 and above count as unlimited.
+    public static func parseLimit(_ text: String) -> Int? {
+        let t = text.trimmingWhitespace
+        guard t != "max", let v = Int(t), v > 0, v < 1 << 62 else { return nil }
+        return v
+    }
+
+    /// Peak usage of the group (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`), if readable.
+    public var peakUsage: Int? {
+        let file = version == .v1 ? "memory.max_usage_in_bytes" : "memory.peak"
+        return CgroupMemory.readSmallFile(directory + "/" + file).flatMap { Int($0.trimmingWhitespace) }
+    }
+
+    static func readSmallFile(_ path: String) -> String? {
+        guard let f = try? FileHandle(readingFrom: path), let bytes = try? f.readAll() else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

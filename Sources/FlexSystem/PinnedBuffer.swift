@@ -1,0 +1,55 @@
+import Glibc
+
+/// An owned anonymous mapping, page aligned, optionally locked in RAM, unmapped in `deinit`.
+///
+/// Holds the offload runtime's resident weights and its staging ring. Page alignment is what
+/// O_DIRECT and io_uring registered buffers require; a fresh anonymous mapping costs nothing
+/// until written, so the memory tally grows exactly as reads land. Unmapping also unlocks.
+public struct PinnedBuffer: ~Copyable {
+    public let base: UnsafeMutableRawPointer
+    public let count: Int
+    /// Bytes locked with mlock (0 when not asked, refused, or empty).
+    public let lockedBytes: Int
+
+    public static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Maps `count` bytes (rounded up to whole pages). With `lock`, asks `locker` to pin them; a
+    /// refusal is reported by ``lockedBytes`` being 0, never thrown: the engine runs unlocked.
+    public init(count: Int, lock locker: MemoryLocker? = nil) throws(SystemError) {
+        let size = max(PinnedBuffer.pageSize, (count + PinnedBuffer.pageSize - 1) / PinnedBuffer.pageSize * PinnedBuffer.pageSize)
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            throw SystemError.current("mmap")
+        }
+        base = p
+        self.count = size
+        lockedBytes = locker?.lock(p, size) == true ? size : 0
+    }
+
+    deinit { munmap(base, count) }
+}
+
+/// mlock with llama.cpp's latch: the first refusal (EPERM without CAP_IPC_LOCK, ENOMEM over
+/// RLIMIT_MEMLOCK) is remembered and reported once, and later buffers are not even tried.
+public final class MemoryLocker: @unchecked Sendable {
+    // @unchecked Sendable: `refusal` is written only by the thread that opens the engine.
+    /// The call that pins memory; tests substitute a refusing one to exercise the fallback.
+    public typealias LockFunction = (UnsafeRawPointer, Int) -> Int32
+    private let function: LockFunction
+    public private(set) var refusal: SystemError?
+
+    public init(function: @escaping LockFunction = { p, n in mlock(p, n) == 0 ? 0 : errno }) {
+        self.function = function
+    }
+
+    /// A locker whose every call fails with `code`, as an unprivileged process would see.
+    public static func refusing(_ code: Int32) -> MemoryLocker { MemoryLocker { _, _ in code } }
+
+    /// Pins `count` bytes at `p`. Returns false (and latches the error) on refusal.
+    public func lock(_ p: UnsafeRawPointer, _ count: Int) -> Bool {
+        if refusal != nil { return false }
+        let code = function(p, count)
+        if code == 0 { return true }
+        refusal = SystemError(code: code, call: "mlock")
+        return false
+    }
+}

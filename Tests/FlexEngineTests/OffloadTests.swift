@@ -1,0 +1,215 @@
+import Foundation
+import Glibc
+import Testing
+@testable import FlexEngine
+import FlexFormat
+import FlexSystem
+
+/// The memory planner's arithmetic, on a made-up layout: no model needed.
+@Suite struct MemoryPlanTests {
+    /// A SmolLM2-shaped layout: 30 layers of Q4_1 matrices laid out back to back after a Q8_0 head.
+    static func layout(layers: Int = 30) -> ModelLayout {
+        var offset = 1 << 20
+        func t(_ name: String, _ rows: Int, _ rowBytes: Int) -> TensorExtent {
+            defer { offset += (rows * rowBytes + 31) / 32 * 32 }
+            return TensorExtent(name: name, fileOffset: offset, rows: rows, rowBytes: rowBytes)
+        }
+        let head = t("token_embd.weight", 49152, 612)
+        var ls: [ModelLayout.Layer] = []
+        for l in 0..<layers {
+            let p = "blk.\(l)."
+            ls.append(.init(attention: [t(p + "attn_q", 576, 360), t(p + "attn_k", 192, 360), t(p + "attn_v", 192, 360), t(p + "attn_o", 576, 360)],
+                            ffn: [t(p + "ffn_gate", 1536, 360), t(p + "ffn_up", 1536, 360), t(p + "ffn_down", 576, 960)]))
+        }
+        return ModelLayout(layers: ls, head: head, embedding: nil, pinnedBytes: 140_000)
+    }
+
+    static func inputs(cap: Int, slots: Int = 2) -> MemoryPlan.Inputs {
+        .init(layout: layout(), cap: cap, kvCacheBytes: 3 << 20, bufferBytes: 2 << 20, runtimeBytes: 32 << 20, ringSlots: slots)
+    }
+
+    @Test func everythingFitsMeansEverythingResident() throws {
+        let p = try MemoryPlan(Self.inputs(cap: 1 << 30))
+        #expect(p.isFullyResident && p.stages.isEmpty && p.ringBytes == 0)
+        #expect(p.resident.values.allSatisfy { r in r.rows > 0 })
+        #expect(p.residentBytes >= Self.layout().matrixBytes)
+        #expect(p.totalBytes <= 1 << 30)
+    }
+
+    @Test(arguments: [0.25, 0.35, 0.5, 0.75, 0.9])
+    func tightCapsStayUnderTheCapWithBalancedLayers(fraction: Double) throws {
+        let model = Self.layout().matrixBytes
+        let cap = Int(fraction * Double(model)) + (40 << 20)
+        let p = try MemoryPlan(Self.inputs(cap: cap))
+        #expect(!p.isFullyResident)
+        #expect(p.totalBytes <= cap, "planned \(p.totalBytes) over cap \(cap)")
+        // Nothing is both resident and streamed, and every byte of every matrix is one or the other.
+        let l = Self.layout()
+        for t in l.layers.flatMap(\.tensors) + [l.head] {
+            let kept = p.resident[t.name]?.rows ?? 0
+            let streamed = p.stages.flatMap(\.pieces).filter { $0.tensor == t.name }.map(\.rows)
+            let covered = streamed.reduce(kept) { acc, r in
+                #expect(r.lowerBound == acc, "\(t.name): streamed rows \(r) do not follow \(acc)")
+                return r.upperBound
+            }
+            #expect(covered == t.rows, "\(t.name): \(covered) of \(t.rows) rows planned")
+        }
+        // Balanced locking: every layer streams the same bytes, to within alignment and one row.
+        let perLayer = p.stages.compactMap { s -> Int? in
+            if case .layer = s.kind { return s.pieces.reduce(0) { $0 + $1.bytes } } else { return nil }
+        }
+        if let lo = perLayer.min(), let hi = perLayer.max() { #expect(hi - lo <= 4 * 4096 + 960, "\(lo)…\(hi)") }
+        // Preservation order: a layer keeps FFN rows only once its attention is whole.
+        for layer in l.layers {
+            let ffnKept = layer.ffn.contains { (p.resident[$0.name]?.rows ?? 0) > 0 }
+            if ffnKept { #expect(layer.attention.allSatisfy { p.resident[$0.name]?.rows == $0.rows }) }
+        }
+        // Aligned reads waste little: at most 10% over the exact streamed bytes.
+        #expect(Double(p.readBytesPerToken) <= 1.1 * Double(p.streamedBytesPerToken))
+        // Every piece lies inside one read of its stage, and reads fit the slot.
+        for s in p.stages {
+            #expect(s.readBytes <= p.slotBytes)
+            for piece in s.pieces {
+                #expect(s.reads.contains { $0.slotOffset <= piece.slotOffset && piece.slotOffset + piece.bytes <= $0.slotOffset + $0.length })
+            }
+        }
+    }
+
+    @Test func headStaysResidentBeforeLayersGetAnything() throws {
+        let l = Self.layout()
+        let p = try MemoryPlan(Self.inputs(cap: (32 + 3 + 2 + 8) << 20 + l.head.bytes + (1 << 20)))
+        #expect(p.resident[l.head.name]?.rows == l.head.rows)
+        let small = try MemoryPlan(Self.inputs(cap: MemoryPlan.minimumCap(Self.inputs(cap: 0)) + (4 << 20)))
+        #expect((small.resident[l.head.name]?.rows ?? 0) < l.head.rows)
+        #expect(small.stages.contains { if case .head = $0.kind { true } else { false } })
+        #expect(small.totalBytes <= small.inputs.cap)
+    }
+
+    @Test func belowTheMinimumThrowsTheMinimum() throws {
+        let minimum = MemoryPlan.minimumCap(Self.inputs(cap: 0))
+        #expect(throws: MemoryPlan.PlanError.capTooSmall(minimum: minimum)) { try MemoryPlan(Self.inputs(cap: minimum - 1)) }
+        let p = try MemoryPlan(Self.inputs(cap: minimum))
+        #expect(p.totalBytes <= minimum)
+        // More slots need a bigger ring.
+        #expect(MemoryPlan.minimumCap(Self.inputs(cap: 0, slots: 3)) > minimum)
+    }
+
+    @Test func cgroupLimitParsing() {
+        #expect(CgroupMemory.parseLimit("max\n") == nil)
+        #expect(CgroupMemory.parseLimit("9223372036854771712\n") == nil)
+        #expect(CgroupMemory.parseLimit("104857600\n") == 104_857_600)
+        #expect(CgroupMemory.parseLimit("garbage") == nil)
+    }
+}
+
+/// The streaming executor on real files: streamed weights give exactly the in-memory results.
+@Suite struct StreamingTests {
+    static func options(_ path: String, limit: Int?, context: Int = 128) -> EngineOptions {
+        var o = EngineOptions(modelPath: path)
+        o.contextLength = context
+        o.threads = 2
+        o.memoryLimit = limit
+        o.followCgroupLimit = false
+        return o
+    }
+
+    static func greedyIDs(_ engine: Engine, _ prompt: String = "The capital of France is", tokens: Int = 24) throws -> [Int32] {
+        var p = GenerateParameters(maxTokens: tokens)
+        p.sampling = SamplingParameters(temperature: 0)
+        p.stopAtEndOfGeneration = false
+        var it = try engine.generate(prompt: prompt, parameters: p)
+        while it.next() != nil {}
+        if let e = it.error { throw e }
+        return it.tokens
+    }
+
+    /// Logits of every position for `tokens`, through the engine's transformer.
+    static func logits(_ engine: Engine, _ tokens: [Int32]) throws -> [[Float]] {
+        let tf = engine.transformer
+        tf.reset()
+        var out: [[Float]] = []
+        for t in tokens {
+            try [t].withUnsafeBufferPointer { try tf.forward($0, logitRows: 0..<1) }
+            out.append(Array(tf.logits(row: 0)))
+        }
+        return out
+    }
+
+    /// Caps from "everything fits" down to the minimum, where even head rows stream.
+    @Test(arguments: ["synth-llama-mixed.gguf", "synth-qwen2-mixed.gguf"])
+    func syntheticLogitsAreBitIdenticalAtEveryCap(_ model: String) throws {
+        let path = Fixtures.url("synth/\(model)").path
+        let tokens: [Int32] = [1, 5, 9, 200, 17, 3, 42, 7]
+        let reference = try Self.logits(Engine(options: Self.options(path, limit: nil)), tokens)
+        let probe = try Engine(options: Self.options(path, limit: 1 << 40))
+        let inputs = probe.plan!.inputs
+        let minimum = MemoryPlan.minimumCap(inputs)
+        let full = probe.plan!.totalBytes
+        for cap in [full, minimum + (full - minimum) / 2, minimum + (full - minimum) / 5, minimum] {
+            let e = try Engine(options: Self.options(path, limit: cap))
+            #expect(e.plan!.totalBytes <= cap)
+            #expect(try Self.logits(e, tokens) == reference, "cap \(cap): logits differ")
+        }
+        #expect(throws: EngineError.self) { try Engine(options: Self.options(path, limit: minimum - 1)) }
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func smolLM2GreedyIsIdenticalUnderCaps() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let reference = try Self.greedyIDs(Engine(options: Self.options(path, limit: nil)))
+        let size = try FileHandle(readingFrom: path).size()
+        for fraction in [0.75, 0.25] {
+            let e = try Engine(options: Self.options(path, limit: Int(fraction * Double(size)) + (40 << 20)))
+            #expect(!e.plan!.isFullyResident)
+            #expect(try Self.greedyIDs(e) == reference, "fraction \(fraction)")
+        }
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func preadFallbackAndRefusedMlockStillRun() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let reference = try Self.greedyIDs(Engine(options: Self.options(path, limit: nil)), tokens: 12)
+        var o = Self.options(path, limit: 80 << 20)
+        o.readBackend = .pread
+        o.memoryLocker = MemoryLocker.refusing(EPERM)
+        let e = try Engine(options: o)
+        let summary = try #require(e.offloadSummary)
+        #expect(summary.reader.hasPrefix("pread"))
+        #expect(summary.lockedBytes == 0)
+        #expect(summary.lockRefusal?.contains("mlock") == true)
+        #expect(try Self.greedyIDs(e, tokens: 12) == reference)
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func bytesReadPerTokenMatchThePlan() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let e = try Engine(options: Self.options(path, limit: 90 << 20))
+        var p = GenerateParameters(maxTokens: 16)
+        p.sampling = SamplingParameters(temperature: 0)
+        p.stopAtEndOfGeneration = false
+        var it = try e.generate(prompt: "Hello", parameters: p)
+        while it.next() != nil {}
+        let plan = e.plan!
+        // Exactly one aligned pass per token (plus rare embedding-row reads), never more than 1.1× planned.
+        #expect(it.stats.decodeBytesPerToken >= Double(plan.readBytesPerToken))
+        #expect(it.stats.decodeBytesPerToken <= 1.1 * Double(plan.streamedBytesPerToken))
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func capChangesMidGenerationKeepTheOutput() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let reference = try Self.greedyIDs(Engine(options: Self.options(path, limit: nil)))
+        let e = try Engine(options: Self.options(path, limit: 1 << 30))
+        #expect(e.plan!.isFullyResident)
+        var p = GenerateParameters(maxTokens: 24)
+        p.sampling = SamplingParameters(temperature: 0)
+        p.stopAtEndOfGeneration = false
+        var it = try e.generate(prompt: "The capital of France is", parameters: p)
+        var n = 0
+        while it.next() != nil {
+            n += 1
+            if n == 8 { try e.setMemoryLimit(72 << 20) }
+            if n == 16 { try e.setMemoryLimit(120 << 20) }
+        }
+        #expect(it.error == nil)
+        #expect(it.tokens == reference)
+        #expect(e.replanCount == 2 && e.memoryLimit == 120 << 20)
+        #expect(throws: EngineError.self) { try e.setMemoryLimit(1 << 20) }
+    }
+}
