@@ -9,11 +9,16 @@ public struct MemoryEstimate: Sendable, Equatable {
     public let kvCache: Int
     /// Activation buffers, logits and per-thread scratch.
     public let buffers: Int
-    /// Runtime allowance: Swift runtime, code, tokenizer tables, thread stacks. Measured on
-    /// SmolLM2 (RSS minus the categories above, about 20 MiB) and rounded up.
+    /// Runtime allowance: Swift runtime, code, tokenizer tables, thread stacks.
     public let runtime: Int
 
-    public static let runtimeAllowance = 32 << 20
+    /// Measured on SmolLM2 inside a memory cgroup at a 50% cap (docs/BENCHMARKS.md): about 8 MiB
+    /// of anonymous memory beyond the planned buffers (tokenizer tables, parsed metadata, stacks)
+    /// and 18 MiB of mapped library code, of which the kernel keeps the hot part. Anonymous
+    /// memory is what can OOM; code pages are reclaimable. 24 MiB covers the anonymous part three
+    /// times over and leaves the code its hot set; every MiB less here is a MiB more of resident
+    /// weights, so one less MiB streamed per token.
+    public static let runtimeAllowance = 24 << 20
 
     public var total: Int { weights + kvCache + buffers + runtime }
 
