@@ -1,0 +1,326 @@
+"""Throughput under memory caps: flexrun (and optionally llama.cpp) in child cgroups.
+
+For each cap (fraction x model file size + a runtime allowance), this tool
+- creates a child memory cgroup under its own (v1 or v2), sets the limit (and the swap limit
+  where there is one), and removes the group afterwards;
+- drops the page cache right before the run (DESIGN.md section 4: in cgroup v1, pages already
+  cached by the parent are not charged to a child, so an mmap run would look free);
+- runs the engine inside the group, greedy, and records decode tok/s, prefill time, the group's
+  peak usage, OOM kills, bytes read from disk (the engine's own count, and the cgroup's
+  blkio/io statistics where readable), the exit status, and whether the generated ids equal
+  the uncapped run's;
+- writes a markdown table and an SVG plot of tok/s against the cap.
+
+Run as root (cgroups and drop_caches need it):
+  python3 Tools/sweep.py --flexrun .build/release/flexrun [--peer-python VENV/bin/python] --out docs/sweep
+"""
+import argparse, json, os, re, statistics, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL = os.path.join(os.environ.get("FLEXRUN_MODELS", os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "flexrun", "models")), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class Cgroup:
+    """A child memory cgroup of this process's own group, v1 or v2."""
+
+    def __init__(self, name):
+        lines = open("/proc/self/cgroup").read().splitlines()
+        mounts = [l.split() for l in open("/proc/self/mounts").read().splitlines()]
+        v1 = next((m[1] for m in mounts if m[2] == "cgroup" and "memory" in m[3].split(",")), None)
+        v2 = next((m[1] for m in mounts if m[2] == "cgroup2"), None)
+        if v1:
+            path = next(l.split(":", 2)[2] for l in lines if "memory" in l.split(":", 2)[1].split(","))
+            base = v1 + path if os.path.exists(v1 + path + "/memory.limit_in_bytes") else v1
+            self.version = 1
+        elif v2:
+            path = next(l.split(":", 2)[2] for l in lines if l.startswith("0::"))
+            base = v2 + path if os.path.isdir(v2 + path) else v2
+            self.version = 2
+            # A v2 child can only get a memory controller if the parent delegates it.
+            try:
+                with open(os.path.join(base, "cgroup.subtree_control"), "w") as f:
+                    f.write("+memory")
+            except OSError:
+                pass
+        else:
+            raise SystemExit("sweep: no memory cgroup controller is mounted")
+        self.dir = os.path.join(base, name)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _write(self, file, value):
+        with open(os.path.join(self.dir, file), "w") as f:
+            f.write(str(value))
+
+    def _read(self, file):
+        try:
+            return open(os.path.join(self.dir, file)).read()
+        except OSError:
+            return ""
+
+    def set_limit(self, limit):
+        if self.version == 1:
+            self._write("memory.limit_in_bytes", limit)
+            if os.path.exists(os.path.join(self.dir, "memory.memsw.limit_in_bytes")):
+                self._write("memory.memsw.limit_in_bytes", limit)
+            if os.path.exists(os.path.join(self.dir, "memory.max_usage_in_bytes")):
+                self._write("memory.max_usage_in_bytes", 0)
+        else:
+            self._write("memory.max", limit)
+            if os.path.exists(os.path.join(self.dir, "memory.swap.max")):
+                self._write("memory.swap.max", 0)
+
+    def join(self):
+        """Called in the child between fork and exec."""
+        self._write("cgroup.procs", os.getpid())
+
+    def peak(self):
+        f = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        v = self._read(f).strip()
+        return int(v) if v.isdigit() else None
+
+    def oom_kills(self):
+        text = self._read("memory.oom_control" if self.version == 1 else "memory.events")
+        m = re.search(r"oom_kill (\d+)", text)
+        return int(m.group(1)) if m else 0
+
+    def remove(self):
+        for _ in range(50):
+            try:
+                os.rmdir(self.dir)
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+def drop_caches():
+    subprocess.run(["sync"])
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
+        return True
+    except OSError as e:
+        print(f"sweep: warning: cannot drop caches ({e}); numbers will flatter mmap", file=sys.stderr)
+        return False
+
+
+def run_in_cgroup(cmd, limit, name, timeout):
+    cg = Cgroup(name)
+    try:
+        if limit is not None:
+            cg.set_limit(limit)
+        drop_caches()
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cg.join, timeout=timeout)
+            rc, out, err = p.returncode, p.stdout, p.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, out, err = "timeout", e.stdout or "", e.stderr or ""
+            out = out.decode() if isinstance(out, bytes) else out
+            err = err.decode() if isinstance(err, bytes) else err
+        wall = time.monotonic() - t0
+        return {"exit": rc, "stdout": out, "stderr": err, "wall": wall, "peak": cg.peak(), "oom_kills": cg.oom_kills()}
+    finally:
+        cg.remove()
+
+
+def flexrun_cmd(a, prompt_file, limit):
+    cmd = [a.flexrun, "--model", a.model, "--threads", str(a.threads), "-n", str(a.tokens), "--temp", "0",
+           "--stats", "--print-ids", prompt_file]
+    if limit is not None:
+        cmd[1:1] = ["--mem-limit", str(limit)]
+    return cmd
+
+
+def parse_flexrun(r):
+    e = r["stderr"]
+    out = {}
+    m = re.search(r"decode: (\d+) tokens in [\d.]+ s \(([\d.]+) tok/s\)", e)
+    out["decode_tps"] = float(m.group(2)) if m else None
+    m = re.search(r"prompt: (\d+) tokens in ([\d.]+) s", e)
+    out["prefill_s"] = float(m.group(2)) if m else None
+    m = re.search(r"ids: ([\d ]+)", e)
+    out["ids"] = m.group(1).split() if m else None
+    m = re.search(r"disk: ([\d.]+ \w+) read, ([\d.]+ \w+) per decoded token", e)
+    out["read"], out["read_per_token"] = (m.group(1), m.group(2)) if m else (None, None)
+    m = re.search(r"(\d[\d.]* \w+) streamed per pass", e)
+    out["planned_per_token"] = m.group(1) if m else ("0 B" if "all weights resident" in e else None)
+    m = re.search(r"prefetch stalls ([\d.]+) s", e)
+    out["stall_s"] = float(m.group(1)) if m else None
+    out["error"] = next((l for l in e.splitlines() if "error:" in l), None)
+    return out
+
+
+PEER = r"""
+import json, sys, time, llama_cpp
+from llama_cpp import Llama
+model, threads, n, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=128, n_batch=128,
+            use_mmap=True, use_mlock=False, verbose=False, seed=0)
+ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+t0 = time.monotonic(); llm.eval(ids); t1 = time.monotonic()
+out = []
+for _ in range(n):
+    t = llm.sample(temp=0.0); out.append(t); llm.eval([t])
+    print(f"token {time.monotonic():.4f}", file=sys.stderr, flush=True)
+perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+print(json.dumps({"decode_tps": perf.n_eval / (perf.t_eval_ms / 1000) if perf.t_eval_ms > 0 else 0,
+                  "prefill_s": t1 - t0, "ids": out}))
+"""
+
+
+def parse_peer(r):
+    try:
+        d = json.loads(r["stdout"].strip().splitlines()[-1])
+        return {"decode_tps": d["decode_tps"], "prefill_s": d["prefill_s"], "ids": [str(i) for i in d["ids"]]}
+    except Exception:
+        # Timed out (or killed): the rate over the tokens it did produce, from their timestamps.
+        ts = [float(x) for x in re.findall(r"token ([\d.]+)", r["stderr"] or "")]
+        tps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) >= 3 else None
+        return {"decode_tps": tps, "prefill_s": None, "ids": None, "partial_tokens": len(ts)}
+
+
+def peer_overhead(python, timeout):
+    """Resident size of the peer's Python interpreter with llama_cpp imported and no model loaded
+    (VmRSS: its anonymous memory and mapped code, ggml's own libraries included). The llama.cpp
+    binary does not pay for the interpreter, so the peer's cap is raised by this much: generous
+    to the peer, since ggml's code would be resident in the binary too. (The cgroup's peak is not
+    used: it also counts every file the import read into the page cache, which is reclaimable.)"""
+    out = subprocess.run([python, "-c", "import llama_cpp, llama_cpp.llama, re; "
+                          "print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"],
+                         capture_output=True, text=True, timeout=timeout)
+    return int(out.stdout.strip()) * 1024
+
+
+def fmt_bytes(v):
+    return "–" if v is None else f"{v / 2**20:.1f} MiB"
+
+
+def svg_plot(rows, path, title):
+    """A dependency-free line plot: decode tok/s (log scale) against the cap fraction."""
+    import math
+    W, H, L, R, T, B = 640, 400, 70, 150, 40, 50
+    xs = sorted({r["fraction"] for r in rows})
+    ys = [r["decode_tps"] for r in rows if r.get("decode_tps")]
+    if not ys:
+        return
+    lo, hi = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
+    def X(f): return L + (W - L - R) * (f - min(xs)) / max(1e-9, max(xs) - min(xs))
+    def Y(v): return T + (H - T - B) * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    d = lo
+    while d <= hi:
+        for m in (1, 2, 5):
+            v = d * m
+            if lo <= v <= hi:
+                s.append(f'<line x1="{L}" x2="{W - R}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
+                s.append(f'<text x="{L - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+        d *= 10
+    for f in xs:
+        s.append(f'<line x1="{X(f):.1f}" x2="{X(f):.1f}" y1="{T}" y2="{H - B}" stroke="#eee"/>')
+        s.append(f'<text x="{X(f):.1f}" y="{H - B + 16}" text-anchor="middle">{int(f * 100)}%</text>')
+    s.append(f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">cap (fraction of the model file + allowance)</text>')
+    s.append(f'<text x="16" y="{(T + H - B) / 2}" transform="rotate(-90 16 {(T + H - B) / 2})" text-anchor="middle">decode tok/s (log)</text>')
+    colors = {"flexrun": "#1f77b4", "llama.cpp mmap": "#d62728"}
+    for i, (engine, color) in enumerate(colors.items()):
+        pts = sorted((r["fraction"], r["decode_tps"]) for r in rows if r["engine"] == engine and r.get("decode_tps"))
+        if not pts:
+            continue
+        s.append('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>'.format(
+            color, " ".join(f"{X(f):.1f},{Y(v):.1f}" for f, v in pts)))
+        for f, v in pts:
+            s.append(f'<circle cx="{X(f):.1f}" cy="{Y(v):.1f}" r="3" fill="{color}"/>')
+        s.append(f'<line x1="{W - R + 10}" x2="{W - R + 30}" y1="{T + 20 * i + 10}" y2="{T + 20 * i + 10}" stroke="{color}" stroke-width="2"/>')
+        s.append(f'<text x="{W - R + 36}" y="{T + 20 * i + 14}">{engine}</text>')
+    s.append("</svg>")
+    open(path, "w").write("\n".join(s))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flexrun", required=True)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--fractions", default="1,0.75,0.5,0.35,0.25")
+    ap.add_argument("--allowance-mib", type=float, default=40, help="runtime allowance added to each cap (DESIGN.md: 40 for SmolLM2)")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt", default="Explain what artificial intelligence is.")
+    ap.add_argument("--peer-python", help="a python with llama_cpp installed: also run llama.cpp (mmap) under each cap")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds per run; a peer that times out is rated on the tokens it produced")
+    ap.add_argument("--out", default="docs/sweep", help="directory for sweep.md, sweep.svg, sweep.json")
+    a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the `finally` clauses remove the child cgroups.
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if os.geteuid() != 0:
+        raise SystemExit("sweep: run as root (cgroups and drop_caches need it)")
+    os.makedirs(a.out, exist_ok=True)
+    prompt_file = os.path.join(a.out, ".prompt.txt")
+    open(prompt_file, "w").write(a.prompt)
+    size = os.path.getsize(a.model)
+    fractions = [float(f) for f in a.fractions.split(",")]
+
+    print("sweep: uncapped reference run", file=sys.stderr)
+    ref = parse_flexrun(run_in_cgroup(flexrun_cmd(a, prompt_file, None), None, f"flexrun-sweep-{os.getpid()}-ref", a.timeout))
+    overhead = peer_overhead(a.peer_python, a.timeout) if a.peer_python else 0
+    if a.peer_python:
+        print(f"sweep: the peer's Python interpreter takes {fmt_bytes(overhead)}; its caps are raised by that", file=sys.stderr)
+    rows = []
+    for i, f in enumerate(fractions):
+        cap = int(f * size + a.allowance_mib * 2**20)
+        engines = [("flexrun", flexrun_cmd(a, prompt_file, cap), parse_flexrun)]
+        if a.peer_python:
+            peer_script = os.path.join(a.out, ".peer.py")
+            open(peer_script, "w").write(PEER)
+            engines.append(("llama.cpp mmap", [a.peer_python, peer_script, a.model, str(a.threads), str(a.tokens), a.prompt], parse_peer))
+        for engine, cmd, parse in engines:
+            print(f"sweep: {engine} at {int(f * 100)}% (cap {fmt_bytes(cap)})", file=sys.stderr)
+            engine_cap = cap if engine == "flexrun" else cap + overhead
+            r = run_in_cgroup(cmd, engine_cap, f"flexrun-sweep-{os.getpid()}-{i}", a.timeout)
+            p = parse(r)
+            row = {"engine": engine, "fraction": f, "cap": engine_cap, "exit": r["exit"], "peak": r["peak"],
+                   "oom_kills": r["oom_kills"], "wall_s": round(r["wall"], 2), **{k: v for k, v in p.items() if k != "ids"}}
+            row["same_ids"] = (p["ids"] == ref["ids"]) if engine == "flexrun" and p.get("ids") else None
+            row["under_cap"] = r["peak"] is not None and r["peak"] <= engine_cap
+            rows.append(row)
+            print("sweep:   " + json.dumps({k: row[k] for k in ("decode_tps", "exit", "peak", "oom_kills", "same_ids")}), file=sys.stderr)
+
+    json.dump({"model": a.model, "size": size, "reference_decode_tps": ref["decode_tps"], "peer_overhead": overhead, "rows": rows},
+              open(os.path.join(a.out, "sweep.json"), "w"), indent=1)
+    name = os.path.basename(a.model)
+    lines = [f"Model `{name}` ({size / 1e6:.1f} MB), {a.threads} threads, {a.tokens} greedy tokens, "
+             f"cap = fraction × file size + {a.allowance_mib:g} MiB, page cache dropped before each run. "
+             f"Uncapped flexrun: {ref['decode_tps']} tok/s."
+             + (f" The peer runs llama.cpp through llama-cpp-python with mmap; its caps are raised by the "
+                f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "
+                f"same room for the model as the llama.cpp binary would." if a.peer_python else ""), "",
+             "| cap | engine | decode tok/s | ratio vs llama.cpp | prefill s | peak cgroup usage | under cap | OOM kills | exit | same ids as uncapped | disk read per token (planned) | stalls s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in fractions:
+        peer = next((r for r in rows if r["fraction"] == f and r["engine"] != "flexrun"), None)
+        for r in (x for x in rows if x["fraction"] == f):
+            ratio = ""
+            if r["engine"] == "flexrun" and peer and peer.get("decode_tps") and r.get("decode_tps"):
+                ratio = f"{r['decode_tps'] / peer['decode_tps']:.1f}×"
+            tps = f"{r['decode_tps']:.2f}" if r.get("decode_tps") else "–"
+            if r.get("partial_tokens") is not None:
+                tps += f" ({r['partial_tokens']} tokens before the {a.timeout:g} s timeout)"
+            pre = f"{r['prefill_s']:.3f}" if r.get("prefill_s") is not None else "–"
+            read = f"{r.get('read_per_token') or '–'} ({r.get('planned_per_token') or '–'})" if r["engine"] == "flexrun" else "–"
+            same = {True: "yes", False: "**no**", None: "–"}[r["same_ids"]]
+            stall = f"{r['stall_s']:.2f}" if r.get("stall_s") is not None else "–"
+            lines.append(f"| {int(f * 100)}% ({fmt_bytes(r['cap'])}) | {r['engine']} | {tps} | {ratio} | {pre} | {fmt_bytes(r['peak'])} | "
+                         f"{'yes' if r['under_cap'] else 'no'} | {r['oom_kills']} | {r['exit']} | {same} | {read} | {stall} |")
+    open(os.path.join(a.out, "sweep.md"), "w").write("\n".join(lines) + "\n")
+    svg_plot(rows, os.path.join(a.out, "sweep.svg"), f"{name}: decode tok/s under a memory cgroup")
+    print("\n".join(lines))
+    for extra in (prompt_file, os.path.join(a.out, ".peer.py")):
+        if os.path.exists(extra):
+            os.remove(extra)
+
+
+if __name__ == "__main__":
+    main()

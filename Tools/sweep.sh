@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Throughput sweep under cgroup memory caps (see Tools/sweep.py). Run as root. With --peer it
+# also runs llama.cpp (llama-cpp-python, mmap) under the same caps, installing it like
+# Tools/peer-compare.sh does. Other arguments pass through:
+#   bash Tools/sweep.sh [--peer] [--fractions 1,0.75,0.5,0.35,0.25] [--out docs/sweep]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source Tools/env.sh
+args=()
+peer=0
+for a in "$@"; do if [ "$a" = "--peer" ]; then peer=1; else args+=("$a"); fi; done
+bash Tools/fetch-model.sh >/dev/null
+swift build -c release --product flexrun 2>&1 | grep -E "error" >&2 || true
+if [ "$peer" = 1 ]; then
+  PEER_VERSION="0.3.36"
+  venv="${FLEXRUN_PEER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flexrun/peer-venv}"
+  if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$PEER_VERSION')" 2>/dev/null; then
+    echo "sweep: installing llama-cpp-python==$PEER_VERSION into $venv (builds llama.cpp; takes a while)" >&2
+    python3 -m venv "$venv"
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" "$venv/bin/pip" install --quiet "llama-cpp-python==$PEER_VERSION"
+  fi
+  args+=(--peer-python "$venv/bin/python")
+fi
+exec python3 Tools/sweep.py --flexrun .build/release/flexrun "${args[@]}"
