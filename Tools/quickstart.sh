@@ -11,5 +11,5 @@ echo "quickstart: building flexrun (release)" >&2
 swift build -c release --product flexrun 2>&1 | grep -E "error|warning: unre|Compiling flexrun|Build complete" >&2 || true
 [ -x .build/release/flexrun ] || { echo "quickstart: build failed; run: swift build -c release" >&2; exit 1; }
 if [ $# -eq 0 ]; then set -- --chat -n 128 --stats docs/examples/prompt.txt; fi
-echo "quickstart: .build/release/flexrun --mem-limit 512M $*" >&2
-exec .build/release/flexrun --mem-limit 512M "$@"
+echo "quickstart: .build/release/flexrun --mem-limit 100M $*" >&2
+exec .build/release/flexrun --mem-limit 100M "$@"

@@ -95,6 +95,23 @@ import Testing
         expectOneLineError(r, containing: "needs at least")
     }
 
+    @Test func badIOBackendIsOneLine() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        expectOneLineError(try Self.run(["--model", synthModel, "--io", "floppy", prompt]), containing: "--io")
+    }
+
+    /// `plan` prints the split under a cap; `--io pread --no-mlock` still generates under it.
+    @Test func planAndStreamedGenerationOnTheSyntheticModel() throws {
+        let plan = try Self.run(["plan", "--model", synthModel, "--mem-limit", "40M", "--ctx", "64"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("resident weights") && plan.stdout.contains("staging ring"))
+        let prompt = try Self.tempFile(Array("hello".utf8))
+        let gen = try Self.run(["--model", synthModel, "--mem-limit", "40M", "--io", "pread", "--no-mlock", "-n", "4",
+                                "--temp", "0", "--stats", prompt])
+        #expect(gen.status == 0, "\(gen.stderr)")
+        #expect(gen.stderr.contains("memory:") && gen.stderr.contains("disk:"))
+    }
+
     @Test func unknownOptionIsOneLine() throws {
         expectOneLineError(try Self.run(["--bogus", "x"]), containing: "--bogus")
         expectOneLineError(try Self.run(["--model", synthModel, "-n", "-3", "x"]), containing: "-n")
