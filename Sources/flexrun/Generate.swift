@@ -116,8 +116,12 @@ struct Generate: ParsableCommand {
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
         lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown"), blocks skipped: \(s.blocksSkipped)")
+        // Share of the forward passes' time spent computing rather than waiting for reads: 100%
+        // means every read was hidden behind compute.
+        let busy = s.promptSeconds + s.decodeSeconds
+        let overlap = s.bytesReadFromDisk > 0 && busy > 0 ? " (computing \(Int((100 * (1 - s.stallSeconds / busy)).rounded()))% of the time)" : ""
         lines.append("disk: \(ByteSize.format(s.bytesReadFromDisk)) read, \(ByteSize.format(Int(s.decodeBytesPerToken))) per decoded token, "
-                     + "prefetch stalls \(f(s.stallSeconds, 3)) s" + (s.replans > 0 ? ", re-planned \(s.replans)×" : ""))
+                     + "prefetch stalls \(f(s.stallSeconds, 3)) s" + overlap + (s.replans > 0 ? ", re-planned \(s.replans)×" : ""))
         lines.append("stop: \(s.stopReason.rawValue)")
         FileHandle.standardError.write(Data(lines.map { "flexrun: " + $0 }.joined(separator: "\n").appending("\n").utf8))
     }
