@@ -110,6 +110,7 @@ import FlexSystem
         o.threads = 2
         o.memoryLimit = limit
         o.followCgroupLimit = false
+        o.logitRows = 1   // the same buffers at every cap, so one plan's inputs serve all caps
         return o
     }
 

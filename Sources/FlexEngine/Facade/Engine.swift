@@ -59,14 +59,20 @@ public final class Engine: @unchecked Sendable {
 
         let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
-        let logitRows = min(batch, max(1, options.logitRows ?? (limit == nil ? batch : 1)))
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
-        let estimate = MemoryEstimate(
-            weights: file.tensors.reduce(0) { $0 + $1.byteCount },
-            kvCache: KVCache.bytes(layers: keptAttention, capacity: context, kvDim: config.kvDim),
-            buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
-                                    threads: options.threads, maxRow: weights.maxRowLength),
-            runtime: MemoryEstimate.runtimeAllowance)
+        func estimate(logitRows: Int) -> MemoryEstimate {
+            MemoryEstimate(
+                weights: file.tensors.reduce(0) { $0 + $1.byteCount },
+                kvCache: KVCache.bytes(layers: keptAttention, capacity: context, kvDim: config.kvDim),
+                buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
+                                        threads: options.threads, maxRow: weights.maxRowLength),
+                runtime: MemoryEstimate.runtimeAllowance)
+        }
+        // Logits for a whole batch (perplexity) only when the model fits in memory with them;
+        // under a tighter cap those bytes are better spent on resident weights.
+        let roomy = limit.map { $0 >= estimate(logitRows: batch).total } ?? true
+        let logitRows = min(batch, max(1, options.logitRows ?? (roomy ? batch : 1)))
+        let estimate = estimate(logitRows: logitRows)
         let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
         var streamer: WeightStreamer?
         if let limit {

@@ -26,8 +26,9 @@ public struct EngineOptions: Sendable {
     /// Staging slots for streamed weights: 2 overlaps one layer's reads with the previous
     /// layer's compute; more smooths uneven layers at the cost of resident bytes.
     public var ringSlots = 2
-    /// Batch rows a pass may return logits for; nil means the whole batch without a memory limit
-    /// and 1 under one (generation needs 1; perplexity is faster with more).
+    /// Batch rows a pass may return logits for; nil means the whole batch when the model fits in
+    /// memory (no limit, or a limit above the in-memory estimate) and 1 under a tighter cap
+    /// (generation needs 1; perplexity is faster with more).
     public var logitRows: Int? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
