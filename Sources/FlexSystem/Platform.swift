@@ -9,6 +9,9 @@ public enum Platform {
     /// Peak resident set size of this process (VmHWM), in bytes, or nil where /proc is missing.
     public static func peakResidentBytes() -> Int? { procStatusKiB("VmHWM:").map { $0 * 1024 } }
 
+    /// Anonymous resident memory (RssAnon): heap, stacks, buffers; not code or file pages.
+    public static func anonymousResidentBytes() -> Int? { procStatusKiB("RssAnon:").map { $0 * 1024 } }
+
     /// Current resident set size (VmRSS), in bytes.
     public static func residentBytes() -> Int? { procStatusKiB("VmRSS:").map { $0 * 1024 } }
 

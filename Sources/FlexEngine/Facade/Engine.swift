@@ -34,6 +34,7 @@ public final class Engine: @unchecked Sendable {
 
     public init(options: EngineOptions) throws(EngineError) {
         let start = Platform.now()
+        let anonymousBefore = Platform.anonymousResidentBytes()
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         let file: GGUFFile
@@ -57,6 +58,13 @@ public final class Engine: @unchecked Sendable {
         guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
         let batch = min(options.batchSize, context)
 
+        // The runtime share of the budget: what parsing the header and building the tokenizer
+        // allocated (measured, so a 262k-token vocabulary counts for what it is), plus the
+        // allowance for code pages and thread stacks.
+        let parsed: Int
+        if let before = anonymousBefore, let after = Platform.anonymousResidentBytes() { parsed = max(0, after - before) }
+        else { parsed = MemoryEstimate.parsedAllowance }
+        let runtime = options.runtimeAllowance ?? (parsed + MemoryEstimate.codeAllowance)
         let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
@@ -66,7 +74,7 @@ public final class Engine: @unchecked Sendable {
                 kvCache: KVCache.bytes(layers: keptAttention, capacity: context, kvDim: config.kvDim),
                 buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
                                         threads: options.threads, maxRow: weights.maxRowLength),
-                runtime: MemoryEstimate.runtimeAllowance)
+                runtime: runtime)
         }
         // Logits for a whole batch (perplexity) only when the model fits in memory with them;
         // under a tighter cap those bytes are better spent on resident weights.

@@ -30,6 +30,10 @@ public struct EngineOptions: Sendable {
     /// memory (no limit, or a limit above the in-memory estimate) and 1 under a tighter cap
     /// (generation needs 1; perplexity is faster with more).
     public var logitRows: Int? = nil
+    /// Bytes to reserve for the runtime (tokenizer, metadata, code, stacks) when planning under a
+    /// cap; nil measures what opening the model allocated and adds ``MemoryEstimate/codeAllowance``.
+    /// Embedders whose own process shares the cgroup may want to reserve more.
+    public var runtimeAllowance: Int? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
     /// Blocks to skip (identity on the residual stream).

@@ -9,16 +9,19 @@ public struct MemoryEstimate: Sendable, Equatable {
     public let kvCache: Int
     /// Activation buffers, logits and per-thread scratch.
     public let buffers: Int
-    /// Runtime allowance: Swift runtime, code, tokenizer tables, thread stacks.
+    /// Runtime: tokenizer tables and parsed metadata (measured at open) plus ``codeAllowance``.
     public let runtime: Int
 
-    /// Measured on SmolLM2 inside a memory cgroup at a 50% cap (docs/BENCHMARKS.md): about 8 MiB
-    /// of anonymous memory beyond the planned buffers (tokenizer tables, parsed metadata, stacks)
-    /// and 18 MiB of mapped library code, of which the kernel keeps the hot part. Anonymous
-    /// memory is what can OOM; code pages are reclaimable. 24 MiB covers the anonymous part three
-    /// times over and leaves the code its hot set; every MiB less here is a MiB more of resident
-    /// weights, so one less MiB streamed per token.
-    public static let runtimeAllowance = 24 << 20
+    /// Code pages and thread stacks, on top of what the open measurably allocated. Swept inside a
+    /// memory cgroup at a 50% cap on SmolLM2 (docs/BENCHMARKS.md): with 5 MiB left for code the
+    /// process thrashed on its own code pages (15,000–45,000 major faults, 0.5–2 tok/s); with 9 MiB
+    /// about 700–1,100 major faults; with 17 MiB about 200. 14 MiB keeps clear of the cliff while
+    /// every MiB less here is a MiB more of resident weights, so one less streamed per token.
+    public static let codeAllowance = 14 << 20
+    /// Used instead of the measurement where /proc is missing: SmolLM2's (about 5 MiB) rounded up.
+    public static let parsedAllowance = 8 << 20
+    /// The in-memory estimate's runtime share before a model is open.
+    public static let runtimeAllowance = parsedAllowance + codeAllowance
 
     public var total: Int { weights + kvCache + buffers + runtime }
 
