@@ -37,11 +37,15 @@ public final class GGUFFile: @unchecked Sendable {
     /// Upper bound on tensor dimensions: ggml's GGML_MAX_DIMS.
     static let maxDims = 4
 
-    public convenience init(path: String) throws(GGUFError) {
+    /// `randomAccess` turns off readahead on the mapping before anything is parsed: under a memory
+    /// cap the weights are read with O_DIRECT, and readahead around each norm vector would pull
+    /// tens of MiB of weights into the page cache (and the process's RSS) during open.
+    public convenience init(path: String, randomAccess: Bool = false) throws(GGUFError) {
         let file: FileHandle
         do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
         let region: MappedRegion
         do { region = try MappedRegion(mapping: file) } catch { throw .io(error) }
+        if randomAccess { region.adviseRandom() }
         try self.init(path: path, region: region)
     }
 

@@ -25,6 +25,12 @@ public struct MappedRegion: ~Copyable {
 
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
+    /// Asks for no readahead on faults (MADV_RANDOM): only the pages actually touched are read.
+    public func adviseRandom() {
+        guard count > 0 else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), count, MADV_RANDOM)
+    }
+
     /// Drops the pages of this mapping from the process (MADV_DONTNEED) and asks for no readahead
     /// on later faults (MADV_RANDOM). The file's bytes stay readable; they are paged in again on use.
     public func dropPages() {

@@ -115,7 +115,10 @@ struct Generate: ParsableCommand {
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
-        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown"), blocks skipped: \(s.blocksSkipped)")
+        // VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
+        // anonymous part is what a cap must hold, so it is shown beside it.
+        let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
+        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymous), blocks skipped: \(s.blocksSkipped)")
         // Share of the forward passes' time spent computing rather than waiting for reads: 100%
         // means every read was hidden behind compute.
         let busy = s.promptSeconds + s.decodeSeconds

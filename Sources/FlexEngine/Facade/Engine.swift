@@ -35,12 +35,13 @@ public final class Engine: @unchecked Sendable {
     public init(options: EngineOptions) throws(EngineError) {
         let start = Platform.now()
         let anonymousBefore = Platform.anonymousResidentBytes()
+        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         let file: GGUFFile
         let weights: ModelWeights
         do {
-            file = try GGUFFile(path: options.modelPath)
+            file = try GGUFFile(path: options.modelPath, randomAccess: limit != nil)
             weights = try ModelWeights(file: file)
         } catch {
             throw .model(path: options.modelPath, error)
@@ -66,7 +67,6 @@ public final class Engine: @unchecked Sendable {
         else { parsed = MemoryEstimate.parsedAllowance }
         let runtime = options.runtimeAllowance ?? (parsed + MemoryEstimate.codeAllowance)
         let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
-        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         func estimate(logitRows: Int) -> MemoryEstimate {
             MemoryEstimate(
