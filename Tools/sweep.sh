@@ -11,14 +11,5 @@ peer=0
 for a in "$@"; do if [ "$a" = "--peer" ]; then peer=1; else args+=("$a"); fi; done
 bash Tools/fetch-model.sh >/dev/null
 swift build -c release --product flexrun 2>&1 | grep -E "error" >&2 || true
-if [ "$peer" = 1 ]; then
-  PEER_VERSION="0.3.36"
-  venv="${FLEXRUN_PEER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flexrun/peer-venv}"
-  if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$PEER_VERSION')" 2>/dev/null; then
-    echo "sweep: installing llama-cpp-python==$PEER_VERSION into $venv (builds llama.cpp; takes a while)" >&2
-    python3 -m venv "$venv"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" "$venv/bin/pip" install --quiet "llama-cpp-python==$PEER_VERSION"
-  fi
-  args+=(--peer-python "$venv/bin/python")
-fi
+if [ "$peer" = 1 ]; then args+=(--peer-python "$(bash Tools/peer-venv.sh)"); fi
 exec python3 Tools/sweep.py --flexrun .build/release/flexrun "${args[@]}"
