@@ -21,15 +21,10 @@ public struct QuantMatrix: @unchecked Sendable {
     public let splitRow: Int
     public let tail: UnsafeRawPointer
 
+    /// A contiguous matrix: every row at `data`.
     public init(type: GGMLType, data: UnsafeRawPointer, rows: Int, cols: Int) {
         precondition(cols % type.blockElements == 0, "row length \(cols) is not whole \(type) blocks")
-        self.type = type
-        self.data = data
-        self.rows = rows
-        self.cols = cols
-        self.rowBytes = type.rowBytes(elements: cols)!
-        self.splitRow = rows
-        self.tail = data + rows * rowBytes
+        self.init(type: type, head: data, splitRow: rows, tail: data + rows * type.rowBytes(elements: cols)!, rows: rows, cols: cols)
     }
 
     /// A matrix whose rows `0..<splitRow` are at `head` and rows `splitRow..<rows` at `tail`.

@@ -61,12 +61,6 @@ public struct CgroupMemory: Sendable, Equatable {
         return v
     }
 
-    /// Peak usage of the group (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`), if readable.
-    public var peakUsage: Int? {
-        let file = version == .v1 ? "memory.max_usage_in_bytes" : "memory.peak"
-        return CgroupMemory.readSmallFile(directory + "/" + file).flatMap { Int($0.trimmingWhitespace) }
-    }
-
     static func readSmallFile(_ path: String) -> String? {
         guard let f = try? FileHandle(readingFrom: path), let bytes = try? f.readAll() else { return nil }
         return String(decoding: bytes, as: UTF8.self)

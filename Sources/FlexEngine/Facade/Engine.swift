@@ -84,9 +84,7 @@ public final class Engine: @unchecked Sendable {
         let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
         var streamer: WeightStreamer?
         if let limit {
-            let plan = try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: limit,
-                                                 kvCacheBytes: estimate.kvCache, bufferBytes: estimate.buffers,
-                                                 runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
+            let plan = try Engine.plan(cap: limit, weights: weights, estimate: estimate, options: options)
             streamer = try WeightStreamer(plan: plan, weights: weights, backend: options.readBackend, locker: locker)
         }
 
@@ -121,10 +119,14 @@ public final class Engine: @unchecked Sendable {
     /// running generation continues with the same KV cache and output. Throws, leaving the old
     /// cap in force, when the new cap is below the minimum.
     public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
-        let plan = try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: bytes,
-                                             kvCacheBytes: memory.kvCache, bufferBytes: memory.buffers,
-                                             runtimeBytes: memory.runtime, ringSlots: options.ringSlots))
+        let plan = try Engine.plan(cap: bytes, weights: weights, estimate: memory, options: options)
         pendingPlan.withLock { $0 = plan }
+    }
+
+    /// The plan for `cap`, with the KV cache, buffers and runtime share fixed at open.
+    private static func plan(cap: Int, weights: ModelWeights, estimate: MemoryEstimate, options: EngineOptions) throws(EngineError) -> MemoryPlan {
+        try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: cap, kvCacheBytes: estimate.kvCache,
+                                  bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
     }
 
     /// Applies a plan queued by ``setMemoryLimit(_:)``; called by the thread that owns the transformer.

@@ -36,6 +36,16 @@ public struct MemoryPlan: Sendable, Equatable {
             self.runtimeBytes = runtimeBytes
             self.ringSlots = ringSlots
         }
+
+        /// Everything that does not depend on the resident/streamed split.
+        public var fixedBytes: Int { kvCacheBytes + bufferBytes + runtimeBytes + layout.pinnedBytes }
+
+        /// The smallest slot that can stream this model: the largest layer with nothing resident,
+        /// or one head row (the head streams in chunks that fit a slot).
+        var minimumSlotBytes: Int {
+            let largest = layout.layers.map { layer in Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }).readBytes }.max() ?? 0
+            return max(largest, Builder.span(layout.head.fileOffset, layout.head.rowBytes))
+        }
     }
 
     /// A byte range of the file to read into a staging slot at `slotOffset` (all 4 KiB aligned).
@@ -90,22 +100,14 @@ public struct MemoryPlan: Sendable, Equatable {
     public var isFullyResident: Bool { stages.isEmpty }
 
     /// Everything that does not depend on the resident/streamed split.
-    public var fixedBytes: Int {
-        inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + inputs.layout.pinnedBytes
-    }
+    public var fixedBytes: Int { inputs.fixedBytes }
     /// The engine's whole planned footprint; never above the cap.
     public var totalBytes: Int { fixedBytes + residentBytes + ringBytes }
 
     /// The smallest cap at which this model streams at all with these KV, buffer and runtime
     /// budgets: nothing resident, a ring for the largest layer.
     public static func minimumCap(_ inputs: Inputs) -> Int {
-        let fixed = inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + inputs.layout.pinnedBytes
-        let largest = inputs.layout.layers.map { layer in
-            Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }).readBytes
-        }.max() ?? 0
-        // The head streams in chunks that fit a slot; one row must fit.
-        let headRow = Builder.span(inputs.layout.head.fileOffset, inputs.layout.head.rowBytes)
-        return fixed + inputs.ringSlots * max(largest, headRow)
+        inputs.fixedBytes + inputs.ringSlots * inputs.minimumSlotBytes
     }
 
     public enum PlanError: Error, Equatable, Sendable {
@@ -118,8 +120,7 @@ public struct MemoryPlan: Sendable, Equatable {
         precondition(inputs.ringSlots >= 1)
         self.inputs = inputs
         let layout = inputs.layout
-        let fixed = inputs.kvCacheBytes + inputs.bufferBytes + inputs.runtimeBytes + layout.pinnedBytes
-        let available = inputs.cap - fixed
+        let available = inputs.cap - inputs.fixedBytes
 
         // Everything fits: all resident, no ring.
         var all = Builder.assign(layout, budget: 1 << 56, slotLimit: 0)
@@ -132,8 +133,7 @@ public struct MemoryPlan: Sendable, Equatable {
         // Fixed point: the ring depends on what streams, which depends on the budget left after
         // the ring. Starting from the largest ring, each round can only shrink it, so every
         // round's plan fits and the last one is the best.
-        var slot = MemoryPlan.minimumCap(inputs) - fixed
-        slot /= inputs.ringSlots
+        var slot = inputs.minimumSlotBytes
         guard available >= inputs.ringSlots * slot else { throw .capTooSmall(minimum: MemoryPlan.minimumCap(inputs)) }
         var best = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
         for _ in 0..<16 {

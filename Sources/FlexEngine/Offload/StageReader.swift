@@ -9,14 +9,15 @@ struct ReadChunk: Sendable {
     let length: Int
     let needed: Int
 
-    /// Splits `read` (slot-relative) into chunks of at most `maxChunk` bytes at `slotBase`.
-    static func split(_ read: MemoryPlan.Read, slotBase: Int, fileSize: Int, maxChunk: Int) -> [ReadChunk] {
+    /// Splits `read` into chunks of at most `maxChunk` bytes, at offsets relative to the start of
+    /// a slot (the reader adds the slot's base when it issues them).
+    static func split(_ read: MemoryPlan.Read, fileSize: Int, maxChunk: Int) -> [ReadChunk] {
         var out: [ReadChunk] = []
         var done = 0
         while done < read.length {
             let n = min(maxChunk, read.length - done)
             let off = read.fileOffset + done
-            out.append(ReadChunk(fileOffset: off, bufferOffset: slotBase + read.slotOffset + done, length: n,
+            out.append(ReadChunk(fileOffset: off, bufferOffset: read.slotOffset + done, length: n,
                                  needed: max(0, min(n, fileSize - off))))
             done += n
         }

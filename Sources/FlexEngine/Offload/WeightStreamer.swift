@@ -12,9 +12,6 @@ public struct StreamCounters: Sendable, Equatable {
     public var bytesRead = 0
     /// Time the forward pass spent blocked on reads that had not landed yet.
     public var stallSeconds = 0.0
-    /// Stages whose reads were already complete when the forward pass reached them.
-    public var stagesReady = 0
-    public var stagesWaited = 0
 }
 
 /// Owns a model's weights under a ``MemoryPlan``: the resident set, loaded once and locked, and
@@ -83,42 +80,39 @@ final class WeightStreamer {
         weights.file.releaseMappedPages()
         file.dropCachedPages()
 
-        // Views: resident prefix pointers now, slot tails filled in per acquire.
-        func residentPointer(_ m: QuantMatrix) -> (UnsafeRawPointer, Int) {
+        // Views: resident prefix pointers now, slot tails filled in per acquire. The plan names
+        // tensors; the mapping's views are found by their start in the file.
+        func resident(_ m: QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String) {
             let name = weights.file.tensorName(at: m.data) ?? ""
             let off = weights.file.offset(of: m.data)
-            guard let r = plan.resident[name] else { return (UnsafeRawPointer(base), 0) }
-            let p = UnsafeRawPointer(base + r.offset + (off - Builder.roundDown(off)))
-            return (p, r.rows)
+            guard let r = plan.resident[name] else { return (UnsafeRawPointer(base), 0, name) }
+            return (UnsafeRawPointer(base + r.offset + (off - Builder.roundDown(off))), r.rows, name)
         }
         var stageOfLayer = [Int?](repeating: nil, count: weights.config.layerCount)
         var headChunks: [(Range<Int>, Int)] = []
-        var pieceOffsets: [Int: [String: Int]] = [:]
         for (i, s) in plan.stages.enumerated() {
             switch s.kind {
             case .layer(let l): stageOfLayer[l] = i
             case .head(let rows): headChunks.append((rows, i))
             }
-            var m: [String: Int] = [:]
-            for p in s.pieces { m[p.tensor] = p.slotOffset }
-            pieceOffsets[i] = m
         }
         self.stageOfLayer = stageOfLayer
         self.headChunks = headChunks.map { (rows: $0.0, stage: $0.1) }
         templates = weights.layers.enumerated().map { l, lw in
-            LayerTemplate(weights: lw, resident: residentPointer, slotOffsets: stageOfLayer[l].flatMap { pieceOffsets[$0] } ?? [:],
-                          names: { weights.file.tensorName(at: $0.data) ?? "" })
+            let pieces = stageOfLayer[l].map { plan.stages[$0].pieces } ?? []
+            return LayerTemplate(weights: lw, resident: resident,
+                                 slotOffsets: Dictionary(uniqueKeysWithValues: pieces.map { ($0.tensor, $0.slotOffset) }))
         }
-        let (hp, hrows) = residentPointer(weights.output)
-        head = QuantMatrix(type: weights.output.type, data: hp, rows: hrows, cols: weights.output.cols)
+        let h = resident(weights.output)
+        head = QuantMatrix(type: weights.output.type, data: h.pointer, rows: h.rows, cols: weights.output.cols)
         headExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.output.data), rows: weights.output.rows,
                                   rowBytes: weights.output.rowBytes)
         if weights.tiedOutput {
             embedding = nil
             embeddingExtent = nil
         } else {
-            let (ep, erows) = residentPointer(weights.tokenEmbedding)
-            embedding = QuantMatrix(type: weights.tokenEmbedding.type, data: ep, rows: erows, cols: weights.tokenEmbedding.cols)
+            let e = resident(weights.tokenEmbedding)
+            embedding = QuantMatrix(type: weights.tokenEmbedding.type, data: e.pointer, rows: e.rows, cols: weights.tokenEmbedding.cols)
             embeddingExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.tokenEmbedding.data),
                                            rows: weights.tokenEmbedding.rows, rowBytes: weights.tokenEmbedding.rowBytes)
         }
@@ -127,7 +121,7 @@ final class WeightStreamer {
         // requests in flight to reach the disk's bandwidth, few enough to submit cheaply).
         slotStride = plan.slotBytes
         let fileSize = file.size
-        chunks = plan.stages.map { s in s.reads.flatMap { ReadChunk.split($0, slotBase: 0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) } }
+        chunks = plan.stages.map { s in s.reads.flatMap { ReadChunk.split($0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) } }
         let perSlot = max(1, chunks.map(\.count).max() ?? 1)
         let slots = max(1, plan.ringSlots)
         var reason = "asked for"
@@ -178,9 +172,7 @@ final class WeightStreamer {
         let slot = released % plan.ringSlots
         let t0 = Platform.now()
         do { try reader!.wait(slot: slot) } catch { failure = error; throw error }
-        let waited = Platform.now() - t0
-        counters.stallSeconds += waited
-        if waited > 20e-6 { counters.stagesWaited += 1 } else { counters.stagesReady += 1 }
+        counters.stallSeconds += Platform.now() - t0
         return UnsafeRawPointer(ringBuffer.base + slot * slotStride)
     }
 
@@ -247,11 +239,11 @@ struct LayerTemplate {
     let base: LayerWeights
     let q, k, v, o, gate, up, down: Matrix
 
-    init(weights lw: LayerWeights, resident: (QuantMatrix) -> (UnsafeRawPointer, Int), slotOffsets: [String: Int],
-         names: (QuantMatrix) -> String) {
+    init(weights lw: LayerWeights, resident: (QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String),
+         slotOffsets: [String: Int]) {
         func matrix(_ m: QuantMatrix) -> Matrix {
-            let (p, rows) = resident(m)
-            return Matrix(type: m.type, rows: m.rows, cols: m.cols, head: p, splitRow: rows, tailOffset: slotOffsets[names(m)])
+            let r = resident(m)
+            return Matrix(type: m.type, rows: m.rows, cols: m.cols, head: r.pointer, splitRow: r.rows, tailOffset: slotOffsets[r.name])
         }
         base = lw
         q = matrix(lw.query); k = matrix(lw.key); v = matrix(lw.value); o = matrix(lw.output)
