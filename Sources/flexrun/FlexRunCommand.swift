@@ -14,6 +14,8 @@ struct FlexRunMain {
             try command.run()
         } catch let error as CLIError {
             fail(error.message)
+        } catch let error as PruningProfile.ProfileError {
+            fail(error.description)
         } catch let error as EngineError {
             fail(error.description)
         } catch {
@@ -43,7 +45,7 @@ struct FlexRun: ParsableCommand {
         abstract: "Run a GGUF language model on the CPU, within a memory limit.",
         discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
         version: "flexrun \(version) (\(Platform.libraryVersions))",
-        subcommands: [Generate.self, Perplexity.self, Plan.self],
+        subcommands: [Generate.self, Perplexity.self, Plan.self, Prune.self],
         defaultSubcommand: Generate.self)
 }
 
@@ -63,6 +65,15 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .long, help: "Blocks to skip, e.g. attn:3,ffn:17.")
     var skip: String?
+
+    @Option(name: .customLong("prefill-skip"), help: "Blocks to skip while processing the prompt (default: as --skip).")
+    var prefillSkip: String?
+
+    @Option(name: .long, help: "Pruning profile (from flexrun prune analyze) to take a mask from; needs --budget.")
+    var profile: String?
+
+    @Option(name: .long, help: "With --profile: how many blocks to remove.")
+    var budget: Int?
 
     @Option(name: .long, help: "How streamed weights are read under --mem-limit: auto, uring or pread.")
     var io: String = "auto"
@@ -95,6 +106,17 @@ struct ModelOptions: ParsableArguments {
         options.contextLength = context ?? ctx
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }
+        }
+        switch (profile, budget) {
+        case let (path?, k?):
+            guard k >= 0 else { throw CLIError("--budget must be 0 or more") }
+            let mask = try PruningProfile.read(path: path).mask(removing: k, path: path)
+            options.skip = BlockMask(skipping: options.skip.skipped.union(mask.skipped))
+        case (nil, nil): break
+        default: throw CLIError("--profile and --budget go together")
+        }
+        if let prefillSkip {
+            do { options.prefillSkip = try BlockMask(parsing: prefillSkip) } catch { throw CLIError("--prefill-skip: \(error)") }
         }
         return options
     }

@@ -51,8 +51,12 @@ public final class Engine: @unchecked Sendable {
         guard tokenizer.vocabularySize <= weights.config.vocabularySize else {
             throw .model(path: options.modelPath, .badKey("tokenizer.ggml.tokens", reason: "\(tokenizer.vocabularySize) tokens but the embedding has \(weights.config.vocabularySize) rows"))
         }
-        for b in options.skip.skipped where b.layer >= weights.config.layerCount {
+        let prefillSkip = options.prefillSkip ?? options.skip
+        for b in options.skip.skipped.union(prefillSkip.skipped) where b.layer >= weights.config.layerCount {
             throw .invalidOption("block \(b) does not exist: the model has \(weights.config.layerCount) layers")
+        }
+        if let l = prefillSkip.skippedAttentionLayers.subtracting(options.skip.skippedAttentionLayers).min() {
+            throw .invalidOption("prefill skips attn:\(l) but decode runs it: decode would attend to prompt keys that were never computed")
         }
         let config = weights.config
         let context = options.contextLength ?? min(2048, config.trainedContextLength)
@@ -66,7 +70,7 @@ public final class Engine: @unchecked Sendable {
         if let before = anonymousBefore, let after = Platform.anonymousResidentBytes() { parsed = max(0, after - before) }
         else { parsed = MemoryEstimate.parsedAllowance }
         let runtime = options.runtimeAllowance ?? (parsed + MemoryEstimate.codeAllowance)
-        let keptAttention = config.layerCount - options.skip.skipped.filter { $0.kind == .attention }.count
+        let keptAttention = config.layerCount - prefillSkip.skippedAttentionLayers.count
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         func estimate(logitRows: Int) -> MemoryEstimate {
             MemoryEstimate(
@@ -97,7 +101,7 @@ public final class Engine: @unchecked Sendable {
         self.weights = weights
         self.locker = locker
         self.transformer = Transformer(weights: weights, contextLength: context, maxBatch: batch, threads: options.threads,
-                                       mask: options.skip, logitRows: logitRows, streamer: streamer)
+                                       mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows, streamer: streamer)
         self.loadSeconds = Platform.now() - start
     }
 
@@ -125,7 +129,10 @@ public final class Engine: @unchecked Sendable {
 
     /// The plan for `cap`, with the KV cache, buffers and runtime share fixed at open.
     private static func plan(cap: Int, weights: ModelWeights, estimate: MemoryEstimate, options: EngineOptions) throws(EngineError) -> MemoryPlan {
-        try MemoryPlan.make(.init(layout: weights.layout(skipping: options.skip), cap: cap, kvCacheBytes: estimate.kvCache,
+        // Weights of a block either stage runs must be read; with different stage masks the
+        // plan covers the union (streaming decode-only skips as well is left for the controller).
+        let skip = options.skip.intersection(options.prefillSkip ?? options.skip)
+        return try MemoryPlan.make(.init(layout: weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
                                   bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
     }
 
@@ -255,7 +262,7 @@ public struct TokenIterator: Sequence, IteratorProtocol {
                 let n = Swift.min(tf.maxBatch, prompt.count - i)
                 let last = i + n == prompt.count
                 do throws(EngineError) {
-                    try prompt[i..<i + n].withUnsafeBufferPointer { p throws(EngineError) in try tf.forward(p, logitRows: last ? (n - 1)..<n : 0..<0) }
+                    try prompt[i..<i + n].withUnsafeBufferPointer { p throws(EngineError) in try tf.forward(p, logitRows: last ? (n - 1)..<n : 0..<0, stage: .prefill) }
                 } catch { return fail(error) }
                 i += n
                 if parameters.cancellation?.isCancelled == true { return finish(.cancelled) }

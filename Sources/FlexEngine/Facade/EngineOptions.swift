@@ -36,8 +36,11 @@ public struct EngineOptions: Sendable {
     public var runtimeAllowance: Int? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
-    /// Blocks to skip (identity on the residual stream).
+    /// Blocks to skip (identity on the residual stream) when decoding and scoring text.
     public var skip: BlockMask = .none
+    /// Blocks to skip when processing the prompt; nil means ``skip``. An attention block skipped
+    /// here must be skipped in ``skip`` as well (decode cannot attend to keys never computed).
+    public var prefillSkip: BlockMask? = nil
 
     public init(modelPath: String) { self.modelPath = modelPath }
 }

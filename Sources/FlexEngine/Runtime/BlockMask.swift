@@ -11,7 +11,12 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
         public let layer: Int
         public init(_ kind: Kind, _ layer: Int) { self.kind = kind; self.layer = layer }
         public var description: String { "\(kind.rawValue):\(layer)" }
-        public static func < (a: Block, b: Block) -> Bool { (a.layer, a.kind == .ffn ? 1 : 0) < (b.layer, b.kind == .ffn ? 1 : 0) }
+        /// Position in execution order: attention of layer l is 2l, its FFN 2l + 1.
+        public var index: Int { 2 * layer + (kind == .ffn ? 1 : 0) }
+        public init(index: Int) { self.init(index % 2 == 0 ? .attention : .ffn, index / 2) }
+        public static func < (a: Block, b: Block) -> Bool { a.index < b.index }
+        /// Every block of a model with `layers` layers, in execution order.
+        public static func all(layers: Int) -> [Block] { (0..<2 * layers).map(Block.init(index:)) }
     }
 
     public private(set) var skipped: Set<Block>
@@ -24,6 +29,13 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
     public func skipsFFN(_ layer: Int) -> Bool { skipped.contains(Block(.ffn, layer)) }
 
     public mutating func skip(_ block: Block) { skipped.insert(block) }
+    public func skipping(_ block: Block) -> BlockMask { var m = self; m.skip(block); return m }
+    public func skips(_ block: Block) -> Bool { skipped.contains(block) }
+    /// Skipped in both masks: what neither stage runs, so no weights need be read for it.
+    public func intersection(_ other: BlockMask) -> BlockMask { BlockMask(skipping: skipped.intersection(other.skipped)) }
+    public func isSubset(of other: BlockMask) -> Bool { skipped.isSubset(of: other.skipped) }
+    /// Attention blocks skipped, as layers: they need no KV cache.
+    public var skippedAttentionLayers: Set<Int> { Set(skipped.filter { $0.kind == .attention }.map(\.layer)) }
 
     public struct ParseError: Error, CustomStringConvertible, Sendable {
         public let text: String

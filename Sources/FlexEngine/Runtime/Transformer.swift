@@ -9,7 +9,12 @@ public final class Transformer {
     public let weights: ModelWeights
     public let config: ModelConfig
     public let contextLength: Int
+    /// Blocks skipped when decoding (one new token per pass) and when scoring text.
     public let mask: BlockMask
+    /// Blocks skipped when processing a prompt. PDTrim prunes the stages differently; an
+    /// attention block skipped here must be skipped in ``mask`` too, since decode could not
+    /// attend to prompt positions whose keys and values were never computed.
+    public let prefillMask: BlockMask
     let pool: WorkerPool
     let state: RunState
     let cache: KVCache
@@ -23,16 +28,19 @@ public final class Transformer {
     /// `logitRows` bounds how many batch rows one forward pass can return logits for (each row is
     /// vocab floats, 192 KiB for SmolLM2): generation needs 1, perplexity a whole batch.
     init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none,
-         logitRows: Int? = nil, streamer: WeightStreamer? = nil) {
+         prefillMask: BlockMask? = nil, logitRows: Int? = nil, streamer: WeightStreamer? = nil) {
+        let prefillMask = prefillMask ?? mask
+        precondition(prefillMask.skippedAttentionLayers.isSubset(of: mask.skippedAttentionLayers))
         self.streamer = streamer
         self.weights = weights
         config = weights.config
         self.contextLength = contextLength
         self.mask = mask
+        self.prefillMask = prefillMask
         pool = WorkerPool(threads: threads)
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
-        cache = KVCache(layers: config.layerCount, capacity: contextLength, kvDim: config.kvDim, mask: mask)
+        cache = KVCache(layers: config.layerCount, capacity: contextLength, kvDim: config.kvDim, mask: prefillMask)
         rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
                     frequencyFactors: weights.ropeFrequencyFactors)
     }
@@ -61,13 +69,28 @@ public final class Transformer {
         UnsafeBufferPointer(start: state.logits.pointer + i * config.vocabularySize, count: config.vocabularySize)
     }
 
+    /// Which mask a pass uses: a prompt is prefill, generated tokens and scored text are decode.
+    public enum Stage: Sendable { case prefill, decode }
+
     /// Runs `tokens` (at most ``maxBatch``) at the next positions and computes logits for the
     /// batch rows in `logitRows` into ``logits(row:)`` rows 0, 1, … in order.
     /// Token ids must be valid (the ``Engine`` checks user input).
     /// Throws only when streamed weights cannot be read (a failing disk, a file changed under us).
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>) throws(EngineError) {
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>, stage: Stage = .decode) throws(EngineError) {
+        try forward(tokens, logitRows: logitRows, mask: stage == .prefill ? prefillMask : mask)
+    }
+
+    /// The pass behind ``forward(_:logitRows:stage:)``, open to the pruning evaluators: any
+    /// `mask` whose skipped attention layers include the open mask's, a `probe` that sees the
+    /// residual stream around every block, and `resumeAt`, which starts at that block (index in
+    /// execution order) from a residual the probe restores. Resuming relies on the KV cache of
+    /// earlier layers still holding this batch (same positions, same tokens): evaluating many
+    /// masks that differ only from block b on then costs the blocks after b, not the whole model.
+    package func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>, mask: BlockMask,
+                         resumeAt: Int = 0, probe: (any ResidualProbe)? = nil) throws(EngineError) {
         let n = tokens.count
         precondition(n >= 1 && n <= maxBatch && position + n <= contextLength && logitRows.count <= maxLogitRows)
+        precondition(resumeAt == 0 || (probe != nil && streamer == nil))
         let c = config
         let d = c.embeddingLength, qd = c.queryDim, kvd = c.kvDim, ff = c.feedForwardLength
         let x = state.x.pointer, xb = state.xb.pointer
@@ -82,14 +105,20 @@ public final class Transformer {
 
         let streamer = self.streamer
         for b in 0..<n {
-            if let streamer { try streamer.embeddingRow(Int(tokens[b]), into: x + b * d) }
-            else { weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d) }
+            if resumeAt == 0 {
+                if let streamer { try streamer.embeddingRow(Int(tokens[b]), into: x + b * d) }
+                else { weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d) }
+            }
             rope.table(position: position + b, into: ropeTable + b * hd)
         }
+        if resumeAt > 0 { probe!.restore(block: resumeAt, into: x, rows: n) }
 
         for l in 0..<c.layerCount {
+            if 2 * l + 1 < resumeAt { continue }
             let lw = try streamer?.layer(l) ?? weights.layers[l]
-            if !mask.skipsAttention(l) {
+            let attentionBlock = 2 * l
+            if attentionBlock >= resumeAt { probe?.before(block: attentionBlock, x: x, rows: n) }
+            if attentionBlock >= resumeAt && !mask.skipsAttention(l) {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
@@ -100,6 +129,7 @@ public final class Transformer {
                 for b in 0..<n {
                     rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: ropeTable + b * hd)
                     rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: ropeTable + b * hd)
+                    precondition(cache.slotOfLayer[l] != nil, "attention of layer \(l) runs but has no KV cache")
                     let kc = cache.key(layer: l, position: position + b), vc = cache.value(layer: l, position: position + b)
                     for i in 0..<kvd {
                         kc[i] = Float16(k[b * kvd + i])
@@ -110,6 +140,8 @@ public final class Transformer {
                 matmul(lw.output, att, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
+            if attentionBlock >= resumeAt { probe?.after(block: attentionBlock, x: x, rows: n) }
+            probe?.before(block: attentionBlock + 1, x: x, rows: n)
             if !mask.skipsFFN(l) {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
@@ -119,8 +151,10 @@ public final class Transformer {
                 matmul(lw.down, hb, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
+            probe?.after(block: attentionBlock + 1, x: x, rows: n)
             try streamer?.finishLayer(l)
         }
+        probe?.final(x: x, rows: n)
 
         let rows = logitRows.clamped(to: 0..<n)
         if !rows.isEmpty {

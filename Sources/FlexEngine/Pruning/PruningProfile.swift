@@ -1,0 +1,122 @@
+import Foundation
+
+/// The pruning methods `flexrun prune analyze` offers (DESIGN.md §3; docs/PRUNING.md).
+public enum PruningMethod: String, CaseIterable, Sendable, Codable {
+    /// RAP's Greedy Sequential Importance: remove, one at a time, the block whose removal
+    /// hurts calibration perplexity least given the blocks already removed.
+    case gsi
+    /// Rank by the perplexity increase of removing each block alone (dense model).
+    case oneshot
+    /// ShortGPT's Block Influence, 1 − cos(block input, block output).
+    case bi
+    /// Gromov et al.'s angular distance between layers: removes whole contiguous layers.
+    case angular
+    /// EvoP: calibration chunks sampled by clustering, then an evolutionary mask search.
+    case evop
+}
+
+/// What one analysis found: for each budget of k removed blocks, the mask and what it costs
+/// and frees. docs/PRUNING.md documents the format; ``version`` is its major version.
+public struct PruningProfile: Codable, Sendable, Equatable {
+    public static let formatName = "flexrun-pruning-profile"
+    public static let currentVersion = 1
+
+    public struct Calibration: Codable, Sendable, Equatable {
+        /// The text file as given, and the token range of it used.
+        public var text: String
+        public var firstToken: Int
+        public var tokenCount: Int
+        public var context: Int
+        public var scoreFrom: Int
+        /// Chunks of the range (0-based) that were scored: all of them, or EvoP's selection.
+        public var chunks: [Int]
+
+        public init(text: String, firstToken: Int, tokenCount: Int, context: Int, scoreFrom: Int, chunks: [Int]) {
+            self.text = text; self.firstToken = firstToken; self.tokenCount = tokenCount
+            self.context = context; self.scoreFrom = scoreFrom; self.chunks = chunks
+        }
+    }
+
+    public struct Budget: Codable, Sendable, Equatable {
+        /// k, the number of blocks removed.
+        public var removed: Int
+        /// The skipped blocks, as `attn:3` / `ffn:17`, in execution order.
+        public var blocks: [String]
+        /// exp(mean NLL) on the calibration chunks with these blocks skipped.
+        public var calibrationPerplexity: Double
+        /// Parameter bytes (as stored in the model file) the skipped blocks free.
+        public var parameterBytes: Int
+        /// KV-cache bytes per token the skipped attention blocks free.
+        public var kvBytesPerToken: Int
+    }
+
+    public var format = PruningProfile.formatName
+    public var version = PruningProfile.currentVersion
+    public var method: PruningMethod
+    /// File name of the model analysed, and its shape.
+    public var model: String
+    public var layers: Int
+    public var calibration: Calibration
+    public var densePerplexity: Double
+    /// Removal order, for the methods that produce one (gsi, oneshot, bi).
+    public var order: [String]?
+    public var budgets: [Budget]
+    /// Wall time of the analysis and forward passes run (passes replayed from a checkpoint excluded).
+    public var seconds: Double
+    public var passes: Int
+
+    public enum ProfileError: Error, CustomStringConvertible, Sendable {
+        case unreadable(String, reason: String)
+        case unsupported(String, version: Int)
+        case noBudget(String, removed: Int, available: [Int])
+        case badBlock(String, block: String)
+
+        public var description: String {
+            switch self {
+            case let .unreadable(path, reason): "pruning profile \(path) is not readable: \(reason)"
+            case let .unsupported(path, version):
+                "pruning profile \(path) has format version \(version); this flexrun reads version \(PruningProfile.currentVersion)"
+            case let .noBudget(path, k, available):
+                "pruning profile \(path) has no mask removing \(k) blocks (it has: \(available.map(String.init).joined(separator: ", ")))"
+            case let .badBlock(path, block): "pruning profile \(path) names an invalid block '\(block)'"
+            }
+        }
+    }
+
+    public static func read(path: String) throws(ProfileError) -> PruningProfile {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw .unreadable(path, reason: (error as NSError).localizedDescription)
+        }
+        // The header first, so a future major version gets its own message, not a decoding error.
+        struct Header: Decodable { let format: String; let version: Int }
+        guard let header = try? JSONDecoder().decode(Header.self, from: data), header.format == formatName else {
+            throw .unreadable(path, reason: "not a \(formatName) JSON file")
+        }
+        guard header.version == currentVersion else { throw .unsupported(path, version: header.version) }
+        do { return try JSONDecoder().decode(PruningProfile.self, from: data) } catch {
+            throw .unreadable(path, reason: "\(error)")
+        }
+    }
+
+    /// Writes the profile atomically (temporary file, then rename), so no half profile is left.
+    public func write(path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// The mask that removes `k` blocks (k = 0 is the dense model).
+    public func mask(removing k: Int, path: String = "profile") throws(ProfileError) -> BlockMask {
+        if k == 0 { return .none }
+        guard let b = budgets.first(where: { $0.removed == k }) else {
+            throw .noBudget(path, removed: k, available: budgets.map(\.removed))
+        }
+        var mask = BlockMask.none
+        for text in b.blocks {
+            guard let m = try? BlockMask(parsing: text), m.skipped.count == 1 else { throw .badBlock(path, block: text) }
+            mask.skip(m.skipped.first!)
+        }
+        return mask
+    }
+}

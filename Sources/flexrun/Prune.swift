@@ -1,0 +1,198 @@
+import ArgumentParser
+import FlexEngine
+import FlexSystem
+import Foundation
+
+/// `flexrun prune`: which transformer blocks the model can lose, and at what cost.
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Block pruning: rank blocks on calibration text, then measure held-out perplexity.",
+        discussion: "See docs/PRUNING.md.",
+        subcommands: [Analyze.self, Evaluate.self])
+}
+
+/// Token range options shared by analyze and eval: which part of the text is scored.
+struct TextRange: ParsableArguments {
+    @Option(name: .long, help: "First token of the text to use (after tokenizing the whole file).")
+    var first: Int = 0
+
+    @Option(name: .long, help: "Tokens to use from --first (default: the method's default, or the rest of the text).")
+    var tokens: Int?
+
+    func sample(_ engine: Engine, text: String, context: Int, scoreFrom: Int, defaultTokens: Int?) throws -> (TextSample, Int) {
+        guard first >= 0 else { throw CLIError("--first must be 0 or more") }
+        let all = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: false)
+        let count = tokens ?? defaultTokens ?? max(0, all.count - first)
+        let bos = engine.tokenizer.addsBOS ? engine.tokenizer.bosToken : nil
+        let sample = TextSample(tokens: all, first: first, count: count, context: context, scoreFrom: scoreFrom, bos: bos)
+        guard !sample.chunks.isEmpty else {
+            throw CLIError("the text has \(all.count) tokens: tokens \(first)..<\(first + count) hold no whole \(context)-token chunk")
+        }
+        return (sample, count)
+    }
+}
+
+/// Opens the model for scoring whole chunks in one pass (batch and logit rows = the chunk).
+func pruningEngine(_ model: ModelOptions, context: Int) throws -> Engine {
+    var options = try model.engineOptions(context: context)
+    options.batchSize = context
+    options.logitRows = context
+    return try Engine(options: options)
+}
+
+/// Progress on stderr: "\r" updates with an ETA from the rate since the start of this run.
+final class ProgressLine {
+    let label: String
+    let start = Platform.now()
+    var firstDone: Int?
+    var lastLength = 0
+    init(label: String) { self.label = label }
+    func update(done: Int, total: Int, status: String) {
+        let now = Platform.now()
+        if firstDone == nil { firstDone = done }
+        var eta = ""
+        let progressed = done - firstDone!
+        if progressed > 0, total > done {
+            let seconds = (now - start) / Double(progressed) * Double(total - done)
+            eta = seconds >= 90 ? String(format: ", ETA %.0f min", seconds / 60) : String(format: ", ETA %.0f s", seconds)
+        }
+        let line = "flexrun: \(label) [\(min(done, total))/\(total)] \(status)\(eta)"
+        let pad = String(repeating: " ", count: max(0, lastLength - line.count))
+        lastLength = line.count
+        FileHandle.standardError.write(Data("\r\(line)\(pad)".utf8))
+    }
+    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+}
+
+extension Prune {
+    struct Analyze: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rank the model's attention and FFN blocks on calibration text and write a pruning profile.",
+            discussion: """
+                Methods: gsi (greedy sequential importance), oneshot (single-removal perplexity), \
+                bi (ShortGPT block influence), angular (layer-level angular distance), evop \
+                (clustered calibration sampling + evolutionary search). An interrupted run resumes \
+                from OUTPUT.checkpoint when rerun with the same settings.
+                """)
+
+        @OptionGroup var model: ModelOptions
+        @OptionGroup var range: TextRange
+
+        @Option(name: .long, help: "gsi, oneshot, bi, angular or evop.")
+        var method: String
+
+        @Option(name: .long, help: "Calibration text file.")
+        var calib: String
+
+        @Option(name: .customLong("chunk"), help: "Tokens per calibration chunk (one forward pass).")
+        var chunk: Int = 128
+
+        @Option(name: .customLong("score-from"), help: "First scored position in each chunk (default: chunk/8).")
+        var scoreFrom: Int?
+
+        @Option(name: .long, help: "evop: budgets (blocks removed) to search, e.g. 6,12,18.")
+        var budgets: String = "6,12,18"
+
+        @Option(name: .long, help: "evop: calibration chunks CCDS selects from the pool.")
+        var select: Int = 4
+
+        @Option(name: .long, help: "evop: generations per budget.")
+        var generations: Int = 30
+
+        @Option(name: .long, help: "evop: offspring per generation.")
+        var offspring: Int = 16
+
+        @Option(name: .customLong("seed-profile"), help: "evop: a profile whose masks seed the search (e.g. GSI's).")
+        var seedProfiles: [String] = []
+
+        @Option(name: .shortAndLong, help: "Profile to write (JSON).")
+        var output: String
+
+        func run() throws {
+            guard let method = PruningMethod(rawValue: method) else {
+                throw CLIError("--method must be one of: \(PruningMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard chunk >= 8, chunk <= 4096 else { throw CLIError("--chunk must be between 8 and 4096") }
+            let scoreFrom = self.scoreFrom ?? chunk / 8
+            guard scoreFrom >= 0, scoreFrom <= chunk - 2 else { throw CLIError("--score-from must be between 0 and chunk − 2") }
+            var evolution = PruningAnalysis.EvolutionSettings()
+            if method == .evop {
+                evolution.budgets = try budgets.split(separator: ",").map {
+                    guard let k = Int($0), k >= 1 else { throw CLIError("--budgets: expected e.g. 6,12,18") }
+                    return k
+                }
+                guard select >= 1, generations >= 0, offspring >= 1 else { throw CLIError("--select, --generations and --offspring must be positive") }
+                evolution.selectedChunks = select
+                evolution.generations = generations
+                evolution.offspring = offspring
+                for path in seedProfiles {
+                    let p = try PruningProfile.read(path: path)
+                    for k in evolution.budgets where p.budgets.contains(where: { $0.removed == k }) {
+                        evolution.seeds[k, default: []].append(try p.mask(removing: k, path: path))
+                    }
+                }
+            }
+            let text = try readText(calib, what: "calibration text")
+            try checkWritable(output)
+            let engine = try pruningEngine(model, context: chunk)
+            // EvoP's default range is its pool (CCDS picks `select` chunks of it); the others score
+            // 512 tokens per mask, which keeps a full GSI ordering of SmolLM2 well inside 45 minutes.
+            let (sample, count) = try range.sample(engine, text: text, context: chunk, scoreFrom: scoreFrom,
+                                                   defaultTokens: method == .evop ? 16 * chunk : 4 * chunk)
+            if method == .evop && sample.chunks.count < select {
+                throw CLIError("evop selects \(select) chunks but the calibration range holds \(sample.chunks.count)")
+            }
+            let evaluator = try MaskEvaluator(engine: engine)
+            let modelName = URL(fileURLWithPath: engine.options.modelPath).lastPathComponent
+            let info = PruningProfile.Calibration(text: calib, firstToken: range.first, tokenCount: count, context: chunk,
+                                                  scoreFrom: scoreFrom, chunks: Array(sample.chunks.indices))
+
+            // Resume: the memo of scores is saved beside the output; rerunning with the same
+            // settings replays it (no passes) and continues where the run stopped.
+            let settings = [method.rawValue, modelName, String(engine.config.layerCount), sample.fingerprint,
+                            method == .evop ? "\(evolution.budgets) \(select) \(generations) \(offspring) \(seedProfiles)" : ""].joined(separator: "|")
+            let checkpointPath = output + ".checkpoint"
+            if let saved = try? Checkpoint.read(checkpointPath) {
+                guard saved.settings == settings else {
+                    throw CLIError("\(checkpointPath) is from a run with other settings: rerun with those, or delete it")
+                }
+                evaluator.memo = saved.memo
+                FileHandle.standardError.write(Data("flexrun: resuming from \(checkpointPath) (\(saved.memo.scores.count) scores)\n".utf8))
+            }
+            var analysis = PruningAnalysis(evaluator: evaluator, calibration: sample, calibrationInfo: info, modelName: modelName)
+            analysis.evolution = evolution
+            let line = ProgressLine(label: method.rawValue)
+            analysis.progress = { p in line.update(done: p.done, total: p.total, status: p.status) }
+            var lastSave = Platform.now()
+            analysis.checkpoint = {
+                guard Platform.now() - lastSave >= 5 else { return }
+                try? Checkpoint(settings: settings, memo: evaluator.memo).write(checkpointPath)
+                lastSave = Platform.now()
+            }
+            let profile = try analysis.run(method)
+            line.finish()
+            try profile.write(path: output)
+            try? FileManager.default.removeItem(atPath: checkpointPath)
+            print(String(format: "%@: %d budgets, dense calibration perplexity %.3f, %.1f s, %d forward passes → %@",
+                         method.rawValue, profile.budgets.count, profile.densePerplexity, profile.seconds, profile.passes, output))
+        }
+    }
+
+    /// Saved scores of an interrupted analysis.
+    struct Checkpoint: Codable {
+        let settings: String
+        let memo: MaskEvaluator.Memo
+        static func read(_ path: String) throws -> Checkpoint {
+            try JSONDecoder().decode(Checkpoint.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        func write(_ path: String) throws { try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: path), options: .atomic) }
+    }
+}
+
+/// Fails early, before hours of work, when the output's directory is not writable.
+func checkWritable(_ path: String) throws {
+    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    guard FileManager.default.isWritableFile(atPath: dir.isEmpty ? "." : dir) else {
+        throw CLIError("cannot write \(path): directory \(dir) is not writable")
+    }
+}

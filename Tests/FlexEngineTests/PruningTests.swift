@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import FlexEngine
+
+/// The pruning toolkit on the synthetic models (4 layers, 8 blocks): fast enough to run every
+/// method end to end. The real-model numbers are in docs/PRUNING.md.
+@Suite struct PruningTests {
+    static let synth = Fixtures.url("synth/synth-llama-mixed.gguf").path
+
+    static func evaluator(context: Int = 32) throws -> MaskEvaluator {
+        var o = EngineOptions(modelPath: synth)
+        o.contextLength = context
+        o.batchSize = context
+        o.logitRows = context
+        o.threads = 2
+        return try MaskEvaluator(engine: Engine(options: o))
+    }
+
+    static func sample(_ ev: MaskEvaluator, first: Int = 0, chunks: Int = 3, context: Int = 32) throws -> TextSample {
+        let text = try String(contentsOf: Fixtures.url("text/devtext.txt"), encoding: .utf8)
+        let tokens = ev.engine.tokenizer.encode(text, addSpecial: true, parseSpecial: false)
+        return TextSample(tokens: tokens, first: first, count: chunks * context, context: context, scoreFrom: 4, bos: nil)
+    }
+
+    @Test func resumedPassesEqualFullPasses() throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev)
+        let base = BlockMask(skipping: [.init(.ffn, 1)])
+        let candidates = ev.blocks.filter { !base.skips($0) }
+        let resumed = try ev.candidateLosses(base: base, candidates: candidates, on: s)
+        let fresh = try Self.evaluator()
+        for (c, l) in zip(candidates, resumed) {
+            #expect(try fresh.loss(base.skipping(c), on: s) == l, "\(c)")
+        }
+        #expect(fresh.passes == candidates.count * s.chunks.count)
+        // Memoised: asking again runs nothing.
+        let before = ev.passes
+        _ = try ev.candidateLosses(base: base, candidates: candidates, on: s)
+        #expect(ev.passes == before)
+    }
+
+    @Test func skippingEveryBlockIsWorseThanNone() throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev)
+        let dense = try ev.loss(.none, on: s)
+        #expect(dense.isFinite && dense > 0)
+        #expect(try ev.loss(BlockMask(skipping: ev.blocks), on: s) != dense)
+    }
+
+    @Test func greedySequentialImportance() throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev)
+        let info = PruningProfile.Calibration(text: "devtext", firstToken: 0, tokenCount: 96, context: 32, scoreFrom: 4, chunks: [0, 1, 2])
+        let profile = try PruningAnalysis(evaluator: ev, calibration: s, calibrationInfo: info, modelName: "synth").run(.gsi)
+        let order = try #require(profile.order)
+        #expect(Set(order).count == 8 && profile.budgets.map(\.removed) == Array(1...8))
+        // Step 1 is the best single removal; every budget's perplexity is its mask's, and the
+        // masks nest (greedy: each adds one block to the previous).
+        let single = try ev.candidateLosses(base: .none, candidates: ev.blocks, on: s)
+        #expect(ev.blocks[single.indices.min { single[$0] < single[$1] }!].description == order[0])
+        for b in profile.budgets {
+            let mask = try profile.mask(removing: b.removed)
+            #expect(abs(exp(try ev.loss(mask, on: s)) - b.calibrationPerplexity) < 1e-9)
+            #expect(Set(b.blocks) == Set(order.prefix(b.removed)))
+            #expect(b.parameterBytes == mask.skipped.reduce(0) { $0 + ev.parameterBytes($1) })
+        }
+        // Attention blocks free 2 × kvDim f16 per token (synth: kvDim 128).
+        let attention = profile.budgets.last!.blocks.filter { $0.hasPrefix("attn") }.count
+        #expect(profile.budgets.last!.kvBytesPerToken == attention * 2 * 128 * 2)
+    }
+
+    @Test(arguments: [PruningMethod.oneshot, .bi, .angular])
+    func orderingMethodsGiveEveryBudget(_ method: PruningMethod) throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev)
+        let info = PruningProfile.Calibration(text: "devtext", firstToken: 0, tokenCount: 96, context: 32, scoreFrom: 4, chunks: [0, 1, 2])
+        let p = try PruningAnalysis(evaluator: ev, calibration: s, calibrationInfo: info, modelName: "synth").run(method)
+        #expect(p.budgets.map(\.removed) == Array(1...8))
+        for b in p.budgets { #expect(Set(b.blocks).count == b.removed) }
+        if method == .angular {
+            // Whole contiguous layers; an odd budget keeps the window's first attention block.
+            for b in p.budgets {
+                let layers = Set(b.blocks.map { Int($0.split(separator: ":")[1])! }).sorted()
+                #expect(layers == Array(layers.first!...layers.last!))
+                #expect(layers.count == (b.removed + 1) / 2)
+            }
+        }
+    }
+
+    @Test func evolutionarySearchNeverLosesToItsSeeds() throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev, chunks: 6)
+        let info = PruningProfile.Calibration(text: "devtext", firstToken: 0, tokenCount: 192, context: 32, scoreFrom: 4, chunks: Array(0..<6))
+        var a = PruningAnalysis(evaluator: ev, calibration: s, calibrationInfo: info, modelName: "synth")
+        a.evolution.budgets = [2, 4]
+        a.evolution.selectedChunks = 3
+        a.evolution.generations = 4
+        a.evolution.offspring = 6
+        let seed = BlockMask(skipping: [.init(.attention, 0), .init(.ffn, 3)])
+        a.evolution.seeds = [2: [seed]]
+        let p = try a.run(.evop)
+        #expect(p.budgets.map(\.removed) == [2, 4])
+        #expect(p.calibration.chunks.count == 3 && Set(p.calibration.chunks).count == 3)
+        let selected = s.selecting(p.calibration.chunks)
+        #expect(p.budgets[0].calibrationPerplexity <= exp(try ev.loss(seed, on: selected)))
+    }
+
+    @Test func kMeansPicksOneRepresentativePerCluster() {
+        var rng = RandomSource(seed: 7)
+        let points: [[Float]] = [[0, 0], [0.1, 0], [10, 10], [10.2, 10], [-10, 5], [-10, 5.1]]
+        let picks = KMeans.representatives(of: points, clusters: 3, rng: &rng)
+        #expect(Set(picks.map { $0 / 2 }) == [0, 1, 2])
+    }
+
+    @Test func profileRoundTripAndErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-profile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = PruningProfile(method: .gsi, model: "m.gguf", layers: 4,
+                               calibration: .init(text: "t", firstToken: 0, tokenCount: 64, context: 32, scoreFrom: 4, chunks: [0, 1]),
+                               densePerplexity: 10, order: ["ffn:3", "attn:1"],
+                               budgets: [.init(removed: 1, blocks: ["ffn:3"], calibrationPerplexity: 11, parameterBytes: 100, kvBytesPerToken: 0),
+                                         .init(removed: 2, blocks: ["attn:1", "ffn:3"], calibrationPerplexity: 12, parameterBytes: 150, kvBytesPerToken: 512)],
+                               seconds: 1, passes: 2)
+        let path = dir.appendingPathComponent("p.json").path
+        try p.write(path: path)
+        #expect(try PruningProfile.read(path: path) == p)
+        #expect(try p.mask(removing: 2) == BlockMask(parsing: "attn:1,ffn:3"))
+        #expect(throws: PruningProfile.ProfileError.self) { try p.mask(removing: 5) }
+        let future = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 2")
+        try future.write(toFile: path, atomically: true, encoding: .utf8)
+        do { _ = try PruningProfile.read(path: path); Issue.record("a version 2 profile was read") } catch {
+            #expect(error.description.contains("format version 2"))
+        }
+        try "{}".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: PruningProfile.ProfileError.self) { try PruningProfile.read(path: path) }
+    }
+
+    @Test func prefillAndDecodeMasksDiffer() throws {
+        func first(_ skip: BlockMask, prefill: BlockMask?) throws -> [Int32] {
+            var o = EngineOptions(modelPath: Self.synth)
+            o.skip = skip
+            o.prefillSkip = prefill
+            o.contextLength = 64
+            var it = try Engine(options: o).generate(tokens: [84, 104, 101, 32], parameters: GenerateParameters(maxTokens: 6))
+            var ids: [Int32] = []
+            while let t = it.next() { ids.append(t.id) }
+            return ids
+        }
+        let decodeOnly = BlockMask(skipping: [.init(.ffn, 2), .init(.attention, 1)])
+        let dense = try first(.none, prefill: nil)
+        let pruned = try first(decodeOnly, prefill: nil)
+        let split = try first(decodeOnly, prefill: BlockMask.none)
+        // The first token comes from the prompt pass: the prefill mask's.
+        #expect(split[0] == dense[0])
+        #expect(split != dense || split != pruned)
+        // Prefill skipping an attention block that decode runs is refused.
+        var o = EngineOptions(modelPath: Self.synth)
+        o.prefillSkip = BlockMask(skipping: [.init(.attention, 1)])
+        #expect(throws: EngineError.self) { try Engine(options: o) }
+    }
+
+    @Test func evaluatorRefusesCapsAndMasks() throws {
+        var o = EngineOptions(modelPath: Self.synth)
+        o.skip = BlockMask(skipping: [.init(.ffn, 0)])
+        #expect(throws: EngineError.self) { try MaskEvaluator(engine: Engine(options: o)) }
+    }
+}
