@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "CFlexShims", dependencies: ["CURing", "CZstd", "CLZ4"]),
 
         .target(name: "FlexSystem", dependencies: ["CFlexShims"]),
-        .target(name: "FlexFormat", dependencies: ["FlexSystem"]),
+        .target(name: "FlexFormat", dependencies: ["FlexSystem", "CZstd", "CLZ4"]),
         // Integer dot-product kernels in C: see the header for the benchmark that justifies C here.
         .target(name: "CFlexKernels", cSettings: simdCFlags + [.unsafeFlags(["-O3"])]),
         .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims", "CFlexKernels"], swiftSettings: simdFlags),

@@ -14,6 +14,7 @@ public enum GGUFError: Error, CustomStringConvertible, Sendable, Equatable {
     case missingTensor(String)
     case missingKey(String)
     case badKey(String, reason: String)
+    case blockFile(BlockFileError)
 
     public var description: String {
         switch self {
@@ -32,6 +33,7 @@ public enum GGUFError: Error, CustomStringConvertible, Sendable, Equatable {
         case .missingTensor(let n): return "model is missing tensor '\(n)'"
         case .missingKey(let k): return "model metadata is missing '\(k)'"
         case .badKey(let k, let r): return "model metadata '\(k)': \(r)"
+        case .blockFile(let e): return e.description
         }
     }
 }

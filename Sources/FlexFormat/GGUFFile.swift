@@ -32,6 +32,8 @@ public final class GGUFFile: @unchecked Sendable {
     public let alignment: Int
     public let dataOffset: Int
     public let fileSize: Int
+    /// Whether the tensors come from a packed block file (rebuilt in memory), not a GGUF mapping.
+    public let isPacked: Bool
     private let mapping: MappedRegion
 
     /// Upper bound on tensor dimensions: ggml's GGML_MAX_DIMS.
@@ -40,7 +42,17 @@ public final class GGUFFile: @unchecked Sendable {
     /// `randomAccess` turns off readahead on the mapping before anything is parsed: under a memory
     /// cap the weights are read with O_DIRECT, and readahead around each norm vector would pull
     /// tens of MiB of weights into the page cache (and the process's RSS) during open.
+    ///
+    /// A FlexRun block file (`flexrun pack`) is accepted too: its blocks are checked and
+    /// decompressed into an in-memory image of the original GGUF, so everything above this type
+    /// sees the same tensors, bit for bit (``isPacked`` tells them apart).
     public convenience init(path: String, randomAccess: Bool = false) throws(GGUFError) {
+        if BlockFile.isBlockFile(path: path) {
+            let image: MappedRegion
+            do { image = try BlockFile.image(path: path) } catch { throw .blockFile(error) }
+            try self.init(path: path, region: image, packed: true)
+            return
+        }
         let file: FileHandle
         do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
         let region: MappedRegion
@@ -49,7 +61,8 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(path: path, region: region)
     }
 
-    init(path: String, region: consuming MappedRegion) throws(GGUFError) {
+    init(path: String, region: consuming MappedRegion, packed: Bool = false) throws(GGUFError) {
+        self.isPacked = packed
         var c = ByteCursor(bytes: region.bytes)
         let magic = try c.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else { throw .badMagic(found: magic) }
@@ -257,6 +270,10 @@ public final class GGUFFile: @unchecked Sendable {
     public func releaseMappedPages() { mapping.dropPages() }
 
     /// A view of a tensor's bytes, valid for the lifetime of this `GGUFFile`.
+    /// The bytes before the tensor data: header, metadata and tensor infos (the block file keeps
+    /// them verbatim).
+    public var headerBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: mapping.bytes[0..<dataOffset]) }
+
     public func tensorBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: mapping.bytes[info.fileOffset..<info.fileOffset + info.byteCount])
     }

@@ -28,6 +28,18 @@ public struct FileHandle: ~Copyable {
         return Int(st.st_size)
     }
 
+    /// Reads exactly `count` bytes at `offset` (pread, EINTR retried, short reads continued);
+    /// returns fewer only at the end of the file.
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(SystemError) -> Int {
+        var done = 0
+        while done < count {
+            let n = try retryingEINTR("pread", path: path) { pread(descriptor, buffer + done, count - done, off_t(offset + done)) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
     /// Reads the whole file (for small inputs such as prompts).
     public func readAll() throws(SystemError) -> [UInt8] {
         var result: [UInt8] = []
@@ -36,7 +48,7 @@ public struct FileHandle: ~Copyable {
             let fd = descriptor
             let n = chunk.withUnsafeMutableBytes { buf in
                 while true {
-                    let r = read(fd, buf.baseAddress, buf.count)
+                    let r = Glibc.read(fd, buf.baseAddress, buf.count)
                     if r >= 0 || errno != EINTR { return r }
                 }
             }

@@ -7,6 +7,8 @@ import Glibc
 public struct MappedRegion: ~Copyable {
     public let base: UnsafeRawPointer
     public let count: Int
+    /// Anonymous memory holds the only copy of its bytes: dropping its pages would lose them.
+    private let anonymous: Bool
 
     /// Maps `file` in full. An empty file maps to a dangling zero-length region (mmap refuses length 0).
     public init(mapping file: borrowing FileHandle) throws(SystemError) {
@@ -14,6 +16,7 @@ public struct MappedRegion: ~Copyable {
         if size == 0 {
             self.base = UnsafeRawPointer(bitPattern: 0x1000)!
             self.count = 0
+            self.anonymous = false
             return
         }
         guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, file.descriptor, 0), p != MAP_FAILED else {
@@ -21,20 +24,42 @@ public struct MappedRegion: ~Copyable {
         }
         self.base = UnsafeRawPointer(p)
         self.count = size
+        self.anonymous = false
     }
+
+    /// `count` zeroed bytes of anonymous memory, to be filled through ``mutableBytes`` and then
+    /// ``seal()``ed read-only: a model image rebuilt in memory (a packed block file) then looks
+    /// like a mapped file to readers.
+    public init(anonymous count: Int) throws(SystemError) {
+        guard count > 0, let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            throw SystemError.current("mmap")
+        }
+        self.base = UnsafeRawPointer(p)
+        self.count = count
+        self.anonymous = true
+    }
+
+    /// Writable view of an anonymous region before ``seal()``.
+    public var mutableBytes: UnsafeMutableRawBufferPointer {
+        precondition(anonymous, "file mappings are read-only")
+        return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(mutating: base), count: count)
+    }
+
+    /// Makes the region read-only, as a file mapping is.
+    public func seal() { _ = mprotect(UnsafeMutableRawPointer(mutating: base), count, PROT_READ) }
 
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
     /// Asks for no readahead on faults (MADV_RANDOM): only the pages actually touched are read.
     public func adviseRandom() {
-        guard count > 0 else { return }
+        guard count > 0, !anonymous else { return }
         _ = madvise(UnsafeMutableRawPointer(mutating: base), count, MADV_RANDOM)
     }
 
     /// Drops the pages of this mapping from the process (MADV_DONTNEED) and asks for no readahead
     /// on later faults (MADV_RANDOM). The file's bytes stay readable; they are paged in again on use.
     public func dropPages() {
-        guard count > 0 else { return }
+        guard count > 0, !anonymous else { return }
         let p = UnsafeMutableRawPointer(mutating: base)
         _ = madvise(p, count, MADV_RANDOM)
         _ = madvise(p, count, MADV_DONTNEED)

@@ -134,4 +134,70 @@ import Testing
         let r = try Self.run(["--version"])
         #expect(r.status == 0 && r.stdout.contains("zstd") && r.stdout.contains("liburing"))
     }
+
+    @Test func pruneAnalyzeEvalAndProfileMasks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-prune-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let calib = Self.fixtures.appendingPathComponent("text/devtext.txt").path
+        let profile = dir.appendingPathComponent("oneshot.json").path
+        let a = try Self.run(["prune", "analyze", "--model", synthModel, "--method", "oneshot", "--calib", calib,
+                              "--chunk", "32", "--tokens", "96", "-o", profile])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect(a.stdout.contains("oneshot: 8 budgets") && a.stderr.contains("flexrun: oneshot ["))
+        #expect(FileManager.default.fileExists(atPath: profile) && !FileManager.default.fileExists(atPath: profile + ".checkpoint"))
+
+        let svg = dir.appendingPathComponent("eval.svg").path
+        let e = try Self.run(["prune", "eval", "--model", synthModel, "--text", calib, "--first", "96", "--tokens", "128",
+                              "--chunk", "64", "--budgets", "1,2", "--svg", svg, profile])
+        #expect(e.status == 0, "\(e.stderr)")
+        #expect(e.stdout.contains("| blocks removed | oneshot |") && e.stdout.contains("| 2 | "))
+        #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("<polyline"))
+
+        let prompt = try Self.tempFile(Array("The quick".utf8))
+        let g = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "2", "-n", "4", "--temp", "0", "--stats", prompt])
+        #expect(g.status == 0 && g.stderr.contains("blocks skipped: 2"), "\(g.stderr)")
+        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, "--budget", "99", prompt]), containing: "no mask removing 99 blocks")
+        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, prompt]), containing: "--profile and --budget go together")
+        expectOneLineError(try Self.run(["--model", synthModel, "--profile", calib, "--budget", "1", prompt]), containing: "not a flexrun-pruning-profile")
+
+        // A checkpoint left by a run with other settings is refused, not silently mixed in.
+        try Data(#"{"settings":"other","memo":{"scores":{}}}"#.utf8).write(to: URL(fileURLWithPath: profile + ".checkpoint"))
+        expectOneLineError(try Self.run(["prune", "analyze", "--model", synthModel, "--method", "gsi", "--calib", calib,
+                                         "--chunk", "32", "--tokens", "96", "-o", profile]), containing: "other settings")
+        expectOneLineError(try Self.run(["prune", "analyze", "--model", synthModel, "--method", "magic", "--calib", calib, "-o", profile]),
+                           containing: "--method must be one of")
+        expectOneLineError(try Self.run(["prune", "analyze", "--model", synthModel, "--method", "gsi", "--calib", calib,
+                                         "--mem-limit", "40M", "--chunk", "32", "-o", dir.appendingPathComponent("x.json").path]),
+                           containing: "drop --mem-limit")
+        expectOneLineError(try Self.run(["--model", synthModel, "--skip", "ffn:1", "--prefill-skip", "attn:1", prompt]),
+                           containing: "prefill skips attn:1")
+    }
+
+    @Test func packWritesABlockFileOrNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-pack-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("m.flex").path
+        let r = try Self.run(["pack", synthModel, "-o", out, "--codec", "zstd:3", "--disk-bandwidth", "1G"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("blocks") && r.stderr.contains("flexrun: pack ["))
+        let prompt = try Self.tempFile(Array("The quick".utf8))
+        let a = try Self.run(["--model", out, "-n", "6", "--temp", "0", "--print-ids", "--ctx", "64", prompt])
+        let b = try Self.run(["--model", synthModel, "-n", "6", "--temp", "0", "--print-ids", "--ctx", "64", prompt])
+        #expect(a.status == 0 && a.stdout == b.stdout && a.stderr == b.stderr, "\(a.stderr)")
+
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", out, "--codec", "brotli"]), containing: "--codec must be")
+        // A corrupt source fails with one line and leaves neither the output nor a partial file.
+        let bad = try Self.tempFile(Array("GGUF".utf8) + [3, 0, 0, 0] + [UInt8](repeating: 0xff, count: 40))
+        let target = dir.appendingPathComponent("bad.flex").path
+        expectOneLineError(try Self.run(["pack", bad, "-o", target]), containing: "GGUF")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["m.flex"])
+        // A damaged block is named when the model is opened.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: out))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: out))
+        let d = try Self.run(["--model", out, "-n", "2", prompt])
+        #expect(d.status != 0 && d.stderr.split(separator: "\n").count == 1 && (d.stderr.contains("fails its checksum") || d.stderr.contains("corrupt")), "\(d.stderr)")
+    }
 }

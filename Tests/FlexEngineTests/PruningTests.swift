@@ -69,6 +69,21 @@ import Testing
         #expect(profile.budgets.last!.kvBytesPerToken == attention * 2 * 128 * 2)
     }
 
+    @Test func resumedAnalysisReplaysItsMemo() throws {
+        let s = try Self.sample(try Self.evaluator())
+        let info = PruningProfile.Calibration(text: "devtext", firstToken: 0, tokenCount: 96, context: 32, scoreFrom: 4, chunks: [0, 1, 2])
+        let full = try Self.evaluator()
+        let reference = try PruningAnalysis(evaluator: full, calibration: s, calibrationInfo: info, modelName: "synth").run(.gsi)
+        // An interrupted run saved part of its scores: the rerun continues from them.
+        let resumed = try Self.evaluator()
+        var partial = MaskEvaluator.Memo()
+        for (k, v) in full.memo.scores.sorted(by: { $0.key < $1.key }).prefix(full.memo.scores.count / 2) { partial.scores[k] = v }
+        resumed.memo = partial
+        let again = try PruningAnalysis(evaluator: resumed, calibration: s, calibrationInfo: info, modelName: "synth").run(.gsi)
+        #expect(again.budgets == reference.budgets && again.order == reference.order)
+        #expect(again.passes < reference.passes)
+    }
+
     @Test(arguments: [PruningMethod.oneshot, .bi, .angular])
     func orderingMethodsGiveEveryBudget(_ method: PruningMethod) throws {
         let ev = try Self.evaluator()

@@ -46,6 +46,9 @@ public final class Engine: @unchecked Sendable {
         } catch {
             throw .model(path: options.modelPath, error)
         }
+        if limit != nil && file.isPacked {
+            throw .invalidOption("a packed block file cannot stream under a memory limit yet: run the GGUF with --mem-limit, or the packed file without one")
+        }
         let tokenizer: BPETokenizer
         do { tokenizer = try BPETokenizer(gguf: file) } catch { throw .tokenizer(error) }
         guard tokenizer.vocabularySize <= weights.config.vocabularySize else {

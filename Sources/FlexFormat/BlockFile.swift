@@ -1,0 +1,306 @@
+import FlexSystem
+
+/// FlexRun's packed model file (docs/FORMAT.md, byte-exact): a GGUF's metadata verbatim, then
+/// its tensors grouped into prunable blocks (one per attention or FFN block of a layer, plus the
+/// embedding, the head and the rest), each 4 KiB aligned, compressed only where that pays, and
+/// guarded by an xxHash64 checksum.
+public enum BlockFile {
+    public static let magic: [UInt8] = Array("FLEXRUN\0".utf8)
+    public static let majorVersion: UInt16 = 1
+    public static let minorVersion: UInt16 = 0
+    public static let alignment = 4096
+    /// Bytes of the fixed header; the first payload starts at the next alignment boundary.
+    public static let headerSize = 128
+
+    public enum Kind: UInt8, Sendable {
+        case attention = 0, ffn = 1, embedding = 2, head = 3, other = 4
+    }
+
+    /// One tensor inside a block: where it sits in the GGUF image, and whether it was split
+    /// into byte planes (plane width, 0 for none).
+    public struct Tensor: Sendable, Equatable {
+        public var name: String
+        public var imageOffset: Int
+        public var byteCount: Int
+        public var planeWidth: Int
+    }
+
+    /// The codec decision for a block and the measurements behind it.
+    public struct Decision: Sendable, Equatable {
+        /// The best candidate tried (codec + planes), even when it was not kept.
+        public var candidate: BlockCodec
+        public var candidateLevel: Int
+        public var candidateSize: Int
+        public var candidateDecodeSeconds: Double
+    }
+
+    public struct Entry: Sendable, Equatable {
+        public var kind: Kind
+        public var layer: Int
+        public var codec: BlockCodec
+        public var level: Int
+        public var payloadOffset: Int
+        public var storedSize: Int
+        public var rawSize: Int
+        public var checksum: UInt64
+        public var decision: Decision
+        public var tensors: [Tensor]
+
+        /// `attn:3`, `ffn:17`, `embed`, `head` or `other`, as errors and reports name blocks.
+        public var name: String {
+            switch kind {
+            case .attention: "attn:\(layer)"
+            case .ffn: "ffn:\(layer)"
+            case .embedding: "embed"
+            case .head: "head"
+            case .other: "other"
+            }
+        }
+    }
+
+    public struct Header: Sendable, Equatable {
+        public var major: UInt16
+        public var minor: UInt16
+        public var imageSize: Int
+        public var metadataOffset: Int
+        public var metadataSize: Int
+        public var metadataChecksum: UInt64
+        public var indexOffset: Int
+        public var indexSize: Int
+        public var indexChecksum: UInt64
+        public var blockCount: Int
+        /// Disk bandwidth (bytes/s) the codec rule assumed.
+        public var diskBandwidth: Double
+    }
+
+    // MARK: Encoding
+
+    struct Writer {
+        var bytes: [UInt8] = []
+        mutating func u8(_ v: UInt8) { bytes.append(v) }
+        mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        mutating func i32(_ v: Int) { u32(UInt32(bitPattern: Int32(v))) }
+        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        mutating func int(_ v: Int) { u64(UInt64(v)) }
+        mutating func f64(_ v: Double) { u64(v.bitPattern) }
+    }
+
+    static func encode(_ h: Header) -> [UInt8] {
+        var w = Writer()
+        w.bytes.append(contentsOf: magic)
+        w.u16(h.major); w.u16(h.minor); w.u32(UInt32(alignment))
+        w.int(h.imageSize); w.int(h.metadataOffset); w.int(h.metadataSize); w.u64(h.metadataChecksum)
+        w.int(h.indexOffset); w.int(h.indexSize); w.u64(h.indexChecksum)
+        w.u32(UInt32(h.blockCount)); w.u32(0); w.f64(h.diskBandwidth)
+        w.bytes.append(contentsOf: [UInt8](repeating: 0, count: 120 - w.bytes.count))
+        let sum = w.bytes.withUnsafeBytes { XXHash64.hash($0) }
+        w.u64(sum)
+        return w.bytes
+    }
+
+    static func encode(_ entries: [Entry]) -> [UInt8] {
+        var w = Writer()
+        for e in entries {
+            w.u8(e.kind.rawValue); w.u8(e.codec.rawValue); w.u16(0); w.i32(e.layer); w.i32(e.level)
+            w.int(e.payloadOffset); w.int(e.storedSize); w.int(e.rawSize); w.u64(e.checksum)
+            w.u8(e.decision.candidate.rawValue); w.u8(0); w.u16(0); w.i32(e.decision.candidateLevel)
+            w.int(e.decision.candidateSize); w.f64(e.decision.candidateDecodeSeconds)
+            w.u32(UInt32(e.tensors.count))
+            for t in e.tensors {
+                let name = Array(t.name.utf8)
+                w.u16(UInt16(name.count)); w.bytes.append(contentsOf: name)
+                w.int(t.imageOffset); w.int(t.byteCount); w.u8(UInt8(t.planeWidth))
+            }
+        }
+        return w.bytes
+    }
+
+    // MARK: Decoding
+
+    struct Reader {
+        let bytes: [UInt8]
+        var at = 0
+        mutating func take<T: FixedWidthInteger>(_: T.Type) throws(BlockFileError) -> T {
+            guard at + MemoryLayout<T>.size <= bytes.count else { throw .badIndex("entry runs past the index end at byte \(at)") }
+            defer { at += MemoryLayout<T>.size }
+            let offset = at
+            return T(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) })
+        }
+        mutating func int() throws(BlockFileError) -> Int {
+            let v = try take(UInt64.self)
+            guard v <= UInt64(Int.max) else { throw .badIndex("value \(v) out of range at byte \(at - 8)") }
+            return Int(v)
+        }
+        mutating func i32() throws(BlockFileError) -> Int { Int(Int32(bitPattern: try take(UInt32.self))) }
+        mutating func f64() throws(BlockFileError) -> Double { Double(bitPattern: try take(UInt64.self)) }
+    }
+
+    static func decodeHeader(_ b: [UInt8], path: String) throws(BlockFileError) -> Header {
+        guard b.count >= headerSize, Array(b[0..<8]) == magic else { throw .notBlockFile(path) }
+        var r = Reader(bytes: b, at: 8)
+        let major = try r.take(UInt16.self), minor = try r.take(UInt16.self)
+        guard major == majorVersion else { throw .unsupportedVersion(path, major: Int(major), minor: Int(minor)) }
+        let stored = UInt64(littleEndian: b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 120, as: UInt64.self) })
+        guard b.withUnsafeBytes({ XXHash64.hash(UnsafeRawBufferPointer(rebasing: $0[0..<120])) }) == stored else { throw .badHeader(path, "header checksum mismatch") }
+        guard try r.take(UInt32.self) == UInt32(alignment) else { throw .badHeader(path, "alignment is not \(alignment)") }
+        let imageSize = try r.int(), metadataOffset = try r.int(), metadataSize = try r.int()
+        let metadataChecksum = try r.take(UInt64.self)
+        let indexOffset = try r.int(), indexSize = try r.int()
+        let indexChecksum = try r.take(UInt64.self)
+        let blockCount = Int(try r.take(UInt32.self))
+        _ = try r.take(UInt32.self)
+        let bandwidth = try r.f64()
+        return Header(major: major, minor: minor, imageSize: imageSize, metadataOffset: metadataOffset, metadataSize: metadataSize,
+                      metadataChecksum: metadataChecksum, indexOffset: indexOffset, indexSize: indexSize, indexChecksum: indexChecksum,
+                      blockCount: blockCount, diskBandwidth: bandwidth)
+    }
+
+    static func decodeIndex(_ b: [UInt8], count: Int, imageSize: Int) throws(BlockFileError) -> [Entry] {
+        var r = Reader(bytes: b)
+        var entries: [Entry] = []
+        for _ in 0..<count {
+            guard let kind = Kind(rawValue: try r.take(UInt8.self)) else { throw .badIndex("unknown block kind at byte \(r.at - 1)") }
+            guard let codec = BlockCodec(rawValue: try r.take(UInt8.self)) else { throw .badIndex("unknown codec at byte \(r.at - 1)") }
+            _ = try r.take(UInt16.self)
+            let layer = try r.i32(), level = try r.i32()
+            let offset = try r.int(), stored = try r.int(), raw = try r.int(), sum = try r.take(UInt64.self)
+            guard let candidate = BlockCodec(rawValue: try r.take(UInt8.self)) else { throw .badIndex("unknown codec at byte \(r.at - 1)") }
+            _ = try r.take(UInt8.self); _ = try r.take(UInt16.self)
+            let decision = Decision(candidate: candidate, candidateLevel: try r.i32(), candidateSize: try r.int(), candidateDecodeSeconds: try r.f64())
+            let n = Int(try r.take(UInt32.self))
+            var tensors: [Tensor] = []
+            var total = 0
+            for _ in 0..<n {
+                let len = Int(try r.take(UInt16.self))
+                guard r.at + len <= b.count else { throw .badIndex("tensor name runs past the index end") }
+                let name = String(decoding: b[r.at..<r.at + len], as: UTF8.self)
+                r.at += len
+                let t = Tensor(name: name, imageOffset: try r.int(), byteCount: try r.int(), planeWidth: Int(try r.take(UInt8.self)))
+                guard t.imageOffset <= imageSize, t.byteCount <= imageSize - t.imageOffset else {
+                    throw .badIndex("tensor '\(name)' lies outside the \(imageSize)-byte image")
+                }
+                total += t.byteCount
+                tensors.append(t)
+            }
+            guard total == raw else { throw .badIndex("block's tensors hold \(total) bytes, its raw size says \(raw)") }
+            guard offset % alignment == 0 else { throw .badIndex("payload offset \(offset) is not \(alignment)-aligned") }
+            entries.append(Entry(kind: kind, layer: layer, codec: codec, level: level, payloadOffset: offset, storedSize: stored,
+                                 rawSize: raw, checksum: sum, decision: decision, tensors: tensors))
+        }
+        return entries
+    }
+
+    /// Up to `count` bytes at `at` (fewer at the end of the file).
+    static func readBytes(_ f: borrowing FileHandle, count: Int, at: Int) throws(BlockFileError) -> [UInt8] {
+        guard count > 0 else { return [] }
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        var failure: SystemError?
+        out.withUnsafeMutableBytes { b in
+            do throws(SystemError) { got = try f.read(into: b.baseAddress!, count: count, at: at) } catch { failure = error }
+        }
+        if let failure { throw .io(failure) }
+        if got < count { out.removeLast(count - got) }
+        return out
+    }
+
+    /// Whether `path` starts with the block file magic (false for unreadable or short files).
+    public static func isBlockFile(path: String) -> Bool {
+        guard let f = try? FileHandle(readingFrom: path), let m = try? readBytes(f, count: 8, at: 0) else { return false }
+        return m == magic
+    }
+
+    /// Header and index, checked (the index against its checksum and the file's size).
+    public static func readIndex(path: String) throws(BlockFileError) -> (Header, [Entry]) {
+        let f: FileHandle
+        do { f = try FileHandle(readingFrom: path) } catch { throw .io(error) }
+        let size: Int
+        do { size = try f.size() } catch { throw .io(error) }
+        let head = try readBytes(f, count: headerSize, at: 0)
+        guard head.count == headerSize else {
+            if head.count >= 8 && Array(head[0..<8]) == magic { throw .truncated(path, what: "header", needed: headerSize, size: size) }
+            throw .notBlockFile(path)
+        }
+        let h = try decodeHeader(head, path: path)
+        guard h.indexOffset <= size, h.indexSize <= size - h.indexOffset else {
+            throw .truncated(path, what: "block index", needed: h.indexOffset + h.indexSize, size: size)
+        }
+        let index = try readBytes(f, count: h.indexSize, at: h.indexOffset)
+        guard index.withUnsafeBytes({ XXHash64.hash($0) }) == h.indexChecksum else { throw .badIndex("index checksum mismatch (the file is corrupt)") }
+        let entries = try decodeIndex(index, count: h.blockCount, imageSize: h.imageSize)
+        for e in entries where e.payloadOffset > size || e.storedSize > size - e.payloadOffset {
+            throw .truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: size)
+        }
+        return (h, entries)
+    }
+
+    /// Rebuilds the GGUF image in anonymous memory, checking every checksum, and parses it.
+    /// Every block is verified before use, so a flipped bit is an error naming the block.
+    static func image(path: String) throws(BlockFileError) -> MappedRegion {
+        let (h, entries) = try readIndex(path: path)
+        let f: FileHandle
+        do { f = try FileHandle(readingFrom: path) } catch { throw .io(error) }
+        let coder = BlockCoder()
+        let region: MappedRegion
+        do { region = try MappedRegion(anonymous: h.imageSize) } catch { throw .io(error) }
+        let image = region.mutableBytes
+        do {
+            let meta = try readBytes(f, count: h.metadataSize, at: h.metadataOffset)
+            guard meta.count == h.metadataSize, meta.withUnsafeBytes({ XXHash64.hash($0) }) == h.metadataChecksum else { throw .badIndex("metadata checksum mismatch (the file is corrupt)") }
+            guard h.metadataSize <= image.count else { throw .badIndex("metadata larger than the image") }
+            meta.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: image[0..<meta.count]).copyMemory(from: $0) }
+            var stored = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 64)
+            var raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 64)
+            defer { stored.deallocate(); raw.deallocate() }
+            for e in entries {
+                if stored.count < e.storedSize { stored.deallocate(); stored = .allocate(byteCount: e.storedSize, alignment: 64) }
+                if raw.count < e.rawSize { raw.deallocate(); raw = .allocate(byteCount: e.rawSize, alignment: 64) }
+                let s = UnsafeMutableRawBufferPointer(rebasing: stored[0..<e.storedSize])
+                let got: Int
+                do throws(SystemError) { got = try f.read(into: s.baseAddress!, count: e.storedSize, at: e.payloadOffset) } catch { throw .io(error) }
+                guard got == e.storedSize else { throw .truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: e.payloadOffset + got) }
+                guard XXHash64.hash(UnsafeRawBufferPointer(s)) == e.checksum else { throw .checksum(path, block: e.name, offset: e.payloadOffset) }
+                let r = UnsafeMutableRawBufferPointer(rebasing: raw[0..<e.rawSize])
+                guard coder.decompress(UnsafeRawBufferPointer(s), codec: e.codec, into: r) else {
+                    throw .decode(path, block: e.name, codec: e.codec.description)
+                }
+                var at = 0
+                for t in e.tensors {
+                    let src = UnsafeRawBufferPointer(rebasing: r[at..<at + t.byteCount])
+                    let dst = UnsafeMutableRawBufferPointer(rebasing: image[t.imageOffset..<t.imageOffset + t.byteCount])
+                    if t.planeWidth > 1 { BytePlanes.join(src, width: t.planeWidth, into: dst) } else { dst.copyMemory(from: src) }
+                    at += t.byteCount
+                }
+            }
+        }
+        region.seal()
+        return region
+    }
+}
+
+/// Why a block file was refused: one line naming the file and, where it applies, the block.
+public enum BlockFileError: Error, CustomStringConvertible, Sendable, Equatable {
+    case io(SystemError)
+    case notBlockFile(String)
+    case unsupportedVersion(String, major: Int, minor: Int)
+    case badHeader(String, String)
+    case badIndex(String)
+    case truncated(String, what: String, needed: Int, size: Int)
+    case checksum(String, block: String, offset: Int)
+    case decode(String, block: String, codec: String)
+
+    public var description: String {
+        switch self {
+        case .io(let e): e.description
+        case .notBlockFile(let p): "\(p) is not a FlexRun block file"
+        case let .unsupportedVersion(p, major, minor):
+            "\(p) is block file format \(major).\(minor); this flexrun reads major version \(BlockFile.majorVersion)"
+        case let .badHeader(p, why): "\(p): corrupt block file header: \(why)"
+        case .badIndex(let why): "corrupt block file index: \(why)"
+        case let .truncated(p, what, needed, size): "\(p) is truncated: \(what) needs \(needed) bytes, the file has \(size)"
+        case let .checksum(p, block, offset): "\(p): block \(block) at byte \(offset) fails its checksum: the file is corrupt"
+        case let .decode(p, block, codec): "\(p): block \(block) does not decode with \(codec): the file is corrupt"
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import FlexEngine
+import FlexFormat
+import FlexSystem
+import Foundation
+
+/// `flexrun pack`: a GGUF as a FlexRun block file (docs/FORMAT.md).
+struct Pack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a GGUF as a FlexRun block file: 4 KiB-aligned blocks, compressed where it pays, checksummed.")
+
+    @Argument(help: "GGUF model to pack.")
+    var model: String
+
+    @Option(name: .shortAndLong, help: "Block file to write (written to a temporary file, renamed when complete).")
+    var output: String
+
+    @Option(name: .long, help: "auto (lz4 or zstd where reading + decoding beats reading raw), none, lz4, zstd or zstd:LEVEL.")
+    var codec: String = "auto"
+
+    @Option(name: .customLong("disk-bandwidth"), help: "Read bandwidth the codec rule assumes, e.g. 1.2G (per second); default: measured on the model file.")
+    var diskBandwidth: String?
+
+    @Flag(name: .customLong("no-planes"), help: "Do not try byte-plane grouping of float tensors.")
+    var noPlanes = false
+
+    func run() throws {
+        guard let choice = BlockPacker.CodecChoice(parsing: codec) else { throw CLIError("--codec must be auto, none, lz4, zstd or zstd:1…22") }
+        let file: GGUFFile
+        do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }
+        guard !file.isPacked else { throw CLIError("\(model) is already a block file") }
+        try checkWritable(output)
+        let bandwidth: Double
+        if let diskBandwidth {
+            do { bandwidth = Double(try ByteSize(parsing: diskBandwidth).bytes) } catch { throw CLIError("--disk-bandwidth: \(error)") }
+            guard bandwidth > 0 else { throw CLIError("--disk-bandwidth must be positive") }
+        } else {
+            bandwidth = try Self.measureReadBandwidth(model)
+        }
+        var packer = BlockPacker(diskBandwidth: bandwidth)
+        packer.codec = choice
+        packer.bytePlanes = !noPlanes
+        let start = Platform.now()
+        FileHandle.standardError.write(Data("flexrun: packing \(model) (\(choice), disk \(String(format: "%.2f", bandwidth / 1e9)) GB/s)\n".utf8))
+        let reports = try packer.pack(file, to: output) { done, total, r in
+            let width = 30, filled = done * width / total
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            let ratio = Double(r.rawSize) / Double(max(1, r.storedSize))
+            FileHandle.standardError.write(Data(String(format: "\rflexrun: pack [%@] %d/%d %@ %@ %.2f×        ", bar, done, total, r.name, r.codec.description, ratio).utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        let raw = reports.reduce(0) { $0 + $1.rawSize }, stored = reports.reduce(0) { $0 + $1.storedSize }
+        print(String(format: "%@: %d blocks, %@ → %@ (%.3f×), %.1f s", output, reports.count, ByteSize.format(raw), ByteSize.format(stored),
+                     Double(raw) / Double(max(1, stored)), Platform.now() - start))
+        for kind in ["attn", "ffn", "embed", "head", "other"] {
+            let rs = reports.filter { $0.name.hasPrefix(kind) }
+            guard !rs.isEmpty else { continue }
+            let codecs = Dictionary(grouping: rs, by: { $0.codec.description + ($0.planes ? "+planes" : "") }).map { "\($0.key) ×\($0.value.count)" }.sorted()
+            let r = rs.reduce(0) { $0 + $1.rawSize }, s = rs.reduce(0) { $0 + $1.storedSize }
+            let cand = rs.compactMap { $0.decision.candidateSize < $0.rawSize ? Double($0.rawSize) / Double($0.decision.candidateSize) : nil }
+            print(String(format: "  %-5@ %3d blocks  %@ → %@  kept: %@  best candidate ratio %@", kind, rs.count, ByteSize.format(r), ByteSize.format(s),
+                         codecs.joined(separator: ", "), cand.isEmpty ? "–" : String(format: "%.3f×", cand.reduce(0, +) / Double(cand.count))))
+        }
+    }
+
+    /// O_DIRECT sequential read of up to 256 MiB of the model, 4 MiB at a time: what a block
+    /// costs to read on this disk, with the page cache out of the picture.
+    static func measureReadBandwidth(_ path: String) throws -> Double {
+        let f = try DirectFile(path: path)
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: DirectFile.alignment)
+        defer { buffer.deallocate() }
+        let total = min(f.size / DirectFile.alignment * DirectFile.alignment, 256 << 20)
+        guard total >= chunk else { return 1e9 }
+        let t0 = Platform.now()
+        var at = 0
+        while at + chunk <= total { at += try f.read(into: buffer, count: chunk, at: at) }
+        return Double(at) / max(1e-6, Platform.now() - t0)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+@testable import FlexEngine
+import FlexFormat
+
+/// Packed block files: lossless round trips give bit-identical logits, and every kind of damage
+/// is caught with an error naming what is wrong (issue: packed block file, acceptance 1 and 2).
+@Suite struct BlockFileTests {
+    static func pack(_ model: String, codec: BlockPacker.CodecChoice, bandwidth: Double = 1e9) throws -> String {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-\(UUID().uuidString).flex").path
+        var p = BlockPacker(diskBandwidth: bandwidth)
+        p.codec = codec
+        _ = try p.pack(GGUFFile(path: model), to: out)
+        return out
+    }
+
+    static let codecs: [BlockPacker.CodecChoice] = [.none, .lz4, .zstd(level: 3), .auto]
+
+    @Test(arguments: ["synth-llama-mixed.gguf", "synth-qwen2-mixed.gguf"], codecs)
+    func syntheticRoundTripIsBitIdentical(_ model: String, _ codec: BlockPacker.CodecChoice) throws {
+        let gguf = Fixtures.url("synth/" + model).path
+        let flex = try Self.pack(gguf, codec: codec)
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        let tokens: [Int32] = [84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110]
+        #expect(try LogitTests.teacherForced(model: flex, tokens: tokens) == LogitTests.teacherForced(model: gguf, tokens: tokens))
+        // The image is the GGUF byte for byte, so every tensor matches.
+        let a = try GGUFFile(path: gguf), b = try GGUFFile(path: flex)
+        #expect(b.isPacked && !a.isPacked)
+        for t in a.tensors { #expect(Array(a.tensorBytes(t)) == Array(b.tensorBytes(b.tensor(named: t.name)!)), "\(t.name)") }
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available))
+    func smolLM2RoundTripIsBitIdentical() throws {
+        let gguf = try Fixtures.requireSmolLM2()
+        let flex = try Self.pack(gguf, codec: .zstd(level: 3))
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        let tokens: [Int32] = [36971, 732, 6416, 5290, 314, 30, 198, 198, 504, 5646, 314, 441]
+        #expect(try LogitTests.teacherForced(model: flex, tokens: tokens) == LogitTests.teacherForced(model: gguf, tokens: tokens))
+    }
+
+    @Test func everyFlippedPayloadByteIsCaughtAndNamed() throws {
+        let flex = try Self.pack(Fixtures.url("synth/synth-llama-mixed.gguf").path, codec: .auto)
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        let (_, entries) = try BlockFile.readIndex(path: flex)
+        let original = try Data(contentsOf: URL(fileURLWithPath: flex))
+        for e in entries {
+            for at in [e.payloadOffset, e.payloadOffset + e.storedSize / 2, e.payloadOffset + e.storedSize - 1] {
+                var bytes = original
+                bytes[at] ^= 0x10
+                try bytes.write(to: URL(fileURLWithPath: flex))
+                #expect(throws: GGUFError.blockFile(.checksum(flex, block: e.name, offset: e.payloadOffset))) { try GGUFFile(path: flex) }
+            }
+        }
+        // The index and the header are guarded too.
+        try original.write(to: URL(fileURLWithPath: flex))
+        let (h, _) = try BlockFile.readIndex(path: flex)
+        var bytes = original
+        bytes[h.indexOffset + 3] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: flex))
+        #expect(throws: GGUFError.blockFile(.badIndex("index checksum mismatch (the file is corrupt)"))) { try GGUFFile(path: flex) }
+        bytes = original
+        bytes[20] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: flex))
+        #expect(throws: GGUFError.blockFile(.badHeader(flex, "header checksum mismatch"))) { try GGUFFile(path: flex) }
+    }
+
+    @Test func truncatedFileAndFutureVersionAreRefused() throws {
+        let flex = try Self.pack(Fixtures.url("synth/synth-qwen2-mixed.gguf").path, codec: .none)
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        let original = try Data(contentsOf: URL(fileURLWithPath: flex))
+        for cut in [original.count - 1, original.count / 2, 200, 100] {
+            try original.prefix(cut).write(to: URL(fileURLWithPath: flex))
+            do { _ = try GGUFFile(path: flex); Issue.record("a file cut at \(cut) bytes opened") } catch {
+                #expect(error.description.contains("truncated") || error.description.contains("corrupt"), "\(error)")
+            }
+        }
+        var future = original
+        future[8] = 2   // major version 2
+        try future.write(to: URL(fileURLWithPath: flex))
+        do { _ = try GGUFFile(path: flex); Issue.record("a version 2 file opened") } catch {
+            #expect(error.description.contains("format 2.0; this flexrun reads major version 1"))
+        }
+    }
+
+    @Test func xxHash64MatchesReferenceVectors() {
+        // From the reference implementation (python-xxhash 3.x).
+        func h(_ b: [UInt8], seed: UInt64 = 0) -> UInt64 { b.withUnsafeBytes { XXHash64.hash($0, seed: seed) } }
+        #expect(h([]) == 0xef46_db37_51d8_e999)
+        #expect(h(Array("a".utf8)) == 0xd24e_c4f1_a98c_6e5b)
+        #expect(h(Array("abc".utf8)) == 0x44bc_2cf5_ad77_0999)
+        #expect(h(Array("0123456789abcdef0123456789abcdefXYZ".utf8)) == 0x654f_6a2b_39e4_d8c1)
+        #expect(h(Array((0..<768).map { UInt8($0 % 256) })) == 0x8e03_c838_c596_036f)
+        #expect(h(Array("abc".utf8), seed: 42) == 0x13c1_d910_7027_70e6)
+    }
+
+    @Test func bytePlanesRoundTrip() {
+        let src: [UInt8] = Array(0..<23)
+        var planes = [UInt8](repeating: 0, count: 23), back = [UInt8](repeating: 0, count: 23)
+        src.withUnsafeBytes { s in planes.withUnsafeMutableBytes { BytePlanes.split(s, width: 4, into: $0) } }
+        #expect(Array(planes[0..<5]) == [0, 4, 8, 12, 16] && Array(planes[20..<23]) == [20, 21, 22])
+        planes.withUnsafeBytes { s in back.withUnsafeMutableBytes { BytePlanes.join(s, width: 4, into: $0) } }
+        #expect(back == src)
+    }
+
+    @Test func cappedRunOfAPackedFileIsRefusedClearly() throws {
+        let flex = try Self.pack(Fixtures.url("synth/synth-llama-mixed.gguf").path, codec: .none)
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        var o = EngineOptions(modelPath: flex)
+        o.memoryLimit = 64 << 20
+        do { _ = try Engine(options: o); Issue.record("opened") } catch { #expect(error.description.contains("cannot stream under a memory limit yet")) }
+    }
+}
