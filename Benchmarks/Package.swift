@@ -10,7 +10,7 @@ let package = Package(
         .package(name: "FlexRun", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
-    targets: ["Kernels", "EndToEnd"].map(benchmarkTarget)
+    targets: ["Kernels", "EndToEnd", "Codecs"].map(benchmarkTarget)
 )
 
 /// One package-benchmark executable per folder under Benchmarks/.

@@ -14,6 +14,17 @@ public enum BlockFile {
 
     public enum Kind: UInt8, Sendable {
         case attention = 0, ffn = 1, embedding = 2, head = 3, other = 4
+
+        /// `attn:3`, `ffn:17`, `embed`, `head` or `other`, as errors and reports name blocks.
+        public func blockName(layer: Int) -> String {
+            switch self {
+            case .attention: "attn:\(layer)"
+            case .ffn: "ffn:\(layer)"
+            case .embedding: "embed"
+            case .head: "head"
+            case .other: "other"
+            }
+        }
     }
 
     /// One tensor inside a block: where it sits in the GGUF image, and whether it was split
@@ -46,16 +57,7 @@ public enum BlockFile {
         public var decision: Decision
         public var tensors: [Tensor]
 
-        /// `attn:3`, `ffn:17`, `embed`, `head` or `other`, as errors and reports name blocks.
-        public var name: String {
-            switch kind {
-            case .attention: "attn:\(layer)"
-            case .ffn: "ffn:\(layer)"
-            case .embedding: "embed"
-            case .head: "head"
-            case .other: "other"
-            }
-        }
+        public var name: String { kind.blockName(layer: layer) }
     }
 
     public struct Header: Sendable, Equatable {

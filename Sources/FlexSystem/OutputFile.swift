@@ -38,7 +38,7 @@ public struct OutputFile: ~Copyable {
         try write(UnsafeRawBufferPointer(rebasing: p[0..<bytes.count]))
     }
 
-    /// Overwrites bytes already written at `at`.
+    /// Overwrites bytes already written at `at` (a header filled in last).
     public func overwrite(_ bytes: [UInt8], at: Int) throws(SystemError) {
         let fd = descriptor, tmp = temporaryPath
         var failure: SystemError?
@@ -56,12 +56,6 @@ public struct OutputFile: ~Copyable {
         defer { zeros.deallocate() }
         zeros.initializeMemory(as: UInt8.self, repeating: 0)
         try write(UnsafeRawBufferPointer(zeros))
-    }
-
-    /// Overwrites bytes already written at `at` (a header filled in last).
-    public func overwrite(_ bytes: UnsafeRawBufferPointer, at: Int) throws(SystemError) {
-        let fd = descriptor, tmp = temporaryPath
-        _ = try retryingEINTR("pwrite", path: tmp) { pwrite(fd, bytes.baseAddress, bytes.count, off_t(at)) }
     }
 
     /// Makes the file durable and gives it its name.

@@ -57,9 +57,14 @@ struct Pack: ParsableCommand {
             guard !rs.isEmpty else { continue }
             let codecs = Dictionary(grouping: rs, by: { $0.codec.description + ($0.planes ? "+planes" : "") }).map { "\($0.key) ×\($0.value.count)" }.sorted()
             let r = rs.reduce(0) { $0 + $1.rawSize }, s = rs.reduce(0) { $0 + $1.storedSize }
-            let cand = rs.compactMap { $0.decision.candidateSize < $0.rawSize ? Double($0.rawSize) / Double($0.decision.candidateSize) : nil }
-            print(String(format: "  %-5@ %3d blocks  %@ → %@  kept: %@  best candidate ratio %@", kind, rs.count, ByteSize.format(r), ByteSize.format(s),
-                         codecs.joined(separator: ", "), cand.isEmpty ? "–" : String(format: "%.3f×", cand.reduce(0, +) / Double(cand.count))))
+            // The best candidate over the kind: its total ratio and decode speed (raw bytes out per second, one core).
+            let tried = rs.filter { $0.decision.candidateSize < $0.rawSize }
+            let triedRaw = tried.reduce(0) { $0 + $1.rawSize }, triedStored = tried.reduce(0) { $0 + $1.decision.candidateSize }
+            let triedSeconds = tried.reduce(0.0) { $0 + $1.decision.candidateDecodeSeconds }
+            let candidate = tried.isEmpty ? "–" : String(format: "%@ %.3f×, decode %.2f GB/s", tried[0].decision.candidate.description,
+                                                          Double(triedRaw) / Double(triedStored), Double(triedRaw) / triedSeconds / 1e9)
+            print(String(format: "  %-5@ %3d blocks  %@ → %@  kept: %@  best candidate: %@", kind, rs.count, ByteSize.format(r), ByteSize.format(s),
+                         codecs.joined(separator: ", "), candidate))
         }
     }
 
