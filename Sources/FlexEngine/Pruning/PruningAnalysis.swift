@@ -151,15 +151,17 @@ public struct PruningAnalysis {
     func evolutionary() throws(EngineError) -> PruningProfile {
         let e = evolution
         let pooled = PooledStateProbe(width: evaluator.engine.config.embeddingLength)
+        let blocks = evaluator.blocks
+        let perBudget = blocks.count + e.generations * (e.offspring / min(e.selectedChunks, calibration.chunks.count) + e.survivors)
+        let total = 2 * blocks.count + e.budgets.count * perBudget
+        progress(Progress(done: 0, total: total, status: "CCDS: dense pass over \(calibration.chunks.count) chunks"))
         try evaluator.observe(calibration, probe: pooled)
         var rng = RandomSource(seed: e.seed)
         let picked = KMeans.representatives(of: pooled.pooled, clusters: min(e.selectedChunks, calibration.chunks.count), rng: &rng)
         let sample = calibration.selecting(picked)
         let screen = sample.selecting([0])
-        let blocks = evaluator.blocks
-        let perBudget = 2 * blocks.count / 2 + e.generations * (e.offspring / sample.chunks.count + e.survivors)
-        let total = e.budgets.count * perBudget
-        var done = 0
+        progress(Progress(done: blocks.count, total: total, status: "single-block removals on chunks \(picked)"))
+        var done = 2 * blocks.count
         let single = try evaluator.candidateLosses(base: .none, candidates: blocks, on: sample)
         let oneShot = blocks.indices.sorted { (single[$0], $0) < (single[$1], $1) }.map { blocks[$0] }
         let biProbe = ImportanceProbe(layers: evaluator.layers, width: evaluator.engine.config.embeddingLength, rows: sample.context)
