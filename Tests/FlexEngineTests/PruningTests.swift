@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FlexEngine
+import FlexFormat
 
 /// The pruning toolkit on the synthetic models (4 layers, 8 blocks): fast enough to run every
 /// method end to end. The real-model numbers are in docs/PRUNING.md.
@@ -152,27 +153,33 @@ import Testing
     }
 
     @Test func prefillAndDecodeMasksDiffer() throws {
-        func first(_ skip: BlockMask, prefill: BlockMask?) throws -> [Int32] {
-            var o = EngineOptions(modelPath: Self.synth)
-            o.skip = skip
-            o.prefillSkip = prefill
-            o.contextLength = 64
-            var it = try Engine(options: o).generate(tokens: [84, 104, 101, 32], parameters: GenerateParameters(maxTokens: 6))
-            var ids: [Int32] = []
-            while let t = it.next() { ids.append(t.id) }
-            return ids
-        }
+        let prompt: [Int32] = [84, 104, 101, 32, 113, 117, 105, 99, 107]
         let decodeOnly = BlockMask(skipping: [.init(.ffn, 2), .init(.attention, 1)])
-        let dense = try first(.none, prefill: nil)
-        let pruned = try first(decodeOnly, prefill: nil)
-        let split = try first(decodeOnly, prefill: BlockMask.none)
-        // The first token comes from the prompt pass: the prefill mask's.
-        #expect(split[0] == dense[0])
-        #expect(split != dense || split != pruned)
-        // Prefill skipping an attention block that decode runs is refused.
         var o = EngineOptions(modelPath: Self.synth)
-        o.prefillSkip = BlockMask(skipping: [.init(.attention, 1)])
-        #expect(throws: EngineError.self) { try Engine(options: o) }
+        o.skip = decodeOnly
+        o.prefillSkip = BlockMask.none
+        o.contextLength = 64
+        var params = GenerateParameters(maxTokens: 6, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        var it = try Engine(options: o).generate(tokens: prompt, parameters: params)
+        var ids: [Int32] = []
+        while let t = it.next() { ids.append(t.id) }
+
+        // The same by hand: the prompt through the dense model, each new token through the pruned one.
+        let weights = try ModelWeights(file: GGUFFile(path: Self.synth))
+        let tf = Transformer(weights: weights, contextLength: 64, maxBatch: 16, threads: 2)
+        func argmax(_ l: UnsafeBufferPointer<Float>) -> Int32 { Int32(l.indices.max { l[$0] < l[$1] }!) }
+        try prompt.withUnsafeBufferPointer { try tf.forward($0, logitRows: (prompt.count - 1)..<prompt.count, mask: BlockMask.none) }
+        var expected = [argmax(tf.logits(row: 0))]
+        while expected.count < 6 {
+            try [expected.last!].withUnsafeBufferPointer { try tf.forward($0, logitRows: 0..<1, mask: decodeOnly) }
+            expected.append(argmax(tf.logits(row: 0)))
+        }
+        #expect(ids == expected)
+        // Prefill skipping an attention block that decode runs is refused.
+        var bad = EngineOptions(modelPath: Self.synth)
+        bad.prefillSkip = BlockMask(skipping: [.init(.attention, 1)])
+        #expect(throws: EngineError.self) { try Engine(options: bad) }
     }
 
     @Test func evaluatorRefusesCapsAndMasks() throws {
