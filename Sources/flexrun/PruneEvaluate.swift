@@ -61,6 +61,11 @@ extension Prune {
             }
             let (sample, count) = try range.sample(engine, text: body, context: chunk, scoreFrom: chunk / 2, defaultTokens: nil)
             let evaluator = try MaskEvaluator(engine: engine)
+            // Columns are named by method, or by file name where two profiles share a method.
+            let methods = loaded.map(\.1.method)
+            func label(_ path: String, _ p: PruningProfile) -> String {
+                methods.filter { $0 == p.method }.count > 1 ? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent : p.method.rawValue
+            }
             var jobs: [(String, Int, BlockMask, Double?)] = []
             for (path, p) in loaded {
                 let ks = wanted ?? p.budgets.map(\.removed).filter { $0 <= 24 }
@@ -69,7 +74,7 @@ extension Prune {
                         if wanted != nil && p.method != .evop { throw PruningProfile.ProfileError.noBudget(path, removed: k, available: p.budgets.map(\.removed)) }
                         continue
                     }
-                    jobs.append((p.method.rawValue, k, try p.mask(removing: k, path: path), b.calibrationPerplexity))
+                    jobs.append((label(path, p), k, try p.mask(removing: k, path: path), b.calibrationPerplexity))
                 }
             }
             let line = ProgressLine(label: "eval")
@@ -84,7 +89,7 @@ extension Prune {
             line.finish()
             let out = Output(model: URL(fileURLWithPath: engine.options.modelPath).lastPathComponent, text: text, firstToken: range.first,
                              tokens: count, context: chunk, chunks: sample.chunks.count, dense: dense, rows: rows,
-                             analysisSeconds: Dictionary(loaded.map { ($0.1.method.rawValue, $0.1.seconds) }, uniquingKeysWith: { a, _ in a }))
+                             analysisSeconds: Dictionary(loaded.map { (label($0.0, $0.1), $0.1.seconds) }, uniquingKeysWith: { a, _ in a }))
             let table = Self.markdownTable(out)
             print(table, terminator: "")
             if let markdown { try table.write(toFile: markdown, atomically: true, encoding: .utf8) }
