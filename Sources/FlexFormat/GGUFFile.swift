@@ -57,7 +57,15 @@ public final class GGUFFile: @unchecked Sendable {
         do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
         let region: MappedRegion
         do { region = try MappedRegion(mapping: file) } catch { throw .io(error) }
-        if randomAccess { region.adviseRandom() }
+        if randomAccess {
+            region.adviseRandom()
+            // MADV_RANDOM stops readahead but not fault-around: with the file hot in the page cache
+            // (just downloaded or checksummed), each fault maps up to 16 cached pages, and opening
+            // SmolLM2 mapped ~66 MiB of weights the cap never budgeted (peak RSS 154 MiB at
+            // --mem-limit 100M, against 108 MiB with a cold cache). Under a cap every weight is read
+            // with O_DIRECT, so the cached copy is of no use to us.
+            file.dropCachedPages()
+        }
         try self.init(path: path, region: region)
     }
 

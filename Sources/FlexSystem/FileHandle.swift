@@ -40,6 +40,9 @@ public struct FileHandle: ~Copyable {
         return done
     }
 
+    /// Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED); advisory.
+    public func dropCachedPages() { _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED) }
+
     /// Reads the whole file (for small inputs such as prompts).
     public func readAll() throws(SystemError) -> [UInt8] {
         var result: [UInt8] = []
