@@ -72,13 +72,17 @@ public final class BlockCoder {
 /// bytes of F16/BF16/F32 weights vary little, so as a plane of their own they compress well,
 /// where interleaved with mantissa bytes they look random to an LZ matcher.
 public enum BytePlanes {
+    /// Splits `src` into planes of `width`-byte elements; width 0 or 1 is a plain copy.
     public static func split(_ src: UnsafeRawBufferPointer, width w: Int, into dst: UnsafeMutableRawBufferPointer) {
+        guard w > 1 else { dst.copyMemory(from: src); return }
         let n = src.count / w
         for i in 0..<n { for j in 0..<w { dst[j * n + i] = src[i * w + j] } }
         for k in (n * w)..<src.count { dst[k] = src[k] }
     }
 
+    /// Undoes ``split(_:width:into:)``; width 0 or 1 is a plain copy.
     public static func join(_ src: UnsafeRawBufferPointer, width w: Int, into dst: UnsafeMutableRawBufferPointer) {
+        guard w > 1 else { dst.copyMemory(from: src); return }
         let n = src.count / w
         for i in 0..<n { for j in 0..<w { dst[i * w + j] = src[j * n + i] } }
         for k in (n * w)..<src.count { dst[k] = src[k] }

@@ -207,16 +207,18 @@ public enum BlockFile {
         return out
     }
 
-    /// Whether `path` starts with the block file magic (false for unreadable or short files).
-    public static func isBlockFile(path: String) -> Bool {
-        guard let f = try? FileHandle(readingFrom: path), let m = try? readBytes(f, count: 8, at: 0) else { return false }
-        return m == magic
-    }
+    /// Whether `file` starts with the block file magic (false for short or unreadable files).
+    static func hasMagic(_ file: borrowing FileHandle) -> Bool { (try? readBytes(file, count: 8, at: 0)) == magic }
 
     /// Header and index, checked (the index against its checksum and the file's size).
     public static func readIndex(path: String) throws(BlockFileError) -> (Header, [Entry]) {
         let f: FileHandle
         do { f = try FileHandle(readingFrom: path) } catch { throw .io(error) }
+        return try readIndex(f)
+    }
+
+    static func readIndex(_ f: borrowing FileHandle) throws(BlockFileError) -> (Header, [Entry]) {
+        let path = f.path
         let size: Int
         do { size = try f.size() } catch { throw .io(error) }
         let head = try readBytes(f, count: headerSize, at: 0)
@@ -239,10 +241,9 @@ public enum BlockFile {
 
     /// Rebuilds the GGUF image in anonymous memory, checking every checksum, and parses it.
     /// Every block is verified before use, so a flipped bit is an error naming the block.
-    static func image(path: String) throws(BlockFileError) -> MappedRegion {
-        let (h, entries) = try readIndex(path: path)
-        let f: FileHandle
-        do { f = try FileHandle(readingFrom: path) } catch { throw .io(error) }
+    static func image(_ f: borrowing FileHandle) throws(BlockFileError) -> MappedRegion {
+        let (h, entries) = try readIndex(f)
+        let path = f.path
         let coder = BlockCoder()
         let region: MappedRegion
         do { region = try MappedRegion(anonymous: h.imageSize) } catch { throw .io(error) }
@@ -271,7 +272,7 @@ public enum BlockFile {
                 for t in e.tensors {
                     let src = UnsafeRawBufferPointer(rebasing: r[at..<at + t.byteCount])
                     let dst = UnsafeMutableRawBufferPointer(rebasing: image[t.imageOffset..<t.imageOffset + t.byteCount])
-                    if t.planeWidth > 1 { BytePlanes.join(src, width: t.planeWidth, into: dst) } else { dst.copyMemory(from: src) }
+                    BytePlanes.join(src, width: t.planeWidth, into: dst)
                     at += t.byteCount
                 }
             }

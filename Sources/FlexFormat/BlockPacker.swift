@@ -117,8 +117,9 @@ public struct BlockPacker {
                 let src = file.tensorBytes(t)
                 UnsafeMutableRawBufferPointer(rebasing: raw[at..<at + t.byteCount]).copyMemory(from: src)
                 let dst = UnsafeMutableRawBufferPointer(rebasing: split[at..<at + t.byteCount])
-                if bytePlanes, let w = BytePlanes.width(for: t.type) { BytePlanes.split(src, width: w, into: dst); hasFloat = true }
-                else { dst.copyMemory(from: src) }
+                let w = bytePlanes ? BytePlanes.width(for: t.type) ?? 0 : 0
+                BytePlanes.split(src, width: w, into: dst)
+                hasFloat = hasFloat || w > 1
                 at += t.byteCount
             }
             let rawView = UnsafeRawBufferPointer(rebasing: raw[0..<rawSize])
@@ -202,7 +203,7 @@ public struct BlockPacker {
                 for t in tensors {
                     let src = UnsafeRawBufferPointer(rebasing: raw[at..<at + t.byteCount])
                     let dst = UnsafeMutableRawBufferPointer(rebasing: joined[at..<at + t.byteCount])
-                    if let w = BytePlanes.width(for: t.type) { BytePlanes.join(src, width: w, into: dst) } else { dst.copyMemory(from: src) }
+                    BytePlanes.join(src, width: BytePlanes.width(for: t.type) ?? 0, into: dst)
                     at += t.byteCount
                 }
             }

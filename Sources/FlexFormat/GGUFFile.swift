@@ -47,14 +47,14 @@ public final class GGUFFile: @unchecked Sendable {
     /// decompressed into an in-memory image of the original GGUF, so everything above this type
     /// sees the same tensors, bit for bit (``isPacked`` tells them apart).
     public convenience init(path: String, randomAccess: Bool = false) throws(GGUFError) {
-        if BlockFile.isBlockFile(path: path) {
+        let file: FileHandle
+        do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
+        if BlockFile.hasMagic(file) {
             let image: MappedRegion
-            do { image = try BlockFile.image(path: path) } catch { throw .blockFile(error) }
+            do { image = try BlockFile.image(file) } catch { throw .blockFile(error) }
             try self.init(path: path, region: image, packed: true)
             return
         }
-        let file: FileHandle
-        do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
         let region: MappedRegion
         do { region = try MappedRegion(mapping: file) } catch { throw .io(error) }
         if randomAccess {

@@ -32,10 +32,11 @@ public struct OutputFile: ~Copyable {
 
     /// Appends `bytes`.
     public mutating func write(_ bytes: [UInt8]) throws(SystemError) {
-        let p = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 16)
-        defer { p.deallocate() }
-        p.copyBytes(from: bytes)
-        try write(UnsafeRawBufferPointer(rebasing: p[0..<bytes.count]))
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try write(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
     }
 
     /// Overwrites bytes already written at `at` (a header filled in last).

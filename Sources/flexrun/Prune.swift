@@ -21,12 +21,10 @@ struct TextRange: ParsableArguments {
 
     func sample(_ engine: Engine, text: String, context: Int, scoreFrom: Int, defaultTokens: Int?) throws -> (TextSample, Int) {
         guard first >= 0 else { throw CLIError("--first must be 0 or more") }
-        let all = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: false)
-        let count = tokens ?? defaultTokens ?? max(0, all.count - first)
-        let bos = engine.tokenizer.addsBOS ? engine.tokenizer.bosToken : nil
-        let sample = TextSample(tokens: all, first: first, count: count, context: context, scoreFrom: scoreFrom, bos: bos)
+        let (sample, total) = engine.textSample(text, first: first, count: tokens ?? defaultTokens, context: context, scoreFrom: scoreFrom)
+        let count = tokens ?? defaultTokens ?? max(0, total - first)
         guard !sample.chunks.isEmpty else {
-            throw CLIError("the text has \(all.count) tokens: tokens \(first)..<\(first + count) hold no whole \(context)-token chunk")
+            throw CLIError("the text has \(total) tokens: tokens \(first)..<\(first + count) hold no whole \(context)-token chunk")
         }
         return (sample, count)
     }

@@ -19,8 +19,7 @@ import FlexFormat
 
     static func sample(_ ev: MaskEvaluator, first: Int = 0, chunks: Int = 3, context: Int = 32) throws -> TextSample {
         let text = try String(contentsOf: Fixtures.url("text/devtext.txt"), encoding: .utf8)
-        let tokens = ev.engine.tokenizer.encode(text, addSpecial: true, parseSpecial: false)
-        return TextSample(tokens: tokens, first: first, count: chunks * context, context: context, scoreFrom: 4, bos: nil)
+        return ev.engine.textSample(text, first: first, count: chunks * context, context: context, scoreFrom: 4).0
     }
 
     @Test func resumedPassesEqualFullPasses() throws {

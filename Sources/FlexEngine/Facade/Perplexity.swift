@@ -24,19 +24,16 @@ extension Engine {
         guard n >= 4, n <= contextLength else {
             throw .invalidOption("perplexity context must be between 4 and the engine context (\(contextLength))")
         }
-        let tokens = tokenizer.encode(text, addSpecial: true, parseSpecial: false)
-        let chunks = tokens.count / n
-        guard chunks >= 1 else { throw .textTooShort(tokens: tokens.count, needed: n) }
+        let first = n / 2
+        let (sample, total) = textSample(text, context: n, scoreFrom: first)
+        let chunks = sample.chunks.count
+        guard chunks >= 1 else { throw .textTooShort(tokens: total, needed: n) }
         lock.withLock { g in g += 1 }   // invalidates any running iterator: we take the transformer
         let tf = transformer
         let vocab = config.vocabularySize
-        let first = n / 2
         let start = Platform.now()
         var nll = 0.0, nll2 = 0.0, count = 0
-        var chunk = [Int32](repeating: 0, count: n)
-        for c in 0..<chunks {
-            for j in 0..<n { chunk[j] = tokens[c * n + j] }
-            if tokenizer.addsBOS, let bos = tokenizer.bosToken { chunk[0] = bos }
+        for (c, chunk) in sample.chunks.enumerated() {
             tf.reset()
             var i = 0
             while i < n {
@@ -65,6 +62,18 @@ extension Engine {
         let se = count > 1 ? ppl * (variance / Double(count - 1)).squareRoot() : 0
         return PerplexityResult(perplexity: ppl, standardError: se, chunks: chunks, scoredTokens: count,
                                 seconds: Platform.now() - start, contextLength: n)
+    }
+
+    /// `text` tokenized once as llama-perplexity does (BOS only if the model adds one), then
+    /// tokens `first ..< first + count` (to the end when `count` is nil) cut into chunks of
+    /// `context`, each starting with BOS when the model adds it. Also returns the token count of
+    /// the whole text, for messages.
+    public func textSample(_ text: String, first: Int = 0, count: Int? = nil, context: Int, scoreFrom: Int) -> (TextSample, tokens: Int) {
+        let tokens = tokenizer.encode(text, addSpecial: true, parseSpecial: false)
+        let bos = tokenizer.addsBOS ? tokenizer.bosToken : nil
+        let sample = TextSample(tokens: tokens, first: first, count: count ?? max(0, tokens.count - first), context: context,
+                                scoreFrom: scoreFrom, bos: bos)
+        return (sample, tokens.count)
     }
 
     /// −log softmax(logits)[target], in double for a stable sum over thousands of tokens.

@@ -93,20 +93,24 @@ public struct PruningAnalysis {
         progress(Progress(done: 0, total: 2 * blocks.count, status: "single-block removals"))
         let l = try evaluator.candidateLosses(base: .none, candidates: blocks, on: calibration)
         checkpoint()
-        return blocks.indices.sorted { (l[$0], $0) < (l[$1], $1) }.map { blocks[$0] }
+        return ranked(blocks, by: l)
     }
 
     func blockInfluenceOrder() throws(EngineError) -> [BlockMask.Block] {
-        let probe = try importance()
-        let bi = probe.blockInfluence
-        let blocks = evaluator.blocks
-        return blocks.indices.sorted { (bi[$0], $0) < (bi[$1], $1) }.map { blocks[$0] }
+        ranked(evaluator.blocks, by: try importance(on: calibration).blockInfluence)
     }
 
-    private func importance() throws(EngineError) -> ImportanceProbe {
-        let probe = ImportanceProbe(layers: evaluator.layers, width: evaluator.engine.config.embeddingLength, rows: calibration.context)
-        try evaluator.observe(calibration, probe: probe) { i in
-            progress(Progress(done: i + 1, total: calibration.chunks.count, status: "dense pass, chunk \(i + 1)"))
+    /// Blocks in ascending order of `score` (ties in execution order): the cheapest to lose first.
+    private func ranked(_ blocks: [BlockMask.Block], by score: [Double]) -> [BlockMask.Block] {
+        blocks.indices.sorted { (score[$0], $0) < (score[$1], $1) }.map { blocks[$0] }
+    }
+
+    /// One dense pass over `sample` gathering the one-pass metrics; `reporting` shows it as the
+    /// method's progress (EvoP runs it inside its own count).
+    private func importance(on sample: TextSample, reporting: Bool = true) throws(EngineError) -> ImportanceProbe {
+        let probe = ImportanceProbe(layers: evaluator.layers, width: evaluator.engine.config.embeddingLength, rows: sample.context)
+        try evaluator.observe(sample, probe: probe) { i in
+            if reporting { progress(Progress(done: i + 1, total: sample.chunks.count, status: "dense pass, chunk \(i + 1)")) }
         }
         return probe
     }
@@ -128,7 +132,7 @@ public struct PruningAnalysis {
     /// For n layers, the window l…l+n−1 whose input and output are closest in angle. A budget
     /// of k blocks takes n = ⌈k/2⌉ layers; for odd k the window's first attention block is kept.
     func angular() throws(EngineError) -> PruningProfile {
-        let probe = try importance()
+        let probe = try importance(on: calibration)
         let layers = evaluator.layers
         var budgets: [([BlockMask.Block], Double)] = []
         for k in 1...2 * layers {
@@ -162,12 +166,8 @@ public struct PruningAnalysis {
         let screen = sample.selecting([0])
         progress(Progress(done: blocks.count, total: total, status: "single-block removals on chunks \(picked)"))
         var done = 2 * blocks.count
-        let single = try evaluator.candidateLosses(base: .none, candidates: blocks, on: sample)
-        let oneShot = blocks.indices.sorted { (single[$0], $0) < (single[$1], $1) }.map { blocks[$0] }
-        let biProbe = ImportanceProbe(layers: evaluator.layers, width: evaluator.engine.config.embeddingLength, rows: sample.context)
-        try evaluator.observe(sample, probe: biProbe)
-        let bi = biProbe.blockInfluence
-        let influence = blocks.indices.sorted { (bi[$0], $0) < (bi[$1], $1) }.map { blocks[$0] }
+        let oneShot = ranked(blocks, by: try evaluator.candidateLosses(base: .none, candidates: blocks, on: sample))
+        let influence = ranked(blocks, by: try importance(on: sample, reporting: false).blockInfluence)
         checkpoint()
 
         var budgets: [([BlockMask.Block], Double)] = []

@@ -117,8 +117,9 @@ public final class Transformer {
             if 2 * l + 1 < resumeAt { continue }
             let lw = try streamer?.layer(l) ?? weights.layers[l]
             let attentionBlock = 2 * l
-            if attentionBlock >= resumeAt { probe?.before(block: attentionBlock, x: x, rows: n) }
-            if attentionBlock >= resumeAt && !mask.skipsAttention(l) {
+            let resumedPast = attentionBlock < resumeAt   // resuming at this layer's FFN
+            if !resumedPast { probe?.before(block: attentionBlock, x: x, rows: n) }
+            if !resumedPast && !mask.skipsAttention(l) {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
@@ -140,7 +141,7 @@ public final class Transformer {
                 matmul(lw.output, att, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
-            if attentionBlock >= resumeAt { probe?.after(block: attentionBlock, x: x, rows: n) }
+            if !resumedPast { probe?.after(block: attentionBlock, x: x, rows: n) }
             probe?.before(block: attentionBlock + 1, x: x, rows: n)
             if !mask.skipsFFN(l) {
                 for b in 0..<n {
