@@ -8,11 +8,15 @@
 #define CFLEX_AVX2 0
 #endif
 
-/// How far ahead of the current block the kernels prefetch weights, in bytes. The hardware
-/// prefetcher alone left Q4_1 matvec at 21-24 GB/s of 35-39 GB/s read bandwidth; 1024 gave
-/// 29 GB/s, 2048 gave 29 (Q4_1) and 31 (Q8_0) GB/s steadily (docs/BENCHMARKS.md).
+/// How far ahead of the current block the kernels prefetch weights, in bytes. Measured on
+/// matrices of 256 MiB (far past the 32 MiB L3), 2 threads, against a plain read of the same
+/// buffer: at 2 KiB the kernels reached 52-55 % (Q4_1) and 66-70 % (Q8_0) of read bandwidth,
+/// i.e. compute and memory time added up instead of overlapping; at 8 KiB Q8_0 reached ~80 %
+/// but Q4_1 not; at 16 KiB 80-95 % (Q4_1) and 85-88 % (Q8_0); 32 KiB was no better. The
+/// earlier 2 KiB choice was tuned on 40 MiB matrices, where Zen's victim L3 kept part of the
+/// matrix between runs and hid the latency (docs/BENCHMARKS.md).
 #ifndef CFLEX_PREFETCH
-#define CFLEX_PREFETCH 2048
+#define CFLEX_PREFETCH 16384
 #endif
 
 int cflex_kernels_simd(void) { return CFLEX_AVX2; }
@@ -64,8 +68,12 @@ static inline __m256 dot16(__m256i w_lo, __m256i w_hi, const int16_t *q) {
 /// 16 nibble bytes → low nibbles (elements 0-15) and high nibbles (16-31) as i16 vectors.
 /// One zero-extension of all 16 bytes, then mask and shift within the 16-bit lanes: three ops,
 /// of which one on the shuffle port (the byte-level mask/shift/two-extensions form took five).
+/// The empty asm keeps it that way: clang (SwiftPM's C compiler) otherwise folds the shift back
+/// through the extension into the five-op form. Measured on one core from L2, Q4_1 16384x4096:
+/// 15-18 GB/s folded, 19-21.5 GB/s with the barrier (gcc never folded: 21).
 static inline void nibbles16(const uint8_t *p, __m256i *lo, __m256i *hi) {
     __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __asm__("" : "+x"(v));
     *lo = _mm256_and_si256(v, _mm256_set1_epi16(0x0F));
     *hi = _mm256_srli_epi16(v, 4);
 }
