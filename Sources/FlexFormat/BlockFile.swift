@@ -239,15 +239,30 @@ public enum BlockFile {
         return (h, entries)
     }
 
-    /// Rebuilds the GGUF image in anonymous memory, checking every checksum, and parses it.
-    /// Every block is verified before use, so a flipped bit is an error naming the block.
-    static func image(_ f: borrowing FileHandle) throws(BlockFileError) -> MappedRegion {
+    /// The GGUF image of a block file: where each tensor's bytes are found.
+    struct Image: ~Copyable {
+        /// Anonymous memory the size of the GGUF image, holding the header and metadata and the
+        /// decoded bytes of every tensor not in `stored`. Pages of tensors found in `stored` are
+        /// never touched, so they cost no memory.
+        var region: MappedRegion
+        /// Image offset of a tensor → offset in the block file where its bytes lie as stored: the
+        /// tensors of raw blocks (no codec, no byte planes) whose file position keeps the image's
+        /// alignment. They are mapped from the file, like a GGUF's, and can stream from it.
+        var stored: [Int: Int]
+    }
+
+    /// Rebuilds the GGUF image, checking every block's checksum, and parses it. Every block is
+    /// verified before use, so a flipped bit is an error naming the block. Raw blocks are not
+    /// copied: their tensors are found in place (``Image/stored``), which saves a copy of the
+    /// model at open and lets the offload runtime read them from the file.
+    static func image(_ f: borrowing FileHandle, alignment tensorAlignment: Int = 32) throws(BlockFileError) -> Image {
         let (h, entries) = try readIndex(f)
         let path = f.path
         let coder = BlockCoder()
         let region: MappedRegion
         do { region = try MappedRegion(anonymous: h.imageSize) } catch { throw .io(error) }
         let image = region.mutableBytes
+        var redirects: [Int: Int] = [:]
         do {
             let meta = try readBytes(f, count: h.metadataSize, at: h.metadataOffset)
             guard meta.count == h.metadataSize, meta.withUnsafeBytes({ XXHash64.hash($0) }) == h.metadataChecksum else { throw .badIndex("metadata checksum mismatch (the file is corrupt)") }
@@ -264,6 +279,19 @@ public enum BlockFile {
                 do throws(SystemError) { got = try f.read(into: s.baseAddress!, count: e.storedSize, at: e.payloadOffset) } catch { throw .io(error) }
                 guard got == e.storedSize else { throw .truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: e.payloadOffset + got) }
                 guard XXHash64.hash(UnsafeRawBufferPointer(s)) == e.checksum else { throw .checksum(path, block: e.name, offset: e.payloadOffset) }
+                if e.codec == .none, e.tensors.allSatisfy({ $0.planeWidth <= 1 }) {
+                    var at = e.payloadOffset
+                    for t in e.tensors {
+                        if at % tensorAlignment == t.imageOffset % tensorAlignment {
+                            redirects[t.imageOffset] = at
+                        } else {
+                            let src = UnsafeRawBufferPointer(rebasing: s[(at - e.payloadOffset)..<(at - e.payloadOffset + t.byteCount)])
+                            UnsafeMutableRawBufferPointer(rebasing: image[t.imageOffset..<t.imageOffset + t.byteCount]).copyMemory(from: src)
+                        }
+                        at += t.byteCount
+                    }
+                    continue
+                }
                 let r = UnsafeMutableRawBufferPointer(rebasing: raw[0..<e.rawSize])
                 guard coder.decompress(UnsafeRawBufferPointer(s), codec: e.codec, into: r) else {
                     throw .decode(path, block: e.name, codec: e.codec.description)
@@ -278,7 +306,7 @@ public enum BlockFile {
             }
         }
         region.seal()
-        return region
+        return Image(region: region, stored: redirects)
     }
 }
 

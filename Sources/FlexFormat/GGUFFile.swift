@@ -6,7 +6,9 @@ public struct TensorInfo: Sendable, Equatable {
     /// ggml order: `shape[0]` is the innermost (contiguous) dimension, i.e. the row length.
     public let shape: [Int]
     public let type: GGMLType
-    /// Offset of the data from the start of the file (not of the data section).
+    /// Offset of the data from the start of the GGUF image (not of the data section): the file
+    /// itself for a GGUF, the rebuilt image for a block file (``GGUFFile/fileOffset(of:)`` finds
+    /// where the bytes lie on disk).
     public let fileOffset: Int
     public let byteCount: Int
 
@@ -32,9 +34,15 @@ public final class GGUFFile: @unchecked Sendable {
     public let alignment: Int
     public let dataOffset: Int
     public let fileSize: Int
-    /// Whether the tensors come from a packed block file (rebuilt in memory), not a GGUF mapping.
+    /// Whether the tensors come from a packed block file, not a GGUF mapping.
     public let isPacked: Bool
+    /// The GGUF bytes: the file's mapping, or for a block file the rebuilt image.
     private let mapping: MappedRegion
+    /// A block file's own mapping, where the tensors of raw blocks are found in place, and its bytes.
+    private let storedMapping: MappedRegion?
+    private let storedBytes: UnsafeRawBufferPointer?
+    /// Image offset → offset in `storedMapping`, for tensors found in place.
+    private let stored: [Int: Int]
 
     /// Upper bound on tensor dimensions: ggml's GGML_MAX_DIMS.
     static let maxDims = 4
@@ -50,9 +58,16 @@ public final class GGUFFile: @unchecked Sendable {
         let file: FileHandle
         do { file = try FileHandle(readingFrom: path) } catch { throw .io(error) }
         if BlockFile.hasMagic(file) {
-            let image: MappedRegion
+            let image: BlockFile.Image
+            let fileMapping: MappedRegion
             do { image = try BlockFile.image(file) } catch { throw .blockFile(error) }
-            try self.init(path: path, region: image, packed: true)
+            do { fileMapping = try MappedRegion(mapping: file) } catch { throw .io(error) }
+            if randomAccess {
+                fileMapping.adviseRandom()
+                file.dropCachedPages()
+            }
+            let stored = image.stored
+            try self.init(path: path, region: image.region, packed: true, storedMapping: fileMapping, stored: stored)
             return
         }
         let region: MappedRegion
@@ -69,8 +84,12 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(path: path, region: region)
     }
 
-    init(path: String, region: consuming MappedRegion, packed: Bool = false) throws(GGUFError) {
+    init(path: String, region: consuming MappedRegion, packed: Bool = false,
+         storedMapping: consuming MappedRegion? = nil, stored: [Int: Int] = [:]) throws(GGUFError) {
         self.isPacked = packed
+        self.storedBytes = storedMapping?.bytes
+        self.storedMapping = storedMapping
+        self.stored = stored
         var c = ByteCursor(bytes: region.bytes)
         let magic = try c.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else { throw .badMagic(found: magic) }
@@ -259,8 +278,14 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func tensor(named name: String) -> TensorInfo? { tensorIndex[name].map { tensors[$0] } }
 
-    /// File offset of a pointer into this file's mapping (a tensor view's start).
-    public func offset(of pointer: UnsafeRawPointer) -> Int {
+    /// Offset in the file at ``path`` of a tensor view's start, which is where the offload runtime
+    /// reads it from; nil for bytes that exist only in memory (a block file's compressed blocks,
+    /// decoded at open).
+    public func fileOffset(of pointer: UnsafeRawPointer) -> Int? {
+        if let storedBytes {
+            let o = pointer - storedBytes.baseAddress!
+            return o >= 0 && o < storedBytes.count ? o : nil
+        }
         let o = pointer - mapping.base
         precondition(o >= 0 && o <= fileSize, "pointer outside the mapping of \(path)")
         return o
@@ -268,14 +293,21 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// Name of the tensor whose data starts at `pointer`, if any.
     public func tensorName(at pointer: UnsafeRawPointer) -> String? {
-        let o = pointer - mapping.base
-        return tensors.first { $0.fileOffset == o }?.name
+        tensors.first { tensorBytes($0).baseAddress == pointer }?.name
+    }
+
+    /// Names of the tensors whose bytes exist only in memory (see ``fileOffset(of:)``).
+    public var tensorsOnlyInMemory: [String] {
+        storedBytes == nil ? [] : tensors.filter { stored[$0.fileOffset] == nil }.map(\.name)
     }
 
     /// Advises the kernel that the mapping will not be read sequentially (no readahead), and drops
     /// the pages already touched. Under a memory cap the offload runtime reads weights itself, so
     /// the mapping is only a header parser's view and must not fill the page cache.
-    public func releaseMappedPages() { mapping.dropPages() }
+    public func releaseMappedPages() {
+        mapping.dropPages()
+        storedMapping?.dropPages()
+    }
 
     /// A view of a tensor's bytes, valid for the lifetime of this `GGUFFile`.
     /// The bytes before the tensor data: header, metadata and tensor infos (the block file keeps
@@ -283,7 +315,10 @@ public final class GGUFFile: @unchecked Sendable {
     public var headerBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: mapping.bytes[0..<dataOffset]) }
 
     public func tensorBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: mapping.bytes[info.fileOffset..<info.fileOffset + info.byteCount])
+        if let storedBytes, let at = stored[info.fileOffset] {
+            return UnsafeRawBufferPointer(rebasing: storedBytes[at..<at + info.byteCount])
+        }
+        return UnsafeRawBufferPointer(rebasing: mapping.bytes[info.fileOffset..<info.fileOffset + info.byteCount])
     }
 
     public func int(_ key: String) -> Int? { metadata[key]?.asInt }

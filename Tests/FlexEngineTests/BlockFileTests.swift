@@ -102,11 +102,49 @@ import FlexFormat
         #expect(back == src)
     }
 
-    @Test func cappedRunOfAPackedFileIsRefusedClearly() throws {
-        let flex = try Self.pack(Fixtures.url("synth/synth-llama-mixed.gguf").path, codec: .none)
+    /// Raw blocks are used in place (no copy at open) and stream under a cap like a GGUF: the
+    /// same logits at every cap down to the minimum (issue: packed block file, acceptance 4's
+    /// precondition).
+    @Test(arguments: ["synth-llama-mixed.gguf", "synth-qwen2-mixed.gguf"])
+    func rawPackedFileStreamsBitIdenticallyAtEveryCap(_ model: String) throws {
+        let gguf = Fixtures.url("synth/" + model).path
+        let flex = try Self.pack(gguf, codec: .none)
         defer { try? FileManager.default.removeItem(atPath: flex) }
-        var o = EngineOptions(modelPath: flex)
-        o.memoryLimit = 64 << 20
-        do { _ = try Engine(options: o); Issue.record("opened") } catch { #expect(error.description.contains("cannot stream under a memory limit yet")) }
+        let packed = try GGUFFile(path: flex)
+        let weights = try ModelWeights(file: packed)
+        let layout = try weights.layout(skipping: BlockMask())
+        // Every matrix is found in the block file itself, inside its block's payload.
+        let (_, entries) = try BlockFile.readIndex(path: flex)
+        for t in layout.layers.flatMap(\.tensors) + [layout.head] {
+            let block = try #require(entries.first { $0.tensors.contains { $0.name == t.name } })
+            #expect(t.fileOffset >= block.payloadOffset && t.fileOffset + t.bytes <= block.payloadOffset + block.storedSize, "\(t.name)")
+        }
+        let tokens: [Int32] = [1, 5, 9, 200, 17, 3, 42, 7]
+        let reference = try StreamingTests.logits(Engine(options: StreamingTests.options(gguf, limit: nil)), tokens)
+        let probe = try Engine(options: StreamingTests.options(flex, limit: 1 << 40))
+        let minimum = MemoryPlan.minimumCap(probe.plan!.inputs), full = probe.plan!.totalBytes
+        for cap in [full, minimum + (full - minimum) / 3, minimum] {
+            let e = try Engine(options: StreamingTests.options(flex, limit: cap))
+            #expect(try StreamingTests.logits(e, tokens) == reference, "cap \(cap): logits differ")
+        }
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func rawPackedSmolLM2StreamsTheSameTokens() throws {
+        let gguf = try Fixtures.requireSmolLM2()
+        let flex = try Self.pack(gguf, codec: .none)
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        let reference = try StreamingTests.greedyIDs(Engine(options: StreamingTests.options(gguf, limit: nil)), tokens: 12)
+        let e = try Engine(options: StreamingTests.options(flex, limit: 80 << 20))
+        #expect(!e.plan!.isFullyResident)
+        #expect(try StreamingTests.greedyIDs(e, tokens: 12) == reference)
+    }
+
+    /// A compressed block cannot be streamed as stored: refused with the tensor and the remedy.
+    @Test func compressedBlocksUnderACapAreRefusedClearly() throws {
+        let flex = try Self.pack(Fixtures.url("synth/synth-llama-mixed.gguf").path, codec: .zstd(level: 3))
+        defer { try? FileManager.default.removeItem(atPath: flex) }
+        do { _ = try Engine(options: StreamingTests.options(flex, limit: 64 << 20)); Issue.record("opened") } catch {
+            #expect(error.description.contains("is in a compressed block") && error.description.contains("--codec none"))
+        }
     }
 }

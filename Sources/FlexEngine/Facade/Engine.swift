@@ -46,9 +46,6 @@ public final class Engine: @unchecked Sendable {
         } catch {
             throw .model(path: options.modelPath, error)
         }
-        if limit != nil && file.isPacked {
-            throw .invalidOption("a packed block file cannot stream under a memory limit yet: run the GGUF with --mem-limit, or the packed file without one")
-        }
         let tokenizer: BPETokenizer
         do { tokenizer = try BPETokenizer(gguf: file) } catch { throw .tokenizer(error) }
         guard tokenizer.vocabularySize <= weights.config.vocabularySize else {
@@ -135,7 +132,7 @@ public final class Engine: @unchecked Sendable {
         // Weights of a block either stage runs must be read; with different stage masks the
         // plan covers the union (streaming decode-only skips as well is left for the controller).
         let skip = options.skip.intersection(options.prefillSkip ?? options.skip)
-        return try MemoryPlan.make(.init(layout: weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
+        return try MemoryPlan.make(.init(layout: try weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
                                   bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
     }
 

@@ -50,20 +50,27 @@ public struct ModelLayout: Sendable, Equatable {
 }
 
 extension ModelWeights {
-    /// The layout of this model's matrices in its GGUF file, leaving out the blocks `mask` skips.
-    public func layout(skipping mask: BlockMask) -> ModelLayout {
-        func extent(_ m: QuantMatrix) -> TensorExtent {
-            TensorExtent(name: file.tensorName(at: m.data) ?? "?", fileOffset: file.offset(of: m.data), rows: m.rows, rowBytes: m.rowBytes)
+    /// The layout of this model's matrices in its file, leaving out the blocks `mask` skips.
+    /// Throws when a matrix is not on disk as it is computed on (a block file's compressed
+    /// block): the offload runtime streams stored bytes straight into the kernels' buffers.
+    public func layout(skipping mask: BlockMask) throws(EngineError) -> ModelLayout {
+        func extent(_ m: QuantMatrix) throws(EngineError) -> TensorExtent {
+            let name = file.tensorName(at: m.data) ?? "?"
+            guard let offset = file.fileOffset(of: m.data) else {
+                throw .invalidOption("\(file.path): tensor \(name) is in a compressed block, and under a memory limit "
+                                     + "weights stream from disk as stored: pack with --codec none to stream this model")
+            }
+            return TensorExtent(name: name, fileOffset: offset, rows: m.rows, rowBytes: m.rowBytes)
         }
         var pinned = 4 * outputNorm.count + 4 * (ropeFrequencyFactors?.count ?? 0)
         var out: [ModelLayout.Layer] = []
         for (l, lw) in layers.enumerated() {
-            let attn = mask.skipsAttention(l) ? [] : [lw.query, lw.key, lw.value, lw.output].map(extent)
-            let ffn = mask.skipsFFN(l) ? [] : [lw.gate, lw.up, lw.down].map(extent)
+            let attn = mask.skipsAttention(l) ? [] : try [lw.query, lw.key, lw.value, lw.output].map(extent)
+            let ffn = mask.skipsFFN(l) ? [] : try [lw.gate, lw.up, lw.down].map(extent)
             pinned += 4 * (lw.attentionNorm.count + lw.ffnNorm.count + (lw.queryBias?.count ?? 0)
                            + (lw.keyBias?.count ?? 0) + (lw.valueBias?.count ?? 0))
             out.append(.init(attention: attn, ffn: ffn))
         }
-        return ModelLayout(layers: out, head: extent(output), embedding: tiedOutput ? nil : extent(tokenEmbedding), pinnedBytes: pinned)
+        return ModelLayout(layers: out, head: try extent(output), embedding: tiedOutput ? nil : try extent(tokenEmbedding), pinnedBytes: pinned)
     }
 }

@@ -84,7 +84,7 @@ final class WeightStreamer {
         // tensors; the mapping's views are found by their start in the file.
         func resident(_ m: QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String) {
             let name = weights.file.tensorName(at: m.data) ?? ""
-            let off = weights.file.offset(of: m.data)
+            let off = weights.file.fileOffset(of: m.data) ?? 0   // on disk: the plan's layout checked it
             guard let r = plan.resident[name] else { return (UnsafeRawPointer(base), 0, name) }
             return (UnsafeRawPointer(base + r.offset + (off - Builder.roundDown(off))), r.rows, name)
         }
@@ -105,7 +105,7 @@ final class WeightStreamer {
         }
         let h = resident(weights.output)
         head = QuantMatrix(type: weights.output.type, data: h.pointer, rows: h.rows, cols: weights.output.cols)
-        headExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.output.data), rows: weights.output.rows,
+        headExtent = TensorExtent(name: "", fileOffset: weights.file.fileOffset(of: weights.output.data) ?? 0, rows: weights.output.rows,
                                   rowBytes: weights.output.rowBytes)
         if weights.tiedOutput {
             embedding = nil
@@ -113,7 +113,7 @@ final class WeightStreamer {
         } else {
             let e = resident(weights.tokenEmbedding)
             embedding = QuantMatrix(type: weights.tokenEmbedding.type, data: e.pointer, rows: e.rows, cols: weights.tokenEmbedding.cols)
-            embeddingExtent = TensorExtent(name: "", fileOffset: weights.file.offset(of: weights.tokenEmbedding.data),
+            embeddingExtent = TensorExtent(name: "", fileOffset: weights.file.fileOffset(of: weights.tokenEmbedding.data) ?? 0,
                                            rows: weights.tokenEmbedding.rows, rowBytes: weights.tokenEmbedding.rowBytes)
         }
 
