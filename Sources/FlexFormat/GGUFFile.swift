@@ -32,6 +32,8 @@ public final class GGUFFile: @unchecked Sendable {
     public let tensors: [TensorInfo]
     public let tensorIndex: [String: Int]
     public let alignment: Int
+    /// Where the metadata key/value pairs end and the tensor infos begin.
+    public let tensorInfoOffset: Int
     public let dataOffset: Int
     public let fileSize: Int
     /// Whether the tensors come from a packed block file, not a GGUF mapping.
@@ -84,6 +86,12 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(path: path, region: region)
     }
 
+    /// Parses a GGUF image already in memory (``GGUFWriter`` builds them); `path` names where
+    /// it came from.
+    public convenience init(path: String, image: consuming MappedRegion) throws(GGUFError) {
+        try self.init(path: path, region: image)
+    }
+
     init(path: String, region: consuming MappedRegion, packed: Bool = false,
          storedMapping: consuming MappedRegion? = nil, stored: [Int: Int] = [:]) throws(GGUFError) {
         self.isPacked = packed
@@ -120,6 +128,7 @@ public final class GGUFFile: @unchecked Sendable {
             metadata[key] = value
         }
 
+        let tensorInfoOffset = c.offset
         var alignment = 32
         if let a = metadata["general.alignment"] {
             guard let v = a.asInt, v > 0, v & (v - 1) == 0, v <= 1 << 20 else {
@@ -192,6 +201,7 @@ public final class GGUFFile: @unchecked Sendable {
         self.tensors = infos
         self.tensorIndex = index
         self.alignment = alignment
+        self.tensorInfoOffset = tensorInfoOffset
         self.dataOffset = dataOffset
         self.fileSize = fileSize
         self.mapping = region

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlexEngine
 import FlexFormat
+import FlexKernels
 import FlexSystem
 import Foundation
 
@@ -24,12 +25,37 @@ struct Pack: ParsableCommand {
     @Flag(name: .customLong("no-planes"), help: "Do not try byte-plane grouping of float tensors.")
     var noPlanes = false
 
+    @Option(name: .long, help: "Requantize the weight matrices to q8_0, q5_0, q4_1 or q4_0 first (from the source's values: never more precise than the source).")
+    var requant: String?
+
+    @Option(name: .customLong("compression-aware"), help: "With --requant q8_0: entropy-constrained codes, trading squared error (relative to each tensor's mean square) against λ × code bits; e.g. 0.002. 0 is plain Q8_0.")
+    var compressionAware: Double?
+
     func run() throws {
         guard let choice = BlockPacker.CodecChoice(parsing: codec) else { throw CLIError("--codec must be auto, none, lz4, zstd or zstd:1…22") }
-        let file: GGUFFile
+        var file: GGUFFile
         do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }
         guard !file.isPacked else { throw CLIError("\(model) is already a block file") }
         try checkWritable(output)
+        if compressionAware != nil && requant == nil { throw CLIError("--compression-aware needs --requant q8_0") }
+        if let requant {
+            guard let target = Quantize.targets.first(where: { $0.description.lowercased() == requant.lowercased() }) else {
+                throw CLIError("--requant must be one of \(Quantize.targets.map { $0.description.lowercased() }.joined(separator: ", "))")
+            }
+            if let l = compressionAware, !(l >= 0 && l.isFinite) { throw CLIError("--compression-aware must be a number ≥ 0") }
+            let requantizer: Requantizer
+            do { requantizer = try Requantizer(target: target, compressionAware: compressionAware.map { .init(lambda: $0) }) } catch {
+                throw CLIError(error.description)
+            }
+            let t0 = Platform.now()
+            let report: Requantizer.Report
+            (file, report) = try requantizer.apply(to: file) { done, total in
+                FileHandle.standardError.write(Data("\rflexrun: requantizing to \(target)\(compressionAware.map { " (compression-aware, λ = \($0))" } ?? "") \(done)/\(total) tensors   ".utf8))
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            print(String(format: "requantized %d matrices (%d weights) to %@ in %.1f s: relative RMSE %.5f against the source's values",
+                         report.matrices, report.weights, target.description, Platform.now() - t0, report.relativeRMSE))
+        }
         let bandwidth: Double
         if let diskBandwidth {
             do { bandwidth = Double(try ByteSize(parsing: diskBandwidth).bytes) } catch { throw CLIError("--disk-bandwidth: \(error)") }
@@ -50,8 +76,10 @@ struct Pack: ParsableCommand {
         }
         FileHandle.standardError.write(Data("\n".utf8))
         let raw = reports.reduce(0) { $0 + $1.rawSize }, stored = reports.reduce(0) { $0 + $1.storedSize }
-        print(String(format: "%@: %d blocks, %@ → %@ (%.3f×), %.1f s", output, reports.count, ByteSize.format(raw), ByteSize.format(stored),
-                     Double(raw) / Double(max(1, stored)), Platform.now() - start))
+        let weights = file.tensors.reduce(0) { $0 + $1.elementCount }
+        print(String(format: "%@: %d blocks, %@ → %@ (%.3f×), %.3f bits per weight stored, %.1f s", output, reports.count,
+                     ByteSize.format(raw), ByteSize.format(stored), Double(raw) / Double(max(1, stored)),
+                     8 * Double(stored) / Double(max(1, weights)), Platform.now() - start))
         for kind in ["attn", "ffn", "embed", "head", "other"] {
             let rs = reports.filter { $0.name.hasPrefix(kind) }
             guard !rs.isEmpty else { continue }

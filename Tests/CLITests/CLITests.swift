@@ -200,4 +200,25 @@ import Testing
         let d = try Self.run(["--model", out, "-n", "2", prompt])
         #expect(d.status != 0 && d.stderr.split(separator: "\n").count == 1 && (d.stderr.contains("fails its checksum") || d.stderr.contains("corrupt")), "\(d.stderr)")
     }
+
+    @Test func packRequantizesAndRefusesBadRequantOptions() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-requant-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("q8.flex").path
+        let r = try Self.run(["pack", synthModel, "-o", out, "--codec", "zstd", "--disk-bandwidth", "1G",
+                              "--requant", "q8_0", "--compression-aware", "0.002"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("to Q8_0") && r.stdout.contains("relative RMSE") && r.stdout.contains("bits per weight stored"))
+        let prompt = try Self.tempFile(Array("The quick".utf8))
+        #expect(try Self.run(["--model", out, "-n", "4", "--temp", "0", prompt]).status == 0)
+        let other = dir.appendingPathComponent("x.flex").path
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q3_k"]), containing: "--requant must be one of")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--compression-aware", "0.01"]), containing: "needs --requant q8_0")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q4_0", "--compression-aware", "0.01"]),
+                           containing: "use --requant q8_0")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q8_0", "--compression-aware=-1"]),
+                           containing: "≥ 0")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["q8.flex"])
+    }
 }
