@@ -124,8 +124,8 @@ def run_in_cgroup(cmd, limit, name, timeout):
         cg.remove()
 
 
-def flexrun_cmd(a, prompt_file, limit):
-    cmd = [a.flexrun, "--model", a.model, "--threads", str(a.threads), "-n", str(a.tokens), "--temp", "0",
+def flexrun_cmd(a, prompt_file, limit, model=None):
+    cmd = [a.flexrun, "--model", model or a.model, "--threads", str(a.threads), "-n", str(a.tokens), "--temp", "0",
            "--stats", "--print-ids", prompt_file]
     if limit is not None:
         cmd[1:1] = ["--mem-limit", str(limit)]
@@ -224,7 +224,7 @@ def svg_plot(rows, path, title):
         s.append(f'<text x="{X(f):.1f}" y="{H - B + 16}" text-anchor="middle">{int(f * 100)}%</text>')
     s.append(f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">cap (fraction of the model file + allowance)</text>')
     s.append(f'<text x="16" y="{(T + H - B) / 2}" transform="rotate(-90 16 {(T + H - B) / 2})" text-anchor="middle">decode tok/s (log)</text>')
-    colors = {"flexrun": "#1f77b4", "llama.cpp mmap": "#d62728"}
+    colors = {"flexrun": "#1f77b4", "flexrun packed": "#2ca02c", "llama.cpp mmap": "#d62728"}
     for i, (engine, color) in enumerate(colors.items()):
         pts = sorted((r["fraction"], r["decode_tps"]) for r in rows if r["engine"] == engine and r.get("decode_tps"))
         if not pts:
@@ -248,6 +248,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", default="Explain what artificial intelligence is.")
+    ap.add_argument("--packed", help="a block file of the model (flexrun pack): also run it under each cap, "
+                    "alternating with the GGUF, to compare packed against raw side by side")
     ap.add_argument("--peer-python", help="a python with llama_cpp installed: also run llama.cpp (mmap) under each cap")
     ap.add_argument("--repeat", type=int, default=3, help="runs per engine and cap; the table shows the median")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per run; a peer that times out is rated on the tokens it produced")
@@ -273,6 +275,8 @@ def main():
     for i, f in enumerate(fractions):
         cap = int(f * size + a.allowance_mib * 2**20)
         engines = [("flexrun", flexrun_cmd(a, prompt_file, cap), parse_flexrun)]
+        if a.packed:
+            engines.append(("flexrun packed", flexrun_cmd(a, prompt_file, cap, a.packed), parse_flexrun))
         if a.peer_python:
             peer_script = os.path.join(a.out, ".peer.py")
             open(peer_script, "w").write(PEER)
@@ -282,12 +286,12 @@ def main():
             # Alternate the engines within each repeat, so both see the same disk and load.
             for engine, cmd, parse in engines:
                 print(f"sweep: {engine} at {int(f * 100)}% (cap {fmt_bytes(cap)}), run {rep + 1}/{a.repeat}", file=sys.stderr)
-                engine_cap = cap if engine == "flexrun" else cap + overhead
+                engine_cap = cap + overhead if engine.startswith("llama") else cap
                 r = run_in_cgroup(cmd, engine_cap, f"flexrun-sweep-{os.getpid()}-{i}", a.timeout)
                 p = parse(r)
                 run = {"engine": engine, "fraction": f, "cap": engine_cap, "exit": r["exit"], "peak": r["peak"],
                        "oom_kills": r["oom_kills"], "wall_s": round(r["wall"], 2), **{k: v for k, v in p.items() if k != "ids"}}
-                run["same_ids"] = (p["ids"] == ref["ids"]) if engine == "flexrun" and p.get("ids") else None
+                run["same_ids"] = (p["ids"] == ref["ids"]) if engine.startswith("flexrun") and p.get("ids") else None
                 run["under_cap"] = r["peak"] is not None and r["peak"] <= engine_cap
                 runs[engine].append(run)
                 print("sweep:   " + json.dumps({k: run[k] for k in ("decode_tps", "exit", "peak", "oom_kills", "same_ids")}), file=sys.stderr)
@@ -300,7 +304,7 @@ def main():
             row["under_cap"] = all(x["under_cap"] for x in rs)
             row["oom_kills"] = sum(x["oom_kills"] for x in rs)
             row["exit"] = next((x["exit"] for x in rs if x["exit"] != 0), 0)
-            if engine == "flexrun":
+            if engine.startswith("flexrun"):
                 row["same_ids"] = all(x["same_ids"] for x in rs)
             rows.append(row)
 
@@ -313,22 +317,28 @@ def main():
              f"cover all runs. Uncapped flexrun: {ref['decode_tps']} tok/s."
              + (f" The peer runs llama.cpp through llama-cpp-python with mmap; its caps are raised by the "
                 f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "
-                f"same room for the model as the llama.cpp binary would." if a.peer_python else ""), "",
-             "| cap | engine | decode tok/s | ratio vs llama.cpp | prefill s | peak cgroup usage | under cap | OOM kills | exit | same ids as uncapped | disk read per token (planned) | stalls s |",
+                f"same room for the model as the llama.cpp binary would." if a.peer_python else "")
+             + (f" `flexrun packed` runs `{os.path.basename(a.packed)}` ({os.path.getsize(a.packed) / 1e6:.1f} MB), "
+                f"the same model packed by `flexrun pack`, under the same caps (computed from the GGUF's size); "
+                f"its ratio is packed / GGUF, from the same repeats." if a.packed else ""), "",
+             "| cap | engine | decode tok/s | ratio | prefill s | peak cgroup usage | under cap | OOM kills | exit | same ids as uncapped | disk read per token (planned) | stalls s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in fractions:
-        peer = next((r for r in rows if r["fraction"] == f and r["engine"] != "flexrun"), None)
+        peer = next((r for r in rows if r["fraction"] == f and r["engine"].startswith("llama")), None)
+        raw = next((r for r in rows if r["fraction"] == f and r["engine"] == "flexrun"), None)
         for r in (x for x in rows if x["fraction"] == f):
             ratio = ""
             if r["engine"] == "flexrun" and peer and peer.get("decode_tps") and r.get("decode_tps"):
-                ratio = f"{r['decode_tps'] / peer['decode_tps']:.1f}×"
+                ratio = f"{r['decode_tps'] / peer['decode_tps']:.1f}× llama.cpp"
+            if r["engine"] == "flexrun packed" and raw and raw.get("decode_tps") and r.get("decode_tps"):
+                ratio = f"{r['decode_tps'] / raw['decode_tps']:.2f}× GGUF"
             tps = f"{r['decode_tps']:.2f}" if r.get("decode_tps") else "–"
             if len(r.get("decode_runs", [])) > 1:
                 tps += " (" + ", ".join(f"{x:.1f}" if x else "–" for x in r["decode_runs"]) + ")"
             if r.get("partial_tokens") is not None:
                 tps += f" ({r['partial_tokens']} tokens before the {a.timeout:g} s timeout)"
             pre = f"{r['prefill_s']:.3f}" if r.get("prefill_s") is not None else "–"
-            read = f"{r.get('read_per_token') or '–'} ({r.get('planned_per_token') or '–'})" if r["engine"] == "flexrun" else "–"
+            read = f"{r.get('read_per_token') or '–'} ({r.get('planned_per_token') or '–'})" if r["engine"].startswith("flexrun") else "–"
             same = {True: "yes", False: "**no**", None: "–"}[r["same_ids"]]
             stall = f"{r['stall_s']:.2f}" if r.get("stall_s") is not None else "–"
             lines.append(f"| {int(f * 100)}% ({fmt_bytes(r['cap'])}) | {r['engine']} | {tps} | {ratio} | {pre} | {fmt_bytes(r['peak'])} | "

@@ -2,7 +2,7 @@
 # Throughput sweep under cgroup memory caps (see Tools/sweep.py). Run as root. With --peer it
 # also runs llama.cpp (llama-cpp-python, mmap) under the same caps, installing it like
 # Tools/peer-compare.sh does. Other arguments pass through:
-#   bash Tools/sweep.sh [--peer] [--fractions 1,0.75,0.5,0.35,0.25] [--out docs/sweep]
+#   bash Tools/sweep.sh [--peer] [--packed MODEL.flex] [--fractions 1,0.75,0.5,0.35,0.25] [--out docs/sweep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Tools/env.sh
