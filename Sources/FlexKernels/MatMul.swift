@@ -177,9 +177,33 @@ public enum MatMul {
         static let run: WorkerPool.TaskFunction = { ctx, task, thread in
             let j = ctx.assumingMemoryBound(to: FloatJob.self).pointee
             let (w, x, ldx, y, ldy, batch) = (j.w, j.x, j.ldx, j.y, j.ldy, j.batch)
-            let row = j.rows + thread * j.rowStride
+            let row = j.rows + thread * 2 * j.rowStride, row1 = row + j.rowStride
             let end = min(w.rows, (task + 1) * j.rowsPerTask)
-            for r in task * j.rowsPerTask..<end {
+            var r = task * j.rowsPerTask
+            // Two rows at a time against four activation rows: eight accumulators, so each
+            // activation load feeds two FMAs (one row at a time was load-bound: five loads per
+            // four FMAs).
+            while r + 2 <= end && batch >= 4 {
+                w.dequantizeRow(r, into: row)
+                w.dequantizeRow(r + 1, into: row1)
+                var b = 0
+                while b + 4 <= batch {
+                    let x0 = x + b * ldx
+                    let (d0, d1) = dot2x4(row, row1, x0, x0 + ldx, x0 + 2 * ldx, x0 + 3 * ldx, w.cols)
+                    for k in 0..<4 {
+                        y[(b + k) * ldy + r] = d0[k]
+                        y[(b + k) * ldy + r + 1] = d1[k]
+                    }
+                    b += 4
+                }
+                while b < batch {
+                    y[b * ldy + r] = Vector.dot(row, x + b * ldx, w.cols)
+                    y[b * ldy + r + 1] = Vector.dot(row1, x + b * ldx, w.cols)
+                    b += 1
+                }
+                r += 2
+            }
+            while r < end {
                 w.dequantizeRow(r, into: row)
                 var b = 0
                 while b + 4 <= batch {
@@ -195,6 +219,7 @@ public enum MatMul {
                     y[b * ldy + r] = Vector.dot(row, x + b * ldx, w.cols)
                     b += 1
                 }
+                r += 1
             }
         }
     }
@@ -207,6 +232,31 @@ public enum MatMul {
         var job = FloatJob(w: w, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, rows: ws.rows, rowStride: ws.rowStride,
                            rowsPerTask: rowsPerTask)
         withUnsafePointer(to: &job) { pool.parallelFor(tasks, context: $0, FloatJob.run) }
+    }
+
+    /// Two weight rows · four activation rows.
+    @inline(__always)
+    static func dot2x4(_ w0: UnsafePointer<Float>, _ w1: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                       _ c: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _ n: Int) -> (SIMD4<Float>, SIMD4<Float>) {
+        var s00 = SIMD8<Float>(), s01 = SIMD8<Float>(), s02 = SIMD8<Float>(), s03 = SIMD8<Float>()
+        var s10 = SIMD8<Float>(), s11 = SIMD8<Float>(), s12 = SIMD8<Float>(), s13 = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            let v0 = Vector.load8(w0 + i), v1 = Vector.load8(w1 + i)
+            let xa = Vector.load8(a + i), xb = Vector.load8(b + i), xc = Vector.load8(c + i), xd = Vector.load8(d + i)
+            s00.addProduct(v0, xa); s10.addProduct(v1, xa)
+            s01.addProduct(v0, xb); s11.addProduct(v1, xb)
+            s02.addProduct(v0, xc); s12.addProduct(v1, xc)
+            s03.addProduct(v0, xd); s13.addProduct(v1, xd)
+            i += 8
+        }
+        var r0 = SIMD4(s00.sum(), s01.sum(), s02.sum(), s03.sum()), r1 = SIMD4(s10.sum(), s11.sum(), s12.sum(), s13.sum())
+        while i < n {
+            let x4 = SIMD4(a[i], b[i], c[i], d[i])
+            r0 += w0[i] * x4; r1 += w1[i] * x4
+            i += 1
+        }
+        return (r0, r1)
     }
 
     @inline(__always)
@@ -263,8 +313,8 @@ public struct MatMulScratch: ~Copyable {
     public init(threads: Int, maxCols: Int, maxBatch: Int) {
         rowStride = (maxCols + 15) / 16 * 16
         activationStride = (maxCols + 31) / 32
-        rows = .allocate(capacity: threads * rowStride)
-        rows.initialize(repeating: 0, count: threads * rowStride)
+        rows = .allocate(capacity: threads * 2 * rowStride)   // two dequantized rows per thread
+        rows.initialize(repeating: 0, count: threads * 2 * rowStride)
         activations = .allocate(capacity: maxBatch * activationStride)
         activations.initialize(repeating: cflex_q16_block(), count: maxBatch * activationStride)
         blockSums = .allocate(capacity: maxBatch * activationStride)
@@ -273,7 +323,7 @@ public struct MatMulScratch: ~Copyable {
     }
 
     public static func bytes(threads: Int, maxCols: Int, maxBatch: Int) -> Int {
-        threads * (maxCols + 15) / 16 * 16 * 4 + maxBatch * ((maxCols + 31) / 32) * (MemoryLayout<cflex_q16_block>.stride + 4)
+        threads * 2 * ((maxCols + 15) / 16 * 16) * 4 + maxBatch * ((maxCols + 31) / 32) * (MemoryLayout<cflex_q16_block>.stride + 4)
     }
 
     public var workspace: MatMulWorkspace {
