@@ -140,6 +140,14 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         check(type, 3, .integer, cols: 160)
     }
 
+    /// The prefill path's pairs of rows against four activation rows, with an odd row count
+    /// (37: a single row left over), a batch remainder (9 = 2·4 + 1) and a row length that is not
+    /// a multiple of the 8-lane vectors (the scalar tail).
+    @Test(arguments: [GGMLType.f16, .bf16, .f32])
+    func prefillTailsMatch(_ type: GGMLType) {
+        check(type, 9, .engine, cols: 100)
+    }
+
     func check(_ type: GGMLType, _ batch: Int, _ path: Path, cols: Int = 256) {
         let rows = 37
         let data = randomBlocks(type, blocks: rows * cols / type.blockElements, seed: 7)
