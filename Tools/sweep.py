@@ -24,7 +24,7 @@ DEFAULT_MODEL = os.path.join(os.environ.get("FLEXRUN_MODELS", os.path.join(
 class Cgroup:
     """A child memory cgroup of this process's own group, v1 or v2."""
 
-    def __init__(self, name):
+    def __init__(self, name, read_bps=None, device=None):
         lines = open("/proc/self/cgroup").read().splitlines()
         mounts = [l.split() for l in open("/proc/self/mounts").read().splitlines()]
         v1 = next((m[1] for m in mounts if m[2] == "cgroup" and "memory" in m[3].split(",")), None)
@@ -47,6 +47,26 @@ class Cgroup:
             raise SystemExit("sweep: no memory cgroup controller is mounted")
         self.dir = os.path.join(base, name)
         os.makedirs(self.dir, exist_ok=True)
+        # A read-bandwidth throttle, to stand in for slow storage (an SD card, eMMC): v1's blkio
+        # controller in a sibling child group, or v2's io.max in the same group.
+        self.blkio = None
+        if read_bps:
+            if self.version == 1:
+                b1 = next((m[1] for m in mounts if m[2] == "cgroup" and "blkio" in m[3].split(",")), None)
+                if not b1:
+                    raise SystemExit("sweep: --read-bps needs the blkio cgroup controller")
+                bpath = next(l.split(":", 2)[2] for l in lines if "blkio" in l.split(":", 2)[1].split(","))
+                self.blkio = os.path.join(b1 + bpath if bpath != "/" else b1, name)
+                os.makedirs(self.blkio, exist_ok=True)
+                with open(os.path.join(self.blkio, "blkio.throttle.read_bps_device"), "w") as f:
+                    f.write(f"{device} {read_bps}")
+            else:
+                try:
+                    with open(os.path.join(base, "cgroup.subtree_control"), "w") as f:
+                        f.write("+io")
+                except OSError:
+                    pass
+                self._write("io.max", f"{device} rbps={read_bps}")
 
     def _write(self, file, value):
         with open(os.path.join(self.dir, file), "w") as f:
@@ -73,6 +93,9 @@ class Cgroup:
     def join(self):
         """Called in the child between fork and exec."""
         self._write("cgroup.procs", os.getpid())
+        if self.blkio:
+            with open(os.path.join(self.blkio, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
 
     def peak(self):
         f = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
@@ -85,12 +108,23 @@ class Cgroup:
         return int(m.group(1)) if m else 0
 
     def remove(self):
-        for _ in range(50):
-            try:
-                os.rmdir(self.dir)
-                return
-            except OSError:
-                time.sleep(0.1)
+        for d in [self.dir] + ([self.blkio] if self.blkio else []):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def whole_disk(path):
+    """MAJ:MIN of the disk holding `path` (the throttle applies to whole disks, not partitions)."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    sys_dir = os.path.realpath(f"/sys/dev/block/{dev}")
+    if os.path.exists(os.path.join(sys_dir, "partition")):
+        dev = open(os.path.join(os.path.dirname(sys_dir), "dev")).read().strip()
+    return dev
 
 
 def drop_caches():
@@ -104,8 +138,8 @@ def drop_caches():
         return False
 
 
-def run_in_cgroup(cmd, limit, name, timeout):
-    cg = Cgroup(name)
+def run_in_cgroup(cmd, limit, name, timeout, read_bps=None, device=None):
+    cg = Cgroup(name, read_bps, device)
     try:
         if limit is not None:
             cg.set_limit(limit)
@@ -251,6 +285,7 @@ def main():
     ap.add_argument("--packed", help="a block file of the model (flexrun pack): also run it under each cap, "
                     "alternating with the GGUF, to compare packed against raw side by side")
     ap.add_argument("--peer-python", help="a python with llama_cpp installed: also run llama.cpp (mmap) under each cap")
+    ap.add_argument("--read-bps", help="throttle disk reads to this rate (e.g. 100M), standing in for slow storage")
     ap.add_argument("--repeat", type=int, default=3, help="runs per engine and cap; the table shows the median")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per run; a peer that times out is rated on the tokens it produced")
     ap.add_argument("--out", default="docs/sweep", help="directory for sweep.md, sweep.svg, sweep.json")
@@ -266,8 +301,19 @@ def main():
     size = os.path.getsize(a.model)
     fractions = [float(f) for f in a.fractions.split(",")]
 
+    read_bps = None
+    device = None
+    if a.read_bps:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", a.read_bps.strip().upper())
+        if not m:
+            raise SystemExit("sweep: --read-bps must look like 100M")
+        read_bps = int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
+        device = whole_disk(a.model)
+        print(f"sweep: disk reads throttled to {a.read_bps}/s on {device}", file=sys.stderr)
+    throttle = dict(read_bps=read_bps, device=device)
+
     print("sweep: uncapped reference run", file=sys.stderr)
-    ref = parse_flexrun(run_in_cgroup(flexrun_cmd(a, prompt_file, None), None, f"flexrun-sweep-{os.getpid()}-ref", a.timeout))
+    ref = parse_flexrun(run_in_cgroup(flexrun_cmd(a, prompt_file, None), None, f"flexrun-sweep-{os.getpid()}-ref", a.timeout, **throttle))
     overhead = peer_overhead(a.peer_python, a.timeout) if a.peer_python else 0
     if a.peer_python:
         print(f"sweep: the peer's Python interpreter takes {fmt_bytes(overhead)}; its caps are raised by that", file=sys.stderr)
@@ -287,7 +333,7 @@ def main():
             for engine, cmd, parse in engines:
                 print(f"sweep: {engine} at {int(f * 100)}% (cap {fmt_bytes(cap)}), run {rep + 1}/{a.repeat}", file=sys.stderr)
                 engine_cap = cap + overhead if engine.startswith("llama") else cap
-                r = run_in_cgroup(cmd, engine_cap, f"flexrun-sweep-{os.getpid()}-{i}", a.timeout)
+                r = run_in_cgroup(cmd, engine_cap, f"flexrun-sweep-{os.getpid()}-{i}", a.timeout, **throttle)
                 p = parse(r)
                 run = {"engine": engine, "fraction": f, "cap": engine_cap, "exit": r["exit"], "peak": r["peak"],
                        "oom_kills": r["oom_kills"], "wall_s": round(r["wall"], 2), **{k: v for k, v in p.items() if k != "ids"}}
@@ -312,8 +358,9 @@ def main():
               open(os.path.join(a.out, "sweep.json"), "w"), indent=1)
     name = os.path.basename(a.model)
     lines = [f"Model `{name}` ({size / 1e6:.1f} MB), {a.threads} threads, {a.tokens} greedy tokens, "
-             f"cap = fraction × file size + {a.allowance_mib:g} MiB, page cache dropped before each run. "
-             f"Each figure is the median of {a.repeat} runs, the engines alternating; peak, OOM kills, exit and ids "
+             f"cap = fraction × file size + {a.allowance_mib:g} MiB, page cache dropped before each run"
+             + (f", disk reads throttled to {a.read_bps}/s (cgroup blkio/io.max, standing in for slow storage). " if a.read_bps else ". ")
+             + f"Each figure is the median of {a.repeat} runs, the engines alternating; peak, OOM kills, exit and ids "
              f"cover all runs. Uncapped flexrun: {ref['decode_tps']} tok/s."
              + (f" The peer runs llama.cpp through llama-cpp-python with mmap; its caps are raised by the "
                 f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "

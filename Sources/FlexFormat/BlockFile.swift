@@ -249,13 +249,43 @@ public enum BlockFile {
         /// tensors of raw blocks (no codec, no byte planes) whose file position keeps the image's
         /// alignment. They are mapped from the file, like a GGUF's, and can stream from it.
         var stored: [Int: Int]
+        /// The blocks that need decoding (compressed or in byte planes).
+        var decoded: [Entry]
+    }
+
+    /// Tensors larger than this are left out of the image when it is built for streaming
+    /// (`matricesInMemory: false`): they are matrices, which the offload runtime decodes itself.
+    /// Norms and other vectors are always decoded at open; the largest plausible one (16384 F32)
+    /// is 64 KiB, while SmolLM2's smallest matrices are 69 KiB (at 256 KiB, 16 MiB of its
+    /// attention matrices were copied into memory for nothing). A smaller matrix is merely kept.
+    public static let lazyTensorBytes = 64 << 10
+
+    /// Decodes one checked payload into `raw` (the block's tensors, in index order, planes joined)
+    /// with `coder`; `scratch` (at least `rawSize` bytes) is needed only when a tensor is in planes.
+    public static func decode(_ e: Entry, payload: UnsafeRawBufferPointer, coder: BlockCoder,
+                              into raw: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer?) -> Bool {
+        guard raw.count >= e.rawSize else { return false }
+        let planes = e.tensors.contains { $0.planeWidth > 1 }
+        let target = planes ? scratch! : raw
+        guard coder.decompress(payload, codec: e.codec, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<e.rawSize])) else { return false }
+        guard planes else { return true }
+        var at = 0
+        for t in e.tensors {
+            BytePlanes.join(UnsafeRawBufferPointer(rebasing: target[at..<at + t.byteCount]), width: t.planeWidth,
+                            into: UnsafeMutableRawBufferPointer(rebasing: raw[at..<at + t.byteCount]))
+            at += t.byteCount
+        }
+        return true
     }
 
     /// Rebuilds the GGUF image, checking every block's checksum, and parses it. Every block is
     /// verified before use, so a flipped bit is an error naming the block. Raw blocks are not
     /// copied: their tensors are found in place (``Image/stored``), which saves a copy of the
     /// model at open and lets the offload runtime read them from the file.
-    static func image(_ f: borrowing FileHandle, alignment tensorAlignment: Int = 32) throws(BlockFileError) -> Image {
+    /// With `matricesInMemory` false (a capped run), tensors of decoded blocks larger than
+    /// ``lazyTensorBytes`` are checked and decoded but not kept: the offload runtime reads and
+    /// decodes their blocks itself, so the image never holds the model.
+    static func image(_ f: borrowing FileHandle, alignment tensorAlignment: Int = 32, matricesInMemory: Bool = true) throws(BlockFileError) -> Image {
         let (h, entries) = try readIndex(f)
         let path = f.path
         let coder = BlockCoder()
@@ -263,17 +293,27 @@ public enum BlockFile {
         do { region = try MappedRegion(anonymous: h.imageSize) } catch { throw .io(error) }
         let image = region.mutableBytes
         var redirects: [Int: Int] = [:]
+        var decoded: [Entry] = []
         do {
             let meta = try readBytes(f, count: h.metadataSize, at: h.metadataOffset)
             guard meta.count == h.metadataSize, meta.withUnsafeBytes({ XXHash64.hash($0) }) == h.metadataChecksum else { throw .badIndex("metadata checksum mismatch (the file is corrupt)") }
             guard h.metadataSize <= image.count else { throw .badIndex("metadata larger than the image") }
             meta.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: image[0..<meta.count]).copyMemory(from: $0) }
-            var stored = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 64)
-            var raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 64)
-            defer { stored.deallocate(); raw.deallocate() }
+            func needsDecode(_ e: Entry) -> Bool { !(e.codec == .none && e.tensors.allSatisfy { $0.planeWidth <= 1 }) }
+            // For streaming, a decoded block none of whose tensors stays in memory is left to the
+            // offload runtime, which reads, checks and decodes it itself (at load or first use).
+            func skipped(_ e: Entry) -> Bool { !matricesInMemory && needsDecode(e) && e.tensors.allSatisfy { $0.byteCount > lazyTensorBytes } }
+            // Scratch is mapped, not malloc'ed, so all of it goes back to the system when open
+            // ends (a freed heap block would stay in the process and count against a cap).
+            let storedMax = max(1, entries.filter { !skipped($0) }.map(\.storedSize).max() ?? 1)
+            let rawMax = max(1, entries.filter { needsDecode($0) && !skipped($0) }.map(\.rawSize).max() ?? 1)
+            let temp: MappedRegion
+            do { temp = try MappedRegion(anonymous: storedMax) } catch { throw .io(error) }
+            let rawTemp: MappedRegion
+            do { rawTemp = try MappedRegion(anonymous: rawMax) } catch { throw .io(error) }
+            let stored = temp.mutableBytes, raw = rawTemp.mutableBytes
             for e in entries {
-                if stored.count < e.storedSize { stored.deallocate(); stored = .allocate(byteCount: e.storedSize, alignment: 64) }
-                if raw.count < e.rawSize { raw.deallocate(); raw = .allocate(byteCount: e.rawSize, alignment: 64) }
+                if skipped(e) { decoded.append(e); continue }
                 let s = UnsafeMutableRawBufferPointer(rebasing: stored[0..<e.storedSize])
                 let got: Int
                 do throws(SystemError) { got = try f.read(into: s.baseAddress!, count: e.storedSize, at: e.payloadOffset) } catch { throw .io(error) }
@@ -297,16 +337,19 @@ public enum BlockFile {
                     throw .decode(path, block: e.name, codec: e.codec.description)
                 }
                 var at = 0
+                decoded.append(e)
                 for t in e.tensors {
-                    let src = UnsafeRawBufferPointer(rebasing: r[at..<at + t.byteCount])
-                    let dst = UnsafeMutableRawBufferPointer(rebasing: image[t.imageOffset..<t.imageOffset + t.byteCount])
-                    BytePlanes.join(src, width: t.planeWidth, into: dst)
+                    if matricesInMemory || t.byteCount <= lazyTensorBytes {
+                        let src = UnsafeRawBufferPointer(rebasing: r[at..<at + t.byteCount])
+                        let dst = UnsafeMutableRawBufferPointer(rebasing: image[t.imageOffset..<t.imageOffset + t.byteCount])
+                        BytePlanes.join(src, width: t.planeWidth, into: dst)
+                    }
                     at += t.byteCount
                 }
             }
         }
         region.seal()
-        return Image(region: region, stored: redirects)
+        return Image(region: region, stored: redirects, decoded: decoded)
     }
 }
 

@@ -45,6 +45,10 @@ public final class GGUFFile: @unchecked Sendable {
     private let storedBytes: UnsafeRawBufferPointer?
     /// Image offset → offset in `storedMapping`, for tensors found in place.
     private let stored: [Int: Int]
+    /// A block file's blocks that are decoded (compressed, or in byte planes), in file order.
+    /// Opened with `randomAccess` (a capped run), their large tensors are not in memory: the
+    /// offload runtime reads and decodes these blocks itself.
+    public private(set) var decodedBlocks: [BlockFile.Entry] = []
 
     /// Upper bound on tensor dimensions: ggml's GGML_MAX_DIMS.
     static let maxDims = 4
@@ -62,14 +66,15 @@ public final class GGUFFile: @unchecked Sendable {
         if BlockFile.hasMagic(file) {
             let image: BlockFile.Image
             let fileMapping: MappedRegion
-            do { image = try BlockFile.image(file) } catch { throw .blockFile(error) }
+            do { image = try BlockFile.image(file, matricesInMemory: !randomAccess) } catch { throw .blockFile(error) }
             do { fileMapping = try MappedRegion(mapping: file) } catch { throw .io(error) }
             if randomAccess {
                 fileMapping.adviseRandom()
                 file.dropCachedPages()
             }
-            let stored = image.stored
+            let stored = image.stored, decoded = image.decoded
             try self.init(path: path, region: image.region, packed: true, storedMapping: fileMapping, stored: stored)
+            decodedBlocks = decoded
             return
         }
         let region: MappedRegion
@@ -304,6 +309,21 @@ public final class GGUFFile: @unchecked Sendable {
     /// Name of the tensor whose data starts at `pointer`, if any.
     public func tensorName(at pointer: UnsafeRawPointer) -> String? {
         tensors.first { tensorBytes($0).baseAddress == pointer }?.name
+    }
+
+    /// The decoded block holding the tensor whose data starts at `pointer`, and where that tensor
+    /// starts in the block's decoded bytes.
+    public func decodedBlock(of pointer: UnsafeRawPointer) -> (block: BlockFile.Entry, rawOffset: Int)? {
+        guard !decodedBlocks.isEmpty else { return nil }
+        let o = pointer - mapping.base
+        for e in decodedBlocks {
+            var at = 0
+            for t in e.tensors {
+                if t.imageOffset == o { return (e, at) }
+                at += t.byteCount
+            }
+        }
+        return nil
     }
 
     /// Names of the tensors whose bytes exist only in memory (see ``fileOffset(of:)``).

@@ -40,11 +40,17 @@ public struct MemoryPlan: Sendable, Equatable {
         /// Everything that does not depend on the resident/streamed split.
         public var fixedBytes: Int { kvCacheBytes + bufferBytes + runtimeBytes + layout.pinnedBytes }
 
+        /// Compressed head or embedding blocks, resident whole whatever the cap.
+        var forcedResidentBytes: Int { layout.residentDecoded.reduce(0) { $0 + Builder.roundUp($1.rawBytes) } }
+
         /// The smallest slot that can stream this model: the largest layer with nothing resident,
         /// or one head row (the head streams in chunks that fit a slot).
         var minimumSlotBytes: Int {
-            let largest = layout.layers.map { layer in Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }).readBytes }.max() ?? 0
-            return max(largest, Builder.span(layout.head.fileOffset, layout.head.rowBytes))
+            let largest = layout.layers.map { layer in
+                Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }, decoding: layer.decoded).slotBytes
+            }.max() ?? 0
+            let headRow = layout.residentDecoded.isEmpty ? Builder.span(layout.head.fileOffset, layout.head.rowBytes) : 0
+            return max(largest, headRow)
         }
     }
 
@@ -63,14 +69,37 @@ public struct MemoryPlan: Sendable, Equatable {
         public let bytes: Int
     }
 
+    /// A compressed block streamed whole: `read` brings its payload into the slot (at
+    /// `storedSlotOffset`), a decode worker checks and decodes it to `rawSlotOffset`, where the
+    /// block's matrices are found.
+    public struct Decode: Sendable, Equatable {
+        public let block: DecodedBlock
+        public let read: Read
+        public let storedSlotOffset: Int
+        public let rawSlotOffset: Int
+    }
+
     /// What the forward pass streams at one point: one layer's tails, or a chunk of head rows.
     public struct Stage: Sendable, Equatable {
         public enum Kind: Sendable, Equatable, Hashable { case layer(Int), head(Range<Int>) }
         public let kind: Kind
         public let pieces: [Piece]
         public let reads: [Read]
-        /// Aligned bytes read from disk for this stage.
-        public var readBytes: Int { reads.reduce(0) { $0 + $1.length } }
+        /// Compressed blocks read whole and decoded in the slot.
+        public var decodes: [Decode] = []
+        /// Aligned bytes read from disk for this stage (compressed payloads included).
+        public var readBytes: Int { reads.reduce(0) { $0 + $1.length } + decodes.reduce(0) { $0 + $1.read.length } }
+        /// Slot bytes the stage needs: its reads, the payloads, then the decoded blocks (4 KiB aligned).
+        public var slotBytes: Int {
+            Builder.roundUp(max(reads.map { $0.slotOffset + $0.length }.max() ?? 0,
+                                decodes.map { $0.rawSlotOffset + $0.block.rawBytes }.max() ?? 0))
+        }
+    }
+
+    /// A compressed block kept resident, decoded at load to `offset` in the resident buffer.
+    public struct ResidentDecode: Sendable, Equatable {
+        public let block: DecodedBlock
+        public let offset: Int
     }
 
     /// The resident prefix of one matrix: rows `0..<rows`, at `offset` in the resident buffer
@@ -84,6 +113,8 @@ public struct MemoryPlan: Sendable, Equatable {
     public let inputs: Inputs
     /// Resident prefix of every matrix, by tensor name (rows 0 means fully streamed).
     public let resident: [String: Resident]
+    /// Compressed blocks decoded into the resident buffer at load.
+    public let residentDecodes: [ResidentDecode]
     /// Bytes of the resident buffer (aligned spans of every resident prefix).
     public let residentBytes: Int
     /// Streamed stages in forward order; empty when everything is resident.
@@ -106,8 +137,11 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// The smallest cap at which this model streams at all with these KV, buffer and runtime
     /// budgets: nothing resident, a ring for the largest layer.
+    /// When keeping everything resident takes less (a small model whose compressed blocks would
+    /// stream through slots holding both their stored and decoded bytes), that is the minimum.
     public static func minimumCap(_ inputs: Inputs) -> Int {
-        inputs.fixedBytes + inputs.ringSlots * inputs.minimumSlotBytes
+        min(inputs.fixedBytes + Builder.allResident(inputs.layout).residentBytes,
+            inputs.fixedBytes + inputs.forcedResidentBytes + inputs.ringSlots * inputs.minimumSlotBytes)
     }
 
     public enum PlanError: Error, Equatable, Sendable {
@@ -123,10 +157,9 @@ public struct MemoryPlan: Sendable, Equatable {
         let available = inputs.cap - inputs.fixedBytes
 
         // Everything fits: all resident, no ring.
-        var all = Builder.assign(layout, budget: 1 << 56, slotLimit: 0)
-        if let e = layout.embedding { all.keep(e, rows: e.rows) }
-        if all.stages.isEmpty && all.residentBytes <= available {
-            (resident, residentBytes, stages, slotBytes) = (all.resident, all.residentBytes, [], 0)
+        let all = Builder.allResident(layout)
+        if all.residentBytes <= available {
+            (resident, residentDecodes, residentBytes, stages, slotBytes) = (all.resident, all.decodes, all.residentBytes, [], 0)
             return
         }
 
@@ -134,7 +167,9 @@ public struct MemoryPlan: Sendable, Equatable {
         // the ring. Starting from the largest ring, each round can only shrink it, so every
         // round's plan fits and the last one is the best.
         var slot = inputs.minimumSlotBytes
-        guard available >= inputs.ringSlots * slot else { throw .capTooSmall(minimum: MemoryPlan.minimumCap(inputs)) }
+        guard available >= inputs.forcedResidentBytes + inputs.ringSlots * slot else {
+            throw .capTooSmall(minimum: MemoryPlan.minimumCap(inputs))
+        }
         var best = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
         for _ in 0..<16 {
             let used = best.maxStageBytes
@@ -145,6 +180,7 @@ public struct MemoryPlan: Sendable, Equatable {
             best = next
         }
         resident = best.resident
+        residentDecodes = best.decodes
         residentBytes = best.residentBytes
         stages = best.stages
         slotBytes = best.maxStageBytes
@@ -154,8 +190,9 @@ public struct MemoryPlan: Sendable, Equatable {
     static func make(_ inputs: Inputs) throws(EngineError) -> MemoryPlan {
         do { return try MemoryPlan(inputs) } catch {
             guard case .capTooSmall(let minimum) = error else { fatalError() }
+            // Weights here: compressed head/embedding blocks, which are resident whatever the cap.
             throw .memoryLimitTooSmall(limit: inputs.cap, minimum: minimum, fixed: MemoryEstimate(
-                weights: 0, kvCache: inputs.kvCacheBytes, buffers: inputs.bufferBytes + inputs.layout.pinnedBytes,
+                weights: inputs.forcedResidentBytes, kvCache: inputs.kvCacheBytes, buffers: inputs.bufferBytes + inputs.layout.pinnedBytes,
                 runtime: inputs.runtimeBytes))
         }
     }
@@ -180,8 +217,9 @@ enum Builder {
     }
 
     /// A stage streaming rows `from..<t.rows` of each listed matrix, with overlapping aligned
-    /// reads merged so no byte is read twice.
-    static func stage(_ kind: MemoryPlan.Stage.Kind, _ tails: [(TensorExtent, Int)]) -> MemoryPlan.Stage {
+    /// reads merged so no byte is read twice, and the compressed blocks `decoding` read whole
+    /// after them and decoded behind them in the slot.
+    static func stage(_ kind: MemoryPlan.Stage.Kind, _ tails: [(TensorExtent, Int)], decoding: [DecodedBlock] = []) -> MemoryPlan.Stage {
         var spans: [(start: Int, end: Int)] = []
         for (t, from) in tails.sorted(by: { $0.0.fileOffset < $1.0.fileOffset }) where from < t.rows {
             let a = t.fileOffset + from * t.rowBytes, b = t.fileOffset + t.bytes
@@ -201,14 +239,46 @@ enum Builder {
             pieces.append(.init(tensor: t.name, rows: from..<t.rows, slotOffset: r.slotOffset + (a - r.fileOffset),
                                 bytes: (t.rows - from) * t.rowBytes))
         }
-        return MemoryPlan.Stage(kind: kind, pieces: pieces, reads: reads)
+        var payloads: [MemoryPlan.Read] = []
+        for b in decoding {
+            let length = span(b.payloadOffset, b.storedBytes)
+            payloads.append(.init(fileOffset: roundDown(b.payloadOffset), length: length, slotOffset: at))
+            at += length
+        }
+        var decodes: [MemoryPlan.Decode] = []
+        for (i, b) in decoding.enumerated() {
+            let r = payloads[i]
+            decodes.append(.init(block: b, read: r, storedSlotOffset: r.slotOffset + (b.payloadOffset - r.fileOffset), rawSlotOffset: at))
+            for m in b.members {
+                pieces.append(.init(tensor: m.tensor.name, rows: 0..<m.tensor.rows, slotOffset: at + m.rawOffset, bytes: m.tensor.bytes))
+            }
+            at += roundUp(b.rawBytes)
+        }
+        var s = MemoryPlan.Stage(kind: kind, pieces: pieces, reads: reads)
+        s.decodes = decodes
+        return s
+    }
+
+    /// Every matrix resident (the embedding too: its rows are then looked up in memory).
+    static func allResident(_ layout: ModelLayout) -> Assignment {
+        var all = assign(layout, budget: 1 << 56, slotLimit: 0)
+        if let e = layout.embedding, all.resident[e.name] == nil { all.keep(e, rows: e.rows) }
+        return all
     }
 
     struct Assignment {
         var resident: [String: MemoryPlan.Resident] = [:]
+        var decodes: [MemoryPlan.ResidentDecode] = []
         var residentBytes = 0
         var stages: [MemoryPlan.Stage] = []
-        var maxStageBytes: Int { stages.map(\.readBytes).max() ?? 0 }
+        var maxStageBytes: Int { stages.map(\.slotBytes).max() ?? 0 }
+
+        /// Keeps a compressed block resident whole, decoded at load.
+        mutating func keep(_ b: DecodedBlock) {
+            decodes.append(.init(block: b, offset: residentBytes))
+            for m in b.members { resident[m.tensor.name] = .init(rows: m.tensor.rows, offset: residentBytes + m.rawOffset, read: nil) }
+            residentBytes += roundUp(b.rawBytes)
+        }
 
         mutating func keep(_ t: TensorExtent, rows: Int) {
             let bytes = span(t.fileOffset, rows * t.rowBytes)
@@ -224,24 +294,51 @@ enum Builder {
     static func assign(_ layout: ModelLayout, budget: Int, slotLimit: Int) -> Assignment {
         var a = Assignment()
         var left = max(0, budget)
+        for b in layout.residentDecoded {
+            a.keep(b)
+            left -= roundUp(b.rawBytes)
+        }
         let head = layout.head
-        let headRows = rowsFitting(head, budget: left)
-        a.keep(head, rows: headRows)
-        left -= span(head.fileOffset, headRows * head.rowBytes)
+        let headDecoded = layout.residentDecoded.contains { $0.members.contains { $0.tensor.name == head.name } }
+        let headRows = headDecoded ? head.rows : rowsFitting(head, budget: left)
+        if !headDecoded {
+            a.keep(head, rows: headRows)
+            left -= span(head.fileOffset, headRows * head.rowBytes)
+        }
 
+        // Stored matrices first: per budget byte, a resident row saves a byte of reading, a
+        // resident compressed block only 1/ratio of one. Each layer gets an equal share.
         let share = layout.layers.isEmpty ? 0 : left / layout.layers.count
-        for (l, layer) in layout.layers.enumerated() {
+        var tails: [[(TensorExtent, Int)]] = []
+        var spare = left - share * layout.layers.count
+        for layer in layout.layers {
             var mine = share
-            var tails: [(TensorExtent, Int)] = []
+            var t: [(TensorExtent, Int)] = []
             let order = layer.attention.sorted { $0.bytes < $1.bytes } + layer.ffn
-            for t in order {
-                let rows = rowsFitting(t, budget: mine)
-                a.keep(t, rows: rows)
-                mine -= span(t.fileOffset, rows * t.rowBytes)
-                tails.append((t, rows))
+            for m in order {
+                let rows = rowsFitting(m, budget: mine)
+                a.keep(m, rows: rows)
+                mine -= span(m.fileOffset, rows * m.rowBytes)
+                t.append((m, rows))
             }
-            let s = stage(.layer(l), tails)
-            if !s.reads.isEmpty { a.stages.append(s) }
+            tails.append(t)
+            spare += mine
+        }
+        // Compressed blocks are all or nothing: what the shares left over keeps whole blocks
+        // resident, smallest first (attention before FFN), in layer order.
+        var streamed = layout.layers.map { _ in [DecodedBlock]() }
+        let blocks = layout.layers.enumerated().flatMap { l, layer in layer.decoded.map { (l, $0) } }
+        for (l, b) in blocks.sorted(by: { ($0.1.rawBytes, $0.0) < ($1.1.rawBytes, $1.0) }) {
+            if roundUp(b.rawBytes) <= spare {
+                a.keep(b)
+                spare -= roundUp(b.rawBytes)
+            } else {
+                streamed[l].append(b)
+            }
+        }
+        for l in layout.layers.indices {
+            let s = stage(.layer(l), tails[l], decoding: streamed[l].sorted { $0.payloadOffset < $1.payloadOffset })
+            if !s.reads.isEmpty || !s.decodes.isEmpty { a.stages.append(s) }
         }
 
         if headRows < head.rows {

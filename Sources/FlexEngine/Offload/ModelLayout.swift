@@ -17,6 +17,25 @@ public struct TensorExtent: Sendable, Equatable {
     }
 }
 
+/// A block of a packed file that is stored compressed (or in byte planes): it can only be read
+/// whole and decoded, so the planner keeps it resident whole or streams it whole.
+public struct DecodedBlock: Sendable, Equatable {
+    /// A matrix in the block: its geometry and where it starts in the decoded bytes.
+    public struct Member: Sendable, Equatable {
+        public let tensor: TensorExtent
+        public let rawOffset: Int
+    }
+    /// The block as the file's index describes it (payload offset, sizes, codec, checksum,
+    /// every tensor with its plane width).
+    public let entry: BlockFile.Entry
+    /// The matrices the forward pass uses from it.
+    public let members: [Member]
+    public var name: String { entry.name }
+    public var payloadOffset: Int { entry.payloadOffset }
+    public var storedBytes: Int { entry.storedSize }
+    public var rawBytes: Int { entry.rawSize }
+}
+
 /// The file geometry of every matrix the forward pass reads, by block: the planner's whole input
 /// about the model. Vectors (norms, biases) are not here: they are dequantized to floats at open
 /// and always resident ("pinned").
@@ -26,7 +45,16 @@ public struct ModelLayout: Sendable, Equatable {
         public var attention: [TensorExtent]
         /// Gate, up, down; empty when the FFN block is skipped.
         public var ffn: [TensorExtent]
+        /// Blocks stored compressed (their matrices are not in `attention` or `ffn`).
+        public var decoded: [DecodedBlock] = []
+        /// The matrices read as stored bytes (a GGUF's, or a packed file's raw blocks).
         public var tensors: [TensorExtent] { attention + ffn }
+
+        public init(attention: [TensorExtent], ffn: [TensorExtent], decoded: [DecodedBlock] = []) {
+            self.attention = attention
+            self.ffn = ffn
+            self.decoded = decoded
+        }
     }
 
     public var layers: [Layer]
@@ -37,6 +65,10 @@ public struct ModelLayout: Sendable, Equatable {
     public var embedding: TensorExtent?
     /// Bytes of float vectors (norms, biases, rope factors) kept resident regardless.
     public var pinnedBytes: Int
+    /// Compressed blocks holding the head or the token embedding: always resident, decoded at
+    /// load (the head is read whole every token and the embedding row by row, neither of which a
+    /// whole-block decode serves).
+    public var residentDecoded: [DecodedBlock] = []
 
     public init(layers: [Layer], head: TensorExtent, embedding: TensorExtent?, pinnedBytes: Int) {
         self.layers = layers
@@ -46,31 +78,56 @@ public struct ModelLayout: Sendable, Equatable {
     }
 
     /// Every matrix byte a forward pass reads (embedding excluded: one row per token).
-    public var matrixBytes: Int { head.bytes + layers.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.bytes } } }
+    public var matrixBytes: Int {
+        head.bytes + layers.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.bytes } + $1.decoded.reduce(0) { $0 + $1.members.reduce(0) { $0 + $1.tensor.bytes } } }
+    }
 }
 
 extension ModelWeights {
     /// The layout of this model's matrices in its file, leaving out the blocks `mask` skips.
-    /// Throws when a matrix is not on disk as it is computed on (a block file's compressed
-    /// block): the offload runtime streams stored bytes straight into the kernels' buffers.
+    /// Matrices in a packed file's compressed blocks are grouped by block (``DecodedBlock``).
     public func layout(skipping mask: BlockMask) throws(EngineError) -> ModelLayout {
-        func extent(_ m: QuantMatrix) throws(EngineError) -> TensorExtent {
+        var blocks: [String: (entry: BlockFile.Entry, members: [DecodedBlock.Member])] = [:]
+        var order: [String] = []
+        /// The matrix's extent when it is read as stored; nil when it is grouped into its block.
+        func extent(_ m: QuantMatrix) throws(EngineError) -> TensorExtent? {
             let name = file.tensorName(at: m.data) ?? "?"
-            guard let offset = file.fileOffset(of: m.data) else {
-                throw .invalidOption("\(file.path): tensor \(name) is in a compressed block, and under a memory limit "
-                                     + "weights stream from disk as stored: pack with --codec none to stream this model")
+            if let offset = file.fileOffset(of: m.data) {
+                return TensorExtent(name: name, fileOffset: offset, rows: m.rows, rowBytes: m.rowBytes)
             }
-            return TensorExtent(name: name, fileOffset: offset, rows: m.rows, rowBytes: m.rowBytes)
+            guard let (entry, rawOffset) = file.decodedBlock(of: m.data) else {
+                throw .invalidOption("\(file.path): tensor \(name) is neither on disk as stored nor in a decodable block")
+            }
+            if blocks[entry.name] == nil { blocks[entry.name] = (entry, []); order.append(entry.name) }
+            blocks[entry.name]!.members.append(.init(tensor: TensorExtent(name: name, fileOffset: 0, rows: m.rows, rowBytes: m.rowBytes),
+                                                     rawOffset: rawOffset))
+            return nil
+        }
+        func decoded(_ names: [String]) -> [DecodedBlock] {
+            names.compactMap { n in blocks[n].map { DecodedBlock(entry: $0.entry, members: $0.members) } }
         }
         var pinned = 4 * outputNorm.count + 4 * (ropeFrequencyFactors?.count ?? 0)
         var out: [ModelLayout.Layer] = []
         for (l, lw) in layers.enumerated() {
-            let attn = mask.skipsAttention(l) ? [] : try [lw.query, lw.key, lw.value, lw.output].map(extent)
-            let ffn = mask.skipsFFN(l) ? [] : try [lw.gate, lw.up, lw.down].map(extent)
+            let before = Set(order)
+            var attn: [TensorExtent] = [], ffn: [TensorExtent] = []
+            if !mask.skipsAttention(l) { for m in [lw.query, lw.key, lw.value, lw.output] { if let e = try extent(m) { attn.append(e) } } }
+            if !mask.skipsFFN(l) { for m in [lw.gate, lw.up, lw.down] { if let e = try extent(m) { ffn.append(e) } } }
             pinned += 4 * (lw.attentionNorm.count + lw.ffnNorm.count + (lw.queryBias?.count ?? 0)
                            + (lw.keyBias?.count ?? 0) + (lw.valueBias?.count ?? 0))
-            out.append(.init(attention: attn, ffn: ffn))
+            out.append(.init(attention: attn, ffn: ffn, decoded: decoded(order.filter { !before.contains($0) })))
         }
-        return ModelLayout(layers: out, head: try extent(output), embedding: tiedOutput ? nil : try extent(tokenEmbedding), pinnedBytes: pinned)
+        let before = Set(order)
+        let headExtent = try extent(output)
+        let embeddingExtent = tiedOutput ? nil : try extent(tokenEmbedding)
+        let resident = decoded(order.filter { !before.contains($0) })
+        // A head or embedding in a decoded block is resident whole; its extent only names it.
+        func named(_ m: QuantMatrix) -> TensorExtent {
+            TensorExtent(name: file.tensorName(at: m.data) ?? "?", fileOffset: 0, rows: m.rows, rowBytes: m.rowBytes)
+        }
+        var layout = ModelLayout(layers: out, head: headExtent ?? named(output),
+                                 embedding: tiedOutput ? nil : (embeddingExtent ?? named(tokenEmbedding)), pinnedBytes: pinned)
+        layout.residentDecoded = resident
+        return layout
     }
 }

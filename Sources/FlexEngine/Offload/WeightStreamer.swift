@@ -28,6 +28,8 @@ final class WeightStreamer {
     private let ringBuffer: PinnedBuffer
     private let rowBuffer: PinnedBuffer
     private let reader: (any StageReader)?
+    /// Workers that read and decode compressed blocks (nil when no stage has any).
+    private let decoders: DecodeWorkers?
     /// Chunks of every stage, slot-relative to slot 0 (offset by the slot's base at issue).
     private let chunks: [[ReadChunk]]
     private let slotStride: Int
@@ -75,6 +77,33 @@ final class WeightStreamer {
             }
             guard got >= min(read.length, file.size - read.fileOffset) else {
                 throw .weightRead("\(path): short read of \(name) (was the file truncated?)")
+            }
+        }
+        // Compressed blocks kept resident: read whole, checked, decoded in place, once.
+        if !plan.residentDecodes.isEmpty {
+            let largest = plan.residentDecodes.map { Builder.span($0.block.payloadOffset, $0.block.storedBytes) }.max()!
+            let staging = UnsafeMutableRawPointer.allocate(byteCount: largest, alignment: DirectFile.alignment)
+            let planes = plan.residentDecodes.filter { $0.block.entry.tensors.contains { $0.planeWidth > 1 } }.map(\.block.rawBytes).max()
+            let scratch = planes.map { UnsafeMutableRawBufferPointer.allocate(byteCount: $0, alignment: 64) }
+            defer { staging.deallocate(); scratch?.deallocate() }
+            let coder = BlockCoder()
+            for r in plan.residentDecodes {
+                let e = r.block.entry, start = Builder.roundDown(e.payloadOffset)
+                let got: Int
+                do { got = try file.read(into: staging, count: Builder.span(e.payloadOffset, e.storedSize), at: start) } catch {
+                    throw .weightRead(error.description)
+                }
+                guard got >= e.payloadOffset - start + e.storedSize else {
+                    throw .weightRead(BlockFileError.truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: start + got).description)
+                }
+                let payload = UnsafeRawBufferPointer(start: staging + (e.payloadOffset - start), count: e.storedSize)
+                guard XXHash64.hash(payload) == e.checksum else {
+                    throw .weightRead(BlockFileError.checksum(path, block: e.name, offset: e.payloadOffset).description)
+                }
+                guard BlockFile.decode(e, payload: payload, coder: coder,
+                                       into: UnsafeMutableRawBufferPointer(start: base + r.offset, count: e.rawSize), scratch: scratch) else {
+                    throw .weightRead(BlockFileError.decode(path, block: e.name, codec: e.codec.description).description)
+                }
             }
         }
         weights.file.releaseMappedPages()
@@ -138,12 +167,24 @@ final class WeightStreamer {
             chosen = PreadReader(descriptor: file.descriptor, buffer: ringBuffer.base, slots: slots, chunksPerSlot: perSlot, reason: reason)
         }
         reader = chosen
-        readerDescription = chosen?.description ?? "none (fully resident)"
+        let perStage = plan.stages.map(\.decodes.count).max() ?? 0
+        if perStage > 0 {
+            let planes = plan.stages.flatMap(\.decodes).filter { $0.block.entry.tensors.contains { $0.planeWidth > 1 } }.map(\.block.rawBytes).max() ?? 0
+            decoders = DecodeWorkers(descriptor: file.descriptor, path: path, fileSize: fileSize, slots: slots, jobsPerSlot: perStage,
+                                     scratchBytes: planes, threads: min(2, perStage))
+        } else {
+            decoders = nil
+        }
+        readerDescription = (chosen?.description ?? "none (fully resident)")
+            + (decoders.map { ", compressed blocks decoded on \($0.threadCount) worker\($0.threadCount == 1 ? "" : "s")" } ?? "")
         loadSeconds = Platform.now() - start
         if !plan.stages.isEmpty { try issueAhead() }
     }
 
-    deinit { reader?.drain() }
+    deinit {
+        reader?.drain()
+        decoders?.drain()
+    }
 
     /// Largest single read. Smaller requests put more of a stage in flight at once, which is what
     /// the disk needs to reach its bandwidth (see docs/BENCHMARKS.md for the sweep that chose it).
@@ -160,6 +201,7 @@ final class WeightStreamer {
         while issued < released + k {
             let stage = issued % n, slot = issued % k
             try reader!.start(chunks[stage], shift: slot * slotStride, slot: slot)
+            decoders?.start(plan.stages[stage].decodes, base: ringBuffer.base + slot * slotStride, slot: slot)
             counters.bytesRead += plan.stages[stage].readBytes
             issued += 1
         }
@@ -171,7 +213,10 @@ final class WeightStreamer {
         precondition(released % plan.stages.count == stage, "stages must be visited in order")
         let slot = released % plan.ringSlots
         let t0 = Platform.now()
-        do { try reader!.wait(slot: slot) } catch { failure = error; throw error }
+        do {
+            try reader!.wait(slot: slot)
+            try decoders?.wait(slot: slot)
+        } catch { failure = error; throw error }
         counters.stallSeconds += Platform.now() - t0
         return UnsafeRawPointer(ringBuffer.base + slot * slotStride)
     }
