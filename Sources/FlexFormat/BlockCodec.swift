@@ -49,6 +49,29 @@ public final class BlockCoder {
         }
     }
 
+    /// Decompresses a zstd block that arrives in pieces: `next` fills the buffer it is given and
+    /// returns how many bytes it put there (0 at the end). The output goes straight into `raw`,
+    /// which must be exactly the decoded size, so a large block needs no staging copy.
+    public func decompressZstdStream(into raw: UnsafeMutableRawBufferPointer, chunk: UnsafeMutableRawBufferPointer,
+                                     next: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        guard ZSTD_isError(ZSTD_DCtx_reset(decompressContext, ZSTD_reset_session_only)) == 0 else { return false }
+        var output = ZSTD_outBuffer(dst: raw.baseAddress, size: raw.count, pos: 0)
+        var finished = false
+        while true {
+            let n = next(chunk)
+            guard n > 0 else { break }
+            var input = ZSTD_inBuffer(src: chunk.baseAddress, size: n, pos: 0)
+            while input.pos < input.size {
+                let r = ZSTD_decompressStream(decompressContext, &output, &input)
+                guard ZSTD_isError(r) == 0 else { return false }
+                if r == 0 { finished = true }
+                if output.pos == output.size && input.pos < input.size && r != 0 { return false }
+                if r == 0 && input.pos < input.size { return false }   // bytes after the frame
+            }
+        }
+        return finished && output.pos == raw.count
+    }
+
     /// Decompresses `stored` into exactly `raw.count` bytes; false when the data does not
     /// decode to that size (corrupt input that slipped past the checksum, or a wrong index).
     public func decompress(_ stored: UnsafeRawBufferPointer, codec: BlockCodec, into raw: UnsafeMutableRawBufferPointer) -> Bool {

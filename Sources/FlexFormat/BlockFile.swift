@@ -261,18 +261,30 @@ public enum BlockFile {
     public static let lazyTensorBytes = 64 << 10
 
     /// Decodes one checked payload into `raw` (the block's tensors, in index order, planes joined)
-    /// with `coder`; `scratch` (at least `rawSize` bytes) is needed only when a tensor is in planes.
+    /// with `coder`. `scratch` must hold the largest tensor in planes (``planeScratchBytes``).
     public static func decode(_ e: Entry, payload: UnsafeRawBufferPointer, coder: BlockCoder,
                               into raw: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer?) -> Bool {
         guard raw.count >= e.rawSize else { return false }
-        let planes = e.tensors.contains { $0.planeWidth > 1 }
-        let target = planes ? scratch! : raw
-        guard coder.decompress(payload, codec: e.codec, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<e.rawSize])) else { return false }
-        guard planes else { return true }
+        let out = UnsafeMutableRawBufferPointer(rebasing: raw[0..<e.rawSize])
+        return coder.decompress(payload, codec: e.codec, into: out) && joinPlanes(e, out, scratch: scratch)
+    }
+
+    /// Bytes of scratch ``decode(_:payload:coder:into:scratch:)`` needs for `e`: its largest
+    /// tensor in byte planes (joined one tensor at a time), 0 if none.
+    public static func planeScratchBytes(_ e: Entry) -> Int {
+        e.tensors.filter { $0.planeWidth > 1 }.map(\.byteCount).max() ?? 0
+    }
+
+    /// Rejoins, in place, the tensors of decoded bytes `raw` that were stored in byte planes.
+    public static func joinPlanes(_ e: Entry, _ raw: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer?) -> Bool {
         var at = 0
         for t in e.tensors {
-            BytePlanes.join(UnsafeRawBufferPointer(rebasing: target[at..<at + t.byteCount]), width: t.planeWidth,
-                            into: UnsafeMutableRawBufferPointer(rebasing: raw[at..<at + t.byteCount]))
+            if t.planeWidth > 1 {
+                guard let scratch, scratch.count >= t.byteCount else { return false }
+                let s = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<t.byteCount])
+                s.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[at..<at + t.byteCount]))
+                BytePlanes.join(UnsafeRawBufferPointer(s), width: t.planeWidth, into: UnsafeMutableRawBufferPointer(rebasing: raw[at..<at + t.byteCount]))
+            }
             at += t.byteCount
         }
         return true

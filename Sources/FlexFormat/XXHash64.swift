@@ -38,6 +38,57 @@ public enum XXHash64 {
         return finish(h &+ UInt64(n), p, base, n)
     }
 
+    /// The same hash over bytes fed in pieces: how the offload runtime checks a block it reads
+    /// in chunks (a compressed embedding decoded straight into place, never staged whole).
+    public struct Stream: Sendable {
+        private var v1 = p1 &+ p2, v2 = p2, v3: UInt64 = 0, v4 = 0 &- p1
+        private var total = 0
+        private var tail = [UInt8](repeating: 0, count: 32)
+        private var tailCount = 0
+
+        public init() {}
+
+        private mutating func stripe(_ b: UnsafeRawPointer) {
+            v1 = XXHash64.round(v1, UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
+            v2 = XXHash64.round(v2, UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            v3 = XXHash64.round(v3, UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+            v4 = XXHash64.round(v4, UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+        }
+
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            total += bytes.count
+            var p = 0
+            if tailCount > 0 {
+                let take = min(32 - tailCount, bytes.count)
+                for i in 0..<take { tail[tailCount + i] = base.load(fromByteOffset: i, as: UInt8.self) }
+                tailCount += take
+                p = take
+                guard tailCount == 32 else { return }
+                tail.withUnsafeBytes { stripe($0.baseAddress!) }
+                tailCount = 0
+            }
+            while p + 32 <= bytes.count {
+                stripe(base + p)
+                p += 32
+            }
+            for i in p..<bytes.count { tail[i - p] = base.load(fromByteOffset: i, as: UInt8.self) }
+            tailCount = bytes.count - p
+        }
+
+        public func digest() -> UInt64 {
+            var h: UInt64
+            if total >= 32 {
+                h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+                h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
+            } else {
+                h = p5
+            }
+            let n = tailCount
+            return tail.withUnsafeBytes { XXHash64.finish(h &+ UInt64(total), 0, $0.baseAddress!, n) }
+        }
+    }
+
     private static func finish(_ start: UInt64, _ from: Int, _ base: UnsafeRawPointer, _ n: Int) -> UInt64 {
         var h = start, p = from
         while p + 8 <= n {

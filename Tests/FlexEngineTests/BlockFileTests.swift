@@ -91,6 +91,22 @@ import FlexFormat
         #expect(h(Array("0123456789abcdef0123456789abcdefXYZ".utf8)) == 0x654f_6a2b_39e4_d8c1)
         #expect(h(Array((0..<768).map { UInt8($0 % 256) })) == 0x8e03_c838_c596_036f)
         #expect(h(Array("abc".utf8), seed: 42) == 0x13c1_d910_7027_70e6)
+        // Fed in pieces (how the offload runtime checks a block it reads in chunks), the same hash.
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        for cuts in [[0], [1, 31, 32, 33], [64, 500], [7, 8, 9, 10, 999]] {
+            var stream = XXHash64.Stream()
+            var at = 0
+            for end in cuts + [data.count] where end >= at {
+                data[at..<end].withUnsafeBytes { stream.update($0) }
+                at = end
+            }
+            #expect(stream.digest() == h(data), "\(cuts)")
+        }
+        for n in [0, 1, 31, 32, 35] {
+            var stream = XXHash64.Stream()
+            Array(data[0..<n]).withUnsafeBytes { stream.update($0) }
+            #expect(stream.digest() == h(Array(data[0..<n])), "\(n) bytes")
+        }
     }
 
     @Test func bytePlanesRoundTrip() {

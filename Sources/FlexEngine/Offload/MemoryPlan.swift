@@ -1,3 +1,4 @@
+import FlexFormat
 import FlexSystem
 
 /// How the engine spends a memory cap: which matrix rows stay resident, which are streamed each
@@ -38,7 +39,23 @@ public struct MemoryPlan: Sendable, Equatable {
         }
 
         /// Everything that does not depend on the resident/streamed split.
-        public var fixedBytes: Int { kvCacheBytes + bufferBytes + runtimeBytes + layout.pinnedBytes }
+        public var fixedBytes: Int { kvCacheBytes + bufferBytes + runtimeBytes + layout.pinnedBytes + decodeScratchBytes }
+
+        /// Working memory for compressed blocks: each decode worker's scratch for byte planes,
+        /// and the load's staging (one 4 MiB chunk for zstd, which decodes straight into place;
+        /// the whole payload for lz4). Counted for the largest block either could meet.
+        public var decodeScratchBytes: Int {
+            let streamable = layout.layers.flatMap(\.decoded)
+            let all = streamable + layout.residentDecoded
+            guard !all.isEmpty else { return 0 }
+            let workers = min(2, layout.layers.map(\.decoded.count).max() ?? 0)
+            let planes = streamable.map { BlockFile.planeScratchBytes($0.entry) }.max() ?? 0
+            let load = all.map { b in
+                (b.entry.codec == .zstd ? WeightStreamer.loadChunkBytes : Builder.span(b.payloadOffset, b.storedBytes))
+                    + BlockFile.planeScratchBytes(b.entry)
+            }.max()!
+            return workers * planes + load
+        }
 
         /// Compressed head or embedding blocks, resident whole whatever the cap.
         var forcedResidentBytes: Int { layout.residentDecoded.reduce(0) { $0 + Builder.roundUp($1.rawBytes) } }

@@ -79,32 +79,11 @@ final class WeightStreamer {
                 throw .weightRead("\(path): short read of \(name) (was the file truncated?)")
             }
         }
-        // Compressed blocks kept resident: read whole, checked, decoded in place, once.
+        // Compressed blocks kept resident: read, checked and decoded into place, once. zstd
+        // blocks are read in 4 MiB chunks and decoded as they arrive, so a compressed embedding
+        // never needs a staging copy of itself (the plan reserves one chunk).
         if !plan.residentDecodes.isEmpty {
-            let largest = plan.residentDecodes.map { Builder.span($0.block.payloadOffset, $0.block.storedBytes) }.max()!
-            let staging = UnsafeMutableRawPointer.allocate(byteCount: largest, alignment: DirectFile.alignment)
-            let planes = plan.residentDecodes.filter { $0.block.entry.tensors.contains { $0.planeWidth > 1 } }.map(\.block.rawBytes).max()
-            let scratch = planes.map { UnsafeMutableRawBufferPointer.allocate(byteCount: $0, alignment: 64) }
-            defer { staging.deallocate(); scratch?.deallocate() }
-            let coder = BlockCoder()
-            for r in plan.residentDecodes {
-                let e = r.block.entry, start = Builder.roundDown(e.payloadOffset)
-                let got: Int
-                do { got = try file.read(into: staging, count: Builder.span(e.payloadOffset, e.storedSize), at: start) } catch {
-                    throw .weightRead(error.description)
-                }
-                guard got >= e.payloadOffset - start + e.storedSize else {
-                    throw .weightRead(BlockFileError.truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: start + got).description)
-                }
-                let payload = UnsafeRawBufferPointer(start: staging + (e.payloadOffset - start), count: e.storedSize)
-                guard XXHash64.hash(payload) == e.checksum else {
-                    throw .weightRead(BlockFileError.checksum(path, block: e.name, offset: e.payloadOffset).description)
-                }
-                guard BlockFile.decode(e, payload: payload, coder: coder,
-                                       into: UnsafeMutableRawBufferPointer(start: base + r.offset, count: e.rawSize), scratch: scratch) else {
-                    throw .weightRead(BlockFileError.decode(path, block: e.name, codec: e.codec.description).description)
-                }
-            }
+            try Self.loadDecoded(plan.residentDecodes, file: file, into: base)
         }
         weights.file.releaseMappedPages()
         file.dropCachedPages()
@@ -169,7 +148,7 @@ final class WeightStreamer {
         reader = chosen
         let perStage = plan.stages.map(\.decodes.count).max() ?? 0
         if perStage > 0 {
-            let planes = plan.stages.flatMap(\.decodes).filter { $0.block.entry.tensors.contains { $0.planeWidth > 1 } }.map(\.block.rawBytes).max() ?? 0
+            let planes = plan.stages.flatMap(\.decodes).map { BlockFile.planeScratchBytes($0.block.entry) }.max() ?? 0
             decoders = DecodeWorkers(descriptor: file.descriptor, path: path, fileSize: fileSize, slots: slots, jobsPerSlot: perStage,
                                      scratchBytes: planes, threads: min(2, perStage))
         } else {
@@ -184,6 +163,71 @@ final class WeightStreamer {
     deinit {
         reader?.drain()
         decoders?.drain()
+    }
+
+    /// Chunk of the load's streaming decode (and what the plan reserves for it).
+    static let loadChunkBytes = 4 << 20
+
+    private static func loadDecoded(_ blocks: [MemoryPlan.ResidentDecode], file: borrowing DirectFile,
+                                    into base: UnsafeMutableRawPointer) throws(EngineError) {
+        let path = file.path
+        let whole = blocks.filter { $0.block.entry.codec != .zstd }.map { Builder.span($0.block.payloadOffset, $0.block.storedBytes) }.max() ?? 0
+        let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: max(whole, loadChunkBytes), alignment: DirectFile.alignment)
+        let planes = blocks.map { BlockFile.planeScratchBytes($0.block.entry) }.max() ?? 0
+        let scratch = planes > 0 ? UnsafeMutableRawBufferPointer.allocate(byteCount: planes, alignment: 64) : nil
+        defer { staging.deallocate(); scratch?.deallocate() }
+        let coder = BlockCoder()
+        for r in blocks {
+            let e = r.block.entry, start = Builder.roundDown(e.payloadOffset), end = e.payloadOffset + e.storedSize
+            let raw = UnsafeMutableRawBufferPointer(start: base + r.offset, count: e.rawSize)
+            var failure: SystemError?
+            var hash = XXHash64.Stream()
+            var at = start, got = 0
+            /// The next piece of the payload: an aligned O_DIRECT read, trimmed to the payload.
+            func next(_ into: UnsafeMutableRawBufferPointer) -> (offset: Int, count: Int) {
+                guard at < end, failure == nil else { return (0, 0) }
+                let want = min(into.count, Builder.roundUp(end) - at)
+                let n: Int
+                do { n = try file.read(into: into.baseAddress!, count: want, at: at) } catch { failure = error; return (0, 0) }
+                let lo = max(at, e.payloadOffset) - at, hi = min(at + n, end) - at
+                at += n
+                guard n > 0, hi > lo else { return (0, 0) }
+                got += hi - lo
+                hash.update(UnsafeRawBufferPointer(rebasing: into[lo..<hi]))
+                return (lo, hi - lo)
+            }
+            var ok: Bool
+            if e.codec == .zstd {
+                ok = coder.decompressZstdStream(into: raw, chunk: staging) { chunk in
+                    let (lo, n) = next(chunk)
+                    // The decoder reads from the chunk's start: move the payload's bytes there.
+                    if lo > 0 && n > 0 { chunk.baseAddress!.copyMemory(from: chunk.baseAddress! + lo, byteCount: n) }
+                    return n
+                }
+                // A decode that stopped early still hashes the rest, so damage is reported as such.
+                while next(staging).count > 0 {}
+            } else {
+                var filled = 0
+                while true {
+                    let (lo, n) = next(UnsafeMutableRawBufferPointer(rebasing: staging[filled...]))
+                    guard n > 0 else { break }
+                    if lo > 0 { (staging.baseAddress! + filled).copyMemory(from: staging.baseAddress! + filled + lo, byteCount: n) }
+                    filled += n
+                }
+                ok = failure == nil && filled == e.storedSize
+                    && coder.decompress(UnsafeRawBufferPointer(rebasing: staging[0..<e.storedSize]), codec: e.codec, into: raw)
+            }
+            if let failure { throw .weightRead(failure.description) }
+            guard got == e.storedSize else {
+                throw .weightRead(BlockFileError.truncated(path, what: "block \(e.name)", needed: end, size: e.payloadOffset + got).description)
+            }
+            guard hash.digest() == e.checksum else {
+                throw .weightRead(BlockFileError.checksum(path, block: e.name, offset: e.payloadOffset).description)
+            }
+            guard ok, BlockFile.joinPlanes(e, raw, scratch: scratch) else {
+                throw .weightRead(BlockFileError.decode(path, block: e.name, codec: e.codec.description).description)
+            }
+        }
     }
 
     /// Largest single read. Smaller requests put more of a stage in flight at once, which is what
