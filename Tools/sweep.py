@@ -366,8 +366,8 @@ def main():
                 f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "
                 f"same room for the model as the llama.cpp binary would." if a.peer_python else "")
              + (f" `flexrun packed` runs `{os.path.basename(a.packed)}` ({os.path.getsize(a.packed) / 1e6:.1f} MB), "
-                f"the same model packed by `flexrun pack`, under the same caps (computed from the GGUF's size); "
-                f"its ratio is packed / GGUF, from the same repeats." if a.packed else ""), "",
+                f"the same model packed by `flexrun pack`, under the same caps (computed from `--model`'s size); "
+                f"its ratio is against the `--model` row, from the same repeats." if a.packed else ""), "",
              "| cap | engine | decode tok/s | ratio | prefill s | peak cgroup usage | under cap | OOM kills | exit | same ids as uncapped | disk read per token (planned) | stalls s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in fractions:
@@ -378,7 +378,7 @@ def main():
             if r["engine"] == "flexrun" and peer and peer.get("decode_tps") and r.get("decode_tps"):
                 ratio = f"{r['decode_tps'] / peer['decode_tps']:.1f}× llama.cpp"
             if r["engine"] == "flexrun packed" and raw and raw.get("decode_tps") and r.get("decode_tps"):
-                ratio = f"{r['decode_tps'] / raw['decode_tps']:.2f}× GGUF"
+                ratio = f"{r['decode_tps'] / raw['decode_tps']:.2f}× the row above"
             tps = f"{r['decode_tps']:.2f}" if r.get("decode_tps") else "–"
             if len(r.get("decode_runs", [])) > 1:
                 tps += " (" + ", ".join(f"{x:.1f}" if x else "–" for x in r["decode_runs"]) + ")"
