@@ -1,3 +1,4 @@
+import Glibc
 import FlexSystem
 
 /// FlexRun's packed model file (docs/FORMAT.md, byte-exact): a GGUF's metadata verbatim, then
@@ -301,16 +302,36 @@ public enum BlockFile {
         let (h, entries) = try readIndex(f)
         let path = f.path
         let coder = BlockCoder()
-        let region: MappedRegion
+        var region: MappedRegion
         do { region = try MappedRegion(anonymous: h.imageSize) } catch { throw .io(error) }
+        // The metadata's whole pages are mapped from the file (it is stored verbatim at a page
+        // boundary), not copied: a copy would stay in anonymous memory for the engine's lifetime
+        // after the parse, and count against a cap, where a GGUF's metadata pages are dropped.
+        let page = Int(getpagesize())
+        let fileSize: Int
+        do { fileSize = try f.size() } catch { throw .io(error) }
+        // A mapping past the end of the file would fault (SIGBUS) instead of failing.
+        guard h.metadataOffset <= fileSize, h.metadataSize <= fileSize - h.metadataOffset else {
+            throw .truncated(path, what: "metadata", needed: h.metadataOffset + h.metadataSize, size: fileSize)
+        }
+        guard h.metadataSize <= h.imageSize else { throw .badIndex("metadata larger than the image") }
+        let mapped = h.metadataOffset % page == 0 ? h.metadataSize / page * page : 0
+        if mapped > 0 {
+            do { try region.mapFile(f, offset: h.metadataOffset, pages: mapped / page) } catch { throw .io(error) }
+        }
         let image = region.mutableBytes
         var redirects: [Int: Int] = [:]
         var decoded: [Entry] = []
         do {
-            let meta = try readBytes(f, count: h.metadataSize, at: h.metadataOffset)
-            guard meta.count == h.metadataSize, meta.withUnsafeBytes({ XXHash64.hash($0) }) == h.metadataChecksum else { throw .badIndex("metadata checksum mismatch (the file is corrupt)") }
-            guard h.metadataSize <= image.count else { throw .badIndex("metadata larger than the image") }
-            meta.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: image[0..<meta.count]).copyMemory(from: $0) }
+            // Past the mapped whole pages (or all of it, if not mapped), copy; then check it all.
+            let rest = try readBytes(f, count: h.metadataSize - mapped, at: h.metadataOffset + mapped)
+            guard rest.count == h.metadataSize - mapped else {
+                throw .truncated(path, what: "metadata", needed: h.metadataOffset + h.metadataSize, size: h.metadataOffset + mapped + rest.count)
+            }
+            rest.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: image[mapped..<h.metadataSize]).copyMemory(from: $0) }
+            guard XXHash64.hash(UnsafeRawBufferPointer(rebasing: image[0..<h.metadataSize])) == h.metadataChecksum else {
+                throw .badIndex("metadata checksum mismatch (the file is corrupt)")
+            }
             func needsDecode(_ e: Entry) -> Bool { !(e.codec == .none && e.tensors.allSatisfy { $0.planeWidth <= 1 }) }
             // For streaming, a decoded block none of whose tensors stays in memory is left to the
             // offload runtime, which reads, checks and decodes it itself (at load or first use).

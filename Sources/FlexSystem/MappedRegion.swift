@@ -9,6 +9,9 @@ public struct MappedRegion: ~Copyable {
     public let count: Int
     /// Anonymous memory holds the only copy of its bytes: dropping its pages would lose them.
     private let anonymous: Bool
+    /// Bytes at the start of an anonymous region that are a private mapping of a file
+    /// (``mapFile(_:offset:pages:)``): those pages can be dropped and read again.
+    private var filePrefix = 0
 
     /// Maps `file` in full. An empty file maps to a dangling zero-length region (mmap refuses length 0).
     public init(mapping file: borrowing FileHandle) throws(SystemError) {
@@ -45,6 +48,21 @@ public struct MappedRegion: ~Copyable {
         return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(mutating: base), count: count)
     }
 
+    /// Replaces the first `pages` × page size bytes of an anonymous region with a private mapping
+    /// of `file` from `offset` (page-aligned): bytes that are already in a file need not be
+    /// copied into anonymous memory, where they would stay for the region's lifetime. The pages
+    /// stay writable until ``seal()`` (a write copies that page).
+    public mutating func mapFile(_ file: borrowing FileHandle, offset: Int, pages: Int) throws(SystemError) {
+        let length = pages * Int(getpagesize())
+        precondition(anonymous && length <= count && offset % Int(getpagesize()) == 0)
+        guard length > 0 else { return }
+        guard let p = mmap(UnsafeMutableRawPointer(mutating: base), length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
+                           file.descriptor, off_t(offset)), p != MAP_FAILED else {
+            throw SystemError.current("mmap", path: file.path)
+        }
+        filePrefix = length
+    }
+
     /// Makes the region read-only, as a file mapping is.
     public func seal() { _ = mprotect(UnsafeMutableRawPointer(mutating: base), count, PROT_READ) }
 
@@ -59,7 +77,12 @@ public struct MappedRegion: ~Copyable {
     /// Drops the pages of this mapping from the process (MADV_DONTNEED) and asks for no readahead
     /// on later faults (MADV_RANDOM). The file's bytes stay readable; they are paged in again on use.
     public func dropPages() {
-        guard count > 0, !anonymous else { return }
+        if anonymous {
+            // Only the file-backed prefix: untouched by writes, its pages come back from the file.
+            if filePrefix > 0 { _ = madvise(UnsafeMutableRawPointer(mutating: base), filePrefix, MADV_DONTNEED) }
+            return
+        }
+        guard count > 0 else { return }
         let p = UnsafeMutableRawPointer(mutating: base)
         _ = madvise(p, count, MADV_RANDOM)
         _ = madvise(p, count, MADV_DONTNEED)
