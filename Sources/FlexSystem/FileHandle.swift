@@ -43,6 +43,9 @@ public struct FileHandle: ~Copyable {
     /// Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED); advisory.
     public func dropCachedPages() { _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED) }
 
+    /// Drops the page cache of `count` bytes at `offset` (clean pages only; advisory).
+    public func dropCachedPages(offset: Int, count: Int) { _ = posix_fadvise(descriptor, off_t(offset), off_t(count), POSIX_FADV_DONTNEED) }
+
     /// Reads the whole file (for small inputs such as prompts).
     public func readAll() throws(SystemError) -> [UInt8] {
         var result: [UInt8] = []
