@@ -137,7 +137,9 @@ func memorySummary(_ engine: Engine) -> String {
     guard let p = engine.plan else {
         return "\(ByteSize.format(engine.memory.total)) (\(engine.memory.breakdown)), no limit: weights mapped from the file"
     }
+    // Compressed blocks stream fewer bytes from disk than they decode to: say both.
+    let compressed = p.stages.contains { !$0.decodes.isEmpty } ? " (\(ByteSize.format(p.readBytesPerToken)) read, compressed blocks decoded)" : ""
     let kept = p.isFullyResident ? "all weights resident" :
-        "\(ByteSize.format(p.residentBytes)) of weights resident, \(ByteSize.format(p.streamedBytesPerToken)) streamed per pass through \(p.ringSlots) × \(ByteSize.format(p.slotBytes)) ring"
+        "\(ByteSize.format(p.residentBytes)) of weights resident, \(ByteSize.format(p.streamedBytesPerToken)) streamed per pass\(compressed) through \(p.ringSlots) × \(ByteSize.format(p.slotBytes)) ring"
     return "\(ByteSize.format(p.totalBytes)) planned of \(ByteSize.format(p.inputs.cap)) limit; \(kept)"
 }
