@@ -39,7 +39,7 @@ def variants():
     for t in ["q8_0", "q5_0", "q4_1", "q4_0"]:
         yield f"{t.upper()} (ggml rounding)", ["--requant", t]
     for l in LAMBDAS:
-        yield f"compression-aware Q8_0, λ = {l:g}", ["--requant", "q8_0", "--compression-aware", str(l)]
+        yield f"compression-aware Q8_0, λ = {l:g}", ["--requant", "q8_0", "--compression-aware", "--lambda", str(l)]
 
 
 def minilm(a, work):

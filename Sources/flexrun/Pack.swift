@@ -28,8 +28,11 @@ struct Pack: ParsableCommand {
     @Option(name: .long, help: "Requantize the weight matrices to q8_0, q5_0, q4_1 or q4_0 first (from the source's values: never more precise than the source).")
     var requant: String?
 
-    @Option(name: .customLong("compression-aware"), help: "With --requant q8_0: entropy-constrained codes, trading squared error (relative to each tensor's mean square) against λ × code bits; e.g. 0.002. 0 is plain Q8_0.")
-    var compressionAware: Double?
+    @Flag(name: .customLong("compression-aware"), help: "With --requant q8_0: entropy-constrained codes that zstd stores in fewer bits (see --lambda).")
+    var compressionAware = false
+
+    @Option(name: .long, help: "With --compression-aware: squared error (relative to each tensor's mean square) traded against λ × code bits; 0.0005 (near Q8_0) … 0.03 (near 4 bits). 0 is plain Q8_0.")
+    var lambda: Double?
 
     func run() throws {
         guard let choice = BlockPacker.CodecChoice(parsing: codec) else { throw CLIError("--codec must be auto, none, lz4, zstd or zstd:1…22") }
@@ -37,20 +40,22 @@ struct Pack: ParsableCommand {
         do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }
         guard !file.isPacked else { throw CLIError("\(model) is already a block file") }
         try checkWritable(output)
-        if compressionAware != nil && requant == nil { throw CLIError("--compression-aware needs --requant q8_0") }
+        if compressionAware && requant == nil { throw CLIError("--compression-aware needs --requant q8_0") }
+        if lambda != nil && !compressionAware { throw CLIError("--lambda needs --compression-aware") }
+        let ca: Double? = compressionAware ? (lambda ?? 0.002) : nil
         if let requant {
             guard let target = Quantize.targets.first(where: { $0.description.lowercased() == requant.lowercased() }) else {
                 throw CLIError("--requant must be one of \(Quantize.targets.map { $0.description.lowercased() }.joined(separator: ", "))")
             }
-            if let l = compressionAware, !(l >= 0 && l.isFinite) { throw CLIError("--compression-aware must be a number ≥ 0") }
+            if let l = ca, !(l >= 0 && l.isFinite) { throw CLIError("--lambda must be a number ≥ 0") }
             let requantizer: Requantizer
-            do { requantizer = try Requantizer(target: target, compressionAware: compressionAware.map { .init(lambda: $0) }) } catch {
+            do { requantizer = try Requantizer(target: target, compressionAware: ca.map { .init(lambda: $0) }) } catch {
                 throw CLIError(error.description)
             }
             let t0 = Platform.now()
             let report: Requantizer.Report
             (file, report) = try requantizer.apply(to: file) { done, total in
-                FileHandle.standardError.write(Data("\rflexrun: requantizing to \(target)\(compressionAware.map { " (compression-aware, λ = \($0))" } ?? "") \(done)/\(total) tensors   ".utf8))
+                FileHandle.standardError.write(Data("\rflexrun: requantizing to \(target)\(ca.map { " (compression-aware, λ = \($0))" } ?? "") \(done)/\(total) tensors   ".utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
             print(String(format: "requantized %d matrices (%d weights) to %@ in %.1f s: relative RMSE %.5f against the source's values",

@@ -207,17 +207,18 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("q8.flex").path
         let r = try Self.run(["pack", synthModel, "-o", out, "--codec", "zstd", "--disk-bandwidth", "1G",
-                              "--requant", "q8_0", "--compression-aware", "0.002"])
+                              "--requant", "q8_0", "--compression-aware", "--lambda", "0.002"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("to Q8_0") && r.stdout.contains("relative RMSE") && r.stdout.contains("bits per weight stored"))
         let prompt = try Self.tempFile(Array("The quick".utf8))
         #expect(try Self.run(["--model", out, "-n", "4", "--temp", "0", prompt]).status == 0)
         let other = dir.appendingPathComponent("x.flex").path
         expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q3_k"]), containing: "--requant must be one of")
-        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--compression-aware", "0.01"]), containing: "needs --requant q8_0")
-        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q4_0", "--compression-aware", "0.01"]),
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--compression-aware"]), containing: "needs --requant q8_0")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q8_0", "--lambda", "0.01"]), containing: "needs --compression-aware")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q4_0", "--compression-aware"]),
                            containing: "use --requant q8_0")
-        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q8_0", "--compression-aware=-1"]),
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q8_0", "--compression-aware", "--lambda=-1"]),
                            containing: "≥ 0")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["q8.flex"])
     }
