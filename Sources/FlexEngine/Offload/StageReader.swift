@@ -88,95 +88,34 @@ final class URingReader: StageReader {
 
 /// Reads with pread on two worker threads: the fallback when io_uring is unavailable. Two
 /// threads give queue depth 2, which is what this path can offer without io_uring.
-final class PreadReader: StageReader, @unchecked Sendable {
-    // @unchecked Sendable: every mutable field is guarded by `mutex`.
+final class PreadReader: StageReader {
     let description: String
-    private let fd: Int32
-    private let buffer: UnsafeMutableRawPointer
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var queue: [(ReadChunk, Int)] = []
-    private var head = 0
-    private var pending: [Int]
-    private var failure: String?
-    private var stopping = false
-    private var threads: [Thread] = []
-    private let finished = DispatchGroup()
+    private let jobs: SlotWorkQueue<ReadChunk>
 
     init(descriptor: Int32, buffer: UnsafeMutableRawPointer, slots: Int, chunksPerSlot: Int, reason: String, workers: Int = 2) {
-        fd = descriptor
-        self.buffer = buffer
         description = "pread (\(reason))"
-        pending = [Int](repeating: 0, count: slots)
-        queue.reserveCapacity(slots * chunksPerSlot + 1)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
-        for _ in 0..<workers {
-            finished.enter()
-            let t = Thread { [self] in work(); finished.leave() }
-            t.stackSize = 1 << 18
-            threads.append(t)
-            t.start()
-        }
-    }
-
-    private func work() {
-        pthread_mutex_lock(mutex)
-        while true {
-            while head == queue.count && !stopping { pthread_cond_wait(cond, mutex) }
-            if head == queue.count && stopping { break }
-            let (c, slot) = queue[head]
-            head += 1
-            if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 }
-            pthread_mutex_unlock(mutex)
-            var done = 0, error: Int32 = 0
-            while done < c.needed {
-                let n = pread(fd, buffer + c.bufferOffset + done, c.length - done, off_t(c.fileOffset + done))
-                if n < 0 { if errno == EINTR { continue }; error = errno; break }
-                if n == 0 { break }
-                done += n
+        let fd = descriptor, base = UInt(bitPattern: buffer)
+        jobs = SlotWorkQueue(slots: slots, jobsPerSlot: chunksPerSlot, threads: workers) {
+            { c in
+                let buffer = UnsafeMutableRawPointer(bitPattern: base)!
+                var done = 0
+                while done < c.needed {
+                    let n = pread(fd, buffer + c.bufferOffset + done, c.length - done, off_t(c.fileOffset + done))
+                    if n < 0 { if errno == EINTR { continue }; return SystemError(code: errno, call: "pread").description }
+                    if n == 0 { break }
+                    done += n
+                }
+                return done < c.needed ? "short read: \(done) of \(c.needed) bytes (was the model file truncated?)" : nil
             }
-            pthread_mutex_lock(mutex)
-            if error != 0 { failure = failure ?? SystemError(code: error, call: "pread").description }
-            else if done < c.needed { failure = failure ?? "short read: \(done) of \(c.needed) bytes (was the model file truncated?)" }
-            pending[slot] -= 1
-            pthread_cond_broadcast(cond)
         }
-        pthread_mutex_unlock(mutex)
     }
 
     func start(_ chunks: [ReadChunk], shift: Int, slot: Int) throws(EngineError) {
-        pthread_mutex_lock(mutex)
-        for c in chunks {
-            queue.append((ReadChunk(fileOffset: c.fileOffset, bufferOffset: c.bufferOffset + shift, length: c.length, needed: c.needed), slot))
-        }
-        pending[slot] += chunks.count
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
+        jobs.start(chunks.lazy.map { ReadChunk(fileOffset: $0.fileOffset, bufferOffset: $0.bufferOffset + shift, length: $0.length, needed: $0.needed) },
+                   slot: slot)
     }
 
-    func wait(slot: Int) throws(EngineError) {
-        pthread_mutex_lock(mutex)
-        while pending[slot] > 0 { pthread_cond_wait(cond, mutex) }
-        let f = failure
-        pthread_mutex_unlock(mutex)
-        if let f { throw .weightRead(f) }
-    }
+    func wait(slot: Int) throws(EngineError) { try jobs.wait(slot: slot) }
 
-    func drain() {
-        pthread_mutex_lock(mutex)
-        while pending.contains(where: { $0 > 0 }) { pthread_cond_wait(cond, mutex) }
-        stopping = true
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
-        finished.wait()
-    }
-
-    deinit {
-        drain()
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        cond.deallocate()
-    }
+    func drain() { jobs.drain() }
 }
