@@ -355,7 +355,7 @@ public enum BlockFile {
                 // Under a cap, checking the file must not fill the page cache, which counts
                 // against the cap's cgroup (a 25 % cap prefilled 2-3× slower while it reclaimed).
                 if !matricesInMemory { f.dropCachedPages(offset: e.payloadOffset, count: e.storedSize) }
-                if e.codec == .none, e.tensors.allSatisfy({ $0.planeWidth <= 1 }) {
+                if !needsDecode(e) {
                     var at = e.payloadOffset
                     for t in e.tensors {
                         if at % tensorAlignment == t.imageOffset % tensorAlignment {

@@ -114,8 +114,9 @@ extension Quantize {
                         continue
                     }
                     var best = Float.infinity, bestD: Float = 0
-                    for n in [amax / shared] + Self.ladder {
-                        let d = n == amax / shared ? shared : Float(Float16(amax / n)), id = 1 / d
+                    // Candidate −1 is the shared step, the others the ladder's.
+                    for c in -1..<Self.ladder.count {
+                        let d = c < 0 ? shared : Float(Float16(amax / Self.ladder[c])), id = 1 / d
                         guard d > 0, d.isFinite else { continue }
                         var cost: Float = d == shared ? 0 : lam * 16
                         for i in 0..<32 {
