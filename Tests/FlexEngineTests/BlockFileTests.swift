@@ -142,14 +142,7 @@ import FlexFormat
         }
         let tokens: [Int32] = [1, 5, 9, 200, 17, 3, 42, 7]
         let reference = try StreamingTests.logits(Engine(options: StreamingTests.options(gguf, limit: nil)), tokens)
-        let probe = try Engine(options: StreamingTests.options(flex, limit: 1 << 40))
-        let minimum = MemoryPlan.minimumCap(probe.plan!.inputs), full = probe.plan!.totalBytes
-        for cap in [full, minimum + (full - minimum) / 3, minimum] {
-            let e = try Engine(options: StreamingTests.options(flex, limit: cap))
-            #expect(e.plan!.totalBytes <= cap)
-            #expect(try StreamingTests.logits(e, tokens) == reference, "\(codec) cap \(cap): logits differ")
-        }
-        #expect(throws: EngineError.self) { try Engine(options: StreamingTests.options(flex, limit: minimum - 1)) }
+        try StreamingTests.expectLogits(of: flex, equal: reference, for: tokens, atCapsBetweenFullAndMinimumOver: [3], "\(codec) ")
     }
 
     @Test(.enabled(if: Fixtures.smolLM2Available)) func compressedSmolLM2StreamsTheSameTokens() throws {
@@ -180,12 +173,7 @@ import FlexFormat
         try h.write(contentsOf: Data([b[0] ^ 0x10]))
         try h.close()
         do {
-            var p = GenerateParameters(maxTokens: 4)
-            p.sampling = SamplingParameters(temperature: 0)
-            p.stopAtEndOfGeneration = false
-            var it = try e.generate(prompt: "Hello there", parameters: p)
-            while it.next() != nil {}
-            if let error = it.error { throw error }
+            _ = try StreamingTests.greedyIDs(e, "Hello there", tokens: 4)
             Issue.record("generated from a damaged block")
         } catch {
             #expect("\(error)".contains("block \(block.name)") && "\(error)".contains("fails its checksum"), "\(error)")

@@ -145,16 +145,22 @@ import FlexSystem
         let path = Fixtures.url("synth/\(model)").path
         let tokens: [Int32] = [1, 5, 9, 200, 17, 3, 42, 7]
         let reference = try Self.logits(Engine(options: Self.options(path, limit: nil)), tokens)
-        let probe = try Engine(options: Self.options(path, limit: 1 << 40))
-        let inputs = probe.plan!.inputs
-        let minimum = MemoryPlan.minimumCap(inputs)
-        let full = probe.plan!.totalBytes
-        for cap in [full, minimum + (full - minimum) / 2, minimum + (full - minimum) / 5, minimum] {
-            let e = try Engine(options: Self.options(path, limit: cap))
+        try Self.expectLogits(of: path, equal: reference, for: tokens, atCapsBetweenFullAndMinimumOver: [2, 5])
+    }
+
+    /// `model` under caps from everything fits down to the minimum (and the fractions of the
+    /// way between given as divisors): within the cap, `reference` logits at every cap, and the
+    /// minimum minus one byte refused.
+    static func expectLogits(of model: String, equal reference: [[Float]], for tokens: [Int32],
+                             atCapsBetweenFullAndMinimumOver divisors: [Int], _ label: String = "") throws {
+        let probe = try Engine(options: options(model, limit: 1 << 40))
+        let minimum = MemoryPlan.minimumCap(probe.plan!.inputs), full = probe.plan!.totalBytes
+        for cap in [full] + divisors.map { minimum + (full - minimum) / $0 } + [minimum] {
+            let e = try Engine(options: options(model, limit: cap))
             #expect(e.plan!.totalBytes <= cap)
-            #expect(try Self.logits(e, tokens) == reference, "cap \(cap): logits differ")
+            #expect(try logits(e, tokens) == reference, "\(label)cap \(cap): logits differ")
         }
-        #expect(throws: EngineError.self) { try Engine(options: Self.options(path, limit: minimum - 1)) }
+        #expect(throws: EngineError.self) { try Engine(options: options(model, limit: minimum - 1)) }
     }
 
     @Test(.enabled(if: Fixtures.smolLM2Available)) func smolLM2GreedyIsIdenticalUnderCaps() throws {
