@@ -37,6 +37,7 @@ static inline float f16_to_f32(uint16_t h) {
 
 static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t load_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n) {
     for (int b = 0; b < n / 32; b++) {
@@ -82,14 +83,9 @@ static inline __m128 dd16(const uint8_t *p) {
     __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u16(p)));
     return _mm_unpacklo_ps(d, d);
 }
-/// An f16 weight scale at p times an activation scale, broadcast (one vcvtph2ps, no GPR trip).
-static inline __m256 scale16(const uint8_t *p, float xd) {
-    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u16(p)));
-    return _mm256_broadcastss_ps(_mm_mul_ss(d, _mm_set_ss(xd)));
-}
 /// Q5's 32 high bits as 16 in each i16 lane whose bit is set, for elements 0-15 and 16-31.
 static inline void high16(uint32_t qh, __m256i *lo, __m256i *hi) {
-    const __m256i bits = _mm256_set_epi16(1 << 15, 1 << 14, 1 << 13, 1 << 12, 1 << 11, 1 << 10, 1 << 9, 1 << 8,
+    const __m256i bits = _mm256_set_epi16((short)0x8000, 1 << 14, 1 << 13, 1 << 12, 1 << 11, 1 << 10, 1 << 9, 1 << 8,
                                           1 << 7, 1 << 6, 1 << 5, 1 << 4, 1 << 3, 1 << 2, 1 << 1, 1);
     __m256i l = _mm256_and_si256(_mm256_set1_epi16((short)(qh & 0xFFFF)), bits);
     __m256i h = _mm256_and_si256(_mm256_set1_epi16((short)(qh >> 16)), bits);
@@ -150,51 +146,6 @@ float cflex_dot_q4_0(const void *w, const cflex_q16_block *x, int nb) {
         float d = f16_to_f32(load_u16(p));
         sum += d * x[b].d * (float)scalar_dot(v, x[b].qs);
         offset -= 8 * d * x[b].s;
-    }
-    return sum + offset;
-#endif
-}
-
-float cflex_dot_q4_1(const void *w, const cflex_q16_block *x, int nb) {
-    const uint8_t *p = (const uint8_t *)w;
-    float offset = 0;
-#if CFLEX_AVX2
-    // Per block, one vcvtph2ps turns (d, m) into floats and one multiply by the adjacent
-    // (x.d, x.s) gives both the scale and the offset term; offsets accumulate in lane 1.
-    // Two blocks per iteration into independent accumulators: a single 5-cycle FMA chain made
-    // the kernel latency-bound on 18-block rows (SmolLM2).
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m128 off = _mm_setzero_ps();
-    int b = 0;
-    for (; b + 1 < nb; b += 2, p += 40) {
-        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);
-        __m256i lo0, hi0, lo1, hi1;
-        nibbles16(p + 4, &lo0, &hi0);
-        nibbles16(p + 24, &lo1, &hi1);
-        // (d0, m0, d1, m1) in one conversion, times (x0.d, x0.s, x1.d, x1.s) in one multiply.
-        __m128 dm = _mm_cvtph_ps(_mm_unpacklo_epi32(_mm_cvtsi32_si128((int)load_u32(p)), _mm_cvtsi32_si128((int)load_u32(p + 20))));
-        __m128 xs = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd((const double *)&x[b].d), (const double *)&x[b + 1].d));
-        __m128 f = _mm_mul_ps(dm, xs);
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(lo0, hi0, x[b].qs), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehl_ps(f, f)), dot16(lo1, hi1, x[b + 1].qs), acc1);
-        off = _mm_add_ps(off, f);
-    }
-    for (; b < nb; b++, p += 20) {
-        __m256i lo, hi;
-        nibbles16(p + 4, &lo, &hi);
-        __m128 f = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p))), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)&x[b].d)));
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), dot16(lo, hi, x[b].qs), acc0);
-        off = _mm_add_ps(off, f);
-    }
-    offset = _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(off, off, 3));
-    return hsum(_mm256_add_ps(acc0, acc1)) + offset;
-#else
-    float sum = 0;
-    int v[32];
-    for (int b = 0; b < nb; b++, p += 20) {
-        unpack_nibbles(p + 4, 0, 0, 0, v);
-        sum += f16_to_f32(load_u16(p)) * x[b].d * (float)scalar_dot(v, x[b].qs);
-        offset += f16_to_f32(load_u16(p + 2)) * x[b].s;
     }
     return sum + offset;
 #endif
@@ -269,35 +220,223 @@ float cflex_dot_q5_1(const void *w, const cflex_q16_block *x, int nb) {
 #endif
 }
 
-float cflex_dot_q8_0(const void *w, const cflex_q16_block *x, int nb) {
-    const uint8_t *p = (const uint8_t *)w;
+/* Q4_1 and Q8_0 take several rows per call, with one arithmetic for both layouts (see the
+ * header): s_b exact in int32, acc = fma(fl(d_b·x.d_b), (float)s_b, acc) over the blocks in
+ * order, off = fma(m_b, x.s_b, off), y = acc + off. */
+
+/// Which rows share a 16-byte chunk of an x8 group: chunk half 0 holds rows 0, 1, 4, 5 and half
+/// 1 rows 2, 3, 6, 7, four bytes each, so that one vphaddd of the two halves' per-row pair sums
+/// leaves rows 0..7 in lane order.
+static const int x8_rows[2][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}};
+
+void cflex_interleave8_q4_1(const void *src, int nb, void *dst) {
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *o = (uint8_t *)dst;
+    size_t rb = (size_t)nb * 20;
+    for (int b = 0; b < nb; b++, o += 160) {
+        for (int r = 0; r < 8; r++) {
+            memcpy(o + 2 * r, s + r * rb + 20 * b, 2);
+            memcpy(o + 16 + 2 * r, s + r * rb + 20 * b + 2, 2);
+        }
+        for (int t = 0; t < 4; t++)
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) memcpy(o + 32 + 16 * (2 * t + h) + 4 * k, s + x8_rows[h][k] * rb + 20 * b + 4 + 4 * t, 4);
+    }
+}
+
+void cflex_interleave8_q8_0(const void *src, int nb, void *dst) {
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *o = (uint8_t *)dst;
+    size_t rb = (size_t)nb * 34;
+    for (int b = 0; b < nb; b++, o += 272) {
+        for (int r = 0; r < 8; r++) memcpy(o + 2 * r, s + r * rb + 34 * b, 2);
+        for (int t = 0; t < 8; t++)
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) memcpy(o + 16 + 16 * (2 * t + h) + 4 * k, s + x8_rows[h][k] * rb + 34 * b + 2 + 4 * t, 4);
+    }
+}
+
 #if CFLEX_AVX2
-    // Two independent accumulators, as in cflex_dot_q4_1.
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int b = 0;
-    for (; b + 1 < nb; b += 2, p += 68) {
+/// Prefetch distance of the four-row kernels: whole passes of four rows ahead (the same block of
+/// a later pass), at least CFLEX_PREFETCH bytes. Row-major rows arrive four at a time from
+/// consecutive rows, so each of the four streams is fetched ahead; prefetching 16 KiB past each
+/// row pointer instead reached only 50 % of read bandwidth on a 256 MiB matrix (87 % this way).
+static inline size_t prefetch_rows4(size_t rowBytes) {
+    size_t pass = 4 * rowBytes;
+    return (CFLEX_PREFETCH + pass - 1) / pass * pass;
+}
+/// Per-row int32 block sums of four rows' 8-lane partials, in row order.
+static inline __m128i rowsums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+/// One Q4_1 row block (nibbles at p) · the activation block halves xa (elements 0-15), xb (16-31).
+static inline __m256i q4_1_partials(const uint8_t *p, __m256i xa, __m256i xb) {
+    __m256i lo, hi;
+    nibbles16(p, &lo, &hi);
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, xa), _mm256_madd_epi16(hi, xb));
+}
+static inline __m256i q8_0_partials(const uint8_t *p, __m256i xa, __m256i xb) {
+    __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)));
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, xa), _mm256_madd_epi16(hi, xb));
+}
+#endif
+
+void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+    const uint8_t *p0 = (const uint8_t *)rows[0], *p1 = (const uint8_t *)rows[1];
+    const uint8_t *p2 = (const uint8_t *)rows[2], *p3 = (const uint8_t *)rows[3];
+#if CFLEX_AVX2
+    // (d, m) of the four rows as 8 halves, reordered to d0..d3 m0..m3 for one conversion.
+    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const size_t ahead = prefetch_rows4((size_t)nb * 20);
+    __m128 acc = _mm_setzero_ps(), off = _mm_setzero_ps();
+    for (int b = 0; b < nb; b++, p0 += 20, p1 += 20, p2 += 20, p3 += 20) {
+        _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
+        __m256i xa = _mm256_loadu_si256((const __m256i *)x[b].qs), xb = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
+        __m128i s = rowsums4(q4_1_partials(p0 + 4, xa, xb), q4_1_partials(p1 + 4, xa, xb),
+                             q4_1_partials(p2 + 4, xa, xb), q4_1_partials(p3 + 4, xa, xb));
+        __m128i raw = _mm_setr_epi32((int)load_u32(p0), (int)load_u32(p1), (int)load_u32(p2), (int)load_u32(p3));
+        __m256 dm = _mm256_cvtph_ps(_mm_shuffle_epi8(raw, order));
+        acc = _mm_fmadd_ps(_mm_mul_ps(_mm256_castps256_ps128(dm), _mm_set1_ps(x[b].d)), _mm_cvtepi32_ps(s), acc);
+        off = _mm_fmadd_ps(_mm256_extractf128_ps(dm, 1), _mm_set1_ps(x[b].s), off);
+    }
+    _mm_storeu_ps(y, _mm_add_ps(acc, off));
+#else
+    const uint8_t *p[4] = {p0, p1, p2, p3};
+    for (int r = 0; r < 4; r++) {
+        float acc = 0, off = 0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *q = p[r] + 20 * b;
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += (q[4 + j] & 0xF) * x[b].qs[j] + (q[4 + j] >> 4) * x[b].qs[16 + j];
+            float f = f16_to_f32(load_u16(q)) * x[b].d;
+            acc = fmaf(f, (float)s, acc);
+            off = fmaf(f16_to_f32(load_u16(q + 2)), x[b].s, off);
+        }
+        y[r] = acc + off;
+    }
+#endif
+}
+
+void cflex_gemv8_q4_1(const void *group, const cflex_q16_block *x, int nb, float *y) {
+    const uint8_t *p = (const uint8_t *)group;
+#if CFLEX_AVX2
+    // Per block: 8 loads of four rows' four bytes, widened to i16; low and high nibbles times the
+    // broadcast activation quads (vpmaddwd), summed per row, one vphaddd; then one conversion of
+    // the 8 rows' d and of their m, one multiply and two FMAs for all 8 rows.
+    const __m256i mask = _mm256_set1_epi16(0x0F);
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 160) {
         _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);
-        __m256i lo0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
-        __m256i hi0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
-        __m256i lo1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 36)));
-        __m256i hi1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 52)));
-        acc0 = _mm256_fmadd_ps(scale16(p, x[b].d), dot16(lo0, hi0, x[b].qs), acc0);
-        acc1 = _mm256_fmadd_ps(scale16(p + 34, x[b + 1].d), dot16(lo1, hi1, x[b + 1].qs), acc1);
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);
+        const int16_t *q = x[b].qs;
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256(), c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+        for (int t = 0; t < 4; t++) {
+            __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+            __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
+            __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 32 + 32 * t)));
+            __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 48 + 32 * t)));
+            __asm__("" : "+x"(v0), "+x"(v1));   // as in nibbles16
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_and_si256(v0, mask), xl));
+            c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_srli_epi16(v0, 4), xh));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_and_si256(v1, mask), xl));
+            c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_srli_epi16(v1, 4), xh));
+        }
+        __m256i s = _mm256_hadd_epi32(_mm256_add_epi32(a0, c0), _mm256_add_epi32(a1, c1));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
+        off = _mm256_fmadd_ps(m, _mm256_set1_ps(x[b].s), off);
     }
-    for (; b < nb; b++, p += 34) {
-        __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
-        __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(load_u16(p)) * x[b].d), dot16(lo, hi, x[b].qs), acc0);
-    }
-    return hsum(_mm256_add_ps(acc0, acc1));
+    _mm256_storeu_ps(y, _mm256_add_ps(acc, off));
 #else
-    float sum = 0;
-    int v[32];
-    for (int b = 0; b < nb; b++, p += 34) {
-        for (int j = 0; j < 32; j++) v[j] = (int8_t)p[2 + j];
-        sum += f16_to_f32(load_u16(p)) * x[b].d * (float)scalar_dot(v, x[b].qs);
+    float acc[8] = {0}, off[8] = {0};
+    for (int b = 0; b < nb; b++, p += 160) {
+        for (int r = 0; r < 8; r++) {
+            int h = (r >> 1) & 1, k = (r & 1) | ((r >> 1) & 2), s = 0;
+            for (int t = 0; t < 4; t++)
+                for (int i = 0; i < 4; i++) {
+                    uint8_t v = p[32 + 16 * (2 * t + h) + 4 * k + i];
+                    s += (v & 0xF) * x[b].qs[4 * t + i] + (v >> 4) * x[b].qs[16 + 4 * t + i];
+                }
+            float f = f16_to_f32(load_u16(p + 2 * r)) * x[b].d;
+            acc[r] = fmaf(f, (float)s, acc[r]);
+            off[r] = fmaf(f16_to_f32(load_u16(p + 16 + 2 * r)), x[b].s, off[r]);
+        }
     }
-    return sum;
+    for (int r = 0; r < 8; r++) y[r] = acc[r] + off[r];
+#endif
+}
+
+void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+    const uint8_t *p0 = (const uint8_t *)rows[0], *p1 = (const uint8_t *)rows[1];
+    const uint8_t *p2 = (const uint8_t *)rows[2], *p3 = (const uint8_t *)rows[3];
+#if CFLEX_AVX2
+    const size_t ahead = prefetch_rows4((size_t)nb * 34);
+    __m128 acc = _mm_setzero_ps();
+    for (int b = 0; b < nb; b++, p0 += 34, p1 += 34, p2 += 34, p3 += 34) {
+        _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
+        __m256i xa = _mm256_loadu_si256((const __m256i *)x[b].qs), xb = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
+        __m128i s = rowsums4(q8_0_partials(p0 + 2, xa, xb), q8_0_partials(p1 + 2, xa, xb),
+                             q8_0_partials(p2 + 2, xa, xb), q8_0_partials(p3 + 2, xa, xb));
+        __m128 d = _mm_cvtph_ps(_mm_setr_epi16((short)load_u16(p0), (short)load_u16(p1), (short)load_u16(p2), (short)load_u16(p3), 0, 0, 0, 0));
+        acc = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(x[b].d)), _mm_cvtepi32_ps(s), acc);
+    }
+    _mm_storeu_ps(y, acc);
+#else
+    const uint8_t *p[4] = {p0, p1, p2, p3};
+    for (int r = 0; r < 4; r++) {
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *q = p[r] + 34 * b;
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += (int8_t)q[2 + j] * x[b].qs[j];
+            acc = fmaf(f16_to_f32(load_u16(q)) * x[b].d, (float)s, acc);
+        }
+        y[r] = acc;
+    }
+#endif
+}
+
+void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float *y) {
+    const uint8_t *p = (const uint8_t *)group;
+#if CFLEX_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 272) {
+        for (int k = 0; k < 5; k++) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64 * k), _MM_HINT_T0);
+        const int16_t *q = x[b].qs;
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256(), c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+        for (int t = 0; t < 8; t += 2) {
+            __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+            __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t + 4)));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 32 * t))), xl));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32 + 32 * t))), xl));
+            c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48 + 32 * t))), xh));
+            c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 64 + 32 * t))), xh));
+        }
+        __m256i s = _mm256_hadd_epi32(_mm256_add_epi32(a0, c0), _mm256_add_epi32(a1, c1));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
+    }
+    _mm256_storeu_ps(y, acc);
+#else
+    float acc[8] = {0};
+    for (int b = 0; b < nb; b++, p += 272) {
+        for (int r = 0; r < 8; r++) {
+            int h = (r >> 1) & 1, k = (r & 1) | ((r >> 1) & 2), s = 0;
+            for (int t = 0; t < 8; t++)
+                for (int i = 0; i < 4; i++) s += (int8_t)p[16 + 16 * (2 * t + h) + 4 * k + i] * x[b].qs[4 * t + i];
+            acc[r] = fmaf(f16_to_f32(load_u16(p + 2 * r)) * x[b].d, (float)s, acc[r]);
+        }
+    }
+    for (int r = 0; r < 8; r++) y[r] = acc[r];
 #endif
 }

@@ -339,6 +339,14 @@ public final class GGUFFile: @unchecked Sendable {
         storedMapping?.dropPages()
     }
 
+    /// Drops the mapped pages of one tensor view (after the caller copied it); bytes that live
+    /// only in memory are left alone.
+    public func releaseMappedPages(of bytes: UnsafeRawBufferPointer) {
+        guard let start = bytes.baseAddress else { return }
+        mapping.dropPages(from: start, length: bytes.count)
+        storedMapping?.dropPages(from: start, length: bytes.count)
+    }
+
     /// A view of a tensor's bytes, valid for the lifetime of this `GGUFFile`.
     /// The bytes before the tensor data: header, metadata and tensor infos (the block file keeps
     /// them verbatim).

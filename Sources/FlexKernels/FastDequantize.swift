@@ -47,23 +47,58 @@ public enum FastDequantize {
             }
         case .q4_1:
             for b in 0..<nb {
-                let p = src + b * 20, y = dst + b * 32
-                let d = f16(p, 0), m = f16(p, 2)
-                let (lo, hi) = nibbles(p, 4)
-                store(lo * d + m, y)
-                store(hi * d + m, y + 16)
+                let p = src + b * 20
+                q4_1(d: f16(p, 0), m: f16(p, 2), p.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self), dst + b * 32)
             }
         case .q8_0:
             for b in 0..<nb {
-                let p = src + b * 34, y = dst + b * 32
-                let d = f16(p, 0)
-                let q0 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)))
-                let q1 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)))
-                store(q0 * d, y)
-                store(q1 * d, y + 16)
+                let p = src + b * 34
+                q8_0(d: f16(p, 0), p.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self),
+                     p.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self), dst + b * 32)
             }
         default:
             ReferenceDequantize.row(type, src, dst, count: count)
+        }
+    }
+
+    /// One Q4_1 block: elements 0–15 from the low nibbles of `qs`, 16–31 from the high ones.
+    @inline(__always)
+    static func q4_1(d: Float, m: Float, _ qs: SIMD16<UInt8>, _ y: UnsafeMutablePointer<Float>) {
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: qs & 0x0F)) * d + m, y)
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: qs &>> 4)) * d + m, y + 16)
+    }
+
+    @inline(__always)
+    static func q8_0(d: Float, _ q0: SIMD16<Int8>, _ q1: SIMD16<Int8>, _ y: UnsafeMutablePointer<Float>) {
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q0)) * d, y)
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q1)) * d, y + 16)
+    }
+
+    /// Row `lane` (0–7) of the x8 group at `group` (layout in `cflex_kernels.h`): its quant bytes
+    /// are gathered four at a time from the group's chunks, then dequantized as a row-major block
+    /// would be, so both layouts give the same floats.
+    public static func interleavedRow(_ type: GGMLType, group: UnsafeRawPointer, lane r: Int, _ dst: UnsafeMutablePointer<Float>,
+                                      count: Int) {
+        let nb = count / 32
+        // Chunk half and slot of the row: half 0 holds rows 0, 1, 4, 5; half 1 rows 2, 3, 6, 7.
+        let slot = 16 * ((r >> 1) & 1) + 4 * ((r & 1) | ((r >> 1) & 2))
+        @inline(__always) func quad(_ p: UnsafeRawPointer, _ off: Int) -> UInt32 { p.loadUnaligned(fromByteOffset: off, as: UInt32.self) }
+        switch type {
+        case .q4_1:
+            for b in 0..<nb {
+                let p = group + b * 160, q = 32 + slot
+                let qs = SIMD4<UInt32>(quad(p, q), quad(p, q + 32), quad(p, q + 64), quad(p, q + 96))
+                q4_1(d: f16(p, 2 * r), m: f16(p, 16 + 2 * r), unsafeBitCast(qs, to: SIMD16<UInt8>.self), dst + b * 32)
+            }
+        case .q8_0:
+            for b in 0..<nb {
+                let p = group + b * 272, q = 16 + slot
+                let q0 = SIMD4<UInt32>(quad(p, q), quad(p, q + 32), quad(p, q + 64), quad(p, q + 96))
+                let q1 = SIMD4<UInt32>(quad(p, q + 128), quad(p, q + 160), quad(p, q + 192), quad(p, q + 224))
+                q8_0(d: f16(p, 2 * r), unsafeBitCast(q0, to: SIMD16<Int8>.self), unsafeBitCast(q1, to: SIMD16<Int8>.self), dst + b * 32)
+            }
+        default:
+            preconditionFailure("\(type) has no x8 layout")
         }
     }
 }

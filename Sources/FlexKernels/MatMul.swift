@@ -86,9 +86,11 @@ public enum MatMul {
         }
     }
 
+    /// Rows per task: about eight tasks per thread (the pool's counter balances the rest), and a
+    /// multiple of 8 so that x8 groups stay whole.
     @inline(__always)
     static func split(_ rows: Int, _ pool: WorkerPool) -> (rowsPerTask: Int, tasks: Int) {
-        let rowsPerTask = max(4, min(64, rows / (pool.threadCount * 8)))
+        let rowsPerTask = (max(8, min(64, rows / (pool.threadCount * 8))) + 7) / 8 * 8
         return (rowsPerTask, (rows + rowsPerTask - 1) / rowsPerTask)
     }
 
@@ -109,10 +111,46 @@ public enum MatMul {
         func run(_ task: Int) {
             let nb = Int32(w.cols / 32)
             let end = min(w.rows, (task + 1) * rowsPerTask)
-            for r in task * rowsPerTask..<end {
-                let row = w.row(r)
-                for b in 0..<batch {
-                    y[b * ldy + r] = dot(row, activations + b * activationStride, nb)
+            var r = task * rowsPerTask
+            switch dot {
+            case .row(let dot):
+                while r < end {
+                    let row = w.row(r)
+                    for b in 0..<batch { y[b * ldy + r] = dot(row, activations + b * activationStride, nb) }
+                    r += 1
+                }
+            case .rows(let four, let group):
+                // Tasks start on multiples of 8, so x8 groups never straddle two.
+                while r + 8 <= min(end, w.interleavedRows) {
+                    let g = w.row(r)
+                    for b in 0..<batch { group(g, activations + b * activationStride, nb, y + b * ldy + r) }
+                    r += 8
+                }
+                var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
+                while r + 4 <= end {
+                    rows = (w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3))
+                    withUnsafePointer(to: &rows) {
+                        $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
+                            for b in 0..<batch { four(p, activations + b * activationStride, nb, y + b * ldy + r) }
+                        }
+                    }
+                    r += 4
+                }
+                if r < end {
+                    // 1–3 rows left: the last one repeated fills the kernel's four.
+                    let n = end - r, last = w.row(end - 1)
+                    rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
+                    var out = SIMD4<Float>()
+                    withUnsafePointer(to: &rows) {
+                        $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
+                            for b in 0..<batch {
+                                withUnsafeMutablePointer(to: &out) {
+                                    $0.withMemoryRebound(to: Float.self, capacity: 4) { four(p, activations + b * activationStride, nb, $0) }
+                                }
+                                for i in 0..<n { y[b * ldy + r + i] = out[i] }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -165,6 +203,7 @@ public enum MatMul {
                                     workspace ws: MatMulWorkspace) {
         let (rowsPerTask, tasks) = split(w.rows, pool)
         precondition(ws.activationStride >= w.cols / 32)
+        precondition(w.interleavedRows == 0, "the fused kernels read row-major rows only")
         for b in 0..<batch { FusedDot.blockSums(x + b * ldx, ws.blockSums + b * ws.activationStride, w.cols) }
         var job = FusedJob(w: w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, sums: ws.blockSums,
                            sumStride: ws.activationStride, rowsPerTask: rowsPerTask)
@@ -283,15 +322,26 @@ public enum MatMul {
 
 /// The C integer dot kernels, by weight format.
 public enum IntegerDot {
-    public typealias Kernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32) -> Float
+    public typealias RowKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32) -> Float
+    public typealias FourRowKernel = @convention(c) (UnsafePointer<UnsafeRawPointer?>?, UnsafePointer<cflex_q16_block>?, Int32,
+                                                     UnsafeMutablePointer<Float>?) -> Void
+    public typealias GroupKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32,
+                                                   UnsafeMutablePointer<Float>?) -> Void
+
+    /// A row at a time, or (Q4_1, Q8_0) four row-major rows or one x8 group at a time, with
+    /// bit-identical results between the two (`cflex_kernels.h`).
+    public enum Kernel: Sendable {
+        case row(RowKernel)
+        case rows(four: FourRowKernel, group: GroupKernel)
+    }
 
     public static func kernel(for type: GGMLType) -> Kernel? {
         switch type {
-        case .q4_0: return cflex_dot_q4_0
-        case .q4_1: return cflex_dot_q4_1
-        case .q5_0: return cflex_dot_q5_0
-        case .q5_1: return cflex_dot_q5_1
-        case .q8_0: return cflex_dot_q8_0
+        case .q4_0: return .row(cflex_dot_q4_0)
+        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1)
+        case .q5_0: return .row(cflex_dot_q5_0)
+        case .q5_1: return .row(cflex_dot_q5_1)
+        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0)
         default: return nil
         }
     }

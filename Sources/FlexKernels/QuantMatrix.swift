@@ -10,6 +10,11 @@ import FlexFormat
 /// rows resident and streams the rest into a staging slot ("flexible tensor preservation"), so
 /// rows `0..<splitRow` start at `data` and rows `splitRow..<rows` start at `tail`. A contiguous
 /// matrix is the special case `splitRow == rows`. Kernels address rows only through ``row(_:)``.
+///
+/// The first ``interleavedRows`` rows (a multiple of 8, within the rows at `data`) may be stored
+/// in the x8 layout of `cflex_kernels.h`: each group of 8 rows keeps its bytes but rearranged so
+/// the kernels compute 8 rows at once (``Interleave``). The kernels give bit-identical results for
+/// both layouts, so only speed tells them apart.
 public struct QuantMatrix: @unchecked Sendable {
     // @unchecked Sendable: a read-only view of immutable weight bytes; the owner outlives all users.
     public let type: GGMLType
@@ -20,6 +25,8 @@ public struct QuantMatrix: @unchecked Sendable {
     /// First row stored at `tail` rather than after the rows at `data`.
     public let splitRow: Int
     public let tail: UnsafeRawPointer
+    /// Rows `0..<interleavedRows` are x8 groups (see ``Interleave``); the rest are row-major.
+    public let interleavedRows: Int
 
     /// A contiguous matrix: every row at `data`.
     public init(type: GGMLType, data: UnsafeRawPointer, rows: Int, cols: Int) {
@@ -28,9 +35,13 @@ public struct QuantMatrix: @unchecked Sendable {
     }
 
     /// A matrix whose rows `0..<splitRow` are at `head` and rows `splitRow..<rows` at `tail`.
-    public init(type: GGMLType, head: UnsafeRawPointer, splitRow: Int, tail: UnsafeRawPointer, rows: Int, cols: Int) {
+    /// `interleavedRows` of the rows at `head` must already be in the x8 layout.
+    public init(type: GGMLType, head: UnsafeRawPointer, splitRow: Int, tail: UnsafeRawPointer, rows: Int, cols: Int,
+                interleavedRows: Int = 0) {
         precondition(cols % type.blockElements == 0, "row length \(cols) is not whole \(type) blocks")
         precondition(splitRow >= 0 && splitRow <= rows)
+        precondition(interleavedRows == 0 || (Interleave.supports(type) && interleavedRows % 8 == 0 && interleavedRows <= splitRow))
+        self.interleavedRows = interleavedRows
         self.type = type
         self.data = head
         self.rows = rows
@@ -42,15 +53,25 @@ public struct QuantMatrix: @unchecked Sendable {
 
     public var byteCount: Int { rows * rowBytes }
 
-    /// Start of row `r`: one predictable compare per row, nothing per block.
+    /// Start of row-major row `r` (`r >= interleavedRows`), or of the x8 group that begins at `r`
+    /// (`r % 8 == 0`): a group takes the bytes of its 8 rows. One predictable compare per row.
     @inline(__always)
     public func row(_ r: Int) -> UnsafeRawPointer {
         r < splitRow ? data + r * rowBytes : tail + (r - splitRow) * rowBytes
     }
 
-    /// Dequantizes row `r` into `dst` (at least `cols` floats) with the fast path.
+    /// The same matrix with its first `rows` rows declared x8 groups (the caller rearranged them).
+    public func interleaved(rows n: Int) -> QuantMatrix {
+        QuantMatrix(type: type, head: data, splitRow: splitRow, tail: tail, rows: rows, cols: cols, interleavedRows: n)
+    }
+
+    /// Dequantizes row `r` into `dst` (at least `cols` floats) with the fast path, from either layout.
     @inline(__always)
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
-        FastDequantize.row(type, row(r), dst, count: cols)
+        if r < interleavedRows {
+            FastDequantize.interleavedRow(type, group: data + (r & ~7) * rowBytes, lane: r & 7, dst, count: cols)
+        } else {
+            FastDequantize.row(type, row(r), dst, count: cols)
+        }
     }
 }

@@ -88,6 +88,18 @@ public struct MappedRegion: ~Copyable {
         _ = madvise(p, count, MADV_DONTNEED)
     }
 
+    /// Drops the whole pages of `start..<start + length` that lie in this mapping's file-backed
+    /// part, as ``dropPages()`` does for all of them: for a caller that copied those bytes and
+    /// will not read them here again.
+    public func dropPages(from start: UnsafeRawPointer, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let fileBacked = anonymous ? filePrefix : count
+        let lo = max(start - base, 0), hi = min(start + length - base, fileBacked)
+        let first = (lo + page - 1) / page * page, end = hi / page * page
+        guard end > first else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + first), end - first, MADV_DONTNEED)
+    }
+
     deinit {
         if count > 0 { munmap(UnsafeMutableRawPointer(mutating: base), count) }
     }

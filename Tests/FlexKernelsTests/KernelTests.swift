@@ -184,6 +184,103 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
     }
 }
 
+/// The x8 layout (``Interleave``): the engine mixes it with row-major rows in one matrix (resident
+/// groups, streamed tail), so results must not depend on it at all.
+@Suite struct InterleaveTests {
+    /// `rows` rows of `type` with the first `interleaved` rearranged, and the row-major original.
+    func matrices(_ type: GGMLType, rows: Int, cols: Int, interleaved: Int, _ body: (QuantMatrix, QuantMatrix) -> Void) {
+        let data = randomBlocks(type, blocks: rows * cols / 32, seed: 21)
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: data.count, alignment: 64)
+        defer { copy.deallocate() }
+        data.withUnsafeBytes { raw in
+            copy.copyMemory(from: raw.baseAddress!, byteCount: data.count)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: Interleave.scratchBytes(type, cols: cols), alignment: 64)
+            Interleave.inPlace(type, copy, rows: interleaved, cols: cols, scratch: scratch)
+            scratch.deallocate()
+            body(QuantMatrix(type: type, data: raw.baseAddress!, rows: rows, cols: cols),
+                 QuantMatrix(type: type, data: copy, rows: rows, cols: cols).interleaved(rows: interleaved))
+        }
+    }
+
+    @Test(arguments: [GGMLType.q4_1, .q8_0], [1, 2, 3])
+    func decodeIsBitIdenticalToRowMajor(_ type: GGMLType, _ batch: Int) throws {
+        try #require(IntegerDot.simd || Interleave.rows(type, 8) == 0)
+        let rows = 45, cols = 96   // 5 groups, then 5 row-major rows (one four, one left over)
+        var rng = TestRNG(seed: 5)
+        let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+        let pool = WorkerPool(threads: 2)
+        let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: batch)
+        for interleaved in [8, 40] {
+            matrices(type, rows: rows, cols: cols, interleaved: interleaved) { plain, x8 in
+                var y0 = [Float](repeating: .nan, count: batch * rows), y1 = y0
+                let dot = IntegerDot.kernel(for: type)!
+                MatMul.computeInteger(plain, dot: dot, x: x, ldx: cols, y: &y0, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
+                MatMul.computeInteger(x8, dot: dot, x: x, ldx: cols, y: &y1, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
+                #expect(y0 == y1, "\(interleaved) rows interleaved")
+                #expect(y0.allSatisfy { $0.isFinite })
+            }
+        }
+    }
+
+    /// A matrix split between a resident head (interleaved) and a streamed tail (row-major), as
+    /// the offload runtime builds it, against the contiguous row-major matrix.
+    @Test(arguments: [GGMLType.q4_1, .q8_0])
+    func splitMatrixMatches(_ type: GGMLType) throws {
+        try #require(IntegerDot.simd)
+        let rows = 64, cols = 128, split = 20
+        var rng = TestRNG(seed: 9)
+        let x = (0..<cols).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+        let pool = WorkerPool(threads: 2)
+        let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: 1)
+        matrices(type, rows: rows, cols: cols, interleaved: 16) { plain, x8 in
+            let mixed = QuantMatrix(type: type, head: x8.data, splitRow: split, tail: plain.row(split), rows: rows, cols: cols,
+                                    interleavedRows: 16)
+            var y0 = [Float](repeating: .nan, count: rows), y1 = y0
+            let dot = IntegerDot.kernel(for: type)!
+            MatMul.computeInteger(plain, dot: dot, x: x, ldx: cols, y: &y0, ldy: rows, batch: 1, pool: pool, workspace: scratch.workspace)
+            MatMul.computeInteger(mixed, dot: dot, x: x, ldx: cols, y: &y1, ldy: rows, batch: 1, pool: pool, workspace: scratch.workspace)
+            #expect(y0 == y1)
+        }
+    }
+
+    /// Dequantized rows (prefill, embedding lookups) are the same floats in both layouts, and the
+    /// float path over an interleaved matrix gives the same products.
+    @Test(arguments: [GGMLType.q4_1, .q8_0])
+    func dequantizedRowsAndPrefillMatch(_ type: GGMLType) {
+        let rows = 24, cols = 160, batch = 9
+        matrices(type, rows: rows, cols: cols, interleaved: 24) { plain, x8 in
+            var a = [Float](repeating: 0, count: cols), b = [Float](repeating: .nan, count: cols)
+            for r in 0..<rows {
+                plain.dequantizeRow(r, into: &a)
+                x8.dequantizeRow(r, into: &b)
+                #expect(a == b, "row \(r)")
+            }
+            var rng = TestRNG(seed: 13)
+            let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
+            let pool = WorkerPool(threads: 2)
+            let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: batch)
+            var y0 = [Float](repeating: .nan, count: batch * rows), y1 = y0
+            MatMul.compute(plain, x: x, ldx: cols, y: &y0, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
+            MatMul.compute(x8, x: x, ldx: cols, y: &y1, ldy: rows, batch: batch, pool: pool, workspace: scratch.workspace)
+            #expect(y0 == y1)
+        }
+    }
+
+    /// The layout itself, on a hand-built group: row r's d at 2r, its quant bytes 4t..4t+3 in
+    /// chunk 2t+h, slot k, with rows 0, 1, 4, 5 in half 0 and 2, 3, 6, 7 in half 1.
+    @Test func q8_0GroupLayout() {
+        var rows = [UInt8]()
+        for r in 0..<8 { rows += GGUFLE.f16(Float(r + 1)) + (0..<32).map { UInt8(r * 32 + $0) } }
+        var group = [UInt8](repeating: 0, count: 272)
+        rows.withUnsafeBytes { src in group.withUnsafeMutableBytes { Interleave.copy(.q8_0, from: src.baseAddress!, to: $0.baseAddress!, rows: 8, cols: 32) } }
+        #expect(Array(group[10..<12]) == GGUFLE.f16(6))          // d of row 5
+        #expect(Array(group[16..<20]) == [0, 1, 2, 3])           // chunk 0 (t 0, half 0), slot 0: row 0
+        #expect(Array(group[28..<32]) == [160, 161, 162, 163])   // slot 3: row 5
+        #expect(Array(group[32..<36]) == [64, 65, 66, 67])       // chunk 1 (half 1), slot 0: row 2
+        #expect(Array(group[48..<52]) == [4, 5, 6, 7])           // chunk 2 (t 1, half 0): row 0, bytes 4-7
+    }
+}
+
 @Suite struct WorkerPoolTests {
     @Test func runsEveryTaskOnceAcrossThreads() {
         let pool = WorkerPool(threads: 3)

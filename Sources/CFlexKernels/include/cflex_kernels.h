@@ -27,10 +27,41 @@ void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n);
 
 /// Sum over nb blocks of weight*activation. `w` points at ggml blocks of the named type.
 float cflex_dot_q4_0(const void *w, const cflex_q16_block *x, int nb);
-float cflex_dot_q4_1(const void *w, const cflex_q16_block *x, int nb);
 float cflex_dot_q5_0(const void *w, const cflex_q16_block *x, int nb);
 float cflex_dot_q5_1(const void *w, const cflex_q16_block *x, int nb);
-float cflex_dot_q8_0(const void *w, const cflex_q16_block *x, int nb);
+
+// Q4_1 and Q8_0, the formats of the shipped models, run several rows per call, in two layouts.
+//
+// Why: one row at a time, a Q4_1 block cost ~13 vector ops (3.3 cycles), of which only 6 did the
+// multiply-adds; the rest converted and broadcast the block's scales and folded 8 partial lanes.
+// That was compute-bound at 21 GB/s per core (from L2), so two cores could not keep up with memory
+// whenever the bus ran faster than ~60 GB/s. Eight rows interleaved put one row per lane: the 8
+// rows' scales are one vector, the integer sums reduce with one vphaddd, ~8 ops per block, 33 GB/s
+// per core from L2 (1.55x; the same machine, one run, docs/BENCHMARKS.md).
+//
+// "x8" layout: rows 8g..8g+7 occupy the same bytes as in the row-major matrix, rearranged per block
+// column b into one group block (Q4_1 160 bytes, Q8_0 272 bytes = 8 ggml blocks):
+//   Q4_1: d[8] (f16, rows 0..7), m[8], then 8 chunks of 16 bytes;
+//   Q8_0: d[8], then 16 chunks of 16 bytes.
+// Chunk 2t+h holds bytes 4t..4t+3 of the block's quants (qs) for four rows, 4 bytes each: rows
+// 0, 1, 4, 5 when h = 0 and rows 2, 3, 6, 7 when h = 1. (For Q4_1, qs byte j holds elements j
+// and j+16, so chunk 2t+h covers elements 4t..4t+3 and 16+4t..16+4t+3.)
+//
+// Both layouts compute, per row, exactly (bit for bit) the same thing, so a matrix may be partly
+// interleaved (resident rows) and partly row-major (streamed rows) without changing any logit:
+//   s_b = sum of q*x over block b, exact in int32;
+//   acc = fma(fl(d_b * x.d_b), (float)s_b, acc) over b in order from 0;  off likewise with
+//   fma(m_b, x.s_b, off) (Q4_1);  y = acc + off.
+
+/// Rearranges 8 row-major rows (contiguous, nb blocks each) into nb x8 group blocks at dst.
+void cflex_interleave8_q4_1(const void *src, int nb, void *dst);
+void cflex_interleave8_q8_0(const void *src, int nb, void *dst);
+/// y[0..8) = the 8 rows of one x8 group · x.
+void cflex_gemv8_q4_1(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float *y);
+/// y[0..4) = four row-major rows (any addresses; repeat one to compute fewer) · x.
+void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);

@@ -89,7 +89,8 @@ public final class Engine: @unchecked Sendable {
         var streamer: WeightStreamer?
         if let limit {
             let plan = try Engine.plan(cap: limit, weights: weights, estimate: estimate, options: options)
-            streamer = try WeightStreamer(plan: plan, weights: weights, backend: options.readBackend, locker: locker)
+            streamer = try WeightStreamer(plan: plan, weights: weights, backend: options.readBackend, locker: locker,
+                                          interleave: options.interleaveWeights)
         }
 
         self.options = options
@@ -100,8 +101,10 @@ public final class Engine: @unchecked Sendable {
         self.memoryLimit = limit
         self.weights = weights
         self.locker = locker
+        let interleaved = streamer == nil && options.interleaveWeights ? InterleavedWeights(weights) : nil
         self.transformer = Transformer(weights: weights, contextLength: context, maxBatch: batch, threads: options.threads,
-                                       mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows, streamer: streamer)
+                                       mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows, streamer: streamer,
+                                       interleaved: interleaved)
         self.loadSeconds = Platform.now() - start
     }
 
@@ -140,9 +143,9 @@ public final class Engine: @unchecked Sendable {
     func applyPendingPlan() throws(EngineError) {
         guard let plan = pendingPlan.withLock({ p -> MemoryPlan? in defer { p = nil }; return p }) else { return }
         let weights = self.weights, backend = options.readBackend
-        let locker = self.locker
+        let locker = self.locker, interleave = options.interleaveWeights
         try transformer.replaceStreamer { () throws(EngineError) in
-            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker)
+            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
         }
         memoryLimit = plan.inputs.cap
         replanCount += 1

@@ -52,7 +52,9 @@ final class WeightStreamer {
     let loadSeconds: Double
 
     /// Opens `path` for direct reads, loads the resident set and primes the ring.
-    init(plan: MemoryPlan, weights: ModelWeights, backend: ReadBackend, locker: MemoryLocker?) throws(EngineError) {
+    /// `interleave` rearranges the resident rows of Q4_1/Q8_0 matrices into x8 groups in place
+    /// (``Interleave``): the kernels are faster on them and give the same results.
+    init(plan: MemoryPlan, weights: ModelWeights, backend: ReadBackend, locker: MemoryLocker?, interleave: Bool = true) throws(EngineError) {
         let start = Platform.now()
         self.plan = plan
         let path = weights.file.path
@@ -90,11 +92,30 @@ final class WeightStreamer {
 
         // Views: resident prefix pointers now, slot tails filled in per acquire. The plan names
         // tensors; the mapping's views are found by their start in the file.
-        func resident(_ m: QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String) {
+        func place(_ m: QuantMatrix) -> (pointer: UnsafeMutableRawPointer, rows: Int, name: String) {
             let name = weights.file.tensorName(at: m.data) ?? ""
             let off = weights.file.fileOffset(of: m.data) ?? 0   // on disk: the plan's layout checked it
-            guard let r = plan.resident[name] else { return (UnsafeRawPointer(base), 0, name) }
-            return (UnsafeRawPointer(base + r.offset + (off - Builder.roundDown(off))), r.rows, name)
+            guard let r = plan.resident[name] else { return (base, 0, name) }
+            return (base + r.offset + (off - Builder.roundDown(off)), r.rows, name)
+        }
+        // Resident rows of Q4_1/Q8_0 matrices become x8 groups, once, in place.
+        var interleavedRows: [String: Int] = [:]
+        if interleave {
+            var all = [weights.output] + (weights.tiedOutput ? [] : [weights.tokenEmbedding])
+            for lw in weights.layers { all += [lw.query, lw.key, lw.value, lw.output, lw.gate, lw.up, lw.down] }
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, all.map { Interleave.scratchBytes($0.type, cols: $0.cols) }.max() ?? 0),
+                                                           alignment: 64)
+            defer { scratch.deallocate() }
+            for m in all {
+                let p = place(m), n = Interleave.rows(m.type, p.rows)
+                guard n > 0, interleavedRows[p.name] == nil else { continue }
+                Interleave.inPlace(m.type, p.pointer, rows: n, cols: m.cols, scratch: scratch)
+                interleavedRows[p.name] = n
+            }
+        }
+        func resident(_ m: QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String, interleaved: Int) {
+            let p = place(m)
+            return (UnsafeRawPointer(p.pointer), p.rows, p.name, interleavedRows[p.name] ?? 0)
         }
         var stageOfLayer = [Int?](repeating: nil, count: weights.config.layerCount)
         var headChunks: [(Range<Int>, Int)] = []
@@ -112,7 +133,7 @@ final class WeightStreamer {
                                  slotOffsets: Dictionary(uniqueKeysWithValues: pieces.map { ($0.tensor, $0.slotOffset) }))
         }
         let h = resident(weights.output)
-        head = QuantMatrix(type: weights.output.type, data: h.pointer, rows: h.rows, cols: weights.output.cols)
+        head = QuantMatrix(type: weights.output.type, data: h.pointer, rows: h.rows, cols: weights.output.cols).interleaved(rows: h.interleaved)
         headExtent = TensorExtent(name: "", fileOffset: weights.file.fileOffset(of: weights.output.data) ?? 0, rows: weights.output.rows,
                                   rowBytes: weights.output.rowBytes)
         if weights.tiedOutput {
@@ -121,6 +142,7 @@ final class WeightStreamer {
         } else {
             let e = resident(weights.tokenEmbedding)
             embedding = QuantMatrix(type: weights.tokenEmbedding.type, data: e.pointer, rows: e.rows, cols: weights.tokenEmbedding.cols)
+                .interleaved(rows: e.interleaved)
             embeddingExtent = TensorExtent(name: "", fileOffset: weights.file.fileOffset(of: weights.tokenEmbedding.data) ?? 0,
                                            rows: weights.tokenEmbedding.rows, rowBytes: weights.tokenEmbedding.rowBytes)
         }
@@ -317,22 +339,26 @@ struct LayerTemplate {
         let type: GGMLType, rows: Int, cols: Int
         let head: UnsafeRawPointer, splitRow: Int
         let tailOffset: Int?   // nil: fully resident (or skipped)
+        let interleavedRows: Int
 
         func view(_ slot: UnsafeRawPointer?) -> QuantMatrix {
             if let tailOffset, let slot {
-                return QuantMatrix(type: type, head: head, splitRow: splitRow, tail: slot + tailOffset, rows: rows, cols: cols)
+                return QuantMatrix(type: type, head: head, splitRow: splitRow, tail: slot + tailOffset, rows: rows, cols: cols,
+                                   interleavedRows: interleavedRows)
             }
-            return QuantMatrix(type: type, data: head, rows: rows, cols: cols)
+            return QuantMatrix(type: type, head: head, splitRow: rows, tail: head + rows * type.rowBytes(elements: cols)!, rows: rows,
+                               cols: cols, interleavedRows: interleavedRows)
         }
     }
     let base: LayerWeights
     let q, k, v, o, gate, up, down: Matrix
 
-    init(weights lw: LayerWeights, resident: (QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String),
+    init(weights lw: LayerWeights, resident: (QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String, interleaved: Int),
          slotOffsets: [String: Int]) {
         func matrix(_ m: QuantMatrix) -> Matrix {
             let r = resident(m)
-            return Matrix(type: m.type, rows: m.rows, cols: m.cols, head: r.pointer, splitRow: r.rows, tailOffset: slotOffsets[r.name])
+            return Matrix(type: m.type, rows: m.rows, cols: m.cols, head: r.pointer, splitRow: r.rows, tailOffset: slotOffsets[r.name],
+                          interleavedRows: r.interleaved)
         }
         base = lw
         q = matrix(lw.query); k = matrix(lw.key); v = matrix(lw.value); o = matrix(lw.output)

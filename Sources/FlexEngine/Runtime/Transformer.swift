@@ -21,6 +21,8 @@ public final class Transformer {
     let rope: Rope
     /// Under a memory cap, the owner of resident and streamed weights; nil runs from the mapping.
     private(set) var streamer: WeightStreamer?
+    /// Without a cap, x8 copies of the Q4_1/Q8_0 matrices, used in place of the mapping's.
+    private var interleaved: InterleavedWeights?
 
     /// Positions already in the KV cache: the next token goes at this position.
     public private(set) var position = 0
@@ -28,10 +30,13 @@ public final class Transformer {
     /// `logitRows` bounds how many batch rows one forward pass can return logits for (each row is
     /// vocab floats, 192 KiB for SmolLM2): generation needs 1, perplexity a whole batch.
     init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none,
-         prefillMask: BlockMask? = nil, logitRows: Int? = nil, streamer: WeightStreamer? = nil) {
+         prefillMask: BlockMask? = nil, logitRows: Int? = nil, streamer: WeightStreamer? = nil,
+         interleaved: InterleavedWeights? = nil) {
         let prefillMask = prefillMask ?? mask
         precondition(prefillMask.skippedAttentionLayers.isSubset(of: mask.skippedAttentionLayers))
+        precondition(streamer == nil || interleaved == nil)
         self.streamer = streamer
+        self.interleaved = interleaved
         self.weights = weights
         config = weights.config
         self.contextLength = contextLength
@@ -51,7 +56,9 @@ public final class Transformer {
 
     /// Swaps the weight source at a token boundary (a new cap): the old streamer's reads are
     /// drained and its buffers freed before the new one loads, so the two never coexist.
+    /// The in-memory copies go too: a cap means the mapping's (page cache) weights are read again.
     func replaceStreamer(_ make: () throws(EngineError) -> WeightStreamer) throws(EngineError) {
+        interleaved = nil
         streamer = nil
         streamer = try make()
     }
@@ -107,7 +114,7 @@ public final class Transformer {
         for b in 0..<n {
             if resumeAt == 0 {
                 if let streamer { try streamer.embeddingRow(Int(tokens[b]), into: x + b * d) }
-                else { weights.tokenEmbedding.dequantizeRow(Int(tokens[b]), into: x + b * d) }
+                else { (interleaved?.tokenEmbedding ?? weights.tokenEmbedding).dequantizeRow(Int(tokens[b]), into: x + b * d) }
             }
             rope.table(position: position + b, into: ropeTable + b * hd)
         }
@@ -115,7 +122,7 @@ public final class Transformer {
 
         for l in 0..<c.layerCount {
             if 2 * l + 1 < resumeAt { continue }
-            let lw = try streamer?.layer(l) ?? weights.layers[l]
+            let lw = try streamer?.layer(l) ?? interleaved?.layers[l] ?? weights.layers[l]
             let attentionBlock = 2 * l
             let resumedPast = attentionBlock < resumeAt   // resuming at this layer's FFN
             if !resumedPast { probe?.before(block: attentionBlock, x: x, rows: n) }
@@ -165,7 +172,7 @@ public final class Transformer {
             if let streamer {
                 if streamer.head.rows > 0 { matmul(streamer.head, xb, state.logits.pointer, rows: rows.count, ldy: c.vocabularySize) }
             } else {
-                matmul(weights.output, xb, state.logits.pointer, rows: rows.count)
+                matmul(interleaved?.output ?? weights.output, xb, state.logits.pointer, rows: rows.count)
             }
         }
         if let streamer {

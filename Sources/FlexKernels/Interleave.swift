@@ -1,0 +1,46 @@
+import CFlexKernels
+import FlexFormat
+
+/// Rearranges resident Q4_1 and Q8_0 matrices into the x8 layout, where the decode kernels
+/// compute 8 rows at once (layout and measurements in `cflex_kernels.h`).
+///
+/// Why at load and not in the file: the engine reads GGUF files as they are, and streamed rows
+/// go straight from the disk to the kernels, so only rows that stay in memory are worth the
+/// rearranging; it costs one pass over them at open. A group keeps the bytes of its 8 rows, so
+/// the rearranged matrix takes no more memory and can be rearranged in place.
+public enum Interleave {
+    /// Formats with x8 kernels.
+    public static func supports(_ type: GGMLType) -> Bool { type == .q4_1 || type == .q8_0 }
+
+    /// How many of `rows` leading rows to rearrange: whole groups of 8, and none where the x8
+    /// kernels would not run (builds without AVX2 take the Swift fused kernels, row-major only).
+    public static func rows(_ type: GGMLType, _ rows: Int) -> Int {
+        supports(type) && IntegerDot.simd ? rows / 8 * 8 : 0
+    }
+
+    /// Copies the first `rows` rows (a multiple of 8) of a row-major matrix at `src` to `dst`,
+    /// rearranged into x8 groups. `src` and `dst` must not overlap.
+    public static func copy(_ type: GGMLType, from src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, rows: Int, cols: Int) {
+        precondition(supports(type) && rows % 8 == 0 && cols % 32 == 0)
+        let groupBytes = 8 * type.rowBytes(elements: cols)!, nb = Int32(cols / 32)
+        for g in 0..<rows / 8 {
+            if type == .q4_1 { cflex_interleave8_q4_1(src + g * groupBytes, nb, dst + g * groupBytes) }
+            else { cflex_interleave8_q8_0(src + g * groupBytes, nb, dst + g * groupBytes) }
+        }
+    }
+
+    /// Rearranges the first `rows` rows (a multiple of 8) at `base` in place, a group at a time
+    /// through `scratch` (at least ``scratchBytes(_:cols:)``).
+    public static func inPlace(_ type: GGMLType, _ base: UnsafeMutableRawPointer, rows: Int, cols: Int,
+                               scratch: UnsafeMutableRawPointer) {
+        let groupBytes = 8 * type.rowBytes(elements: cols)!
+        for g in 0..<rows / 8 {
+            let group = base + g * groupBytes
+            scratch.copyMemory(from: group, byteCount: groupBytes)
+            copy(type, from: scratch, to: group, rows: 8, cols: cols)
+        }
+    }
+
+    /// Scratch for ``inPlace(_:_:rows:cols:scratch:)``: one group.
+    public static func scratchBytes(_ type: GGMLType, cols: Int) -> Int { 8 * (type.rowBytes(elements: cols) ?? 0) }
+}
