@@ -1,5 +1,6 @@
 #include "cflex_kernels.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -322,9 +323,83 @@ void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb,
 #endif
 }
 
+#if CFLEX_AVX2
+/// AVX-512 (BW + VL) is used where the CPU has it, chosen once at load; FLEXRUN_KERNELS=avx2 turns
+/// it off (to measure, or to test that both give the same bits).
+static int use_avx512 = 0;
+__attribute__((constructor)) static void cflex_pick_isa(void) {
+    const char *env = getenv("FLEXRUN_KERNELS");
+    use_avx512 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && !(env && strcmp(env, "avx2") == 0);
+}
+
+/// The x8 kernels with 512-bit vectors: one load and widening takes both halves of a chunk pair
+/// (rows 0, 1, 4, 5 in the low 256 bits, rows 2, 3, 6, 7 in the high), so a block needs half the
+/// vpmaddwd. Why: the 256-bit Q4_1 kernel is bound by vpmaddwd throughput (AVX-VNNI's fused
+/// vpdpwssd was no faster: 26-27 GB/s either way on one core from L2), and could not keep up with
+/// the bus at its fastest (~44 of ~60 GB/s). One core from L2, same run: 25-33 GB/s (256-bit)
+/// against 31-50 GB/s (512-bit). Integer sums are exact, so results are the same bits.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8_q4_1_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) {
+    const __m512i mask = _mm512_set1_epi16(0x0F);
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 160) {
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);
+        const int16_t *q = x[b].qs;
+        __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512();
+        for (int t = 0; t < 4; t++) {
+            __m512i xl = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t)));
+            __m512i xh = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
+            __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 + 32 * t)));
+            __asm__("" : "+v"(v));   // as in nibbles16
+            a = _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_and_si512(v, mask), xl));
+            c = _mm512_add_epi32(c, _mm512_madd_epi16(_mm512_srli_epi16(v, 4), xh));
+        }
+        __m512i sum = _mm512_add_epi32(a, c);
+        __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
+        off = _mm256_fmadd_ps(m, _mm256_set1_ps(x[b].s), off);
+    }
+    _mm256_storeu_ps(y, _mm256_add_ps(acc, off));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8_q8_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 272) {
+        for (int k = 0; k < 5; k++) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64 * k), _MM_HINT_T0);
+        const int16_t *q = x[b].qs;
+        __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512();
+        for (int t = 0; t < 8; t += 2) {
+            __m512i x0 = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t)));
+            __m512i x1 = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t + 4)));
+            a = _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * t))), x0));
+            c = _mm512_add_epi32(c, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + 48 + 32 * t))), x1));
+        }
+        __m512i sum = _mm512_add_epi32(a, c);
+        __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
+    }
+    _mm256_storeu_ps(y, acc);
+}
+#endif
+
+int cflex_kernels_avx512(void) {
+#if CFLEX_AVX2
+    return use_avx512;
+#else
+    return 0;
+#endif
+}
+
 void cflex_gemv8_q4_1(const void *group, const cflex_q16_block *x, int nb, float *y) {
     const uint8_t *p = (const uint8_t *)group;
 #if CFLEX_AVX2
+    if (use_avx512) { gemv8_q4_1_avx512(p, x, nb, y); return; }
     // Per block: 8 loads of four rows' four bytes, widened to i16; low and high nibbles times the
     // broadcast activation quads (vpmaddwd), summed per row, one vphaddd; then one conversion of
     // the 8 rows' d and of their m, one multiply and two FMAs for all 8 rows.
@@ -409,6 +484,7 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
 void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float *y) {
     const uint8_t *p = (const uint8_t *)group;
 #if CFLEX_AVX2
+    if (use_avx512) { gemv8_q8_0_avx512(p, x, nb, y); return; }
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, p += 272) {
         for (int k = 0; k < 5; k++) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64 * k), _MM_HINT_T0);

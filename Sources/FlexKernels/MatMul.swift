@@ -349,6 +349,8 @@ public enum IntegerDot {
     /// Whether the kernels were built with AVX2 (else the portable scalar code runs, and
     /// ``MatMul`` prefers the Swift ``FusedDot`` kernels).
     public static let simd: Bool = cflex_kernels_simd() != 0
+    /// Whether the x8 kernels use AVX-512 on this CPU (`FLEXRUN_KERNELS=avx2` turns it off).
+    public static let avx512: Bool = cflex_kernels_avx512() != 0
 }
 
 /// Owns the memory behind a ``MatMulWorkspace``, sized for a pool, a widest row and a batch.

@@ -65,5 +65,8 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
 
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);
+/// 1 when the x8 kernels run with AVX-512 (the CPU has BW and VL, and FLEXRUN_KERNELS is not
+/// "avx2"); the results are the same bits either way.
+int cflex_kernels_avx512(void);
 
 #endif
