@@ -30,6 +30,8 @@ public struct MatMulWorkspace {
 ///   builds): each activation row is quantized once to 16-bit blocks, then every weight row is
 ///   dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
 ///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
+///   Q4_1 and Q8_0 take 8 rows per call where the matrix holds x8 groups (``Interleave``, the
+///   resident rows) and four row-major rows per call elsewhere, with bit-identical results.
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
 ///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
 ///   fallback there (not measured on such a machine).
