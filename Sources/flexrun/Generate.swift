@@ -135,7 +135,8 @@ func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f"
 /// One line on what the engine holds: the plan under a cap, the in-memory estimate otherwise.
 func memorySummary(_ engine: Engine) -> String {
     guard let p = engine.plan else {
-        return "\(ByteSize.format(engine.memory.total)) (\(engine.memory.breakdown)), no limit: weights mapped from the file"
+        let copied = engine.interleavedBytes > 0 ? " (\(ByteSize.format(engine.interleavedBytes)) of them copied out, rearranged for the kernels)" : ""
+        return "\(ByteSize.format(engine.memory.total)) (\(engine.memory.breakdown)), no limit: weights mapped from the file" + copied
     }
     // Compressed blocks stream fewer bytes from disk than they decode to: say both.
     let compressed = p.stages.contains { !$0.decodes.isEmpty } ? " (\(ByteSize.format(p.readBytesPerToken)) read, compressed blocks decoded)" : ""

@@ -110,6 +110,10 @@ public final class Engine: @unchecked Sendable {
 
     public var contextLength: Int { transformer.contextLength }
 
+    /// Without a cap: bytes of Q4_1/Q8_0 matrices copied out of the mapping in the x8 layout
+    /// (``EngineOptions/interleaveWeights``); 0 under a cap, where resident rows are rearranged in place.
+    public var interleavedBytes: Int { transformer.interleavedBytes }
+
     /// The memory plan in force, nil when running from the mapping without a limit.
     public var plan: MemoryPlan? { transformer.streamer?.plan }
 

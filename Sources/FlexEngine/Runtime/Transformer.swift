@@ -64,6 +64,9 @@ public final class Transformer {
     }
     public var vocabularySize: Int { config.vocabularySize }
 
+    /// Bytes of the in-memory x8 copies (no cap), 0 otherwise.
+    var interleavedBytes: Int { interleaved?.byteCount ?? 0 }
+
     /// Bytes allocated for activations and the KV cache.
     public var bufferBytes: Int { state.byteCount }
     public var kvCacheBytes: Int { cache.byteCount }
