@@ -3,6 +3,7 @@ import Glibc
 import Testing
 @testable import FlexEngine
 import FlexFormat
+import FlexKernels
 import FlexSystem
 
 /// The memory planner's arithmetic, on a made-up layout: no model needed.
@@ -221,5 +222,30 @@ import FlexSystem
         #expect(it.tokens == reference)
         #expect(e.replanCount == 2 && e.memoryLimit == 120 << 20)
         #expect(throws: EngineError.self) { try e.setMemoryLimit(1 << 20) }
+    }
+
+    /// Opened without a cap, the engine runs on x8 copies of its Q4_1 matrices; a cap set mid-way
+    /// drops them for a streamer (in-place x8 resident rows, row-major streamed rows), and the
+    /// output does not change by a token.
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func capSetOnAnUncappedEngineKeepsTheOutput() throws {
+        let path = try Fixtures.requireSmolLM2()
+        var plain = Self.options(path, limit: nil)
+        plain.interleaveWeights = false
+        let reference = try Self.greedyIDs(Engine(options: plain))
+        let e = try Engine(options: Self.options(path, limit: nil))
+        #expect(e.plan == nil)
+        #expect(e.interleavedBytes > 80 << 20 || !IntegerDot.simd)
+        var p = GenerateParameters(maxTokens: 24)
+        p.sampling = SamplingParameters(temperature: 0)
+        p.stopAtEndOfGeneration = false
+        var it = try e.generate(prompt: "The capital of France is", parameters: p)
+        var n = 0
+        while it.next() != nil {
+            n += 1
+            if n == 8 { try e.setMemoryLimit(72 << 20) }
+        }
+        #expect(it.error == nil)
+        #expect(it.tokens == reference)
+        #expect(e.plan != nil && e.interleavedBytes == 0)
     }
 }
