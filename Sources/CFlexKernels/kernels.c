@@ -225,37 +225,27 @@ float cflex_dot_q5_1(const void *w, const cflex_q16_block *x, int nb) {
  * header): s_b exact in int32, acc = fma(fl(d_b·x.d_b), (float)s_b, acc) over the blocks in
  * order, off = fma(m_b, x.s_b, off), y = acc + off. */
 
-/// Which rows share a 16-byte chunk of an x8 group: chunk half 0 holds rows 0, 1, 4, 5 and half
-/// 1 rows 2, 3, 6, 7, four bytes each, so that one vphaddd of the two halves' per-row pair sums
-/// leaves rows 0..7 in lane order.
-static const int x8_rows[2][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}};
+/// Where row r's four bytes sit in each pair of 16-byte chunks (2t, 2t+1) of an x8 group block:
+/// half 0 holds rows 0, 1, 4, 5 and half 1 rows 2, 3, 6, 7, so that one vphaddd of the two halves'
+/// per-row pair sums leaves rows 0..7 in lane order. The one statement of that mapping: the
+/// rearrangement, the scalar kernels and the Swift dequantizer all ask here.
+int cflex_x8_slot(int r) { return 16 * ((r >> 1) & 1) + 4 * ((r & 1) | ((r >> 1) & 2)); }
 
-void cflex_interleave8_q4_1(const void *src, int nb, void *dst) {
-    const uint8_t *s = (const uint8_t *)src;
-    uint8_t *o = (uint8_t *)dst;
-    size_t rb = (size_t)nb * 20;
-    for (int b = 0; b < nb; b++, o += 160) {
+/// Rearranges 8 row-major rows of nb blocks of `block` bytes, each `scales` f16 scales and then
+/// 4·quads quant bytes, into x8 group blocks: the scales as arrays of 8 (one per scale), then the
+/// quads as chunk pairs.
+static void interleave8(const uint8_t *s, int nb, uint8_t *o, int block, int scales, int quads) {
+    size_t rb = (size_t)nb * block;
+    for (int b = 0; b < nb; b++, o += 8 * block)
         for (int r = 0; r < 8; r++) {
-            memcpy(o + 2 * r, s + r * rb + 20 * b, 2);
-            memcpy(o + 16 + 2 * r, s + r * rb + 20 * b + 2, 2);
+            const uint8_t *src = s + r * rb + (size_t)block * b;
+            for (int j = 0; j < scales; j++) memcpy(o + 16 * j + 2 * r, src + 2 * j, 2);
+            for (int t = 0; t < quads; t++) memcpy(o + 16 * scales + 32 * t + cflex_x8_slot(r), src + 2 * scales + 4 * t, 4);
         }
-        for (int t = 0; t < 4; t++)
-            for (int h = 0; h < 2; h++)
-                for (int k = 0; k < 4; k++) memcpy(o + 32 + 16 * (2 * t + h) + 4 * k, s + x8_rows[h][k] * rb + 20 * b + 4 + 4 * t, 4);
-    }
 }
 
-void cflex_interleave8_q8_0(const void *src, int nb, void *dst) {
-    const uint8_t *s = (const uint8_t *)src;
-    uint8_t *o = (uint8_t *)dst;
-    size_t rb = (size_t)nb * 34;
-    for (int b = 0; b < nb; b++, o += 272) {
-        for (int r = 0; r < 8; r++) memcpy(o + 2 * r, s + r * rb + 34 * b, 2);
-        for (int t = 0; t < 8; t++)
-            for (int h = 0; h < 2; h++)
-                for (int k = 0; k < 4; k++) memcpy(o + 16 + 16 * (2 * t + h) + 4 * k, s + x8_rows[h][k] * rb + 34 * b + 2 + 4 * t, 4);
-    }
-}
+void cflex_interleave8_q4_1(const void *src, int nb, void *dst) { interleave8((const uint8_t *)src, nb, (uint8_t *)dst, 20, 2, 4); }
+void cflex_interleave8_q8_0(const void *src, int nb, void *dst) { interleave8((const uint8_t *)src, nb, (uint8_t *)dst, 34, 1, 8); }
 
 #if CFLEX_AVX2
 /// Prefetch distance of the four-row kernels: whole passes of four rows ahead (the same block of
@@ -267,6 +257,12 @@ void cflex_interleave8_q8_0(const void *src, int nb, void *dst) {
 static inline size_t prefetch_rows4(size_t rowBytes) {
     size_t pass = 4 * rowBytes;
     return (CFLEX_PREFETCH + pass - 1) / pass * pass;
+}
+static inline void prefetch4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, size_t ahead) {
+    _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
 }
 /// Per-row int32 block sums of four rows' 8-lane partials, in row order.
 static inline __m128i rowsums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
@@ -295,10 +291,7 @@ void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb,
     const size_t ahead = prefetch_rows4((size_t)nb * 20);
     __m128 acc = _mm_setzero_ps(), off = _mm_setzero_ps();
     for (int b = 0; b < nb; b++, p0 += 20, p1 += 20, p2 += 20, p3 += 20) {
-        _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
+        prefetch4(p0, p1, p2, p3, ahead);
         __m256i xa = _mm256_loadu_si256((const __m256i *)x[b].qs), xb = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
         __m128i s = rowsums4(q4_1_partials(p0 + 4, xa, xb), q4_1_partials(p1 + 4, xa, xb),
                              q4_1_partials(p2 + 4, xa, xb), q4_1_partials(p3 + 4, xa, xb));
@@ -435,10 +428,10 @@ void cflex_gemv8_q4_1(const void *group, const cflex_q16_block *x, int nb, float
     float acc[8] = {0}, off[8] = {0};
     for (int b = 0; b < nb; b++, p += 160) {
         for (int r = 0; r < 8; r++) {
-            int h = (r >> 1) & 1, k = (r & 1) | ((r >> 1) & 2), s = 0;
+            int slot = cflex_x8_slot(r), s = 0;
             for (int t = 0; t < 4; t++)
                 for (int i = 0; i < 4; i++) {
-                    uint8_t v = p[32 + 16 * (2 * t + h) + 4 * k + i];
+                    uint8_t v = p[32 + 32 * t + slot + i];
                     s += (v & 0xF) * x[b].qs[4 * t + i] + (v >> 4) * x[b].qs[16 + 4 * t + i];
                 }
             float f = f16_to_f32(load_u16(p + 2 * r)) * x[b].d;
@@ -457,10 +450,7 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
     const size_t ahead = prefetch_rows4((size_t)nb * 34);
     __m128 acc = _mm_setzero_ps();
     for (int b = 0; b < nb; b++, p0 += 34, p1 += 34, p2 += 34, p3 += 34) {
-        _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
+        prefetch4(p0, p1, p2, p3, ahead);
         __m256i xa = _mm256_loadu_si256((const __m256i *)x[b].qs), xb = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
         __m128i s = rowsums4(q8_0_partials(p0 + 2, xa, xb), q8_0_partials(p1 + 2, xa, xb),
                              q8_0_partials(p2 + 2, xa, xb), q8_0_partials(p3 + 2, xa, xb));
@@ -509,9 +499,9 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
     float acc[8] = {0};
     for (int b = 0; b < nb; b++, p += 272) {
         for (int r = 0; r < 8; r++) {
-            int h = (r >> 1) & 1, k = (r & 1) | ((r >> 1) & 2), s = 0;
+            int slot = cflex_x8_slot(r), s = 0;
             for (int t = 0; t < 8; t++)
-                for (int i = 0; i < 4; i++) s += (int8_t)p[16 + 16 * (2 * t + h) + 4 * k + i] * x[b].qs[4 * t + i];
+                for (int i = 0; i < 4; i++) s += (int8_t)p[16 + 32 * t + slot + i] * x[b].qs[4 * t + i];
             acc[r] = fmaf(f16_to_f32(load_u16(p + 2 * r)) * x[b].d, (float)s, acc[r]);
         }
     }

@@ -1,3 +1,4 @@
+import CFlexKernels
 import FlexFormat
 
 /// SIMD dequantization for the formats on the hot path of the shipped models.
@@ -80,8 +81,7 @@ public enum FastDequantize {
     public static func interleavedRow(_ type: GGMLType, group: UnsafeRawPointer, lane r: Int, _ dst: UnsafeMutablePointer<Float>,
                                       count: Int) {
         let nb = count / 32
-        // Chunk half and slot of the row: half 0 holds rows 0, 1, 4, 5; half 1 rows 2, 3, 6, 7.
-        let slot = 16 * ((r >> 1) & 1) + 4 * ((r & 1) | ((r >> 1) & 2))
+        let slot = Int(cflex_x8_slot(Int32(r)))
         @inline(__always) func quad(_ p: UnsafeRawPointer, _ off: Int) -> UInt32 { p.loadUnaligned(fromByteOffset: off, as: UInt32.self) }
         switch type {
         case .q4_1:

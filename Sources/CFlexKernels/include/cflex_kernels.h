@@ -53,6 +53,8 @@ float cflex_dot_q5_1(const void *w, const cflex_q16_block *x, int nb);
 //   acc = fma(fl(d_b * x.d_b), (float)s_b, acc) over b in order from 0;  off likewise with
 //   fma(m_b, x.s_b, off) (Q4_1);  y = acc + off.
 
+/// Byte offset of row r (0-7) within each pair of quant chunks of an x8 group block (16h + 4k above).
+int cflex_x8_slot(int r);
 /// Rearranges 8 row-major rows (contiguous, nb blocks each) into nb x8 group blocks at dst.
 void cflex_interleave8_q4_1(const void *src, int nb, void *dst);
 void cflex_interleave8_q8_0(const void *src, int nb, void *dst);
