@@ -21,8 +21,7 @@ final class InterleavedWeights {
     /// nil when no matrix of `weights` has an x8 layout on this build.
     init?(_ weights: ModelWeights) {
         let file = weights.file
-        var all = [weights.tokenEmbedding, weights.output]
-        for lw in weights.layers { all += [lw.query, lw.key, lw.value, lw.output, lw.gate, lw.up, lw.down] }
+        let all = [weights.tokenEmbedding, weights.output] + weights.layers.flatMap(\.matrices)
         // Each tensor once (a tied head is the embedding), by its bytes in the mapping.
         var offsets: [UnsafeRawPointer: Int] = [:]
         var total = 0
@@ -46,11 +45,7 @@ final class InterleavedWeights {
         func copy(_ m: QuantMatrix) -> QuantMatrix { copies[m.data] ?? m }
         tokenEmbedding = copy(weights.tokenEmbedding)
         output = copy(weights.output)
-        layers = weights.layers.map { lw in
-            LayerWeights(attentionNorm: lw.attentionNorm, query: copy(lw.query), key: copy(lw.key), value: copy(lw.value),
-                         output: copy(lw.output), queryBias: lw.queryBias, keyBias: lw.keyBias, valueBias: lw.valueBias,
-                         ffnNorm: lw.ffnNorm, gate: copy(lw.gate), up: copy(lw.up), down: copy(lw.down))
-        }
+        layers = weights.layers.map { $0.replacingMatrices { copy($1) } }
     }
 
     deinit { storage.deallocate() }

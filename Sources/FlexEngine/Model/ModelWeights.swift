@@ -24,6 +24,18 @@ public struct LayerWeights: Sendable {
     }
     /// Bytes of the FFN block's parameters (norm, gate, up, down) as stored.
     public var ffnBytes: Int { gate.byteCount + up.byteCount + down.byteCount + 4 * ffnNorm.count }
+
+    /// The seven matrices, in the order ``replacingMatrices(_:)`` numbers them: Q, K, V, O, gate, up, down.
+    public var matrices: [QuantMatrix] { [query, key, value, output, gate, up, down] }
+
+    /// The same layer (norms, biases) with matrix `i` of ``matrices`` replaced by `f(i, matrix)`:
+    /// how other owners of the bytes (x8 copies, the streamer's resident and slot views) present a layer.
+    @inline(__always)
+    func replacingMatrices(_ f: (Int, QuantMatrix) -> QuantMatrix) -> LayerWeights {
+        LayerWeights(attentionNorm: attentionNorm, query: f(0, query), key: f(1, key), value: f(2, value), output: f(3, output),
+                     queryBias: queryBias, keyBias: keyBias, valueBias: valueBias, ffnNorm: ffnNorm,
+                     gate: f(4, gate), up: f(5, up), down: f(6, down))
+    }
 }
 
 /// Views of every weight of a model inside its mapped GGUF file, checked against the config.

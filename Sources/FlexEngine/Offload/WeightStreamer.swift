@@ -101,8 +101,7 @@ final class WeightStreamer {
         // Resident rows of Q4_1/Q8_0 matrices become x8 groups, once, in place.
         var interleavedRows: [String: Int] = [:]
         if interleave {
-            var all = [weights.output] + (weights.tiedOutput ? [] : [weights.tokenEmbedding])
-            for lw in weights.layers { all += [lw.query, lw.key, lw.value, lw.output, lw.gate, lw.up, lw.down] }
+            let all = [weights.output] + (weights.tiedOutput ? [] : [weights.tokenEmbedding]) + weights.layers.flatMap(\.matrices)
             let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, all.map { Interleave.scratchBytes($0.type, cols: $0.cols) }.max() ?? 0),
                                                            alignment: 64)
             defer { scratch.deallocate() }
@@ -351,7 +350,8 @@ struct LayerTemplate {
         }
     }
     let base: LayerWeights
-    let q, k, v, o, gate, up, down: Matrix
+    /// In the order of `LayerWeights.matrices`.
+    let matrices: [Matrix]
 
     init(weights lw: LayerWeights, resident: (QuantMatrix) -> (pointer: UnsafeRawPointer, rows: Int, name: String, interleaved: Int),
          slotOffsets: [String: Int]) {
@@ -361,13 +361,10 @@ struct LayerTemplate {
                           interleavedRows: r.interleaved)
         }
         base = lw
-        q = matrix(lw.query); k = matrix(lw.key); v = matrix(lw.value); o = matrix(lw.output)
-        gate = matrix(lw.gate); up = matrix(lw.up); down = matrix(lw.down)
+        matrices = lw.matrices.map(matrix)
     }
 
     func weights(slot: UnsafeRawPointer?) -> LayerWeights {
-        LayerWeights(attentionNorm: base.attentionNorm, query: q.view(slot), key: k.view(slot), value: v.view(slot),
-                     output: o.view(slot), queryBias: base.queryBias, keyBias: base.keyBias, valueBias: base.valueBias,
-                     ffnNorm: base.ffnNorm, gate: gate.view(slot), up: up.view(slot), down: down.view(slot))
+        base.replacingMatrices { i, _ in matrices[i].view(slot) }
     }
 }
