@@ -118,12 +118,19 @@ import FlexSystem
         return o
     }
 
-    static func greedyIDs(_ engine: Engine, _ prompt: String = "The capital of France is", tokens: Int = 24) throws -> [Int32] {
+    /// Greedy ids of `tokens` generated tokens; `afterToken(n)` runs after the n-th (to change
+    /// the cap mid-generation). A generation error is thrown.
+    static func greedyIDs(_ engine: Engine, _ prompt: String = "The capital of France is", tokens: Int = 24,
+                          afterToken: (Int) throws -> Void = { _ in }) throws -> [Int32] {
         var p = GenerateParameters(maxTokens: tokens)
         p.sampling = SamplingParameters(temperature: 0)
         p.stopAtEndOfGeneration = false
         var it = try engine.generate(prompt: prompt, parameters: p)
-        while it.next() != nil {}
+        var n = 0
+        while it.next() != nil {
+            n += 1
+            try afterToken(n)
+        }
         if let e = it.error { throw e }
         return it.tokens
     }
@@ -156,7 +163,7 @@ import FlexSystem
                              atCapsBetweenFullAndMinimumOver divisors: [Int], _ label: String = "") throws {
         let probe = try Engine(options: options(model, limit: 1 << 40))
         let minimum = MemoryPlan.minimumCap(probe.plan!.inputs), full = probe.plan!.totalBytes
-        for cap in [full] + divisors.map { minimum + (full - minimum) / $0 } + [minimum] {
+        for cap in [full] + divisors.map({ minimum + (full - minimum) / $0 }) + [minimum] {
             let e = try Engine(options: options(model, limit: cap))
             #expect(e.plan!.totalBytes <= cap)
             #expect(try logits(e, tokens) == reference, "\(label)cap \(cap): logits differ")
@@ -208,18 +215,11 @@ import FlexSystem
         let reference = try Self.greedyIDs(Engine(options: Self.options(path, limit: nil)))
         let e = try Engine(options: Self.options(path, limit: 1 << 30))
         #expect(e.plan!.isFullyResident)
-        var p = GenerateParameters(maxTokens: 24)
-        p.sampling = SamplingParameters(temperature: 0)
-        p.stopAtEndOfGeneration = false
-        var it = try e.generate(prompt: "The capital of France is", parameters: p)
-        var n = 0
-        while it.next() != nil {
-            n += 1
+        let ids = try Self.greedyIDs(e) { n in
             if n == 8 { try e.setMemoryLimit(72 << 20) }
             if n == 16 { try e.setMemoryLimit(120 << 20) }
         }
-        #expect(it.error == nil)
-        #expect(it.tokens == reference)
+        #expect(ids == reference)
         #expect(e.replanCount == 2 && e.memoryLimit == 120 << 20)
         #expect(throws: EngineError.self) { try e.setMemoryLimit(1 << 20) }
     }
@@ -235,17 +235,10 @@ import FlexSystem
         let e = try Engine(options: Self.options(path, limit: nil))
         #expect(e.plan == nil)
         #expect(e.interleavedBytes > 80 << 20 || !IntegerDot.simd)
-        var p = GenerateParameters(maxTokens: 24)
-        p.sampling = SamplingParameters(temperature: 0)
-        p.stopAtEndOfGeneration = false
-        var it = try e.generate(prompt: "The capital of France is", parameters: p)
-        var n = 0
-        while it.next() != nil {
-            n += 1
+        let ids = try Self.greedyIDs(e) { n in
             if n == 8 { try e.setMemoryLimit(72 << 20) }
         }
-        #expect(it.error == nil)
-        #expect(it.tokens == reference)
+        #expect(ids == reference)
         #expect(e.plan != nil && e.interleavedBytes == 0)
     }
 }
