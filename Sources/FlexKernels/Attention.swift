@@ -45,4 +45,57 @@ public enum Attention {
             }
         }
     }
+
+    /// ``head(query:keys:values:stride:count:headDim:scale:scores:out:)`` over a paged KV cache:
+    /// position t of a sequence lives in page `pages[t / pageTokens]`, row `t % pageTokens`.
+    /// The arithmetic is the same, position by position, as the contiguous version, so a
+    /// sequence gives the same result whichever pages it was handed.
+    ///
+    /// - Parameters:
+    ///   - keys/values: this layer's and this KV head's vector in page 0, row 0; page p starts
+    ///     `p * pageStride` elements further, and rows within a page are `stride` apart.
+    ///   - pages: the sequence's page table, at least ⌈count / pageTokens⌉ entries.
+    public static func pagedHead(query: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
+                                 pages: UnsafePointer<Int32>, pageTokens: Int, pageStride: Int, stride: Int, count: Int,
+                                 headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        precondition(headDim % 8 == 0)
+        var t = 0, page = 0
+        while t < count {
+            let base = Int(pages[page]) * pageStride
+            let n = min(pageTokens, count - t)
+            for r in 0..<n {
+                let k = keys + base + r * stride
+                var acc = SIMD8<Float>()
+                var i = 0
+                while i < headDim {
+                    acc.addProduct(Vector.load8(query + i), load8(k + i))
+                    i += 8
+                }
+                scores[t + r] = acc.sum() * scale
+            }
+            t += n
+            page += 1
+        }
+        Vector.softmax(scores, count)
+        var i = 0
+        while i < headDim { Vector.store8(SIMD8<Float>(), out + i); i += 8 }
+        t = 0; page = 0
+        while t < count {
+            let base = Int(pages[page]) * pageStride
+            let n = min(pageTokens, count - t)
+            for r in 0..<n {
+                let v = values + base + r * stride
+                let p = SIMD8<Float>(repeating: scores[t + r])
+                i = 0
+                while i < headDim {
+                    var o = Vector.load8(out + i)
+                    o.addProduct(p, load8(v + i))
+                    Vector.store8(o, out + i)
+                    i += 8
+                }
+            }
+            t += n
+            page += 1
+        }
+    }
 }

@@ -44,11 +44,34 @@ public enum MatMul {
     /// from here on, dequantizing a row once and reusing it across four tokens wins.
     public static let decodeBatchLimit = 4
 
+    /// Which arithmetic a batch's rows get. A row's result depends only on its path, never on the
+    /// other rows of the batch or on its place in it (tested), which is what lets a batch of
+    /// sequences give each sequence exactly the numbers it gets alone.
+    public enum Path: Sendable {
+        /// The decode paths (integer or fused) where the format has one, whatever the batch size:
+        /// one token per sequence, weights read once for all rows.
+        case decode
+        /// The float path: each weight row dequantized once and dotted with every activation row.
+        case prefill
+        /// Decode below ``decodeBatchLimit`` rows, prefill from there on (scoring text).
+        case bySize
+
+        @inline(__always)
+        func decodes(_ batch: Int) -> Bool {
+            switch self {
+            case .decode: return true
+            case .prefill: return false
+            case .bySize: return batch < decodeBatchLimit
+            }
+        }
+    }
+
     public static func compute(_ w: QuantMatrix, x: UnsafePointer<Float>, ldx: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
-                               batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
-        if batch < decodeBatchLimit, IntegerDot.simd, let dot = IntegerDot.kernel(for: w.type) {
+                               batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace, path: Path = .bySize) {
+        let decode = path.decodes(batch)
+        if decode, IntegerDot.simd, let dot = IntegerDot.kernel(for: w.type) {
             computeInteger(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
-        } else if batch < decodeBatchLimit, let dot = FusedDot.kernel(for: w.type) {
+        } else if decode, let dot = FusedDot.kernel(for: w.type) {
             computeFused(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
         } else {
             computeFloat(w, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
@@ -62,14 +85,15 @@ public enum MatMul {
     public static func computeShared(_ w0: QuantMatrix, _ y0: UnsafeMutablePointer<Float>,
                                      _ w1: QuantMatrix, _ y1: UnsafeMutablePointer<Float>,
                                      _ w2: QuantMatrix?, _ y2: UnsafeMutablePointer<Float>?,
-                                     x: UnsafePointer<Float>, batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace) {
+                                     x: UnsafePointer<Float>, batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace,
+                                     path: Path = .bySize) {
         let cols = w0.cols
-        guard batch < decodeBatchLimit, IntegerDot.simd, w1.cols == cols, w2.map({ $0.cols == cols }) ?? true,
+        guard path.decodes(batch), IntegerDot.simd, w1.cols == cols, w2.map({ $0.cols == cols }) ?? true,
               let d0 = IntegerDot.kernel(for: w0.type), let d1 = IntegerDot.kernel(for: w1.type),
               w2.map({ IntegerDot.kernel(for: $0.type) != nil }) ?? true else {
-            compute(w0, x: x, ldx: cols, y: y0, ldy: w0.rows, batch: batch, pool: pool, workspace: ws)
-            compute(w1, x: x, ldx: cols, y: y1, ldy: w1.rows, batch: batch, pool: pool, workspace: ws)
-            if let w2, let y2 { compute(w2, x: x, ldx: cols, y: y2, ldy: w2.rows, batch: batch, pool: pool, workspace: ws) }
+            compute(w0, x: x, ldx: cols, y: y0, ldy: w0.rows, batch: batch, pool: pool, workspace: ws, path: path)
+            compute(w1, x: x, ldx: cols, y: y1, ldy: w1.rows, batch: batch, pool: pool, workspace: ws, path: path)
+            if let w2, let y2 { compute(w2, x: x, ldx: cols, y: y2, ldy: w2.rows, batch: batch, pool: pool, workspace: ws, path: path) }
             return
         }
         quantize(x, ldx: cols, cols: cols, batch: batch, ws)
@@ -238,8 +262,8 @@ public enum MatMul {
                     b += 4
                 }
                 while b < batch {
-                    y[b * ldy + r] = Vector.dot(row, x + b * ldx, w.cols)
-                    y[b * ldy + r + 1] = Vector.dot(row1, x + b * ldx, w.cols)
+                    y[b * ldy + r] = dot1(row, x + b * ldx, w.cols)
+                    y[b * ldy + r + 1] = dot1(row1, x + b * ldx, w.cols)
                     b += 1
                 }
                 r += 2
@@ -257,7 +281,7 @@ public enum MatMul {
                     b += 4
                 }
                 while b < batch {
-                    y[b * ldy + r] = Vector.dot(row, x + b * ldx, w.cols)
+                    y[b * ldy + r] = dot1(row, x + b * ldx, w.cols)
                     b += 1
                 }
                 r += 1
@@ -298,6 +322,22 @@ public enum MatMul {
             i += 1
         }
         return (r0, r1)
+    }
+
+    /// One weight row · one activation row, summed in exactly the order each lane of ``dot4`` and
+    /// ``dot2x4`` sums (one 8-wide accumulator, then the scalar tail): a row's result must not
+    /// depend on whether it fell in a group of four or in the batch's remainder.
+    @inline(__always)
+    static func dot1(_ w: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            s.addProduct(Vector.load8(w + i), Vector.load8(a + i))
+            i += 8
+        }
+        var r = s.sum()
+        while i < n { r += w[i] * a[i]; i += 1 }
+        return r
     }
 
     @inline(__always)

@@ -40,6 +40,13 @@ public struct EngineOptions: Sendable {
     public var runtimeAllowance: Int? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
+    /// Sequences a session holds at once (``Session``, `--parallel`): each gets its own KV
+    /// pages, one logits row and one row of every pass. 1 for a single generation.
+    public var maxSequences = 1
+    /// Pages in the KV pool (16 positions each); nil gives every sequence room for the whole
+    /// context. Under a cap the plan holds back the whole pool; without one, memory follows the
+    /// pages in use.
+    public var kvPages: Int? = nil
     /// Blocks to skip (identity on the residual stream) when decoding and scoring text.
     public var skip: BlockMask = .none
     /// Blocks to skip when processing the prompt; nil means ``skip``. An attention block skipped

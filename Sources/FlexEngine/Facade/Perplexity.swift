@@ -29,7 +29,8 @@ extension Engine {
         let chunks = sample.chunks.count
         guard chunks >= 1 else { throw .textTooShort(tokens: total, needed: n) }
         lock.withLock { g in g += 1 }   // invalidates any running iterator: we take the transformer
-        let tf = transformer
+        let tf = try session.scoringTransformer()
+        defer { tf.releaseScoring() }
         let vocab = config.vocabularySize
         let start = Platform.now()
         var nll = 0.0, nll2 = 0.0, count = 0

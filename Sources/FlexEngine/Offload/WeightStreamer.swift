@@ -21,7 +21,7 @@ public struct StreamCounters: Sendable, Equatable {
 /// Stages run in a fixed cycle (layers, then head chunks, then the next token's layers), so the
 /// streamer always knows what comes next: after stage *s* is released, stage *s + slots* is read
 /// into the freed slot while the forward pass computes *s + 1*. Only the forward thread calls in.
-final class WeightStreamer {
+final class WeightStreamer: WeightSource {
     let plan: MemoryPlan
     private let file: DirectFile
     private let residentBuffer: PinnedBuffer
@@ -302,13 +302,18 @@ final class WeightStreamer {
         if stageOfLayer[l] != nil { try release() }
     }
 
+    var residentHead: QuantMatrix { head }
+    var headChunkCount: Int { headChunks.count }
+
     /// Streamed head rows of chunk `i` as a matrix (rows `headChunks[i].rows` of the head).
-    func headChunk(_ i: Int) throws(EngineError) -> QuantMatrix {
+    func headChunk(_ i: Int) throws(EngineError) -> (rows: Range<Int>, matrix: QuantMatrix) {
         let c = headChunks[i]
         let base = try acquire(c.stage)
         let piece = plan.stages[c.stage].pieces[0]
-        return QuantMatrix(type: head.type, data: base + piece.slotOffset, rows: c.rows.count, cols: head.cols)
+        return (c.rows, QuantMatrix(type: head.type, data: base + piece.slotOffset, rows: c.rows.count, cols: head.cols))
     }
+
+    func schedule(_ mask: BlockMask) {}
 
     func finishHeadChunk() throws(EngineError) { try release() }
 

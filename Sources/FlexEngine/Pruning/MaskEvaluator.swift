@@ -29,7 +29,8 @@ public final class MaskEvaluator {
             throw .invalidOption("pruning analysis starts from the dense model: drop --skip")
         }
         self.engine = engine
-        transformer = engine.transformer
+        engine.lock.withLock { g in g += 1 }   // the evaluator takes the session's transformer
+        transformer = try engine.session.scoringTransformer()
         layers = engine.config.layerCount
     }
 
@@ -43,7 +44,7 @@ public final class MaskEvaluator {
 
     /// KV cache bytes per token a skipped attention block frees (f16 keys and values).
     public func kvBytesPerToken(_ block: BlockMask.Block) -> Int {
-        block.kind == .attention ? KVCache.bytes(layers: 1, capacity: 1, kvDim: engine.config.kvDim) : 0
+        block.kind == .attention ? PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: engine.config.kvDim) : 0
     }
 
     private func check(_ sample: TextSample) throws(EngineError) {

@@ -1,105 +1,151 @@
 import FlexKernels
 import FlexSystem
 
-/// The forward pass: tokens at positions in, logits out, KV cache updated.
+/// The forward pass: a batch of rows (a token of some sequence at some position each) in,
+/// logits out, the KV cache updated. The one driver of every pass: generation (``Session``),
+/// perplexity and the pruning evaluators all come through ``forward(_:mask:resumeAt:probe:)``.
 ///
-/// One `forward` reads top to bottom like llama2.c's, but over a batch of tokens, so prompt
-/// processing pays each weight pass once per batch instead of once per token.
+/// One `forward` reads top to bottom like llama2.c's, over a batch, so prompt processing and
+/// batched decoding pay each weight pass once per batch instead of once per token.
 public final class Transformer {
-    public let weights: ModelWeights
     public let config: ModelConfig
+    let weights: ModelWeights
+    /// Positions one sequence may hold.
     public let contextLength: Int
-    /// Blocks skipped when decoding (one new token per pass) and when scoring text.
-    public let mask: BlockMask
-    /// Blocks skipped when processing a prompt. PDTrim prunes the stages differently; an
-    /// attention block skipped here must be skipped in ``mask`` too, since decode could not
-    /// attend to prompt positions whose keys and values were never computed.
-    public let prefillMask: BlockMask
+    /// Attention blocks skipped in every pass: their layers get no KV room at all. A pass may skip
+    /// more blocks than this, never fewer.
+    public let floor: BlockMask
     let pool: WorkerPool
     let state: RunState
-    let cache: KVCache
+    var cache: PagedKVCache
     let rope: Rope
-    /// Under a memory cap, the owner of resident and streamed weights; nil runs from the mapping.
-    private(set) var streamer: WeightStreamer?
-    /// Without a cap, x8 copies of the Q4_1/Q8_0 matrices, used in place of the mapping's.
-    private var interleaved: InterleavedWeights?
+    let batch: ForwardBatch
+    /// Where the weights come from: the mapping, its x8 copies, or the offload runtime.
+    private(set) var source: any WeightSource
 
-    /// Positions already in the KV cache: the next token goes at this position.
+    /// The scoring sequence of ``forward(_:logitRows:stage:)`` (perplexity, pruning), opened on first use.
+    private var scoringSlot: PagedKVCache.Slot?
+    /// Positions already in the scoring sequence: its next token goes at this position.
     public private(set) var position = 0
+    /// Masks of the scoring path, per stage.
+    public let mask: BlockMask
+    public let prefillMask: BlockMask
 
-    /// `logitRows` bounds how many batch rows one forward pass can return logits for (each row is
-    /// vocab floats, 192 KiB for SmolLM2): generation needs 1, perplexity a whole batch.
-    init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none,
-         prefillMask: BlockMask? = nil, logitRows: Int? = nil, streamer: WeightStreamer? = nil,
-         interleaved: InterleavedWeights? = nil) {
+    /// - Parameters:
+    ///   - sequences: most sequences held at once (KV slots); one more slot serves the scoring path.
+    ///   - kvPages: pages in the KV pool; nil gives every sequence room for the whole context.
+    ///   - logitRows: most batch rows one pass returns logits for (each row is vocab floats,
+    ///     192 KiB for SmolLM2): generation needs one per sequence, perplexity a whole batch.
+    init(weights: ModelWeights, source: any WeightSource, contextLength: Int, maxBatch: Int, threads: Int,
+         mask: BlockMask = .none, prefillMask: BlockMask? = nil, logitRows: Int? = nil, sequences: Int = 1,
+         kvPages: Int? = nil) throws(EngineError) {
         let prefillMask = prefillMask ?? mask
         precondition(prefillMask.skippedAttentionLayers.isSubset(of: mask.skippedAttentionLayers))
-        precondition(streamer == nil || interleaved == nil)
-        self.streamer = streamer
-        self.interleaved = interleaved
         self.weights = weights
+        self.source = source
         config = weights.config
         self.contextLength = contextLength
         self.mask = mask
         self.prefillMask = prefillMask
+        floor = BlockMask(skipping: prefillMask.skippedAttentionLayers.map { BlockMask.Block(.attention, $0) })
         pool = WorkerPool(threads: threads)
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
-        cache = KVCache(layers: config.layerCount, capacity: contextLength, kvDim: config.kvDim, mask: prefillMask)
+        cache = try PagedKVCache(layers: config.layerCount, kvDim: config.kvDim, floor: floor, sequences: sequences + 1,
+                                 capacity: contextLength, pages: kvPages)
         rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
                     frequencyFactors: weights.ropeFrequencyFactors)
+        batch = ForwardBatch(capacity: maxBatch)
+    }
+
+    /// Convenience for tests: the model's mapping as the source, one sequence.
+    convenience init(weights: ModelWeights, contextLength: Int, maxBatch: Int, threads: Int, mask: BlockMask = .none) {
+        try! self.init(weights: weights, source: InMemoryWeights(weights), contextLength: contextLength, maxBatch: maxBatch,
+                       threads: threads, mask: mask)
     }
 
     public var maxBatch: Int { state.maxBatch }
     /// Most batch rows one pass can return logits for.
     public var maxLogitRows: Int { state.logitRows }
-
-    /// Swaps the weight source at a token boundary (a new cap): the old streamer's reads are
-    /// drained and its buffers freed before the new one loads, so the two never coexist.
-    /// The in-memory copies go too: a cap means the mapping's (page cache) weights are read again.
-    func replaceStreamer(_ make: () throws(EngineError) -> WeightStreamer) throws(EngineError) {
-        interleaved = nil
-        streamer = nil
-        streamer = try make()
-    }
     public var vocabularySize: Int { config.vocabularySize }
 
-    /// Bytes of the in-memory x8 copies (no cap), 0 otherwise.
-    var interleavedBytes: Int { interleaved?.byteCount ?? 0 }
+    /// Swaps the weight source at a pass boundary (a new cap). The old source goes first, so
+    /// a streamer's reads are drained and its buffers freed before the new one loads and the two
+    /// never coexist.
+    func replaceSource(_ make: () throws(EngineError) -> any WeightSource) throws(EngineError) {
+        source = InMemoryWeights(weights)
+        source = try make()
+    }
 
-    /// Bytes allocated for activations and the KV cache.
+    var streamer: WeightStreamer? { source as? WeightStreamer }
+
+    /// Bytes allocated for activations.
     public var bufferBytes: Int { state.byteCount }
-    public var kvCacheBytes: Int { cache.byteCount }
+    /// Bytes the KV pool may grow to.
+    public var kvCacheBytes: Int { cache.capacityBytes }
 
-    /// Forgets the cached positions (new sequence); buffers are kept.
-    public func reset() { position = 0 }
+    /// Forgets the scoring sequence's positions; its pages are kept, so a pass that resumes at a
+    /// later block finds the earlier layers' keys where it left them.
+    public func reset() {
+        position = 0
+        if let s = scoringSlot { cache.truncate(s, to: 0, keepPages: true) }
+    }
 
-    /// Row `i` of the logits written by the last ``forward(_:logitRows:)`` (vocab floats).
+    /// Gives the scoring sequence's pages back to the pool.
+    func releaseScoring() {
+        if let s = scoringSlot { cache.close(s); scoringSlot = nil }
+        position = 0
+    }
+
+    /// Row `i` of the logits written by the last pass (vocab floats).
     public func logits(row i: Int) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: state.logits.pointer + i * config.vocabularySize, count: config.vocabularySize)
     }
 
-    /// Which mask a pass uses: a prompt is prefill, generated tokens and scored text are decode.
+    /// Which mask a scoring pass uses: a prompt is prefill, generated tokens and scored text are decode.
     public enum Stage: Sendable { case prefill, decode }
 
-    /// Runs `tokens` (at most ``maxBatch``) at the next positions and computes logits for the
-    /// batch rows in `logitRows` into ``logits(row:)`` rows 0, 1, … in order.
-    /// Token ids must be valid (the ``Engine`` checks user input).
-    /// Throws only when streamed weights cannot be read (a failing disk, a file changed under us).
+    /// Runs `tokens` (at most ``maxBatch``) at the scoring sequence's next positions and computes
+    /// logits for the batch rows in `logitRows` into ``logits(row:)`` rows 0, 1, … in order.
+    /// Rows take the matmul path their batch size picks (as before batching).
+    /// Token ids must be valid. Throws only when streamed weights cannot be read.
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>, stage: Stage = .decode) throws(EngineError) {
         try forward(tokens, logitRows: logitRows, mask: stage == .prefill ? prefillMask : mask)
     }
 
-    /// The pass behind ``forward(_:logitRows:stage:)``, open to the pruning evaluators: any
-    /// `mask` whose skipped attention layers include the open mask's, a `probe` that sees the
-    /// residual stream around every block, and `resumeAt`, which starts at that block (index in
-    /// execution order) from a residual the probe restores. Resuming relies on the KV cache of
-    /// earlier layers still holding this batch (same positions, same tokens): evaluating many
-    /// masks that differ only from block b on then costs the blocks after b, not the whole model.
+    /// The scoring pass with any mask (at least ``floor``), a `probe` that sees the residual
+    /// stream around every block, and `resumeAt`, which starts at that block (index in execution
+    /// order) from a residual the probe restores. Resuming relies on the KV cache of earlier
+    /// layers still holding this batch (same positions, same tokens; ``reset()`` keeps the pages):
+    /// evaluating many masks that differ only from block b on then costs the blocks after b.
     package func forward(_ tokens: UnsafeBufferPointer<Int32>, logitRows: Range<Int>, mask: BlockMask,
                          resumeAt: Int = 0, probe: (any ResidualProbe)? = nil) throws(EngineError) {
         let n = tokens.count
         precondition(n >= 1 && n <= maxBatch && position + n <= contextLength && logitRows.count <= maxLogitRows)
+        let slot: Int
+        if let s = scoringSlot { slot = s } else {
+            guard let s = cache.open() else { preconditionFailure("the scoring slot is always free") }
+            scoringSlot = s
+            slot = s
+        }
+        do { _ = try cache.append(slot, count: n) } catch {
+            throw .invalidOption("the KV cache has no room for \(n) more positions: end the running sequences first")
+        }
+        batch.clear()
+        batch.uniformPath = .bySize
+        batch.headPath = .bySize
+        let rows = logitRows.clamped(to: 0..<n)
+        for i in 0..<n { batch.add(token: tokens[i], position: position + i, slot: slot, logits: rows.contains(i)) }
+        try forward(batch, mask: mask, resumeAt: resumeAt, probe: probe)
+        position += n
+    }
+
+    /// Runs the rows of `batch` with `mask`, whose KV positions the caller has appended. Logits of
+    /// the batch's logit rows land in ``logits(row:)`` rows 0, 1, … in order.
+    func forward(_ batch: ForwardBatch, mask: BlockMask, resumeAt: Int = 0, probe: (any ResidualProbe)? = nil) throws(EngineError) {
+        let n = batch.count
+        precondition(n >= 1 && n <= maxBatch && batch.logitCount <= maxLogitRows)
+        precondition(floor.isSubset(of: mask), "a pass must skip the attention blocks that have no KV cache")
         precondition(resumeAt == 0 || (probe != nil && streamer == nil))
         let c = config
         let d = c.embeddingLength, qd = c.queryDim, kvd = c.kvDim, ff = c.feedForwardLength
@@ -108,24 +154,43 @@ public final class Transformer {
         let att = state.attention.pointer, hb = state.hb.pointer, hb2 = state.hb2.pointer
         let workspace = state.workspace
         let ropeTable = state.ropeTable.pointer, hd = c.headDim
+        let nd = batch.uniformPath == nil ? batch.decodeRows : n   // rows [0, nd) and [nd, n) take one path each
 
-        func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int = n, ldy: Int? = nil) {
-            MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: ldy ?? w.rows, batch: rows, pool: pool, workspace: workspace)
+        /// `w` over the batch rows, each run of rows on its own path.
+        func matmul(_ w: QuantMatrix, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
+            if nd > 0 {
+                MatMul.compute(w, x: input, ldx: w.cols, y: output, ldy: w.rows, batch: nd, pool: pool, workspace: workspace,
+                               path: batch.path(decode: true))
+            }
+            if nd < n {
+                MatMul.compute(w, x: input + nd * w.cols, ldx: w.cols, y: output + nd * w.rows, ldy: w.rows, batch: n - nd, pool: pool,
+                               workspace: workspace, path: batch.path(decode: false))
+            }
+        }
+        func shared(_ w0: QuantMatrix, _ y0: UnsafeMutablePointer<Float>, _ w1: QuantMatrix, _ y1: UnsafeMutablePointer<Float>,
+                    _ w2: QuantMatrix?, _ y2: UnsafeMutablePointer<Float>?, _ input: UnsafePointer<Float>) {
+            if nd > 0 {
+                MatMul.computeShared(w0, y0, w1, y1, w2, y2, x: input, batch: nd, pool: pool, workspace: workspace,
+                                     path: batch.path(decode: true))
+            }
+            if nd < n {
+                let cols = w0.cols
+                MatMul.computeShared(w0, y0 + nd * w0.rows, w1, y1 + nd * w1.rows, w2, y2.map { $0 + nd * w2!.rows },
+                                     x: input + nd * cols, batch: n - nd, pool: pool, workspace: workspace, path: batch.path(decode: false))
+            }
         }
 
-        let streamer = self.streamer
+        let source = self.source
         for b in 0..<n {
-            if resumeAt == 0 {
-                if let streamer { try streamer.embeddingRow(Int(tokens[b]), into: x + b * d) }
-                else { (interleaved?.tokenEmbedding ?? weights.tokenEmbedding).dequantizeRow(Int(tokens[b]), into: x + b * d) }
-            }
-            rope.table(position: position + b, into: ropeTable + b * hd)
+            if resumeAt == 0 { try source.embeddingRow(Int(batch.tokens[b]), into: x + b * d) }
+            rope.table(position: batch.positions[b], into: ropeTable + b * hd)
+            batch.tables[b] = cache.table(batch.slots[b])
         }
         if resumeAt > 0 { probe!.restore(block: resumeAt, into: x, rows: n) }
 
         for l in 0..<c.layerCount {
             if 2 * l + 1 < resumeAt { continue }
-            let lw = try streamer?.layer(l) ?? interleaved?.layers[l] ?? weights.layers[l]
+            let lw = try source.layer(l)
             let attentionBlock = 2 * l
             let resumedPast = attentionBlock < resumeAt   // resuming at this layer's FFN
             if !resumedPast { probe?.before(block: attentionBlock, x: x, rows: n) }
@@ -133,21 +198,20 @@ public final class Transformer {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
-                MatMul.computeShared(lw.query, q, lw.key, k, lw.value, v, x: xb, batch: n, pool: pool, workspace: workspace)
+                shared(lw.query, q, lw.key, k, lw.value, v, xb)
                 if let bias = lw.queryBias { for b in 0..<n { Vector.add(q + b * qd, bias, qd) } }
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
                 if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
                 for b in 0..<n {
                     rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: ropeTable + b * hd)
                     rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: ropeTable + b * hd)
-                    precondition(cache.slotOfLayer[l] != nil, "attention of layer \(l) runs but has no KV cache")
-                    let kc = cache.key(layer: l, position: position + b), vc = cache.value(layer: l, position: position + b)
+                    let (kc, vc) = cache.rows(batch.slots[b], layer: l, position: batch.positions[b])
                     for i in 0..<kvd {
                         kc[i] = Float16(k[b * kvd + i])
                         vc[i] = Float16(v[b * kvd + i])
                     }
                 }
-                attend(layer: l, batch: n)
+                attend(layer: l, batch: batch)
                 matmul(lw.output, att, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
@@ -157,64 +221,69 @@ public final class Transformer {
                 for b in 0..<n {
                     Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
-                MatMul.computeShared(lw.gate, hb, lw.up, hb2, nil, nil, x: xb, batch: n, pool: pool, workspace: workspace)
+                shared(lw.gate, hb, lw.up, hb2, nil, nil, xb)
                 Vector.swiglu(hb, hb2, n * ff)
                 matmul(lw.down, hb, xb)
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
             probe?.after(block: attentionBlock + 1, x: x, rows: n)
-            try streamer?.finishLayer(l)
+            try source.finishLayer(l)
         }
         probe?.final(x: x, rows: n)
 
-        let rows = logitRows.clamped(to: 0..<n)
-        if !rows.isEmpty {
-            for (i, b) in rows.enumerated() {
-                Vector.rmsNorm(x + b * d, weight: weights.outputNorm, eps: c.rmsEpsilon, into: xb + i * d, d)
-            }
-            if let streamer {
-                if streamer.head.rows > 0 { matmul(streamer.head, xb, state.logits.pointer, rows: rows.count, ldy: c.vocabularySize) }
-            } else {
-                matmul(interleaved?.output ?? weights.output, xb, state.logits.pointer, rows: rows.count)
-            }
+        // The head, for the logit rows only (perplexity scores half the rows; decode one per sequence).
+        let m = batch.logitCount
+        for i in 0..<m {
+            Vector.rmsNorm(x + batch.logitRows[i] * d, weight: weights.outputNorm, eps: c.rmsEpsilon, into: xb + i * d, d)
         }
-        if let streamer {
-            // Streamed head rows come in stage order even when no logits are wanted (an inner
-            // prefill batch): the prefetch cycle has already read them.
-            for (i, chunk) in streamer.headChunks.enumerated() {
-                let m = try streamer.headChunk(i)
-                if !rows.isEmpty { matmul(m, xb, state.logits.pointer + chunk.rows.lowerBound, rows: rows.count, ldy: c.vocabularySize) }
-                try streamer.finishHeadChunk()
-            }
+        let vocab = c.vocabularySize, logits = state.logits.pointer
+        let head = source.residentHead
+        if m > 0 && head.rows > 0 {
+            MatMul.compute(head, x: xb, ldx: d, y: logits, ldy: vocab, batch: m, pool: pool, workspace: workspace, path: batch.headPath)
         }
-        position += n
+        // Streamed head rows come in stage order even when no logits are wanted (an inner
+        // prefill batch): the prefetch cycle has already read them.
+        for i in 0..<source.headChunkCount {
+            let chunk = try source.headChunk(i)
+            if m > 0 {
+                MatMul.compute(chunk.matrix, x: xb, ldx: d, y: logits + chunk.rows.lowerBound, ldy: vocab, batch: m, pool: pool,
+                               workspace: workspace, path: batch.headPath)
+            }
+            try source.finishHeadChunk()
+        }
     }
 
-    /// Attention for every (token, head) of the batch, spread over the pool.
-    private func attend(layer l: Int, batch n: Int) {
+    /// Attention for every (row, head) of the batch, spread over the pool.
+    private func attend(layer l: Int, batch: ForwardBatch) {
         let c = config
+        let view = cache.layerView(batch.slots[0], layer: l)
         var job = AttentionJob(
             q: state.q.pointer, out: state.attention.pointer, scores: state.scores.pointer, scoresStride: state.scoresStride,
-            keys: cache.key(layer: l, position: 0), values: cache.value(layer: l, position: 0),
-            start: position, heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
+            keys: view.keys, values: view.values, tables: batch.tables, positions: batch.positions,
+            pageTokens: cache.pageTokens, pageStride: cache.pageStride,
+            heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
             queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
-        withUnsafePointer(to: &job) { pool.parallelFor(n * c.headCount, context: $0, AttentionJob.run) }
+        withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.headCount, context: $0, AttentionJob.run) }
     }
 }
 
-/// One layer's attention over a batch as a pool job: task = (token, head).
+/// One layer's attention over a batch as a pool job: task = (row, head). Each row attends to
+/// positions 0…its own of its own sequence, through that sequence's page table.
 struct AttentionJob {
     let q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>
     let scores: UnsafeMutablePointer<Float>, scoresStride: Int
     let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
-    let start: Int, heads: Int, group: Int, headDim: Int, queryDim: Int, kvDim: Int, scale: Float
+    let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>, positions: UnsafeMutablePointer<Int>
+    let pageTokens: Int, pageStride: Int
+    let heads: Int, group: Int, headDim: Int, queryDim: Int, kvDim: Int, scale: Float
 
     static let run: WorkerPool.TaskFunction = { ctx, task, thread in
         let j = ctx.assumingMemoryBound(to: AttentionJob.self).pointee
         let b = task / j.heads, h = task % j.heads
         let g = h / j.group, hd = j.headDim
-        Attention.head(query: j.q + b * j.queryDim + h * hd, keys: j.keys + g * hd, values: j.values + g * hd,
-                       stride: j.kvDim, count: j.start + b + 1, headDim: hd, scale: j.scale,
-                       scores: j.scores + thread * j.scoresStride, out: j.out + b * j.queryDim + h * hd)
+        Attention.pagedHead(query: j.q + b * j.queryDim + h * hd, keys: j.keys + g * hd, values: j.values + g * hd,
+                            pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
+                            count: j.positions[b] + 1, headDim: hd, scale: j.scale,
+                            scores: j.scores + thread * j.scoresStride, out: j.out + b * j.queryDim + h * hd)
     }
 }

@@ -1,0 +1,81 @@
+import FlexFormat
+import FlexSystem
+import Synchronization
+
+/// A model opened once: configuration, weights, tokenizer and chat template. Immutable and
+/// shared: any number of ``Session``s run on one `Model` (llama.cpp's `llama_model`, where a
+/// session is its `llama_context`).
+///
+/// Without a memory cap the weights run from the file's read-only mapping, and the Q4_1/Q8_0
+/// matrices from x8 copies made here once (``InterleavedWeights``), which every in-memory session
+/// shares. Under a cap each session's own streamer reads what it needs from disk.
+public final class Model: @unchecked Sendable {
+    // @unchecked Sendable: every stored property is immutable after init, except the x8 copies'
+    // reference, which only the `interleaved` mutex reaches.
+    public let path: String
+    public let config: ModelConfig
+    public let tokenizer: BPETokenizer
+    public let chatTemplate: ChatTemplate?
+    let weights: ModelWeights
+    /// Anonymous memory the open allocated (parsed metadata, tokenizer tables): part of every
+    /// session's runtime share under a cap.
+    public let parsedBytes: Int
+    public let loadSeconds: Double
+    private let interleaved: Mutex<InterleavedWeights?>
+
+    /// Opens `path`. `streaming` says the weights will mostly be read with O_DIRECT (the mapping is
+    /// then advised random and no x8 copies are made); `interleave` makes the x8 copies otherwise.
+    public init(path: String, streaming: Bool = false, interleave: Bool = true) throws(EngineError) {
+        let start = Platform.now()
+        let anonymousBefore = Platform.anonymousResidentBytes()
+        let file: GGUFFile
+        let weights: ModelWeights
+        do {
+            file = try GGUFFile(path: path, randomAccess: streaming)
+            weights = try ModelWeights(file: file)
+        } catch {
+            throw .model(path: path, error)
+        }
+        let tokenizer: BPETokenizer
+        do { tokenizer = try BPETokenizer(gguf: file) } catch { throw .tokenizer(error) }
+        guard tokenizer.vocabularySize <= weights.config.vocabularySize else {
+            throw .model(path: path, .badKey("tokenizer.ggml.tokens", reason: "\(tokenizer.vocabularySize) tokens but the embedding has \(weights.config.vocabularySize) rows"))
+        }
+        // Measured before the x8 copies, which are weights, not runtime.
+        if let before = anonymousBefore, let after = Platform.anonymousResidentBytes() { parsedBytes = max(0, after - before) }
+        else { parsedBytes = MemoryEstimate.parsedAllowance }
+        self.path = path
+        self.weights = weights
+        self.config = weights.config
+        self.tokenizer = tokenizer
+        self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"))
+        interleaved = Mutex(!streaming && interleave ? InterleavedWeights(weights) : nil)
+        loadSeconds = Platform.now() - start
+    }
+
+    /// Tensor bytes as stored.
+    public var weightBytes: Int { weights.file.tensors.reduce(0) { $0 + $1.byteCount } }
+
+    /// The source an in-memory session reads: the x8 copies where there are any, else the mapping.
+    func inMemorySource() -> any WeightSource {
+        if let copies = interleaved.withLock({ $0 }) { return InMemoryWeights(copies) }
+        return InMemoryWeights(weights)
+    }
+
+    /// Lets the x8 copies go (a session switched to streaming): their memory returns once the
+    /// last session still reading them lets go too.
+    func dropInterleaved() { interleaved.withLock { $0 = nil } }
+
+    /// Bytes of the x8 copies the model still holds.
+    public var interleavedBytes: Int { interleaved.withLock { $0?.byteCount ?? 0 } }
+
+    /// Prompt text → ids, in the chat template when asked.
+    public func promptTokens(_ prompt: String, parameters: GenerateParameters) throws(EngineError) -> [Int32] {
+        var text = prompt
+        if parameters.chat {
+            guard let template = chatTemplate else { throw .noChatTemplate }
+            text = template.render(user: prompt, system: parameters.system)
+        }
+        return tokenizer.encode(text)
+    }
+}

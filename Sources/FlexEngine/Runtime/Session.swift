@@ -1,0 +1,445 @@
+import FlexKernels
+import FlexSystem
+import Synchronization
+
+/// A sequence's id within its session, in the order sequences were added.
+public struct SequenceID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let value: Int
+    public static func < (a: SequenceID, b: SequenceID) -> Bool { a.value < b.value }
+    public var description: String { "\(value)" }
+}
+
+/// What a session's ``Session/step(_:)`` produces.
+public enum SequenceEvent: Sendable {
+    /// A sequence's next token.
+    case token(SequenceID, GeneratedToken)
+    /// A sequence ended; its KV pages are back in the pool.
+    case finished(SequenceID, GenerationStats)
+}
+
+/// The mutable half of running a model (llama.cpp's `llama_context` beside ``Model``'s
+/// `llama_model`): the run state, the paged KV cache, the weight source in force (mapping, x8
+/// copies or a streamer), the masks in force, the sequences and their statistics.
+///
+/// Sequences are batched (continuous batching): ``add(tokens:parameters:)`` queues one, and each
+/// ``step(_:)`` runs one forward pass holding the next token of every generating sequence plus
+/// prompt chunks of new ones, so under a cap the weights are streamed once for all of them. A
+/// sequence gets exactly the ids it gets alone: each row's arithmetic depends only on whether it
+/// is a prompt or a generated row (``ForwardBatch``), and its attention reads only its own pages.
+///
+/// A session runs on one thread at a time; ``setMemoryLimit(_:)`` alone may be called from any.
+public final class Session: @unchecked Sendable {
+    // @unchecked Sendable: the run state is only touched by the thread calling step/add/cancel;
+    // other threads reach the session only through `pendingPlan` (a mutex).
+    public let model: Model
+    public let options: EngineOptions
+    public let memory: MemoryEstimate
+    let transformer: Transformer
+    let locker: MemoryLocker?
+    /// The cap in force (explicit, or the cgroup's); nil runs from memory without a limit.
+    public private(set) var memoryLimit: Int?
+    private let pendingPlan = Mutex<MemoryPlan?>(nil)
+    /// How many times a new cap has been applied.
+    public private(set) var replanCount = 0
+    /// Blocks skipped when generating (and scoring), and when processing prompts.
+    public private(set) var mask: BlockMask
+    public private(set) var prefillMask: BlockMask
+    private var sequences: [SequenceState] = []
+    private var nextID = 0
+    /// Sequence index of each logit row of the pass being run (preallocated).
+    private var rowOwner: [Int]
+    /// Whether the last step ran generated rows, for alternating when the stage masks differ.
+    private var lastStepDecoded = false
+
+    public init(model: Model, options: EngineOptions) throws(EngineError) {
+        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
+        guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
+        guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
+        guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
+        let config = model.config
+        let prefillSkip = options.prefillSkip ?? options.skip
+        try Session.check(options.skip, prefill: prefillSkip, layers: config.layerCount)
+        let context = options.contextLength ?? min(2048, config.trainedContextLength)
+        guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
+        guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
+        let sequences = options.maxSequences
+        // A pass holds every sequence's generated row, plus prompt rows.
+        let batch = max(min(options.batchSize, context), sequences)
+        let keptAttention = config.layerCount - prefillSkip.skippedAttentionLayers.count
+        let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
+        guard pages >= 1 else { throw .invalidOption("the KV pool needs at least one page") }
+        let runtime = options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance)
+        func estimate(logitRows: Int) -> MemoryEstimate {
+            MemoryEstimate(
+                weights: model.weightBytes,
+                kvCache: PagedKVCache.bytes(keptLayers: keptAttention, kvDim: config.kvDim, pages: pages),
+                buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
+                                        threads: options.threads, maxRow: model.weights.maxRowLength),
+                runtime: runtime)
+        }
+        // Logits for a whole batch (perplexity) only when the model fits in memory with them;
+        // under a tighter cap those bytes are better spent on resident weights. Generation needs
+        // one row per sequence.
+        let roomy = limit.map { $0 >= estimate(logitRows: batch).total } ?? true
+        let logitRows = min(batch, max(sequences, options.logitRows ?? (roomy ? batch : 1)))
+        let estimate = estimate(logitRows: logitRows)
+        let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
+        let source: any WeightSource
+        if let limit {
+            let plan = try Session.plan(cap: limit, model: model, estimate: estimate, options: options)
+            model.dropInterleaved()
+            source = try WeightStreamer(plan: plan, weights: model.weights, backend: options.readBackend, locker: locker,
+                                        interleave: options.interleaveWeights)
+        } else {
+            source = model.inMemorySource()
+        }
+        self.model = model
+        self.options = options
+        self.memory = estimate
+        self.memoryLimit = limit
+        self.locker = locker
+        self.mask = options.skip
+        self.prefillMask = prefillSkip
+        transformer = try Transformer(weights: model.weights, source: source, contextLength: context, maxBatch: batch,
+                                      threads: options.threads, mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows,
+                                      sequences: sequences, kvPages: pages)
+        rowOwner = Array(repeating: 0, count: batch)
+        self.sequences.reserveCapacity(options.maxSequences)
+    }
+
+    static func check(_ skip: BlockMask, prefill: BlockMask, layers: Int) throws(EngineError) {
+        for b in skip.skipped.union(prefill.skipped) where b.layer >= layers {
+            throw .invalidOption("block \(b) does not exist: the model has \(layers) layers")
+        }
+        if let l = prefill.skippedAttentionLayers.subtracting(skip.skippedAttentionLayers).min() {
+            throw .invalidOption("prefill skips attn:\(l) but decode runs it: decode would attend to prompt keys that were never computed")
+        }
+    }
+
+    /// Positions one sequence may hold.
+    public var contextLength: Int { transformer.contextLength }
+    /// Most sequences held at once.
+    public var maxSequences: Int { options.maxSequences }
+    /// Sequences added and not yet finished.
+    public var activeCount: Int { sequences.count }
+    public var isIdle: Bool { sequences.isEmpty }
+
+    /// KV pages: in use now, the most ever in use, and the pool.
+    public var kvCache: KVCacheUsage {
+        KVCacheUsage(pageTokens: transformer.cache.pageTokens, pageBytes: transformer.cache.pageBytes,
+                     pagesInUse: transformer.cache.pagesInUse, peakPages: transformer.cache.peakPages,
+                     pageCapacity: transformer.cache.pageCapacity)
+    }
+
+    /// The memory plan in force, nil when running from memory without a limit.
+    public var plan: MemoryPlan? { transformer.streamer?.plan }
+
+    /// What the offload runtime did: reader, locked bytes, mlock refusal (nil when unlimited).
+    public var offloadSummary: OffloadSummary? {
+        transformer.streamer.map { s in
+            OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
+                           residentLoadSeconds: s.loadSeconds)
+        }
+    }
+
+    /// The streamer's running totals (zero when nothing streams).
+    public var streamCounters: StreamCounters { transformer.streamer?.counters ?? StreamCounters() }
+
+    // MARK: - Masks and caps
+
+    /// Changes the blocks the next passes skip; no reopen. `prefill` (nil: `decode`) must skip
+    /// no attention block that `decode` runs, and neither may run an attention block the session
+    /// opened without (it has no KV room) or one a live sequence has skipped before (its keys for
+    /// earlier positions were never computed; such a block comes back for new sequences only).
+    public func setMask(_ decode: BlockMask, prefill: BlockMask? = nil) throws(EngineError) {
+        let prefill = prefill ?? decode
+        try Session.check(decode, prefill: prefill, layers: model.config.layerCount)
+        if let l = transformer.floor.skippedAttentionLayers.subtracting(prefill.skippedAttentionLayers).min() {
+            throw .invalidOption("attn:\(l) has no KV cache in this session (it was skipped at open); open a session that runs it")
+        }
+        for s in sequences where s.started {
+            if let l = s.attentionHoles.subtracting((s.decoding ? decode : prefill).skippedAttentionLayers).min() {
+                throw .invalidOption("attn:\(l) was skipped for sequence \(s.id) earlier; it can come back for new sequences only")
+            }
+        }
+        mask = decode
+        prefillMask = prefill
+        transformer.source.schedule(decode.intersection(prefill))
+    }
+
+    /// Changes the memory cap, from any thread. The new plan is made (and checked) now, and
+    /// applied by the stepping thread before its next pass, so running sequences continue with the
+    /// same KV cache and output. Throws, leaving the old cap in force, below the minimum.
+    public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
+        let plan = try Session.plan(cap: bytes, model: model, estimate: memory, options: options)
+        pendingPlan.withLock { $0 = plan }
+    }
+
+    /// The plan for `cap`, with the KV pool, buffers and runtime share fixed at open.
+    static func plan(cap: Int, model: Model, estimate: MemoryEstimate, options: EngineOptions) throws(EngineError) -> MemoryPlan {
+        // Weights of a block either stage runs must be read; with different stage masks the
+        // plan covers the union.
+        let skip = options.skip.intersection(options.prefillSkip ?? options.skip)
+        return try MemoryPlan.make(.init(layout: try model.weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
+                                         bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
+    }
+
+    /// Applies a plan queued by ``setMemoryLimit(_:)``.
+    func applyPendingPlan() throws(EngineError) {
+        guard let plan = pendingPlan.withLock({ p -> MemoryPlan? in defer { p = nil }; return p }) else { return }
+        let weights = model.weights, backend = options.readBackend
+        let locker = self.locker, interleave = options.interleaveWeights
+        model.dropInterleaved()
+        try transformer.replaceSource { () throws(EngineError) in
+            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
+        }
+        transformer.source.schedule(mask.intersection(prefillMask))
+        memoryLimit = plan.inputs.cap
+        replanCount += 1
+    }
+
+    // MARK: - Sequences
+
+    /// Queues a sequence; its prompt is processed by the next steps.
+    public func add(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> SequenceID {
+        guard !tokens.isEmpty else { throw .emptyPrompt }
+        for t in tokens where t < 0 || Int(t) >= model.config.vocabularySize { throw .invalidToken(t) }
+        guard tokens.count < contextLength else { throw .promptTooLong(tokens: tokens.count, context: contextLength) }
+        transformer.releaseScoring()
+        guard let slot = transformer.cache.open() else {
+            throw .invalidOption("the session already holds \(maxSequences) sequences (raise --parallel)")
+        }
+        let id = SequenceID(value: nextID)
+        nextID += 1
+        var s = SequenceState(id: id, prompt: tokens, parameters: parameters, slot: slot, vocabulary: model.config.vocabularySize,
+                              capacity: min(parameters.maxTokens, contextLength))
+        s.stats.loadSeconds = model.loadSeconds
+        s.stats.blocksSkipped = mask.skipped.count
+        s.countersAtStart = streamCounters
+        sequences.append(s)
+        return id
+    }
+
+    /// Queues a prompt (in the chat template when the parameters ask).
+    public func add(prompt: String, parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> SequenceID {
+        try add(tokens: model.promptTokens(prompt, parameters: parameters), parameters: parameters)
+    }
+
+    /// Ends a sequence at the next step (reported there as cancelled).
+    public func cancel(_ id: SequenceID) {
+        if let i = sequences.firstIndex(where: { $0.id == id }) { sequences[i].cancelled = true }
+    }
+
+    /// Ends every sequence now, without events (the facade starting anew).
+    func cancelAll() {
+        for s in sequences { transformer.cache.close(s.slot) }
+        sequences.removeAll(keepingCapacity: true)
+    }
+
+    /// Tokens generated so far by `id` (nil once it has finished).
+    public func tokens(of id: SequenceID) -> [Int32]? { sequences.first { $0.id == id }?.tokens }
+
+    /// Runs one pass: the next token of every generating sequence and prompt rows of new ones,
+    /// calling `emit` for each token and each sequence that ends. Returns false when there was
+    /// nothing to do (no sequences). Steady-state steps allocate nothing. Throws when a pass fails
+    /// (streamed weights cannot be read); every sequence has then ended with `.error`.
+    @discardableResult
+    public func step(_ emit: (SequenceEvent) -> Void) throws(EngineError) -> Bool {
+        do { try applyPendingPlan() } catch { failAll(emit); throw error }
+        // Cancelled sequences end before the pass.
+        var i = 0
+        while i < sequences.count {
+            if sequences[i].cancelled || sequences[i].parameters.cancellation?.isCancelled == true {
+                finish(i, .cancelled, emit)
+            } else { i += 1 }
+        }
+        if sequences.isEmpty { return false }
+        let batch = transformer.batch
+        batch.clear()
+        let mixing = mask == prefillMask
+        let anyPrompt = sequences.contains { !$0.decoding }
+        let decodeNow = mixing || !anyPrompt || !lastStepDecoded
+        // Generated rows first: they take the decode path.
+        if decodeNow {
+            i = 0
+            while i < sequences.count {
+                guard sequences[i].decoding else { i += 1; continue }
+                let s = sequences[i]
+                let position: Int
+                do { position = try transformer.cache.append(s.slot, count: 1) } catch {
+                    finish(i, .contextFull, emit)
+                    continue
+                }
+                rowOwner[batch.logitCount] = i
+                batch.add(token: s.pendingToken!, position: position, slot: s.slot, logits: true)
+                i += 1
+            }
+        }
+        batch.decodeRows = batch.count
+        if mixing || batch.count == 0 {
+            i = 0
+            while i < sequences.count && !batch.isFull {
+                guard !sequences[i].decoding else { i += 1; continue }
+                let s = sequences[i]
+                let n = min(batch.free, s.prompt.count - s.consumed)
+                let position: Int
+                do { position = try transformer.cache.append(s.slot, count: n) } catch {
+                    if batch.count > 0 { break }   // the pool is short: wait for pages to come back
+                    finish(i, .contextFull, emit)
+                    continue
+                }
+                for j in 0..<n {
+                    let last = s.consumed + j == s.prompt.count - 1
+                    if last { rowOwner[batch.logitCount] = i }
+                    batch.add(token: s.prompt[s.consumed + j], position: position + j, slot: s.slot, logits: last)
+                }
+                sequences[i].consumed += n
+                sequences[i].promptRowsThisStep = true
+                i += 1
+            }
+        }
+        if batch.count == 0 { return !sequences.isEmpty }
+        let passMask = batch.decodeRows == 0 ? prefillMask : mask
+        lastStepDecoded = batch.decodeRows > 0
+        let t0 = Platform.now()
+        do { try transformer.forward(batch, mask: passMask) } catch {
+            failAll(emit)
+            throw error
+        }
+        let seconds = Platform.now() - t0
+        let holes = passMask.skippedAttentionLayers
+        // Timing: every sequence with a row in the pass spent the pass.
+        for k in sequences.indices {
+            if sequences[k].promptRowsThisStep {
+                sequences[k].stats.promptSeconds += seconds
+                sequences[k].promptRowsThisStep = false
+                sequences[k].started = true
+                if !holes.isEmpty { sequences[k].attentionHoles.formUnion(holes) }
+            } else if sequences[k].decoding && batch.decodeRows > 0 {
+                sequences[k].stats.decodeSeconds += seconds
+                if !holes.isEmpty { sequences[k].attentionHoles.formUnion(holes) }
+            }
+        }
+        // Sample every logit row; a sequence whose prompt just ended starts generating.
+        var ended = 0
+        for r in 0..<batch.logitCount {
+            let k = rowOwner[r]
+            if !sequences[k].decoding && sequences[k].consumed == sequences[k].prompt.count {
+                sequences[k].decoding = true
+                sequences[k].countersAtDecode = streamCounters
+            }
+            if sequences[k].tokens.count >= sequences[k].parameters.maxTokens {
+                sequences[k].stop = .maxTokens; ended += 1; continue
+            }
+            let logits = UnsafeMutableBufferPointer(mutating: transformer.logits(row: r))
+            let next = sequences[k].sampler.sample(logits)
+            sequences[k].sampler.accept(next)
+            if sequences[k].parameters.stopAtEndOfGeneration && model.tokenizer.endOfGenerationTokens.contains(next) {
+                sequences[k].stop = .endOfGeneration; ended += 1; continue
+            }
+            sequences[k].tokens.append(next)
+            sequences[k].stats.generatedTokens = sequences[k].tokens.count
+            sequences[k].pendingToken = next
+            let text = sequences[k].decoder.append(model.tokenizer.pieceBytes(next))
+            emit(.token(sequences[k].id, GeneratedToken(id: next, text: text)))
+            if sequences[k].tokens.count >= sequences[k].parameters.maxTokens { sequences[k].stop = .maxTokens; ended += 1 }
+        }
+        if ended > 0 {
+            i = 0
+            while i < sequences.count {
+                if let reason = sequences[i].stop { finish(i, reason, emit) } else { i += 1 }
+            }
+        }
+        return true
+    }
+
+    /// Runs one step and returns its events (allocates the array; ``step(_:)`` does not).
+    public func step() throws(EngineError) -> [SequenceEvent] {
+        var events: [SequenceEvent] = []
+        try step { events.append($0) }
+        return events
+    }
+
+    /// Text a sequence holds back at its end (an incomplete character); "" when none.
+    public func flushText(_ id: SequenceID) -> String { flushed.removeValue(forKey: id) ?? "" }
+    private var flushed: [SequenceID: String] = [:]
+
+    private func finish(_ i: Int, _ reason: GenerationStats.StopReason, _ emit: (SequenceEvent) -> Void) {
+        var s = sequences.remove(at: i)
+        transformer.cache.close(s.slot)
+        s.stats.stopReason = reason
+        s.stats.promptTokens = s.prompt.count
+        s.stats.peakResidentBytes = Platform.peakResidentBytes()
+        let now = streamCounters
+        s.stats.bytesReadFromDisk = now.bytesRead - s.countersAtStart.bytesRead
+        s.stats.decodeBytesRead = s.decoding ? now.bytesRead - s.countersAtDecode.bytesRead : 0
+        s.stats.stallSeconds = now.stallSeconds - s.countersAtStart.stallSeconds
+        s.stats.memoryLimit = memoryLimit
+        s.stats.replans = replanCount
+        let rest = s.decoder.flush()
+        if !rest.isEmpty { flushed[s.id] = rest }
+        emit(.finished(s.id, s.stats))
+    }
+
+    private func failAll(_ emit: (SequenceEvent) -> Void) {
+        while !sequences.isEmpty { finish(0, .error, emit) }
+    }
+
+    // MARK: - Scoring
+
+    /// The scoring path (perplexity, pruning) uses the session's transformer directly, and
+    /// needs the KV pool: it ends every sequence first.
+    func scoringTransformer() throws(EngineError) -> Transformer {
+        cancelAll()
+        try applyPendingPlan()
+        return transformer
+    }
+}
+
+/// A session's KV pool at a glance (``Session/kvCache``).
+public struct KVCacheUsage: Sendable, Equatable {
+    public let pageTokens: Int
+    public let pageBytes: Int
+    public let pagesInUse: Int
+    public let peakPages: Int
+    public let pageCapacity: Int
+    public var bytesInUse: Int { pagesInUse * pageBytes }
+    public var peakBytes: Int { peakPages * pageBytes }
+    public var capacityBytes: Int { pageCapacity * pageBytes }
+}
+
+/// One sequence of a session: its prompt, progress, sampler and statistics.
+struct SequenceState {
+    let id: SequenceID
+    let prompt: [Int32]
+    let parameters: GenerateParameters
+    let slot: PagedKVCache.Slot
+    var sampler: Sampler
+    var decoder = UTF8StreamDecoder()
+    /// Prompt tokens already run.
+    var consumed = 0
+    /// The prompt is done: the sequence generates one row per step.
+    var decoding = false
+    /// Some pass has run rows of it (its attention holes are then fixed).
+    var started = false
+    var promptRowsThisStep = false
+    var cancelled = false
+    var stop: GenerationStats.StopReason? = nil
+    var pendingToken: Int32? = nil
+    var tokens: [Int32] = []
+    /// Attention layers skipped by some pass over this sequence: their keys have holes.
+    var attentionHoles: Set<Int> = []
+    var stats = GenerationStats()
+    var countersAtStart = StreamCounters()
+    var countersAtDecode = StreamCounters()
+
+    init(id: SequenceID, prompt: [Int32], parameters: GenerateParameters, slot: PagedKVCache.Slot, vocabulary: Int, capacity: Int) {
+        self.id = id
+        self.prompt = prompt
+        self.parameters = parameters
+        self.slot = slot
+        sampler = Sampler(parameters.sampling, vocabularySize: vocabulary)
+        for t in prompt { sampler.accept(t) }
+        tokens.reserveCapacity(max(0, capacity))
+    }
+}

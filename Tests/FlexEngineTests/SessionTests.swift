@@ -1,0 +1,214 @@
+import Foundation
+import Testing
+@testable import FlexEngine
+import FlexSystem
+
+/// Sessions: batched sequences give each sequence exactly its own ids, the paged KV cache follows
+/// the tokens held, and a mask can change between passes without reopening.
+@Suite(.enabled(if: Fixtures.smolLM2Available), .serialized) struct SessionTests {
+    static let prompts = [
+        "The capital of France is",
+        "Write a haiku about disks.",
+        "1, 2, 3, 4,",
+        "Once upon a time, in a small village,",
+        "def fibonacci(n):",
+        "The three primary colors are",
+        "Q: What is the boiling point of water?\nA:",
+        "Les chats sont",
+    ]
+
+    static func options(sequences: Int = 1, context: Int = 128, limit: Int? = nil) throws -> EngineOptions {
+        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
+        o.contextLength = context
+        o.threads = 2
+        o.maxSequences = sequences
+        o.memoryLimit = limit
+        o.followCgroupLimit = false
+        return o
+    }
+
+    static var greedy: GenerateParameters {
+        var p = GenerateParameters(maxTokens: 24, sampling: .greedy)
+        p.stopAtEndOfGeneration = false
+        return p
+    }
+
+    /// Each prompt run alone, in a one-sequence engine (the reference).
+    static func alone(_ engine: Engine) throws -> [[Int32]] {
+        try prompts.map { p in
+            var it = try engine.generate(prompt: p, parameters: greedy)
+            var ids: [Int32] = []
+            while let t = it.next() { ids.append(t.id) }
+            if let e = it.error { throw e }
+            return ids
+        }
+    }
+
+    /// All prompts batched in one session: ids per prompt, and the stop reasons.
+    static func batched(_ engine: Engine, parameters: GenerateParameters = greedy) throws -> (ids: [[Int32]], stats: [GenerationStats?]) {
+        var ids = Array(repeating: [Int32](), count: prompts.count)
+        var stats = Array(repeating: GenerationStats?.none, count: prompts.count)
+        var it = try engine.generate(prompts: prompts, parameters: parameters)
+        while let e = it.next() {
+            switch e {
+            case .token(let i, let t): ids[i].append(t.id)
+            case .finished(let i, let s, _): stats[i] = s
+            }
+        }
+        if let e = it.error { throw e }
+        return (ids, stats)
+    }
+
+    /// Acceptance 1, in memory: 8 different prompts batched give every sequence its alone ids.
+    @Test func batchOfEightEqualsEachAloneInMemory() throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let engine = try Engine(options: Self.options(sequences: 8))
+        let (ids, stats) = try Self.batched(engine)
+        for i in Self.prompts.indices {
+            #expect(ids[i].count == 24)
+            #expect(ids[i] == reference[i], "prompt \(i) differs batched")
+            #expect(stats[i]?.stopReason == .maxTokens && stats[i]?.generatedTokens == 24)
+        }
+        #expect(engine.session.kvCache.pagesInUse == 0, "ended sequences keep pages")
+        // A second batch on the same engine reuses the pool and gives the same ids again.
+        #expect(try Self.batched(engine).ids == ids)
+    }
+
+    /// Acceptance 1 at a 50% cap: the weights stream once per step for all 8, same ids as uncapped.
+    @Test func batchOfEightEqualsEachAloneAtHalfCap() throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let full = try Engine(options: Self.options(sequences: 8)).memory.total
+        let engine = try Engine(options: Self.options(sequences: 8, limit: full / 2))
+        let plan = try #require(engine.plan)
+        #expect(!plan.isFullyResident && plan.totalBytes <= full / 2)
+        let (ids, _) = try Self.batched(engine)
+        #expect(ids == reference)
+        // One pass streams the weights once for every sequence in it: bytes read per pass are the
+        // plan's, whatever the batch.
+        #expect(engine.session.streamCounters.bytesRead > 0)
+    }
+
+    /// More prompts than sequences: later prompts join as earlier ones end, still exact.
+    @Test func promptsBeyondTheSlotsWaitTheirTurn() throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let engine = try Engine(options: Self.options(sequences: 3))
+        #expect(try Self.batched(engine).ids == reference)
+    }
+
+    /// Acceptance 4: pages follow the tokens held and return to the pool when a sequence ends.
+    @Test func kvPagesFollowTokensAndReturnToThePool() throws {
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        var o = try Self.options(sequences: 8, context: 2048)
+        o.memoryLimit = nil
+        let session = try Session(model: model, options: o)
+        let pool = session.kvCache
+        #expect(pool.pageCapacity == 8 * 2048 / 16)
+        var ids: [SequenceID] = []
+        var params = Self.greedy
+        params.maxTokens = 100
+        for p in Self.prompts { ids.append(try session.add(prompt: p, parameters: params)) }
+        var lengths: [SequenceID: Int] = [:]
+        for id in ids { lengths[id] = try model.promptTokens(Self.prompts[id.value], parameters: params).count }
+        var finished = 0
+        var steps = 0
+        while finished < ids.count {
+            try session.step { e in
+                switch e {
+                case .token(let id, _): lengths[id]! += 1
+                case .finished: finished += 1
+                }
+            }
+            steps += 1
+            if steps == 60 {
+                // Every live sequence holds ⌈positions / 16⌉ pages: positions written = its
+                // length minus the token just sampled (not yet run).
+                let expected = lengths.values.reduce(0) { $0 + ($1 - 1 + 15) / 16 }
+                #expect(session.kvCache.pagesInUse == expected)
+            }
+        }
+        let used = session.kvCache
+        #expect(used.pagesInUse == 0, "an ended sequence's pages went back to the pool")
+        // 8 sequences of ~110 positions: 7 pages each at most, against 128 reserved each.
+        #expect(used.peakPages <= 8 * 7 && used.peakPages >= 8 * 6)
+        #expect(used.peakBytes * 10 < used.capacityBytes)
+    }
+
+    /// A sequence cut back with truncate(to:) continues exactly as if the cut tokens never ran.
+    @Test func truncatedPositionsAreRewrittenExactly() throws {
+        var cache = try PagedKVCache(layers: 2, kvDim: 8, floor: .none, sequences: 2, capacity: 64, pageTokens: 4, pages: 8)
+        let a = try #require(cache.open()), b = try #require(cache.open())
+        #expect(try cache.append(a, count: 10) == 0)
+        #expect(cache.pagesInUse == 3)
+        #expect(try cache.append(b, count: 4) == 0)
+        cache.truncate(a, to: 5)
+        #expect(cache.pagesInUse == 2 + 1 && cache.length(a) == 5)
+        #expect(try cache.append(a, count: 3) == 5)
+        // The pool of 8 pages: a holds 2, b 1; 5 left, so 24 more positions of b fit but not 25.
+        #expect(throws: KVCacheFull.self) { _ = try cache.append(b, count: 21) }
+        #expect(try cache.append(b, count: 20) == 4)
+        #expect(cache.pagesInUse == 8)
+        cache.close(b)
+        #expect(cache.pagesInUse == 2)
+        #expect(throws: KVCacheFull.self) { _ = try cache.append(a, count: 64) }   // past the sequence capacity
+    }
+
+    /// Acceptance 5 (logits): masks alternating between passes under a cap equal engines opened
+    /// with each mask, and a session's mask changes without a reopen.
+    @Test func masksAlternatingBetweenPassesEqualEnginesOpenedWithThem() throws {
+        let a = try BlockMask(parsing: "ffn:20,ffn:25,attn:27")
+        let b = try BlockMask(parsing: "ffn:22,attn:24,ffn:28")
+        let tokens: [Int32] = [1, 504, 3458, 282, 4649, 314, 30, 216, 1125, 88]
+        func reference(_ m: BlockMask) throws -> [Float] {
+            var o = try Self.options()
+            o.skip = m
+            let e = try Engine(options: o)
+            let tf = e.transformer
+            try tokens.withUnsafeBufferPointer { try tf.forward($0, logitRows: (tokens.count - 1)..<tokens.count) }
+            return Array(tf.logits(row: 0))
+        }
+        let ra = try reference(a), rb = try reference(b)
+        #expect(ra != rb)
+        let dense = try Engine(options: Self.options()).memory.total
+        let engine = try Engine(options: Self.options(limit: dense / 2))
+        #expect(engine.plan?.isFullyResident == false)
+        let tf = engine.transformer
+        for pass in 0..<4 {
+            let m = pass % 2 == 0 ? a : b
+            tf.reset()
+            try tokens.withUnsafeBufferPointer { try tf.forward($0, logitRows: (tokens.count - 1)..<tokens.count, mask: m) }
+            #expect(Array(tf.logits(row: 0)) == (pass % 2 == 0 ? ra : rb), "pass \(pass)")
+        }
+    }
+
+    /// setMask between generation steps: no reopen, and an attention block a live sequence has
+    /// skipped cannot come back for it.
+    @Test func setMaskBetweenStepsAndAttentionHoles() throws {
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        let session = try Session(model: model, options: Self.options(sequences: 2))
+        let id = try session.add(prompt: "The capital of France is", parameters: Self.greedy)
+        try session.setMask(try BlockMask(parsing: "attn:10,ffn:12"))
+        _ = try session.step()
+        _ = try session.step()
+        try session.setMask(try BlockMask(parsing: "attn:10"))   // ffn:12 comes back: fine
+        _ = try session.step()
+        #expect(throws: EngineError.self) { try session.setMask(.none) }   // attn:10 has holes in the sequence
+        #expect(session.mask == (try BlockMask(parsing: "attn:10")))
+        session.cancel(id)
+        _ = try session.step()
+        try session.setMask(.none)   // no live sequence has holes now
+        #expect(session.isIdle)
+    }
+
+    /// Bad input through the session: typed errors, nothing queued.
+    @Test func sessionRefusesBadInput() throws {
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        let session = try Session(model: model, options: Self.options(sequences: 1, context: 64))
+        #expect(throws: EngineError.self) { _ = try session.add(tokens: []) }
+        #expect(throws: EngineError.self) { _ = try session.add(tokens: [-1]) }
+        #expect(throws: EngineError.self) { _ = try session.add(tokens: Array(repeating: 1, count: 64)) }
+        _ = try session.add(tokens: [1, 2, 3])
+        #expect(throws: EngineError.self) { _ = try session.add(tokens: [1]) }   // one slot only
+        #expect(session.activeCount == 1)
+        #expect(throws: EngineError.self) { try session.setMask(try BlockMask(parsing: "ffn:99")) }
+    }
+}

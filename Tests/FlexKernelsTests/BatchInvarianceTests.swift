@@ -1,0 +1,50 @@
+import Testing
+@testable import FlexKernels
+import FlexFormat
+
+/// A row's matmul result depends only on its path, never on the batch around it: what lets a
+/// batch of sequences give each one exactly its alone numbers (FlexEngine's `Session`).
+@Suite struct BatchInvarianceTests {
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .f32])
+    func rowsAreTheSameBitsAtEveryBatchSize(_ type: GGMLType) throws {
+        let rows = 37, cols = 96
+        let bytes = try #require(type.rowBytes(elements: cols)) * rows
+        var rng = SystemRandomNumberGenerator()
+        let data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { data.deallocate() }
+        // Random floats quantized with the reference quantizer, so every block is valid.
+        let source = (0..<rows * cols).map { _ in Float.random(in: -1...1, using: &rng) }
+        source.withUnsafeBufferPointer { s in
+            if type == .f32 { data.copyMemory(from: s.baseAddress!, byteCount: bytes); return }
+            for r in 0..<rows {
+                Quantize.plain(type, s.baseAddress! + r * cols, count: cols, into: data + r * type.rowBytes(elements: cols)!)
+            }
+        }
+        let w = QuantMatrix(type: type, data: UnsafeRawPointer(data), rows: rows, cols: cols)
+        let maxBatch = 9
+        let x = (0..<maxBatch * cols).map { _ in Float.random(in: -2...2, using: &rng) }
+        let pool = WorkerPool(threads: 2)
+        let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: maxBatch)
+        for path in [MatMul.Path.decode, .prefill] {
+            var single = [[Float]]()
+            for b in 0..<maxBatch {
+                var y = [Float](repeating: 0, count: rows)
+                x.withUnsafeBufferPointer { xp in
+                    MatMul.compute(w, x: xp.baseAddress! + b * cols, ldx: cols, y: &y, ldy: rows, batch: 1, pool: pool,
+                                   workspace: scratch.workspace, path: path)
+                }
+                single.append(y)
+            }
+            for n in 1...maxBatch {
+                var y = [Float](repeating: 0, count: n * rows)
+                x.withUnsafeBufferPointer { xp in
+                    MatMul.compute(w, x: xp.baseAddress!, ldx: cols, y: &y, ldy: rows, batch: n, pool: pool,
+                                   workspace: scratch.workspace, path: path)
+                }
+                for b in 0..<n {
+                    #expect(Array(y[b * rows..<(b + 1) * rows]) == single[b], "\(type) \(path) batch \(n) row \(b)")
+                }
+            }
+        }
+    }
+}
