@@ -177,6 +177,6 @@ public struct PagedKVCache: ~Copyable {
 /// The KV cache cannot take more positions: the sequence reached the context length, or the
 /// pool ran out of pages (more sequences than it was sized for are long).
 public struct KVCacheFull: Error, Sendable {
-    public enum Reason: Sendable { case sequence, pool }
+    public enum Reason: Sendable, Equatable { case sequence, pool }
     public let reason: Reason
 }

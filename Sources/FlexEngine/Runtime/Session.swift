@@ -206,7 +206,7 @@ public final class Session: @unchecked Sendable {
         for t in tokens where t < 0 || Int(t) >= model.config.vocabularySize { throw .invalidToken(t) }
         guard tokens.count < contextLength else { throw .promptTooLong(tokens: tokens.count, context: contextLength) }
         transformer.releaseScoring()
-        guard let slot = transformer.cache.open() else {
+        guard sequences.count < maxSequences, let slot = transformer.cache.open() else {
             throw .invalidOption("the session already holds \(maxSequences) sequences (raise --parallel)")
         }
         let id = SequenceID(value: nextID)
