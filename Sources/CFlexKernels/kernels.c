@@ -41,6 +41,42 @@ static inline uint32_t load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4)
 static inline uint64_t load_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n) {
+#if CFLEX_AVX2
+    // The scalar loop below, 8 lanes at a time: the same max, the same products, and vcvtps2dq
+    // rounds to nearest even as lrintf does in the default rounding mode, so the same blocks.
+    // Why: the scalar loop called lrintf through the PLT per element and took 6-8 % of a batched
+    // decode step (perf, 8 sequences), all of it on the calling thread while the pool waited.
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-32767), hi = _mm256_set1_epi32(32767);
+    for (int b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        __m256 s = _mm256_set1_ps(id);
+        __m256i q0 = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v0, s)), lo), hi);
+        __m256i q1 = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v1, s)), lo), hi);
+        __m256i q2 = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v2, s)), lo), hi);
+        __m256i q3 = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v3, s)), lo), hi);
+        // packs interleaves 128-bit lanes: permute back to element order.
+        __m256i p01 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+        __m256i p23 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q2, q3), 0xD8);
+        _mm256_storeu_si256((__m256i *)y[b].qs, p01);
+        _mm256_storeu_si256((__m256i *)(y[b].qs + 16), p23);
+        __m256i t = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+        int sum = _mm_cvtsi128_si32(t4);
+        y[b].d = d;
+        y[b].s = d * (float)sum;
+    }
+#else
     for (int b = 0; b < n / 32; b++) {
         const float *v = x + 32 * b;
         float amax = 0;
@@ -51,6 +87,7 @@ void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n) {
         y[b].d = d;
         y[b].s = d * (float)sum;
     }
+#endif
 }
 
 #if CFLEX_AVX2
@@ -506,5 +543,211 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
         }
     }
     for (int r = 0; r < 8; r++) y[r] = acc[r];
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// x8 groups against up to CFLEX_X8_BATCH activation rows at once (batched decode).
+//
+// Why: a session decoding 8 sequences ran each x8 group through the one-row kernel 8 times, each
+// time widening and masking the same weight bytes again; widening is about a third of the
+// one-row kernel's vector ops. Here a block's weights are widened once and multiplied with every
+// activation row. The arithmetic per row and activation is exactly the one-row kernel's (integer
+// block sums are exact in int32 whatever the order; then the same FMAs in the same order), so
+// a sequence gets the same bits batched or alone (tested). Where the CPU has AVX-512 VNNI, the
+// multiply-add and the accumulate are one vpdpwssd (also exact: no int32 overflow is possible,
+// |sum| <= 32 * 255 * 32767).
+
+#if CFLEX_AVX2
+static int use_vnni = 0;
+__attribute__((constructor)) static void cflex_pick_vnni(void) {
+    const char *env = getenv("FLEXRUN_KERNELS");
+    use_vnni = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")
+        && !(env && (strcmp(env, "avx2") == 0 || strcmp(env, "avx512") == 0));
+}
+
+/// Per-activation float tail of one block, shared by every variant: the one-row kernels' steps.
+#define X8_Q4_1_TAIL(s, j)                                                                              \
+    do {                                                                                                \
+        acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xj[j][b].d)), _mm256_cvtepi32_ps(s), acc[j]); \
+        off[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(xj[j][b].s), off[j]);                                \
+    } while (0)
+
+static void gemv8n_q4_1_avx2(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+    const __m256i mask = _mm256_set1_epi16(0x0F);
+    const cflex_q16_block *xj[CFLEX_X8_BATCH];
+    __m256 acc[CFLEX_X8_BATCH], off[CFLEX_X8_BATCH];
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); off[j] = _mm256_setzero_ps(); }
+    for (int b = 0; b < nb; b++, p += 160) {
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);
+        __m256i s0[CFLEX_X8_BATCH], s1[CFLEX_X8_BATCH];
+        for (int j = 0; j < n; j++) { s0[j] = _mm256_setzero_si256(); s1[j] = _mm256_setzero_si256(); }
+        for (int t = 0; t < 4; t++) {
+            __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 32 + 32 * t)));
+            __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 48 + 32 * t)));
+            __asm__("" : "+x"(v0), "+x"(v1));   // as in nibbles16
+            __m256i l0 = _mm256_and_si256(v0, mask), h0 = _mm256_srli_epi16(v0, 4);
+            __m256i l1 = _mm256_and_si256(v1, mask), h1 = _mm256_srli_epi16(v1, 4);
+            for (int j = 0; j < n; j++) {
+                const int16_t *q = xj[j][b].qs;
+                __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+                __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
+                s0[j] = _mm256_add_epi32(s0[j], _mm256_add_epi32(_mm256_madd_epi16(l0, xl), _mm256_madd_epi16(h0, xh)));
+                s1[j] = _mm256_add_epi32(s1[j], _mm256_add_epi32(_mm256_madd_epi16(l1, xl), _mm256_madd_epi16(h1, xh)));
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
+        for (int j = 0; j < n; j++) {
+            __m256i s = _mm256_hadd_epi32(s0[j], s1[j]);
+            X8_Q4_1_TAIL(s, j);
+        }
+    }
+    for (int j = 0; j < n; j++) _mm256_storeu_ps(y + (size_t)j * ldy, _mm256_add_ps(acc[j], off[j]));
+}
+
+/// The AVX-512 bodies, generated twice: with vpdpwssd where the CPU has VNNI, and with
+/// vpmaddwd + vpaddd for AVX-512 CPUs without it (a function compiled for VNNI may use it anywhere,
+/// so the plain one must not be compiled for it).
+#define DPW_VNNI(a, w, x) _mm512_dpwssd_epi32(a, w, x)
+#define DPW_PLAIN(a, w, x) _mm512_add_epi32(a, _mm512_madd_epi16(w, x))
+#define GEMV8N_Q4_1_AVX512(NAME, TARGET, DPW) \
+__attribute__((target(TARGET))) \
+static void NAME(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) { \
+    const __m512i mask = _mm512_set1_epi16(0x0F); \
+    const cflex_q16_block *xj[CFLEX_X8_BATCH]; \
+    __m256 acc[CFLEX_X8_BATCH], off[CFLEX_X8_BATCH]; \
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); off[j] = _mm256_setzero_ps(); } \
+    for (int b = 0; b < nb; b++, p += 160) { \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0); \
+        __m512i lo[4], hi[4]; \
+        for (int t = 0; t < 4; t++) { \
+            __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 + 32 * t))); \
+            __asm__("" : "+v"(v)); \
+            lo[t] = _mm512_and_si512(v, mask); \
+            hi[t] = _mm512_srli_epi16(v, 4); \
+        } \
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); \
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))); \
+        for (int j = 0; j < n; j++) { \
+            const int16_t *q = xj[j][b].qs; \
+            __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512(); \
+            for (int t = 0; t < 4; t++) { \
+                __m512i xl = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t))); \
+                __m512i xh = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 16 + 4 * t))); \
+                a = DPW(a, lo[t], xl); \
+                c = DPW(c, hi[t], xh); \
+            } \
+            __m512i sum = _mm512_add_epi32(a, c); \
+            __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1)); \
+            X8_Q4_1_TAIL(s, j); \
+        } \
+    } \
+    for (int j = 0; j < n; j++) _mm256_storeu_ps(y + (size_t)j * ldy, _mm256_add_ps(acc[j], off[j])); \
+}
+GEMV8N_Q4_1_AVX512(gemv8n_q4_1_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPW_VNNI)
+GEMV8N_Q4_1_AVX512(gemv8n_q4_1_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", DPW_PLAIN)
+
+static void gemv8n_q8_0_avx2(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+    const cflex_q16_block *xj[CFLEX_X8_BATCH];
+    __m256 acc[CFLEX_X8_BATCH];
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); }
+    for (int b = 0; b < nb; b++, p += 272) {
+        for (int k = 0; k < 5; k++) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64 * k), _MM_HINT_T0);
+        __m256i s0[CFLEX_X8_BATCH], s1[CFLEX_X8_BATCH];
+        for (int j = 0; j < n; j++) { s0[j] = _mm256_setzero_si256(); s1[j] = _mm256_setzero_si256(); }
+        for (int t = 0; t < 8; t += 2) {
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 32 * t)));
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32 + 32 * t)));
+            __m256i w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48 + 32 * t)));
+            __m256i w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 64 + 32 * t)));
+            for (int j = 0; j < n; j++) {
+                const int16_t *q = xj[j][b].qs;
+                __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+                __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t + 4)));
+                s0[j] = _mm256_add_epi32(s0[j], _mm256_add_epi32(_mm256_madd_epi16(w0, xl), _mm256_madd_epi16(w2, xh)));
+                s1[j] = _mm256_add_epi32(s1[j], _mm256_add_epi32(_mm256_madd_epi16(w1, xl), _mm256_madd_epi16(w3, xh)));
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        for (int j = 0; j < n; j++) {
+            __m256i s = _mm256_hadd_epi32(s0[j], s1[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xj[j][b].d)), _mm256_cvtepi32_ps(s), acc[j]);
+        }
+    }
+    for (int j = 0; j < n; j++) _mm256_storeu_ps(y + (size_t)j * ldy, acc[j]);
+}
+
+#define GEMV8N_Q8_0_AVX512(NAME, TARGET, DPW) \
+__attribute__((target(TARGET))) \
+static void NAME(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) { \
+    const cflex_q16_block *xj[CFLEX_X8_BATCH]; \
+    __m256 acc[CFLEX_X8_BATCH]; \
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); } \
+    for (int b = 0; b < nb; b++, p += 272) { \
+        for (int k = 0; k < 5; k++) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64 * k), _MM_HINT_T0); \
+        __m512i w[8]; \
+        for (int t = 0; t < 8; t++) w[t] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * t))); \
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); \
+        for (int j = 0; j < n; j++) { \
+            const int16_t *q = xj[j][b].qs; \
+            __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512(); \
+            for (int t = 0; t < 8; t += 2) { \
+                __m512i x0 = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t))); \
+                __m512i x1 = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t + 4))); \
+                a = DPW(a, w[t], x0); \
+                c = DPW(c, w[t + 1], x1); \
+            } \
+            __m512i sum = _mm512_add_epi32(a, c); \
+            __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1)); \
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xj[j][b].d)), _mm256_cvtepi32_ps(s), acc[j]); \
+        } \
+    } \
+    for (int j = 0; j < n; j++) _mm256_storeu_ps(y + (size_t)j * ldy, acc[j]); \
+}
+GEMV8N_Q8_0_AVX512(gemv8n_q8_0_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPW_VNNI)
+GEMV8N_Q8_0_AVX512(gemv8n_q8_0_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", DPW_PLAIN)
+#endif
+
+void cflex_gemv8n_q4_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (n > 1 && n <= CFLEX_X8_BATCH) {
+        if (use_vnni) gemv8n_q4_1_vnni((const uint8_t *)group, x, xstride, n, nb, y, ldy);
+        else if (use_avx512) gemv8n_q4_1_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy);
+        else {
+            // 16 ymm registers hold the widened weights and the sums of four rows at most.
+            for (int j = 0; j < n; j += 4)
+                gemv8n_q4_1_avx2((const uint8_t *)group, x + (size_t)j * xstride, xstride, n - j < 4 ? n - j : 4, nb, y + (size_t)j * ldy, ldy);
+        }
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) cflex_gemv8_q4_1(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
+}
+
+void cflex_gemv8n_q8_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (n > 1 && n <= CFLEX_X8_BATCH) {
+        if (use_vnni) gemv8n_q8_0_vnni((const uint8_t *)group, x, xstride, n, nb, y, ldy);
+        else if (use_avx512) gemv8n_q8_0_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy);
+        else {
+            for (int j = 0; j < n; j += 4)
+                gemv8n_q8_0_avx2((const uint8_t *)group, x + (size_t)j * xstride, xstride, n - j < 4 ? n - j : 4, nb, y + (size_t)j * ldy, ldy);
+        }
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) cflex_gemv8_q8_0(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
+}
+
+int cflex_kernels_vnni(void) {
+#if CFLEX_AVX2
+    return use_avx512 && use_vnni;
+#else
+    return 0;
 #endif
 }

@@ -98,4 +98,137 @@ public enum Attention {
             page += 1
         }
     }
+
+    /// Attention of the `group` query heads that share one KV head (GQA) over a paged KV cache:
+    /// position t of the sequence lives in page `pages[t / pageTokens]`, row `t % pageTokens`.
+    ///
+    /// Each key and value row is widened from f16 once for all heads of the group. Scores are
+    /// computed 8 keys at a time (eight accumulators reduced together: one reduction per 8 keys
+    /// instead of one per key), and the weighted sum of values keeps 64 output lanes in registers
+    /// across all positions. The order of every sum depends only on the head's own positions
+    /// (page offsets and count), so a sequence gets the same bits whatever pages and batch it has.
+    ///
+    /// - Parameters:
+    ///   - queries: the first head's `headDim` floats; head h is at `+ h * headDim`.
+    ///   - keys/values: this layer's and this KV head's vector in page 0, row 0; page p starts
+    ///     `p * pageStride` elements further, and rows within a page are `stride` apart.
+    ///   - scores: scratch of `group * scoresStride` floats, `scoresStride >= count`.
+    ///   - out: the first head's output; head h's at `+ h * headDim`.
+    public static func pagedGroup(queries: UnsafePointer<Float>, group: Int, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
+                                  pages: UnsafePointer<Int32>, pageTokens: Int, pageStride: Int, stride: Int, count: Int,
+                                  headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, scoresStride: Int,
+                                  out: UnsafeMutablePointer<Float>) {
+        precondition(headDim % 8 == 0 && headDim <= 256 && group >= 1)
+        // Eight key rows widened to f32, reused by every head of the group.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * 256) { rows in
+            let rows = rows.baseAddress!
+            var t = 0, page = 0
+            while t < count {
+                let base = Int(pages[page]) * pageStride
+                let n = min(pageTokens, count - t)
+                var r = 0
+                while r < n {
+                    let kb = min(8, n - r)
+                    for j in 0..<kb {
+                        let k = keys + base + (r + j) * stride
+                        var i = 0
+                        while i < headDim { Vector.store8(load8(k + i), rows + j * headDim + i); i += 8 }
+                    }
+                    for h in 0..<group {
+                        let q = queries + h * headDim
+                        let dst = scores + h * scoresStride + t + r
+                        if kb == 8 {
+                            Vector.store8(dot8(q, rows, headDim) * scale, dst)
+                        } else {
+                            for j in 0..<kb {
+                                var acc = SIMD8<Float>()
+                                var i = 0
+                                while i < headDim { acc.addProduct(Vector.load8(q + i), Vector.load8(rows + j * headDim + i)); i += 8 }
+                                dst[j] = acc.sum() * scale
+                            }
+                        }
+                    }
+                    r += kb
+                }
+                t += n
+                page += 1
+            }
+        }
+        for h in 0..<group {
+            let p = scores + h * scoresStride
+            Vector.softmax(p, count)
+            weightedValues(p, values: values, pages: pages, pageTokens: pageTokens, pageStride: pageStride, stride: stride, count: count,
+                           headDim: headDim, out: out + h * headDim)
+        }
+    }
+
+    /// q · rows[j] for the 8 rows (each `n` floats, contiguous): eight accumulators, then a
+    /// transposing reduction (pairs, quads, eights), so the 8 sums cost 7 combines, not 8 full reductions.
+    @inline(__always)
+    static func dot8(_ q: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, _ n: Int) -> SIMD8<Float> {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+        var i = 0
+        while i < n {
+            let x = Vector.load8(q + i)
+            a0.addProduct(x, Vector.load8(rows + i))
+            a1.addProduct(x, Vector.load8(rows + n + i))
+            a2.addProduct(x, Vector.load8(rows + 2 * n + i))
+            a3.addProduct(x, Vector.load8(rows + 3 * n + i))
+            a4.addProduct(x, Vector.load8(rows + 4 * n + i))
+            a5.addProduct(x, Vector.load8(rows + 5 * n + i))
+            a6.addProduct(x, Vector.load8(rows + 6 * n + i))
+            a7.addProduct(x, Vector.load8(rows + 7 * n + i))
+            i += 8
+        }
+        @inline(__always) func fold(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            SIMD8(lowHalf: a.evenHalf + a.oddHalf, highHalf: b.evenHalf + b.oddHalf)
+        }
+        return fold(fold(fold(a0, a1), fold(a2, a3)), fold(fold(a4, a5), fold(a6, a7)))
+    }
+
+    /// out = Σ_t p[t] · value row t, for one head, in position order. With 64 dims the output
+    /// stays in eight registers over all positions.
+    @inline(__always)
+    static func weightedValues(_ p: UnsafePointer<Float>, values: UnsafePointer<Float16>, pages: UnsafePointer<Int32>, pageTokens: Int,
+                               pageStride: Int, stride: Int, count: Int, headDim: Int, out: UnsafeMutablePointer<Float>) {
+        var c = 0
+        while c < headDim {
+            if headDim - c >= 64 {
+                var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
+                var o4 = SIMD8<Float>(), o5 = SIMD8<Float>(), o6 = SIMD8<Float>(), o7 = SIMD8<Float>()
+                var t = 0, page = 0
+                while t < count {
+                    let base = Int(pages[page]) * pageStride
+                    let n = min(pageTokens, count - t)
+                    for r in 0..<n {
+                        let v = values + base + r * stride + c
+                        let w = SIMD8<Float>(repeating: p[t + r])
+                        o0.addProduct(w, load8(v)); o1.addProduct(w, load8(v + 8))
+                        o2.addProduct(w, load8(v + 16)); o3.addProduct(w, load8(v + 24))
+                        o4.addProduct(w, load8(v + 32)); o5.addProduct(w, load8(v + 40))
+                        o6.addProduct(w, load8(v + 48)); o7.addProduct(w, load8(v + 56))
+                    }
+                    t += n
+                    page += 1
+                }
+                let o = out + c
+                Vector.store8(o0, o); Vector.store8(o1, o + 8); Vector.store8(o2, o + 16); Vector.store8(o3, o + 24)
+                Vector.store8(o4, o + 32); Vector.store8(o5, o + 40); Vector.store8(o6, o + 48); Vector.store8(o7, o + 56)
+                c += 64
+            } else {
+                var acc = SIMD8<Float>()
+                var t = 0, page = 0
+                while t < count {
+                    let base = Int(pages[page]) * pageStride
+                    let n = min(pageTokens, count - t)
+                    for r in 0..<n { acc.addProduct(SIMD8<Float>(repeating: p[t + r]), load8(values + base + r * stride + c)) }
+                    t += n
+                    page += 1
+                }
+                Vector.store8(acc, out + c)
+                c += 8
+            }
+        }
+    }
 }

@@ -145,11 +145,21 @@ public enum MatMul {
                     for b in 0..<batch { y[b * ldy + r] = dot(row, activations + b * activationStride, nb) }
                     r += 1
                 }
-            case .rows(let four, let group):
+            case .rows(let four, let group, let groupN):
                 // Tasks start on multiples of 8, so x8 groups never straddle two.
                 while r + 8 <= min(end, w.interleavedRows) {
                     let g = w.row(r)
-                    for b in 0..<batch { group(g, activations + b * activationStride, nb, y + b * ldy + r) }
+                    if batch == 1 {
+                        group(g, activations, nb, y + r)
+                    } else {
+                        // Up to four activation rows per call: the group's weights are widened once for them.
+                        var b = 0
+                        while b < batch {
+                            let k = Swift.min(Int(CFLEX_X8_BATCH), batch - b)
+                            groupN(g, activations + b * activationStride, Int32(activationStride), Int32(k), nb, y + b * ldy + r, Int32(ldy))
+                            b += k
+                        }
+                    }
                     r += 8
                 }
                 var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
@@ -370,20 +380,23 @@ public enum IntegerDot {
     public typealias GroupKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32,
                                                    UnsafeMutablePointer<Float>?) -> Void
 
-    /// A row at a time, or (Q4_1, Q8_0) four row-major rows or one x8 group at a time, with
-    /// bit-identical results between the two (`cflex_kernels.h`).
+    public typealias GroupBatchKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32, Int32, Int32,
+                                                        UnsafeMutablePointer<Float>?, Int32) -> Void
+
+    /// A row at a time, or (Q4_1, Q8_0) four row-major rows or one x8 group at a time (against one
+    /// activation row, or up to four with `groupN`), with bit-identical results between them.
     public enum Kernel: Sendable {
         case row(RowKernel)
-        case rows(four: FourRowKernel, group: GroupKernel)
+        case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
     }
 
     public static func kernel(for type: GGMLType) -> Kernel? {
         switch type {
         case .q4_0: return .row(cflex_dot_q4_0)
-        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1)
+        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
         case .q5_0: return .row(cflex_dot_q5_0)
         case .q5_1: return .row(cflex_dot_q5_1)
-        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0)
+        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
         default: return nil
         }
     }
@@ -393,6 +406,8 @@ public enum IntegerDot {
     public static let simd: Bool = cflex_kernels_simd() != 0
     /// Whether the x8 kernels use AVX-512 on this CPU (`FLEXRUN_KERNELS=avx2` turns it off).
     public static let avx512: Bool = cflex_kernels_avx512() != 0
+    /// Whether the batched x8 kernels use AVX-512 VNNI on this CPU.
+    public static let vnni: Bool = cflex_kernels_vnni() != 0
 }
 
 /// Owns the memory behind a ``MatMulWorkspace``, sized for a pool, a widest row and a batch.

@@ -36,17 +36,24 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "System message for --chat (default: the template's own).")
     var system: String?
 
+    @Flag(name: .customLong("ignore-eos"), help: "Do not stop at end-of-generation tokens (benchmarks: every sequence runs -n tokens).")
+    var ignoreEOS = false
+
     @Flag(name: .long, help: "Print load time, prompt and decode tok/s, peak memory and more to stderr.")
     var stats = false
 
     @Flag(name: .customLong("print-ids"), help: "Print the generated token ids to stderr (for comparing runs).")
     var printIDs = false
 
+    @Option(name: .long, help: "Generate for every prompt in the file at once, N sequences batched per pass: one prompt per line, or JSONL lines {\"prompt\": ...}; writes one JSON line per sequence.")
+    var parallel: Int?
+
     @Argument(help: "Prompt file, or - for stdin.")
     var promptFile: String
 
     func validate() throws {
         guard maxTokens >= 0 else { throw CLIError("-n must be 0 or more") }
+        if let parallel { guard (1...1024).contains(parallel) else { throw CLIError("--parallel must be between 1 and 1024") } }
         guard temperature.isFinite, topK >= 0, (0...1).contains(topP), (0...1).contains(minP), repeatPenalty > 0 else {
             throw CLIError("sampling options out of range: --temp ≥ 0, --top-k ≥ 0, --top-p and --min-p in 0…1, --repeat-penalty > 0")
         }
@@ -56,24 +63,44 @@ struct Generate: ParsableCommand {
         try validate()
         let prompt = try readText(promptFile, what: "prompt file")
         guard !prompt.isEmpty else { throw CLIError("the prompt is empty") }
-        // Without --ctx, size the KV cache for this job, not for 2048 tokens: a prompt has at most
-        // one token per byte, plus BOS and the chat template. Under a tight cap every KiB of KV
-        // cache is a KiB of weights that must be streamed instead.
-        var context: Int? = nil
-        if model.ctx == nil {
-            let needed = prompt.utf8.count + (chat ? 512 + (system?.utf8.count ?? 0) : 0) + maxTokens + 2
-            if needed < 2048 { context = (needed + 63) / 64 * 64 }
-        }
-        let engine = try Engine(options: model.engineOptions(context: context))
-
-        var params = GenerateParameters(maxTokens: maxTokens, chat: chat)
+        if let parallel { return try runParallel(prompts: try parsePrompts(prompt), sequences: parallel) }
+        let engine = try Engine(options: model.engineOptions(context: jobContext(longestPromptBytes: prompt.utf8.count)))
         let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let cancel = CancellationToken()
+        let params = parameters(seed: seed, cancel: cancel)
+        installSignals(engine: engine, cancel: cancel)
+
+        var it = try engine.generate(prompt: prompt, parameters: params)
+        while let token = it.next() {
+            if !token.text.isEmpty { writeStandardOutput(token.text) }
+        }
+        writeStandardOutput(it.flushText() + "\n")
+        if let error = it.error { throw error }
+        if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
+        if stats { printStats(it.stats, engine: engine, seed: seed) }
+        if it.stats.stopReason == .cancelled { throw ExitCode(130) }
+    }
+
+    /// Context for the job when --ctx is not given: a prompt has at most one token per byte,
+    /// plus BOS and the chat template. Under a tight cap every KiB of KV cache is a KiB of
+    /// weights that must be streamed instead.
+    func jobContext(longestPromptBytes: Int) -> Int? {
+        guard model.ctx == nil else { return nil }
+        let needed = longestPromptBytes + (chat ? 512 + (system?.utf8.count ?? 0) : 0) + maxTokens + 2
+        return needed < 2048 ? (needed + 63) / 64 * 64 : nil
+    }
+
+    func parameters(seed: UInt64, cancel: CancellationToken) -> GenerateParameters {
+        var params = GenerateParameters(maxTokens: maxTokens, chat: chat)
         params.sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
                                              repetitionPenalty: repeatPenalty, seed: seed)
         params.system = system
-        let cancel = CancellationToken()
         params.cancellation = cancel
+        params.stopAtEndOfGeneration = !ignoreEOS
+        return params
+    }
 
+    func installSignals(engine: Engine, cancel: CancellationToken) {
         // Ctrl-C stops generation at the next token, and stats are still printed.
         signal(SIGINT, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
@@ -92,17 +119,10 @@ struct Generate: ParsableCommand {
             }
         }
         hangup.resume()
-
-        var it = try engine.generate(prompt: prompt, parameters: params)
-        while let token = it.next() {
-            if !token.text.isEmpty { writeStandardOutput(token.text) }
-        }
-        writeStandardOutput(it.flushText() + "\n")
-        if let error = it.error { throw error }
-        if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
-        if stats { printStats(it.stats, engine: engine, seed: seed) }
-        if it.stats.stopReason == .cancelled { throw ExitCode(130) }
+        // The sources live as long as the process: keep them from being released.
+        Generate.signalSources = [source, hangup]
     }
+    nonisolated(unsafe) static var signalSources: [any DispatchSourceSignal] = []
 
     func printStats(_ s: GenerationStats, engine: Engine, seed: UInt64) {
         var lines: [String] = []
@@ -118,6 +138,8 @@ struct Generate: ParsableCommand {
         // VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
         // anonymous part is what a cap must hold, so it is shown beside it.
         let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
+        let kv = engine.session.kvCache
+        lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
         lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymous), blocks skipped: \(s.blocksSkipped)")
         // Share of the forward passes' time spent computing rather than waiting for reads: 100%
         // means every read was hidden behind compute.

@@ -20,11 +20,25 @@ import FlexFormat
                 Quantize.plain(type, s.baseAddress! + r * cols, count: cols, into: data + r * type.rowBytes(elements: cols)!)
             }
         }
-        let w = QuantMatrix(type: type, data: UnsafeRawPointer(data), rows: rows, cols: cols)
+        let plain = QuantMatrix(type: type, data: UnsafeRawPointer(data), rows: rows, cols: cols)
+        // The same rows with the first 32 in x8 groups (where the format has them): the batched
+        // x8 kernels must give the bits of the one-row kernels, batched or not.
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { copy.deallocate() }
+        copy.copyMemory(from: data, byteCount: bytes)
+        let grouped = Interleave.rows(type, 32)
+        if grouped > 0 {
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: Interleave.scratchBytes(type, cols: cols), alignment: 64)
+            defer { scratch.deallocate() }
+            Interleave.inPlace(type, copy, rows: grouped, cols: cols, scratch: scratch)
+        }
+        let x8 = QuantMatrix(type: type, data: UnsafeRawPointer(copy), rows: rows, cols: cols).interleaved(rows: grouped)
         let maxBatch = 9
         let x = (0..<maxBatch * cols).map { _ in Float.random(in: -2...2, using: &rng) }
         let pool = WorkerPool(threads: 2)
         let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: maxBatch)
+        var results: [[[Float]]] = []
+        for w in [plain, x8] {
         for path in [MatMul.Path.decode, .prefill] {
             var single = [[Float]]()
             for b in 0..<maxBatch {
@@ -42,9 +56,12 @@ import FlexFormat
                                    workspace: scratch.workspace, path: path)
                 }
                 for b in 0..<n {
-                    #expect(Array(y[b * rows..<(b + 1) * rows]) == single[b], "\(type) \(path) batch \(n) row \(b)")
+                    #expect(Array(y[b * rows..<(b + 1) * rows]) == single[b], "\(type) \(path) batch \(n) row \(b) x8 \(w.interleavedRows)")
                 }
             }
+            results.append(single)
         }
+        }
+        #expect(results[0] == results[2] && results[1] == results[3], "x8 groups and row-major rows differ")
     }
 }

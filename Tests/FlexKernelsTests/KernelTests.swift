@@ -111,6 +111,27 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         }
     }
 
+    /// The SIMD quantizer gives exactly the blocks of the plain formula (d = max|x|/32767, q =
+    /// round-to-nearest-even of x/d clamped to ±32767, s = d·Σq), ties and order-of-magnitude
+    /// spreads included.
+    @Test func blocksEqualThePlainFormula() {
+        var rng = TestRNG(seed: 11)
+        var x = (0..<4096).map { i in Float(Int(rng.next() % 2_000_001) - 1_000_000) / Float([1, 1000, 1e6][i % 3]) }
+        x.replaceSubrange(0..<32, with: (0..<32).map { Float($0) - 15.5 })   // halves: ties at x/d
+        x.replaceSubrange(32..<64, with: [Float](repeating: -3, count: 32))
+        var blocks = [cflex_q16_block](repeating: cflex_q16_block(), count: x.count / 32)
+        cflex_quantize_q16(x, &blocks, Int32(x.count))
+        for (b, blk) in blocks.enumerated() {
+            let v = x[(32 * b)..<(32 * b + 32)]
+            let d = v.map(abs).max()! / 32767, id: Float = d != 0 ? 1 / d : 0
+            let q = v.map { Int16(max(-32767, min(32767, ($0 * id).rounded(.toNearestOrEven)))) }
+            let got = withUnsafeBytes(of: blk.qs) { p in (0..<32).map { p.load(fromByteOffset: 2 * $0, as: Int16.self) } }
+            #expect(got == q, "block \(b)")
+            #expect(blk.d.bitPattern == d.bitPattern)
+            #expect(blk.s.bitPattern == (d * Float(q.reduce(0) { $0 + Int($1) })).bitPattern)
+        }
+    }
+
     @Test func zeroBlockStaysZero() {
         #expect(roundTripQ16([Float](repeating: 0, count: 32)) == [Float](repeating: 0, count: 32))
     }

@@ -65,10 +65,19 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
 void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 
+/// Most activation rows one call of the batched x8 kernels takes.
+#define CFLEX_X8_BATCH 8
+/// y[j*ldy + 0..8) = the 8 rows of one x8 group · x + j*xstride (in blocks), for j < n. The same
+/// bits as n calls of cflex_gemv8_*; the weights are widened once for all n (batched decode).
+void cflex_gemv8n_q4_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv8n_q8_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);
 /// 1 when the x8 kernels run with AVX-512 (the CPU has BW and VL, and FLEXRUN_KERNELS is not
 /// "avx2"); the results are the same bits either way.
 int cflex_kernels_avx512(void);
+/// 1 when the batched x8 kernels use AVX-512 VNNI's vpdpwssd (FLEXRUN_KERNELS=avx2 or avx512 turns it off).
+int cflex_kernels_vnni(void);
 
 #endif

@@ -16,6 +16,8 @@ public struct ModelConfig: Sendable, Equatable {
 
     public var queryDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
+    /// Query heads sharing one KV head (GQA).
+    public var attentionGroup: Int { headCount / kvHeadCount }
 
     /// Reads the hyperparameters under `<arch>.` and checks they are mutually consistent.
     public init(gguf: GGUFFile, spec: ArchitectureSpec) throws(GGUFError) {

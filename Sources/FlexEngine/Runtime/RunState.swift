@@ -18,7 +18,7 @@ public struct RunState: ~Copyable {
     let hb2: AlignedBuffer<Float>        // (batch, ff) up
     let logits: AlignedBuffer<Float>     // (logitRows, vocab)
     let ropeTable: AlignedBuffer<Float>  // (batch, head_dim) cos/sin pairs per position
-    let scores: AlignedBuffer<Float>     // (threads, context) attention scores
+    let scores: AlignedBuffer<Float>     // (threads, group, context) attention scores of one KV head's query heads
     let matmul: MatMulScratch            // per-thread dequantized rows, per-token 8-bit activations
     let scoresStride: Int
 
@@ -36,7 +36,7 @@ public struct RunState: ~Copyable {
         logits = AlignedBuffer(count: logitRows * config.vocabularySize)
         ropeTable = AlignedBuffer(count: maxBatch * config.headDim)
         scoresStride = (context + 15) / 16 * 16
-        scores = AlignedBuffer(count: threads * scoresStride)
+        scores = AlignedBuffer(count: threads * config.attentionGroup * scoresStride)
         matmul = MatMulScratch(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 
@@ -45,7 +45,7 @@ public struct RunState: ~Copyable {
     /// Bytes these buffers take, for the memory tally and the cap check.
     static func bytes(config: ModelConfig, maxBatch: Int, logitRows: Int, context: Int, threads: Int, maxRow: Int) -> Int {
         let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim + 2 * config.feedForwardLength
-        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * (context + 16))
+        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * config.attentionGroup * (context + 16))
             + MatMulScratch.bytes(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 

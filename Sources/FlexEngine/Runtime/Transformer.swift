@@ -263,12 +263,13 @@ public final class Transformer {
             pageTokens: cache.pageTokens, pageStride: cache.pageStride,
             heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
             queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
-        withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.headCount, context: $0, AttentionJob.run) }
+        withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
     }
 }
 
-/// One layer's attention over a batch as a pool job: task = (row, head). Each row attends to
-/// positions 0…its own of its own sequence, through that sequence's page table.
+/// One layer's attention over a batch as a pool job: task = (row, KV head), which serves the
+/// query heads sharing that KV head (GQA). Each row attends to positions 0…its own of its own
+/// sequence, through that sequence's page table.
 struct AttentionJob {
     let q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>
     let scores: UnsafeMutablePointer<Float>, scoresStride: Int
@@ -279,11 +280,13 @@ struct AttentionJob {
 
     static let run: WorkerPool.TaskFunction = { ctx, task, thread in
         let j = ctx.assumingMemoryBound(to: AttentionJob.self).pointee
-        let b = task / j.heads, h = task % j.heads
-        let g = h / j.group, hd = j.headDim
-        Attention.pagedHead(query: j.q + b * j.queryDim + h * hd, keys: j.keys + g * hd, values: j.values + g * hd,
-                            pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
-                            count: j.positions[b] + 1, headDim: hd, scale: j.scale,
-                            scores: j.scores + thread * j.scoresStride, out: j.out + b * j.queryDim + h * hd)
+        let kvHeads = j.heads / j.group
+        let b = task / kvHeads, g = task % kvHeads
+        let h = g * j.group, hd = j.headDim
+        Attention.pagedGroup(queries: j.q + b * j.queryDim + h * hd, group: j.group, keys: j.keys + g * hd, values: j.values + g * hd,
+                             pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
+                             count: j.positions[b] + 1, headDim: hd, scale: j.scale,
+                             scores: j.scores + thread * j.group * j.scoresStride, scoresStride: j.scoresStride,
+                             out: j.out + b * j.queryDim + h * hd)
     }
 }

@@ -1,0 +1,102 @@
+import ArgumentParser
+import FlexEngine
+import FlexSystem
+import Foundation
+
+/// `flexrun --parallel N PROMPTS`: every prompt of the file generated in one session, N
+/// sequences batched per forward pass (the rest join as sequences end). One JSON line per
+/// sequence on stdout as it ends; with --stats, aggregate and per-sequence rates on stderr.
+extension Generate {
+    /// One prompt per non-empty line, or JSONL lines `{"prompt": "..."}` (a line starting with `{`).
+    func parsePrompts(_ text: String) throws -> [String] {
+        var prompts: [String] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty else { continue }
+            if trimmed.hasPrefix("{") {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any],
+                      let prompt = object["prompt"] as? String else {
+                    throw CLIError("\(promptFile): line \(n + 1) is not a JSON object with a \"prompt\" string")
+                }
+                guard !prompt.isEmpty else { throw CLIError("\(promptFile): line \(n + 1): the prompt is empty") }
+                prompts.append(prompt)
+            } else {
+                prompts.append(String(line))
+            }
+        }
+        guard !prompts.isEmpty else { throw CLIError("\(promptFile) holds no prompt (one per line, or JSONL {\"prompt\": ...})") }
+        return prompts
+    }
+
+    func runParallel(prompts: [String], sequences: Int) throws {
+        var options = try model.engineOptions(context: jobContext(longestPromptBytes: prompts.map(\.utf8.count).max() ?? 0))
+        options.maxSequences = min(sequences, prompts.count)
+        let engine = try Engine(options: options)
+        let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let cancel = CancellationToken()
+        let params = parameters(seed: seed, cancel: cancel)
+        installSignals(engine: engine, cancel: cancel)
+
+        var texts = Array(repeating: "", count: prompts.count)
+        var ids = Array(repeating: [Int32](), count: prompts.count)
+        var results = Array(repeating: GenerationStats?.none, count: prompts.count)
+        let start = Platform.now()
+        var firstToken: Double?
+        var it = try engine.generate(prompts: prompts, parameters: params)
+        while let event = it.next() {
+            switch event {
+            case .token(let i, let t):
+                texts[i] += t.text
+                ids[i].append(t.id)
+                if firstToken == nil { firstToken = Platform.now() }
+            case .finished(let i, let s, let rest):
+                texts[i] += rest
+                results[i] = s
+                writeStandardOutput(jsonLine(index: i, text: texts[i], ids: ids[i], stats: s) + "\n")
+            }
+        }
+        let wall = Platform.now() - start
+        if let error = it.error { throw error }
+        if stats { printParallelStats(results.compactMap { $0 }, engine: engine, seed: seed, wall: wall, firstToken: firstToken.map { $0 - start }) }
+        if results.contains(where: { $0?.stopReason == .cancelled }) { throw ExitCode(130) }
+    }
+
+    func jsonLine(index: Int, text: String, ids: [Int32], stats s: GenerationStats) -> String {
+        var object: [String: Any] = [
+            "id": index, "text": text, "tokens": s.generatedTokens, "prompt_tokens": s.promptTokens,
+            "stop": s.stopReason.rawValue,
+            "decode_tok_s": (s.decodeTokensPerSecond * 100).rounded() / 100,
+        ]
+        if printIDs { object["ids"] = ids.map(Int.init) }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func printParallelStats(_ all: [GenerationStats], engine: Engine, seed: UInt64, wall: Double, firstToken: Double?) {
+        var lines: [String] = []
+        let s = engine.session
+        lines.append("model: \(engine.config.architecture), \(engine.config.layerCount) layers, context \(engine.contextLength) per sequence, "
+                     + "\(s.maxSequences) sequences batched, threads \(engine.options.threads), seed \(seed)")
+        lines.append("memory: " + memorySummary(engine))
+        let generated = all.reduce(0) { $0 + $1.generatedTokens }
+        let promptTokens = all.reduce(0) { $0 + $1.promptTokens }
+        let decodeWall = max(1e-9, wall - (firstToken ?? 0))
+        lines.append("sequences: \(all.count), \(promptTokens) prompt tokens, \(generated) tokens generated in \(f(wall, 3)) s")
+        lines.append("aggregate: \(f(Double(max(0, generated - all.count)) / decodeWall, 1)) tok/s decoding (after the first token, at "
+                     + "\(f(firstToken ?? 0, 3)) s), \(f(Double(generated + promptTokens) / wall, 1)) tok/s prompt and generated together")
+        let rates = all.map(\.decodeTokensPerSecond).sorted()
+        if !rates.isEmpty {
+            lines.append("per sequence: decode tok/s min \(f(rates.first!, 1)), median \(f(rates[rates.count / 2], 1)), max \(f(rates.last!, 1))")
+        }
+        let kv = s.kvCache
+        lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
+        let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
+        lines.append("peak RSS: \(Platform.peakResidentBytes().map(ByteSize.format) ?? "unknown")\(anonymous)")
+        let read = s.streamCounters.bytesRead
+        if read > 0 { lines.append("disk: \(ByteSize.format(read)) read, prefetch stalls \(f(s.streamCounters.stallSeconds, 3)) s") }
+        var reasons: [String: Int] = [:]
+        for r in all { reasons[r.stopReason.rawValue, default: 0] += 1 }
+        lines.append("stop: " + reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+        FileHandle.standardError.write(Data(lines.map { "flexrun: " + $0 }.joined(separator: "\n").appending("\n").utf8))
+    }
+}
