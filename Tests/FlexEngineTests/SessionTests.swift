@@ -187,12 +187,50 @@ import FlexSystem
         let engine = try Engine(options: Self.options(limit: dense / 2))
         #expect(engine.plan?.isFullyResident == false)
         let tf = engine.transformer
+        let plan = try #require(engine.plan)
+        #expect(plan.readBytesPerPass(skipping: a) < plan.readBytesPerPass(skipping: .none))
+        #expect(plan.readBytesPerPass(skipping: a) != plan.readBytesPerPass(skipping: b))
         for pass in 0..<4 {
             let m = pass % 2 == 0 ? a : b
             tf.reset()
+            let before = engine.session.streamCounters.bytesRead
             try tokens.withUnsafeBufferPointer { try tf.forward($0, logitRows: (tokens.count - 1)..<tokens.count, mask: m) }
             #expect(Array(tf.logits(row: 0)) == (pass % 2 == 0 ? ra : rb), "pass \(pass)")
+            // Skipped blocks are never read: the pass reads what the plan says for its mask.
+            #expect(engine.session.streamCounters.bytesRead - before == plan.readBytesPerPass(skipping: m), "pass \(pass)")
         }
+        // A mask that changes the first layers, whose stages were read ahead for the previous
+        // pass's mask: skipped reads are made late (into the same slot), and the logits still match.
+        let c = try BlockMask(parsing: "ffn:0,ffn:1,attn:1")
+        let rc = try reference(c), rd = try reference(.none)
+        for (m, expected) in [(c, rc), (.none, rd), (c, rc)] {
+            tf.reset()
+            try tokens.withUnsafeBufferPointer { try tf.forward($0, logitRows: (tokens.count - 1)..<tokens.count, mask: m) }
+            #expect(Array(tf.logits(row: 0)) == expected, "mask \(m)")
+        }
+    }
+
+    /// Acceptance 5 (bytes): a session's mask alternating between generated tokens under a cap
+    /// reads, per token, exactly the plan's bytes for the mask in force.
+    @Test func alternatingMasksReadThePlansBytesPerToken() throws {
+        // Both skip the same attention blocks (one a sequence skipped cannot come back for it).
+        let a = try BlockMask(parsing: "ffn:10,ffn:15,ffn:20,attn:24,attn:27")
+        let b = try BlockMask(parsing: "ffn:12,attn:24,attn:27,ffn:28")
+        let model = try Model(path: try Fixtures.requireSmolLM2(), streaming: true)
+        let dense = try Engine(options: Self.options()).memory.total
+        let session = try Session(model: model, options: Self.options(limit: dense / 2))
+        let plan = try #require(session.plan)
+        _ = try session.add(prompt: "The capital of France is", parameters: Self.greedy)
+        _ = try session.step()   // the prompt, dense
+        var tokens = 0
+        for step in 0..<8 {
+            let m = step % 2 == 0 ? a : b
+            try session.setMask(m)
+            let before = session.streamCounters.bytesRead
+            for e in try session.step() { if case .token = e { tokens += 1 } }
+            #expect(session.streamCounters.bytesRead - before == plan.readBytesPerPass(skipping: m), "step \(step)")
+        }
+        #expect(tokens == 8)
     }
 
     /// setMask between generation steps: no reopen, and an attention block a live sequence has

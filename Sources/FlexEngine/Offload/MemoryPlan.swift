@@ -64,7 +64,8 @@ public struct MemoryPlan: Sendable, Equatable {
         /// or one head row (the head streams in chunks that fit a slot).
         var minimumSlotBytes: Int {
             let largest = layout.layers.map { layer in
-                Builder.stage(.layer(0), layer.tensors.map { ($0, 0) }, decoding: layer.decoded).slotBytes
+                Builder.stage(.layer(0), layer.attention.map { ($0, 0, .attention) } + layer.ffn.map { ($0, 0, .ffn) },
+                              decoding: layer.decoded).slotBytes
             }.max() ?? 0
             let headRow = layout.residentDecoded.isEmpty ? Builder.span(layout.head.fileOffset, layout.head.rowBytes) : 0
             return max(largest, headRow)
@@ -76,6 +77,9 @@ public struct MemoryPlan: Sendable, Equatable {
         public let fileOffset: Int
         public let length: Int
         public let slotOffset: Int
+        /// The block whose matrices the read serves (nil: the head). A pass that skips that block
+        /// does not read it: reads never span two blocks, so a mask can drop them whole.
+        public var block: BlockMask.Kind? = nil
     }
 
     /// The streamed rows `rows` of one matrix, found at `slotOffset` in its stage's slot.
@@ -106,6 +110,14 @@ public struct MemoryPlan: Sendable, Equatable {
         public var decodes: [Decode] = []
         /// Aligned bytes read from disk for this stage (compressed payloads included).
         public var readBytes: Int { reads.reduce(0) { $0 + $1.length } + decodes.reduce(0) { $0 + $1.read.length } }
+        /// The layer this stage serves (nil for head chunks).
+        public var layer: Int? { if case .layer(let l) = kind { return l } else { return nil } }
+        /// Bytes read for a pass that runs the attention block, the FFN block, both or neither.
+        public func readBytes(attention: Bool, ffn: Bool) -> Int {
+            func runs(_ k: BlockMask.Kind?) -> Bool { k == nil || (k == .attention ? attention : ffn) }
+            return reads.filter { runs($0.block) }.reduce(0) { $0 + $1.length }
+                + decodes.filter { runs($0.block.kind) }.reduce(0) { $0 + $1.read.length }
+        }
         /// Slot bytes the stage needs: its reads, the payloads, then the decoded blocks (4 KiB aligned).
         public var slotBytes: Int {
             Builder.roundUp(max(reads.map { $0.slotOffset + $0.length }.max() ?? 0,
@@ -145,6 +157,13 @@ public struct MemoryPlan: Sendable, Equatable {
     public var streamedBytesPerToken: Int { stages.reduce(0) { $0 + $1.pieces.reduce(0) { $0 + $1.bytes } } }
     /// Bytes actually read per token (aligned supersets).
     public var readBytesPerToken: Int { stages.reduce(0) { $0 + $1.readBytes } }
+    /// Bytes read by a pass that skips `mask`'s blocks: the streamer never reads a skipped block.
+    public func readBytesPerPass(skipping mask: BlockMask) -> Int {
+        stages.reduce(0) { sum, s in
+            guard let l = s.layer else { return sum + s.readBytes }
+            return sum + s.readBytes(attention: !mask.skipsAttention(l), ffn: !mask.skipsFFN(l))
+        }
+    }
     public var isFullyResident: Bool { stages.isEmpty }
 
     /// Everything that does not depend on the resident/streamed split.
@@ -236,30 +255,34 @@ enum Builder {
     /// A stage streaming rows `from..<t.rows` of each listed matrix, with overlapping aligned
     /// reads merged so no byte is read twice, and the compressed blocks `decoding` read whole
     /// after them and decoded behind them in the slot.
-    static func stage(_ kind: MemoryPlan.Stage.Kind, _ tails: [(TensorExtent, Int)], decoding: [DecodedBlock] = []) -> MemoryPlan.Stage {
-        var spans: [(start: Int, end: Int)] = []
-        for (t, from) in tails.sorted(by: { $0.0.fileOffset < $1.0.fileOffset }) where from < t.rows {
+    /// Each tail is tagged with its block; spans merge only within one block (a 4 KiB page two
+    /// blocks share is read by each), so a pass that skips a block can leave its reads out.
+    static func stage(_ kind: MemoryPlan.Stage.Kind, _ tails: [(TensorExtent, Int, BlockMask.Kind?)], decoding: [DecodedBlock] = []) -> MemoryPlan.Stage {
+        var spans: [(start: Int, end: Int, block: BlockMask.Kind?)] = []
+        for (t, from, block) in tails.sorted(by: { ($0.2?.rawValue ?? "", $0.0.fileOffset) < ($1.2?.rawValue ?? "", $1.0.fileOffset) })
+            where from < t.rows {
             let a = t.fileOffset + from * t.rowBytes, b = t.fileOffset + t.bytes
             let s = roundDown(a), e = roundUp(b)
-            if let last = spans.last, s <= last.end { spans[spans.count - 1].end = max(last.end, e) } else { spans.append((s, e)) }
+            if let last = spans.last, last.block == block, s <= last.end { spans[spans.count - 1].end = max(last.end, e) }
+            else { spans.append((s, e, block)) }
         }
         var reads: [MemoryPlan.Read] = []
         var at = 0
         for sp in spans {
-            reads.append(.init(fileOffset: sp.start, length: sp.end - sp.start, slotOffset: at))
+            reads.append(.init(fileOffset: sp.start, length: sp.end - sp.start, slotOffset: at, block: sp.block))
             at += sp.end - sp.start
         }
         var pieces: [MemoryPlan.Piece] = []
-        for (t, from) in tails where from < t.rows {
+        for (t, from, block) in tails where from < t.rows {
             let a = t.fileOffset + from * t.rowBytes
-            let r = reads.last { $0.fileOffset <= a }!
+            let r = reads.last { $0.block == block && $0.fileOffset <= a }!
             pieces.append(.init(tensor: t.name, rows: from..<t.rows, slotOffset: r.slotOffset + (a - r.fileOffset),
                                 bytes: (t.rows - from) * t.rowBytes))
         }
         var payloads: [MemoryPlan.Read] = []
         for b in decoding {
             let length = span(b.payloadOffset, b.storedBytes)
-            payloads.append(.init(fileOffset: roundDown(b.payloadOffset), length: length, slotOffset: at))
+            payloads.append(.init(fileOffset: roundDown(b.payloadOffset), length: length, slotOffset: at, block: b.kind))
             at += length
         }
         var decodes: [MemoryPlan.Decode] = []
@@ -326,17 +349,17 @@ enum Builder {
         // Stored matrices first: per budget byte, a resident row saves a byte of reading, a
         // resident compressed block only 1/ratio of one. Each layer gets an equal share.
         let share = layout.layers.isEmpty ? 0 : left / layout.layers.count
-        var tails: [[(TensorExtent, Int)]] = []
+        var tails: [[(TensorExtent, Int, BlockMask.Kind?)]] = []
         var spare = left - share * layout.layers.count
         for layer in layout.layers {
             var mine = share
-            var t: [(TensorExtent, Int)] = []
-            let order = layer.attention.sorted { $0.bytes < $1.bytes } + layer.ffn
-            for m in order {
+            var t: [(TensorExtent, Int, BlockMask.Kind?)] = []
+            let order = layer.attention.sorted { $0.bytes < $1.bytes }.map { ($0, BlockMask.Kind.attention) } + layer.ffn.map { ($0, .ffn) }
+            for (m, block) in order {
                 let rows = rowsFitting(m, budget: mine)
                 a.keep(m, rows: rows)
                 mine -= span(m.fileOffset, rows * m.rowBytes)
-                t.append((m, rows))
+                t.append((m, rows, block))
             }
             tails.append(t)
             spare += mine
@@ -365,7 +388,7 @@ enum Builder {
             while r < head.rows {
                 let end = min(head.rows, r + perChunk)
                 let t = TensorExtent(name: head.name, fileOffset: head.fileOffset, rows: end, rowBytes: head.rowBytes)
-                a.stages.append(stage(.head(r..<end), [(t, r)]))
+                a.stages.append(stage(.head(r..<end), [(t, r, nil)]))
                 r = end
             }
         }

@@ -34,6 +34,14 @@ public struct DecodedBlock: Sendable, Equatable {
     public var payloadOffset: Int { entry.payloadOffset }
     public var storedBytes: Int { entry.storedSize }
     public var rawBytes: Int { entry.rawSize }
+    /// Which block of its layer this is (nil for head and embedding blocks).
+    public var kind: BlockMask.Kind? {
+        switch entry.kind {
+        case .attention: return .attention
+        case .ffn: return .ffn
+        default: return nil
+        }
+    }
 }
 
 /// The file geometry of every matrix the forward pass reads, by block: the planner's whole input

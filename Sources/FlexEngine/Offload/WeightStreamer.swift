@@ -30,8 +30,17 @@ final class WeightStreamer: WeightSource {
     private let reader: (any StageReader)?
     /// Workers that read and decode compressed blocks (nil when no stage has any).
     private let decoders: DecodeWorkers?
-    /// Chunks of every stage, slot-relative to slot 0 (offset by the slot's base at issue).
-    private let chunks: [[ReadChunk]]
+    /// Chunks of every stage, slot-relative to slot 0 (offset by the slot's base at issue), by
+    /// variant: which of the layer's blocks a pass runs (``Variant``).
+    private let chunks: [[[ReadChunk]]]
+    /// Compressed blocks of every stage, by variant.
+    private let decodes: [[[MemoryPlan.Decode]]]
+    /// Bytes each stage reads, by variant.
+    private let variantBytes: [[Int]]
+    /// Variant each slot's reads were issued with.
+    private var issuedVariant: [Int]
+    /// Blocks the passes from now on skip: stages are issued without their reads.
+    private var scheduled = BlockMask.none
     private let slotStride: Int
     /// Stage index of each layer (nil when the layer streams nothing).
     private let stageOfLayer: [Int?]
@@ -150,8 +159,15 @@ final class WeightStreamer: WeightSource {
         // requests in flight to reach the disk's bandwidth, few enough to submit cheaply).
         slotStride = plan.slotBytes
         let fileSize = file.size
-        chunks = plan.stages.map { s in s.reads.flatMap { ReadChunk.split($0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) } }
-        let perSlot = max(1, chunks.map(\.count).max() ?? 1)
+        chunks = plan.stages.map { s in
+            (0..<4).map { v in
+                s.reads.filter { Variant.runs(v, $0.block) }.flatMap { ReadChunk.split($0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) }
+            }
+        }
+        decodes = plan.stages.map { s in (0..<4).map { v in s.decodes.filter { Variant.runs(v, $0.block.kind) } } }
+        variantBytes = plan.stages.map { s in (0..<4).map { v in s.readBytes(attention: v & Variant.attention != 0, ffn: v & Variant.ffn != 0) } }
+        issuedVariant = Array(repeating: Variant.all, count: max(1, plan.ringSlots))
+        let perSlot = max(1, chunks.map { $0[Variant.all].count }.max() ?? 1)
         let slots = max(1, plan.ringSlots)
         var reason = "asked for"
         var chosen: (any StageReader)?
@@ -260,20 +276,46 @@ final class WeightStreamer: WeightSource {
 
     var streams: Bool { !plan.stages.isEmpty }
 
-    /// Reads stages until `slots` are in flight or ready beyond the last released one.
+    /// Which blocks of a layer a pass runs, as bits: what a stage's reads are filtered by.
+    enum Variant {
+        static let attention = 1, ffn = 2, all = 3
+        static func of(_ mask: BlockMask, layer: Int?) -> Int {
+            guard let l = layer else { return all }
+            return (mask.skipsAttention(l) ? 0 : attention) | (mask.skipsFFN(l) ? 0 : ffn)
+        }
+        /// Whether a read of `block` (nil: the head) is needed by variant `v`.
+        static func runs(_ v: Int, _ block: BlockMask.Kind?) -> Bool {
+            guard let block else { return true }
+            return v & (block == .attention ? attention : ffn) != 0
+        }
+    }
+
+    func schedule(_ mask: BlockMask) { scheduled = mask }
+
+    /// Starts `stage`'s reads of variant `v` into `slot`.
+    private func issue(_ stage: Int, variant v: Int, slot: Int) throws(EngineError) {
+        try reader!.start(chunks[stage][v], shift: slot * slotStride, slot: slot)
+        decoders?.start(decodes[stage][v], base: ringBuffer.base + slot * slotStride, slot: slot)
+        counters.bytesRead += variantBytes[stage][v]
+    }
+
+    /// Reads stages until `slots` are in flight or ready beyond the last released one, each
+    /// without the blocks the scheduled mask skips.
     private func issueAhead() throws(EngineError) {
         let n = plan.stages.count, k = plan.ringSlots
         while issued < released + k {
             let stage = issued % n, slot = issued % k
-            try reader!.start(chunks[stage], shift: slot * slotStride, slot: slot)
-            decoders?.start(plan.stages[stage].decodes, base: ringBuffer.base + slot * slotStride, slot: slot)
-            counters.bytesRead += plan.stages[stage].readBytes
+            let v = Variant.of(scheduled, layer: plan.stages[stage].layer)
+            try issue(stage, variant: v, slot: slot)
+            issuedVariant[slot] = v
             issued += 1
         }
     }
 
-    /// Waits for `stage` (which must be the next in the cycle) and returns its slot's base.
-    private func acquire(_ stage: Int) throws(EngineError) -> UnsafeRawPointer {
+    /// Waits for `stage` (which must be the next in the cycle) and returns its slot's base. When
+    /// the slot was issued before the pass's mask was known and lacks blocks the pass runs
+    /// (`needs`), their reads are made now, into the same slot.
+    private func acquire(_ stage: Int, needs: Int = Variant.all) throws(EngineError) -> UnsafeRawPointer {
         if let failure { throw failure }
         precondition(released % plan.stages.count == stage, "stages must be visited in order")
         let slot = released % plan.ringSlots
@@ -281,6 +323,13 @@ final class WeightStreamer: WeightSource {
         do {
             try reader!.wait(slot: slot)
             try decoders?.wait(slot: slot)
+            let missing = needs & ~issuedVariant[slot]
+            if missing != 0 {
+                try issue(stage, variant: missing, slot: slot)
+                issuedVariant[slot] |= missing
+                try reader!.wait(slot: slot)
+                try decoders?.wait(slot: slot)
+            }
         } catch { failure = error; throw error }
         counters.stallSeconds += Platform.now() - t0
         return UnsafeRawPointer(ringBuffer.base + slot * slotStride)
@@ -292,10 +341,12 @@ final class WeightStreamer: WeightSource {
         do { try issueAhead() } catch { failure = error; throw error }
     }
 
-    /// Layer `l`'s weights, once its streamed rows have landed. Call ``finishLayer(_:)`` after use.
-    func layer(_ l: Int) throws(EngineError) -> LayerWeights {
+    /// Layer `l`'s weights, once the streamed rows of the blocks the pass runs have landed (a
+    /// skipped block's streamed rows are not read: its views must not be used). Call
+    /// ``finishLayer(_:)`` after use.
+    func layer(_ l: Int, attention: Bool, ffn: Bool) throws(EngineError) -> LayerWeights {
         guard let s = stageOfLayer[l] else { return templates[l].weights(slot: nil) }
-        return templates[l].weights(slot: try acquire(s))
+        return templates[l].weights(slot: try acquire(s, needs: (attention ? Variant.attention : 0) | (ffn ? Variant.ffn : 0)))
     }
 
     func finishLayer(_ l: Int) throws(EngineError) {
@@ -313,7 +364,7 @@ final class WeightStreamer: WeightSource {
         return (c.rows, QuantMatrix(type: head.type, data: base + piece.slotOffset, rows: c.rows.count, cols: head.cols))
     }
 
-    func schedule(_ mask: BlockMask) {}
+
 
     func finishHeadChunk() throws(EngineError) { try release() }
 

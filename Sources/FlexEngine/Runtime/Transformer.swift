@@ -181,6 +181,9 @@ public final class Transformer {
         }
 
         let source = self.source
+        // Stages issued from here on read only the blocks this mask runs; the next pass most
+        // likely runs the same one.
+        source.schedule(mask)
         for b in 0..<n {
             if resumeAt == 0 { try source.embeddingRow(Int(batch.tokens[b]), into: x + b * d) }
             rope.table(position: batch.positions[b], into: ropeTable + b * hd)
@@ -190,7 +193,7 @@ public final class Transformer {
 
         for l in 0..<c.layerCount {
             if 2 * l + 1 < resumeAt { continue }
-            let lw = try source.layer(l)
+            let lw = try source.layer(l, attention: !mask.skipsAttention(l) && 2 * l >= resumeAt, ffn: !mask.skipsFFN(l))
             let attentionBlock = 2 * l
             let resumedPast = attentionBlock < resumeAt   // resuming at this layer's FFN
             if !resumedPast { probe?.before(block: attentionBlock, x: x, rows: n) }

@@ -10,8 +10,9 @@ import FlexKernels
 protocol WeightSource: AnyObject {
     /// Dequantizes `token`'s embedding row into `dst`.
     func embeddingRow(_ token: Int, into dst: UnsafeMutablePointer<Float>) throws(EngineError)
-    /// Layer `l`'s matrices, usable until ``finishLayer(_:)``.
-    func layer(_ l: Int) throws(EngineError) -> LayerWeights
+    /// Layer `l`'s matrices, usable until ``finishLayer(_:)``; only the blocks the pass runs
+    /// (`attention`, `ffn`) need be there.
+    func layer(_ l: Int, attention: Bool, ffn: Bool) throws(EngineError) -> LayerWeights
     func finishLayer(_ l: Int) throws(EngineError)
     /// The head's rows held in memory: all of them, or a streamer's resident prefix (maybe none).
     var residentHead: QuantMatrix { get }
@@ -48,7 +49,7 @@ final class InMemoryWeights: WeightSource {
     }
 
     func embeddingRow(_ token: Int, into dst: UnsafeMutablePointer<Float>) { tokenEmbedding.dequantizeRow(token, into: dst) }
-    func layer(_ l: Int) -> LayerWeights { layers[l] }
+    func layer(_ l: Int, attention: Bool, ffn: Bool) -> LayerWeights { layers[l] }
     func finishLayer(_ l: Int) {}
     var residentHead: QuantMatrix { output }
     var headChunkCount: Int { 0 }
