@@ -166,6 +166,52 @@ def flexrun_cmd(a, prompt_file, limit, model=None):
     return cmd
 
 
+BATCH_PROMPTS = ["The capital of France is", "Write a haiku about disks.", "1, 2, 3, 4,", "Once upon a time, in a small village,",
+                 "def fibonacci(n):", "The three primary colors are", "Q: What is the boiling point of water? A:", "Les chats sont"]
+
+
+def batch_context(prompts, tokens):
+    """flexrun's own per-sequence context for the job (prompt bytes + tokens + 2, rounded up to 64),
+    given to the peer too so both hold the same KV cache."""
+    return (max(len(p.encode()) for p in prompts) + tokens + 2 + 63) // 64 * 64
+
+
+def flexrun_batch_cmd(a, prompts_file, batch, limit):
+    cmd = [a.flexrun, "--model", a.model, "--threads", str(a.threads), "-n", str(a.tokens), "--temp", "0", "--ignore-eos",
+           "--parallel", str(batch), "--stats", "--print-ids", prompts_file]
+    if limit is not None:
+        cmd[1:1] = ["--mem-limit", str(limit)]
+    return cmd
+
+
+def parse_flexrun_batch(r):
+    out = {"decode_tps": None, "prefill_s": None, "ids": None, "read": None, "read_per_token": None, "planned_per_token": None,
+           "stall_s": None}
+    m = re.search(r"aggregate: ([\d.]+) tok/s decoding \(after the first token, at ([\d.]+) s\)", r["stderr"])
+    if m:
+        out["decode_tps"], out["prefill_s"] = float(m.group(1)), float(m.group(2))
+    try:
+        seqs = sorted((json.loads(l) for l in r["stdout"].splitlines() if l.strip()), key=lambda o: o["id"])
+        out["ids"] = [[str(i) for i in o["ids"]] for o in seqs] or None
+    except Exception:
+        pass
+    m = re.search(r"(\d[\d.]* \w+) streamed per pass", r["stderr"])
+    out["planned_per_token"] = m.group(1) if m else ("0 B" if "all weights resident" in r["stderr"] else None)
+    m = re.search(r"disk: ([\d.]+ \w+) read, prefetch stalls ([\d.]+) s", r["stderr"])
+    if m:
+        out["read"], out["stall_s"] = m.group(1), float(m.group(2))
+    out["error"] = next((l for l in r["stderr"].splitlines() if "error:" in l), None)
+    return out
+
+
+def parse_peer_batch(r):
+    try:
+        d = json.loads(r["stdout"].strip().splitlines()[-1])
+        return {"decode_tps": d["aggregate_decode_tps"], "prefill_s": d["prompt_s"], "ids": [[str(i) for i in s] for s in d["ids"]]}
+    except Exception:
+        return {"decode_tps": None, "prefill_s": None, "ids": None}
+
+
 def parse_flexrun(r):
     e = r["stderr"]
     out = {}
@@ -259,6 +305,13 @@ def svg_plot(rows, path, title):
     s.append(f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">cap (fraction of the model file + allowance)</text>')
     s.append(f'<text x="16" y="{(T + H - B) / 2}" transform="rotate(-90 16 {(T + H - B) / 2})" text-anchor="middle">decode tok/s (log)</text>')
     colors = {"flexrun": "#1f77b4", "flexrun packed": "#2ca02c", "llama.cpp mmap": "#d62728"}
+    palette = {"flexrun": ["#08306b", "#2171b5", "#6baed6", "#9ecae1"], "llama.cpp mmap": ["#67000d", "#cb181d", "#fb6a4a", "#fcbba1"]}
+    batched = sorted({r["engine"] for r in rows if " ×" in r["engine"]}, key=lambda e: (e.split(" ×")[0], int(e.split(" ×")[1])))
+    if batched:
+        colors = {}
+        for base in ("flexrun", "llama.cpp mmap"):
+            for k, e in enumerate(x for x in batched if x.split(" ×")[0] == base):
+                colors[e] = palette[base][k % 4]
     for i, (engine, color) in enumerate(colors.items()):
         pts = sorted((r["fraction"], r["decode_tps"]) for r in rows if r["engine"] == engine and r.get("decode_tps"))
         if not pts:
@@ -282,6 +335,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", default="Explain what artificial intelligence is.")
+    ap.add_argument("--batch", help="batch sizes, e.g. 1,4,8: every engine decodes that many sequences at once (flexrun "
+                    "--parallel, llama.cpp through its batch API), -n tokens each with EOS ignored")
     ap.add_argument("--packed", help="a block file of the model (flexrun pack): also run it under each cap, "
                     "alternating with the GGUF, to compare packed against raw side by side")
     ap.add_argument("--peer-python", help="a python with llama_cpp installed: also run llama.cpp (mmap) under each cap")
@@ -312,32 +367,58 @@ def main():
         print(f"sweep: disk reads throttled to {a.read_bps}/s on {device}", file=sys.stderr)
     throttle = dict(read_bps=read_bps, device=device)
 
+    batches = [int(b) for b in a.batch.split(",")] if a.batch else [None]
+    if a.batch and a.packed:
+        raise SystemExit("sweep: --batch and --packed do not go together")
+    batch_files = {}
+    for b in batches:
+        if b is None:
+            continue
+        if not 1 <= b <= len(BATCH_PROMPTS):
+            raise SystemExit(f"sweep: batch sizes go from 1 to {len(BATCH_PROMPTS)}")
+        batch_files[b] = os.path.join(a.out, f".prompts-{b}.txt")
+        open(batch_files[b], "w").write("\n".join(BATCH_PROMPTS[:b]) + "\n")
     print("sweep: uncapped reference run", file=sys.stderr)
-    ref = parse_flexrun(run_in_cgroup(flexrun_cmd(a, prompt_file, None), None, f"flexrun-sweep-{os.getpid()}-ref", a.timeout, **throttle))
+    refs = {}
+    for b in batches:
+        cmd, parse = (flexrun_cmd(a, prompt_file, None), parse_flexrun) if b is None else (flexrun_batch_cmd(a, batch_files[b], b, None), parse_flexrun_batch)
+        refs[b] = parse(run_in_cgroup(cmd, None, f"flexrun-sweep-{os.getpid()}-ref", a.timeout, **throttle))
+    ref = refs[batches[0]]
     overhead = peer_overhead(a.peer_python, a.timeout) if a.peer_python else 0
     if a.peer_python:
         print(f"sweep: the peer's Python interpreter takes {fmt_bytes(overhead)}; its caps are raised by that", file=sys.stderr)
     rows = []
     for i, f in enumerate(fractions):
         cap = int(f * size + a.allowance_mib * 2**20)
-        engines = [("flexrun", flexrun_cmd(a, prompt_file, cap), parse_flexrun)]
-        if a.packed:
-            engines.append(("flexrun packed", flexrun_cmd(a, prompt_file, cap, a.packed), parse_flexrun))
-        if a.peer_python:
-            peer_script = os.path.join(a.out, ".peer.py")
-            open(peer_script, "w").write(PEER)
-            engines.append(("llama.cpp mmap", [a.peer_python, peer_script, a.model, str(a.threads), str(a.tokens), a.prompt], parse_peer))
-        runs = {engine: [] for engine, _, _ in engines}
+        engines = []   # (label, batch, command, parser)
+        for b in batches:
+            if b is None:
+                engines.append(("flexrun", None, flexrun_cmd(a, prompt_file, cap), parse_flexrun))
+                if a.packed:
+                    engines.append(("flexrun packed", None, flexrun_cmd(a, prompt_file, cap, a.packed), parse_flexrun))
+                if a.peer_python:
+                    peer_script = os.path.join(a.out, ".peer.py")
+                    open(peer_script, "w").write(PEER)
+                    engines.append(("llama.cpp mmap", None, [a.peer_python, peer_script, a.model, str(a.threads), str(a.tokens), a.prompt],
+                                    parse_peer))
+            else:
+                engines.append((f"flexrun ×{b}", b, flexrun_batch_cmd(a, batch_files[b], b, cap), parse_flexrun_batch))
+                if a.peer_python:
+                    ctx = batch_context(BATCH_PROMPTS[:b], a.tokens)
+                    engines.append((f"llama.cpp mmap ×{b}", b, [a.peer_python, os.path.join(HERE, "batch_peer.py"), "--model", a.model,
+                                    "--prompts", batch_files[b], "--parallel", str(b), "-n", str(a.tokens), "--threads", str(a.threads),
+                                    "--ctx", str(ctx)], parse_peer_batch))
+        runs = {engine: [] for engine, _, _, _ in engines}
         for rep in range(a.repeat):
             # Alternate the engines within each repeat, so both see the same disk and load.
-            for engine, cmd, parse in engines:
+            for engine, b, cmd, parse in engines:
                 print(f"sweep: {engine} at {int(f * 100)}% (cap {fmt_bytes(cap)}), run {rep + 1}/{a.repeat}", file=sys.stderr)
                 engine_cap = cap + overhead if engine.startswith("llama") else cap
                 r = run_in_cgroup(cmd, engine_cap, f"flexrun-sweep-{os.getpid()}-{i}", a.timeout, **throttle)
                 p = parse(r)
-                run = {"engine": engine, "fraction": f, "cap": engine_cap, "exit": r["exit"], "peak": r["peak"],
+                run = {"engine": engine, "batch": b, "fraction": f, "cap": engine_cap, "exit": r["exit"], "peak": r["peak"],
                        "oom_kills": r["oom_kills"], "wall_s": round(r["wall"], 2), **{k: v for k, v in p.items() if k != "ids"}}
-                run["same_ids"] = (p["ids"] == ref["ids"]) if engine.startswith("flexrun") and p.get("ids") else None
+                run["same_ids"] = (p["ids"] == refs[b]["ids"]) if engine.startswith("flexrun") and p.get("ids") else None
                 run["under_cap"] = r["peak"] is not None and r["peak"] <= engine_cap
                 runs[engine].append(run)
                 print("sweep:   " + json.dumps({k: run[k] for k in ("decode_tps", "exit", "peak", "oom_kills", "same_ids")}), file=sys.stderr)
@@ -354,14 +435,20 @@ def main():
                 row["same_ids"] = all(x["same_ids"] for x in rs)
             rows.append(row)
 
-    json.dump({"model": a.model, "size": size, "reference_decode_tps": ref["decode_tps"], "peer_overhead": overhead, "rows": rows},
+    json.dump({"model": a.model, "size": size, "reference_decode_tps": {str(b): refs[b]["decode_tps"] for b in batches},
+               "peer_overhead": overhead, "rows": rows},
               open(os.path.join(a.out, "sweep.json"), "w"), indent=1)
     name = os.path.basename(a.model)
     lines = [f"Model `{name}` ({size / 1e6:.1f} MB), {a.threads} threads, {a.tokens} greedy tokens, "
              f"cap = fraction × file size + {a.allowance_mib:g} MiB, page cache dropped before each run"
              + (f", disk reads throttled to {a.read_bps}/s (cgroup blkio/io.max, standing in for slow storage). " if a.read_bps else ". ")
              + f"Each figure is the median of {a.repeat} runs, the engines alternating; peak, OOM kills, exit and ids "
-             f"cover all runs. Uncapped flexrun: {ref['decode_tps']} tok/s."
+             f"cover all runs. Uncapped flexrun: "
+             + ", ".join(f"{refs[b]['decode_tps']} tok/s" + (f" at ×{b}" if b else "") for b in batches) + "."
+             + (f" `×B` rows decode B sequences at once ({', '.join(map(str, batches))}), {a.tokens} tokens each with EOS ignored; "
+                f"tok/s is the aggregate over all sequences; llama.cpp decodes the same prompts through its batch API "
+                f"(Tools/batch_peer.py) with the same context per sequence; `same ids` compares every sequence with the uncapped "
+                f"flexrun run of the same batch." if a.batch else "")
              + (f" The peer runs llama.cpp through llama-cpp-python with mmap; its caps are raised by the "
                 f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "
                 f"same room for the model as the llama.cpp binary would." if a.peer_python else "")
@@ -371,12 +458,16 @@ def main():
              "| cap | engine | decode tok/s | ratio | prefill s | peak cgroup usage | under cap | OOM kills | exit | same ids as uncapped | disk read per token (planned) | stalls s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in fractions:
-        peer = next((r for r in rows if r["fraction"] == f and r["engine"].startswith("llama")), None)
         raw = next((r for r in rows if r["fraction"] == f and r["engine"] == "flexrun"), None)
         for r in (x for x in rows if x["fraction"] == f):
+            peer = next((x for x in rows if x["fraction"] == f and x["engine"].startswith("llama") and x.get("batch") == r.get("batch")), None)
+            single = next((x for x in rows if x["fraction"] == f and x["engine"].startswith(r["engine"].split(" ×")[0] + " ×")
+                           and x.get("batch") == 1), None)
             ratio = ""
-            if r["engine"] == "flexrun" and peer and peer.get("decode_tps") and r.get("decode_tps"):
+            if r["engine"].startswith("flexrun") and r["engine"] != "flexrun packed" and peer and peer.get("decode_tps") and r.get("decode_tps"):
                 ratio = f"{r['decode_tps'] / peer['decode_tps']:.1f}× llama.cpp"
+            if r.get("batch", 1) and r.get("batch", 1) > 1 and single and single.get("decode_tps") and r.get("decode_tps"):
+                ratio += ("; " if ratio else "") + f"{r['decode_tps'] / single['decode_tps']:.2f}× its ×1"
             if r["engine"] == "flexrun packed" and raw and raw.get("decode_tps") and r.get("decode_tps"):
                 ratio = f"{r['decode_tps'] / raw['decode_tps']:.2f}× the row above"
             tps = f"{r['decode_tps']:.2f}" if r.get("decode_tps") else "–"
@@ -393,7 +484,7 @@ def main():
     open(os.path.join(a.out, "sweep.md"), "w").write("\n".join(lines) + "\n")
     svg_plot(rows, os.path.join(a.out, "sweep.svg"), f"{name}: decode tok/s under a memory cgroup")
     print("\n".join(lines))
-    for extra in (prompt_file, os.path.join(a.out, ".peer.py")):
+    for extra in [prompt_file, os.path.join(a.out, ".peer.py")] + list(batch_files.values()):
         if os.path.exists(extra):
             os.remove(extra)
 
