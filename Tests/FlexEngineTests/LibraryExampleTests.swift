@@ -25,4 +25,26 @@ import FlexEngine
         }
         #expect(finished)
     }
+
+    /// The README's sessions example: one model, a session of 4 sequences, stepped by hand.
+    @Test func readmeSessionExampleRuns() throws {
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        var options = EngineOptions(modelPath: model.path)
+        options.maxSequences = 4
+        options.contextLength = 512
+        let session = try Session(model: model, options: options)
+        var texts: [SequenceID: String] = [:]
+        for prompt in ["The capital of France is", "def fibonacci(n):"] {
+            texts[try session.add(prompt: prompt, parameters: GenerateParameters(maxTokens: 32, sampling: .greedy))] = ""
+        }
+        var ended = 0
+        while try session.step({ event in
+            switch event {
+            case .token(let id, let token): texts[id]! += token.text
+            case .finished: ended += 1
+            }
+        }) {}
+        #expect(ended == 2 && texts.values.allSatisfy { !$0.isEmpty })
+        #expect(session.kvCache.pagesInUse == 0)
+    }
 }

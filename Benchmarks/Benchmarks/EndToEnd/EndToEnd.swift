@@ -39,6 +39,33 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // One session step with 8 sequences decoding (continuous batching): 8 tokens per iteration,
+    // mallocs per step in the steady state (after the prompts and 8 warm-up steps).
+    Benchmark("session step, 8 sequences greedy (SmolLM2 Q4_1)",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], warmupIterations: 8,
+                                   maxDuration: .seconds(5), maxIterations: 300)) { benchmark in
+        let model = try! Model(path: modelPath)
+        var o = EngineOptions(modelPath: modelPath)
+        o.contextLength = 512
+        o.maxSequences = 8
+        let session = try! Session(model: model, options: o)
+        var params = GenerateParameters(maxTokens: 100_000, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        for p in ["The capital of France is", "Write a haiku about disks.", "1, 2, 3, 4,", "Once upon a time,",
+                  "def fibonacci(n):", "The three primary colors are", "Q: What is water? A:", "Les chats sont"] {
+            _ = try! session.add(prompt: p, parameters: params)
+        }
+        var tokens = 0
+        try! session.step { _ in }   // the prompts
+        try! session.step { _ in }   // warm-up
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            try! session.step { event in if case .token = event { tokens += 1 } }
+        }
+        benchmark.stopMeasurement()
+        blackHole(tokens)
+    }
+
     // The harness's own count for an empty iteration, to read the decode rows against.
     Benchmark("harness baseline (empty iteration)",
               configuration: .init(metrics: [.mallocCountTotal], warmupIterations: 8, maxDuration: .seconds(1), maxIterations: 200)) { benchmark in

@@ -42,8 +42,11 @@ public final class Session: @unchecked Sendable {
     /// How many times a new cap has been applied.
     public private(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts.
-    public private(set) var mask: BlockMask
-    public private(set) var prefillMask: BlockMask
+    public private(set) var mask: BlockMask { didSet { maskHoles = mask.skippedAttentionLayers } }
+    public private(set) var prefillMask: BlockMask { didSet { prefillHoles = prefillMask.skippedAttentionLayers } }
+    /// The masks' skipped attention layers, kept so a step does not rebuild them (no allocation).
+    private var maskHoles: Set<Int>
+    private var prefillHoles: Set<Int>
     private var sequences: [SequenceState] = []
     private var nextID = 0
     /// Sequence index of each logit row of the pass being run (preallocated).
@@ -100,6 +103,8 @@ public final class Session: @unchecked Sendable {
         self.locker = locker
         self.mask = options.skip
         self.prefillMask = prefillSkip
+        maskHoles = options.skip.skippedAttentionLayers
+        prefillHoles = prefillSkip.skippedAttentionLayers
         transformer = try Transformer(weights: model.weights, source: source, contextLength: context, maxBatch: batch,
                                       threads: options.threads, mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows,
                                       sequences: sequences, kvPages: pages)
@@ -307,7 +312,7 @@ public final class Session: @unchecked Sendable {
             throw error
         }
         let seconds = Platform.now() - t0
-        let holes = passMask.skippedAttentionLayers
+        let holes = batch.decodeRows == 0 ? prefillHoles : maskHoles
         // Timing: every sequence with a row in the pass spent the pass.
         for k in sequences.indices {
             if sequences[k].promptRowsThisStep {
