@@ -88,6 +88,87 @@ import FlexSystem
         #expect(engine.session.streamCounters.bytesRead > 0)
     }
 
+    /// Sampled sequences: each row has its own sampler and seed, so a batch samples what each
+    /// prompt samples alone with the same seed.
+    @Test func sampledSequencesEqualTheirRunAloneWithTheSameSeed() throws {
+        var params = Self.greedy
+        params.sampling = SamplingParameters(temperature: 0.9, seed: 1234)
+        let single = try Engine(options: Self.options())
+        let reference = try Self.prompts.map { p in try single.generate(prompt: p, parameters: params).map(\.id) }
+        let engine = try Engine(options: Self.options(sequences: 8))
+        #expect(try Self.batched(engine, parameters: params).ids == reference)
+    }
+
+    /// A sequence cancelled between steps ends at once; the others go on exactly.
+    @Test func cancellingOneSequenceLeavesTheOthersExact() throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        let session = try Session(model: model, options: Self.options(sequences: 8))
+        var ids: [SequenceID: [Int32]] = [:]
+        var order: [SequenceID] = []
+        for p in Self.prompts { let id = try session.add(prompt: p, parameters: Self.greedy); order.append(id); ids[id] = [] }
+        var stops: [SequenceID: GenerationStats.StopReason] = [:]
+        var steps = 0
+        while try session.step({ e in
+            switch e {
+            case .token(let id, let t): ids[id]!.append(t.id)
+            case .finished(let id, let s): stops[id] = s.stopReason
+            }
+        }) {
+            steps += 1
+            if steps == 5 { session.cancel(order[3]) }
+        }
+        #expect(stops[order[3]] == .cancelled && ids[order[3]]! == Array(reference[3].prefix(ids[order[3]]!.count)))
+        #expect(ids[order[3]]!.count < 24)
+        for (i, id) in order.enumerated() where i != 3 {
+            #expect(ids[id] == reference[i] && stops[id] == .maxTokens, "prompt \(i)")
+        }
+    }
+
+    /// Two sessions on one Model, stepped on two threads at once, each get their alone ids:
+    /// the model is shared read-only, everything mutable is per session.
+    @Test func twoSessionsShareOneModel() async throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let model = try Model(path: try Fixtures.requireSmolLM2())
+        let options = try Self.options(sequences: 4)
+        async let first = Self.runSession(model, options, prompts: Array(Self.prompts[0..<4]))
+        async let second = Self.runSession(model, options, prompts: Array(Self.prompts[4..<8]))
+        let (a, b) = try await (first, second)
+        #expect(a + b == reference)
+    }
+
+    static func runSession(_ model: Model, _ options: EngineOptions, prompts: [String]) async throws -> [[Int32]] {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<[[Int32]], any Error>) in
+            let thread = Thread {
+                do {
+                    let session = try Session(model: model, options: options)
+                    var ids: [SequenceID: [Int32]] = [:]
+                    var order: [SequenceID] = []
+                    for p in prompts { let id = try session.add(prompt: p, parameters: greedy); order.append(id); ids[id] = [] }
+                    while try session.step({ e in if case .token(let id, let t) = e { ids[id]!.append(t.id) } }) {}
+                    c.resume(returning: order.map { ids[$0]! })
+                } catch { c.resume(throwing: error) }
+            }
+            thread.stackSize = 1 << 22
+            thread.start()
+        }
+    }
+
+    /// The facade's async batched stream: every prompt's tokens, then its end, in events.
+    @Test func streamOfPromptsDeliversEverySequence() async throws {
+        let reference = try Self.alone(Engine(options: Self.options()))
+        let engine = try Engine(options: Self.options(sequences: 4))
+        var ids = Array(repeating: [Int32](), count: Self.prompts.count)
+        var ended = 0
+        for try await e in engine.stream(prompts: Self.prompts, parameters: Self.greedy) {
+            switch e {
+            case .token(let i, let t): ids[i].append(t.id)
+            case .finished: ended += 1
+            }
+        }
+        #expect(ended == Self.prompts.count && ids == reference)
+    }
+
     /// More prompts than sequences: later prompts join as earlier ones end, still exact.
     @Test func promptsBeyondTheSlotsWaitTheirTurn() throws {
         let reference = try Self.alone(Engine(options: Self.options()))
