@@ -1,9 +1,11 @@
 import Glibc
 
-/// Causal attention for one query head over an f16 KV cache.
+/// Causal attention over an f16 KV cache.
 ///
-/// GQA is handled by the caller pointing several query heads at the same K/V head: repeated
-/// K/V are never materialised. Scores go to caller-provided scratch (one per thread).
+/// ``head(query:keys:values:stride:count:headDim:scale:scores:out:)`` is the plain reference, one
+/// query head over contiguous positions; the engine runs ``pagedGroup(queries:group:keys:values:pages:pageTokens:pageStride:stride:count:headDim:scale:scores:scoresStride:rows:out:)``,
+/// a KV head's GQA group over a sequence's pages, tested against it. Repeated K/V are never
+/// materialised. Scores go to caller-provided scratch (one per thread).
 public enum Attention {
     @inline(__always)
     static func load8(_ p: UnsafePointer<Float16>) -> SIMD8<Float> {
@@ -46,59 +48,6 @@ public enum Attention {
         }
     }
 
-    /// ``head(query:keys:values:stride:count:headDim:scale:scores:out:)`` over a paged KV cache:
-    /// position t of a sequence lives in page `pages[t / pageTokens]`, row `t % pageTokens`.
-    /// The arithmetic is the same, position by position, as the contiguous version, so a
-    /// sequence gives the same result whichever pages it was handed.
-    ///
-    /// - Parameters:
-    ///   - keys/values: this layer's and this KV head's vector in page 0, row 0; page p starts
-    ///     `p * pageStride` elements further, and rows within a page are `stride` apart.
-    ///   - pages: the sequence's page table, at least ⌈count / pageTokens⌉ entries.
-    public static func pagedHead(query: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
-                                 pages: UnsafePointer<Int32>, pageTokens: Int, pageStride: Int, stride: Int, count: Int,
-                                 headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        precondition(headDim % 8 == 0)
-        var t = 0, page = 0
-        while t < count {
-            let base = Int(pages[page]) * pageStride
-            let n = min(pageTokens, count - t)
-            for r in 0..<n {
-                let k = keys + base + r * stride
-                var acc = SIMD8<Float>()
-                var i = 0
-                while i < headDim {
-                    acc.addProduct(Vector.load8(query + i), load8(k + i))
-                    i += 8
-                }
-                scores[t + r] = acc.sum() * scale
-            }
-            t += n
-            page += 1
-        }
-        Vector.softmax(scores, count)
-        var i = 0
-        while i < headDim { Vector.store8(SIMD8<Float>(), out + i); i += 8 }
-        t = 0; page = 0
-        while t < count {
-            let base = Int(pages[page]) * pageStride
-            let n = min(pageTokens, count - t)
-            for r in 0..<n {
-                let v = values + base + r * stride
-                let p = SIMD8<Float>(repeating: scores[t + r])
-                i = 0
-                while i < headDim {
-                    var o = Vector.load8(out + i)
-                    o.addProduct(p, load8(v + i))
-                    Vector.store8(o, out + i)
-                    i += 8
-                }
-            }
-            t += n
-            page += 1
-        }
-    }
-
     /// Attention of the `group` query heads that share one KV head (GQA) over a paged KV cache:
     /// position t of the sequence lives in page `pages[t / pageTokens]`, row `t % pageTokens`.
     ///
@@ -113,15 +62,15 @@ public enum Attention {
     ///   - keys/values: this layer's and this KV head's vector in page 0, row 0; page p starts
     ///     `p * pageStride` elements further, and rows within a page are `stride` apart.
     ///   - scores: scratch of `group * scoresStride` floats, `scoresStride >= count`.
+    ///   - rows: scratch of `8 * headDim` floats (eight key rows widened to f32). The caller's, per
+    ///     thread: a temporary allocation of this size would come from the heap on every call.
     ///   - out: the first head's output; head h's at `+ h * headDim`.
     public static func pagedGroup(queries: UnsafePointer<Float>, group: Int, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
                                   pages: UnsafePointer<Int32>, pageTokens: Int, pageStride: Int, stride: Int, count: Int,
                                   headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, scoresStride: Int,
-                                  out: UnsafeMutablePointer<Float>) {
-        precondition(headDim % 8 == 0 && headDim <= 256 && group >= 1)
-        // Eight key rows widened to f32, reused by every head of the group.
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * 256) { rows in
-            let rows = rows.baseAddress!
+                                  rows: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        precondition(headDim % 8 == 0 && group >= 1)
+        do {
             var t = 0, page = 0
             while t < count {
                 let base = Int(pages[page]) * pageStride

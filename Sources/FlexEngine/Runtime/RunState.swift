@@ -19,6 +19,7 @@ public struct RunState: ~Copyable {
     let logits: AlignedBuffer<Float>     // (logitRows, vocab)
     let ropeTable: AlignedBuffer<Float>  // (batch, head_dim) cos/sin pairs per position
     let scores: AlignedBuffer<Float>     // (threads, group, context) attention scores of one KV head's query heads
+    let keyRows: AlignedBuffer<Float>    // (threads, 8, head_dim) key rows widened for attention
     let matmul: MatMulScratch            // per-thread dequantized rows, per-token 8-bit activations
     let scoresStride: Int
 
@@ -37,6 +38,7 @@ public struct RunState: ~Copyable {
         ropeTable = AlignedBuffer(count: maxBatch * config.headDim)
         scoresStride = (context + 15) / 16 * 16
         scores = AlignedBuffer(count: threads * config.attentionGroup * scoresStride)
+        keyRows = AlignedBuffer(count: threads * 8 * config.headDim)
         matmul = MatMulScratch(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 
@@ -45,12 +47,13 @@ public struct RunState: ~Copyable {
     /// Bytes these buffers take, for the memory tally and the cap check.
     static func bytes(config: ModelConfig, maxBatch: Int, logitRows: Int, context: Int, threads: Int, maxRow: Int) -> Int {
         let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim + 2 * config.feedForwardLength
-        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * config.attentionGroup * (context + 16))
+        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * config.attentionGroup * (context + 16)
+                + threads * 8 * config.headDim)
             + MatMulScratch.bytes(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }
 
     public var byteCount: Int {
         x.byteCount + xb.byteCount + q.byteCount + k.byteCount + v.byteCount + attention.byteCount + hb.byteCount
-            + hb2.byteCount + logits.byteCount + ropeTable.byteCount + scores.byteCount + matmul.byteCount
+            + hb2.byteCount + logits.byteCount + ropeTable.byteCount + scores.byteCount + keyRows.byteCount + matmul.byteCount
     }
 }

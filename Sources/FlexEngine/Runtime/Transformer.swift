@@ -262,6 +262,7 @@ public final class Transformer {
         let view = cache.layerView(batch.slots[0], layer: l)
         var job = AttentionJob(
             q: state.q.pointer, out: state.attention.pointer, scores: state.scores.pointer, scoresStride: state.scoresStride,
+            keyRows: state.keyRows.pointer,
             keys: view.keys, values: view.values, tables: batch.tables, positions: batch.positions,
             pageTokens: cache.pageTokens, pageStride: cache.pageStride,
             heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
@@ -276,6 +277,7 @@ public final class Transformer {
 struct AttentionJob {
     let q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>
     let scores: UnsafeMutablePointer<Float>, scoresStride: Int
+    let keyRows: UnsafeMutablePointer<Float>
     let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
     let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>, positions: UnsafeMutablePointer<Int>
     let pageTokens: Int, pageStride: Int
@@ -290,6 +292,6 @@ struct AttentionJob {
                              pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
                              count: j.positions[b] + 1, headDim: hd, scale: j.scale,
                              scores: j.scores + thread * j.group * j.scoresStride, scoresStride: j.scoresStride,
-                             out: j.out + b * j.queryDim + h * hd)
+                             rows: j.keyRows + thread * 8 * hd, out: j.out + b * j.queryDim + h * hd)
     }
 }
