@@ -125,6 +125,32 @@ import Testing
         #expect(!r.stdout.isEmpty)
     }
 
+    /// --parallel: one JSON line per prompt (plain lines and JSONL mixed), parseable, in id
+    /// order once sorted, and bad prompt files or counts refused in one line.
+    @Test func parallelWritesOneJSONLinePerPrompt() throws {
+        let prompts = try Self.tempFile(Array("The quick\n\n{\"prompt\": \"A \\\"quoted\\\"\\tline\"}\nbrown fox\n".utf8))
+        let r = try Self.run(["--model", synthModel, "--parallel", "2", "-n", "5", "--temp", "0", "--ignore-eos", "--print-ids",
+                              "--stats", "--ctx", "64", prompts])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 3)
+        var seen: [Int] = []
+        for line in lines {
+            let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            seen.append(try #require(o["id"] as? Int))
+            #expect(o["tokens"] as? Int == 5 && (o["ids"] as? [Int])?.count == 5 && o["stop"] as? String == "token limit")
+            #expect(o["text"] is String && o["prompt_tokens"] as? Int ?? 0 > 0)
+        }
+        #expect(seen.sorted() == [0, 1, 2])
+        #expect(r.stderr.contains("aggregate:") && r.stderr.contains("KV cache:") && r.stderr.contains("2 sequences batched"))
+
+        let bad = try Self.tempFile(Array("fine\n{\"text\": 3}\n".utf8))
+        expectOneLineError(try Self.run(["--model", synthModel, "--parallel", "2", bad]), containing: "line 2")
+        let empty = try Self.tempFile(Array("\n  \n".utf8))
+        expectOneLineError(try Self.run(["--model", synthModel, "--parallel", "2", empty]), containing: "no prompt")
+        expectOneLineError(try Self.run(["--model", synthModel, "--parallel", "0", prompts]), containing: "--parallel")
+    }
+
     @Test func perplexityRejectsShortText() throws {
         let text = try Self.tempFile(Array("too short".utf8))
         expectOneLineError(try Self.run(["perplexity", "--model", synthModel, "--ctx", "64", text]), containing: "needs at least 64")
