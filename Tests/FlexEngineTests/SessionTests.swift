@@ -333,6 +333,49 @@ import FlexSystem
         #expect(session.isIdle)
     }
 
+    /// Sliding-window layers hold a ring of their window: a sequence holds at most ring-length
+    /// pages of them whatever its length, and the ring returns to the pool at the end.
+    @Test func windowedLayersHoldARing() throws {
+        var cache = try PagedKVCache(layers: 3, kvDim: 8, floor: .none, sequences: 2, capacity: 64, pageTokens: 4, pages: 32,
+                                     windows: [nil, 8, 6])
+        let ring = cache.ringLength
+        #expect(ring == 3)   // ⌈8 / 4⌉ + 1
+        guard let s = cache.open() else { Issue.record("no slot"); return }
+        _ = try cache.append(s, count: 40)
+        let inUse = cache.pagesInUse, ringInUse = cache.ringPagesInUse
+        #expect(inUse == 10 && ringInUse == 3)
+        // Within a window, every position has its own row; a lap later the same row comes back.
+        let rowsInWindow = (32..<40).map { cache.rows(s, layer: 1, position: $0).key }
+        #expect(Set(rowsInWindow).count == 8)
+        let again = cache.rows(s, layer: 1, position: 39 - ring * 4).key
+        #expect(again == rowsInWindow[7])
+        let slack = cache.ringSlack
+        #expect(slack == 4)
+        cache.close(s)
+        let after = cache.ringPagesInUse
+        #expect(after == 0)
+    }
+
+    /// Windowed layers under batching: sequences longer than the window (the ring wraps) still
+    /// get their alone ids, and the window changes the output against full attention.
+    @Test func windowedSequencesBatchedEqualAlone() throws {
+        var o = try Self.options()
+        o.attentionWindows = (0..<30).map { $0 % 2 == 1 ? 12 : nil }
+        var params = Self.greedy
+        params.maxTokens = 40
+        let single = try Engine(options: o)
+        let reference = try Self.prompts.prefix(4).map { p in try single.generate(prompt: p, parameters: params).map(\.id) }
+        o.maxSequences = 4
+        let batched = try Engine(options: o)
+        var ids = Array(repeating: [Int32](), count: 4)
+        var it = try batched.generate(prompts: Array(Self.prompts.prefix(4)), parameters: params)
+        while let e = it.next() { if case .token(let i, let t) = e { ids[i].append(t.id) } }
+        #expect(ids == reference)
+        let full = try Engine(options: Self.options())
+        let dense = try Self.prompts.prefix(4).map { p in try full.generate(prompt: p, parameters: params).map(\.id) }
+        #expect(dense != reference, "a 12-token window over 40+ positions should change some ids")
+    }
+
     /// Bad input through the session: typed errors, nothing queued.
     @Test func sessionRefusesBadInput() throws {
         let model = try Model(path: try Fixtures.requireSmolLM2())

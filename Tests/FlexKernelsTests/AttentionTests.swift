@@ -47,3 +47,47 @@ import Testing
         }
     }
 }
+
+/// A sliding window over a ring of pages: positions first..<count, read through a ring table
+/// whose pages were reused by earlier laps, equal the plain head over those positions.
+@Suite struct WindowedAttentionTests {
+    @Test(arguments: [(3, 64, 100, 20), (3, 64, 37, 36), (1, 64, 200, 16), (2, 128, 70, 33)])
+    func ringWindowEqualsThePlainHeadOverTheWindow(group: Int, headDim: Int, count: Int, window: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let pageTokens = 16, kvDim = headDim
+        let ring = (window + pageTokens - 1) / pageTokens + 1
+        let pageStride = pageTokens * kvDim
+        let table: [Int32] = (0..<ring).map { Int32(2 * $0 + 1) }.shuffled()
+        var keys = [Float16](repeating: .nan, count: (2 * ring + 1) * pageStride), values = keys
+        var flatK = [Float16](repeating: 0, count: count * kvDim), flatV = flatK
+        // Every position is written in order, later laps overwriting earlier ones, as a sequence would.
+        for t in 0..<count {
+            let at = Int(table[(t / pageTokens) % ring]) * pageStride + (t % pageTokens) * kvDim
+            for i in 0..<kvDim {
+                let k = Float16(Float.random(in: -2...2, using: &rng)), v = Float16(Float.random(in: -2...2, using: &rng))
+                keys[at + i] = k; values[at + i] = v
+                flatK[t * kvDim + i] = k; flatV[t * kvDim + i] = v
+            }
+        }
+        let first = max(0, count - window)
+        let queries = (0..<group * headDim).map { _ in Float.random(in: -1...1, using: &rng) }
+        let scale = 1 / Float(headDim).squareRoot()
+        var out = [Float](repeating: 0, count: group * headDim)
+        var scores = [Float](repeating: 0, count: group * window)
+        var rows = [Float](repeating: 0, count: 8 * headDim)
+        Attention.pagedGroup(queries: queries, group: group, keys: keys, values: values, pages: table, pageTokens: pageTokens,
+                             pageStride: pageStride, stride: kvDim, first: first, count: count, ring: ring, headDim: headDim,
+                             scale: scale, scores: &scores, scoresStride: window, rows: &rows, out: &out)
+        for h in 0..<group {
+            var ref = [Float](repeating: 0, count: headDim)
+            var s = [Float](repeating: 0, count: count)
+            flatK.withUnsafeBufferPointer { k in flatV.withUnsafeBufferPointer { v in queries.withUnsafeBufferPointer { q in
+                Attention.head(query: q.baseAddress! + h * headDim, keys: k.baseAddress! + first * kvDim, values: v.baseAddress! + first * kvDim,
+                               stride: kvDim, count: count - first, headDim: headDim, scale: scale, scores: &s, out: &ref)
+            } } }
+            for i in 0..<headDim {
+                #expect(abs(out[h * headDim + i] - ref[i]) <= 1e-5 * max(1, abs(ref[i])), "head \(h) dim \(i)")
+            }
+        }
+    }
+}

@@ -38,6 +38,8 @@ public struct EngineOptions: Sendable {
     /// cap; nil measures what opening the model allocated and adds ``MemoryEstimate/codeAllowance``.
     /// Embedders whose own process shares the cgroup may want to reserve more.
     public var runtimeAllowance: Int? = nil
+    /// Sliding attention windows per layer, in place of the model's (tests of the KV ring).
+    package var attentionWindows: [Int?]? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
     /// Sequences a session holds at once (``Session``, `--parallel`): each gets its own KV

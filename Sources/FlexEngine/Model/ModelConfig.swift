@@ -14,6 +14,11 @@ public struct ModelConfig: Sendable, Equatable {
     public let ropeBase: Double
     public let rmsEpsilon: Float
 
+    /// Per layer, the sliding attention window in positions (nil: the layer attends to every
+    /// earlier position). The KV cache keeps only a ring of the window for such a layer. No
+    /// supported architecture sets it yet (Gemma 3's local layers will).
+    public var attentionWindows: [Int?]
+
     public var queryDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
     /// Query heads sharing one KV head (GQA).
@@ -43,6 +48,7 @@ public struct ModelConfig: Sendable, Equatable {
         trainedContextLength = gguf.int("\(a).context_length") ?? 2048
         ropeBase = gguf.double("\(a).rope.freq_base") ?? 10000
         rmsEpsilon = Float(gguf.double("\(a).attention.layer_norm_rms_epsilon") ?? 1e-5)
+        attentionWindows = Array(repeating: nil, count: layerCount)
     }
 
     /// Bytes of f16 KV cache per token over all layers (K and V).

@@ -24,6 +24,8 @@ final class ForwardBatch {
     let slots: UnsafeMutablePointer<Int>
     /// Page table of each row's sequence, filled by the pass.
     let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>
+    /// Ring table of each row's sequence (sliding-window layers), filled by the pass.
+    let ringTables: UnsafeMutablePointer<UnsafePointer<Int32>?>
     /// Rows whose logits are computed, in order: logits row i belongs to batch row `logitRows[i]`.
     let logitRows: UnsafeMutablePointer<Int>
     private(set) var logitCount = 0
@@ -35,11 +37,13 @@ final class ForwardBatch {
         slots = .allocate(capacity: capacity)
         tables = .allocate(capacity: capacity)
         tables.initialize(repeating: nil, count: capacity)
+        ringTables = .allocate(capacity: capacity)
+        ringTables.initialize(repeating: nil, count: capacity)
         logitRows = .allocate(capacity: capacity)
     }
 
     deinit {
-        tokens.deallocate(); positions.deallocate(); slots.deallocate(); tables.deallocate(); logitRows.deallocate()
+        tokens.deallocate(); positions.deallocate(); slots.deallocate(); tables.deallocate(); ringTables.deallocate(); logitRows.deallocate()
     }
 
     func clear() {

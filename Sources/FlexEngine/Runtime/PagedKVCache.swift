@@ -13,6 +13,11 @@ import FlexSystem
 /// Layers whose attention never runs (skipped by the session's floor mask) get no room at all.
 /// The storage is one anonymous mapping of the pool's capacity: the kernel backs a page with
 /// memory only when it is first written, so resident memory follows the pages ever used.
+///
+/// A layer with a sliding window (``ModelConfig/attentionWindows``) keeps only a ring of its
+/// window: its rows live in ring pages, a second small pool, and a sequence holds at most
+/// ⌈W / pageTokens⌉ + 1 of them whatever its length, position t in ring page (t / pageTokens)
+/// mod that count. All windowed layers share the ring table, sized for the largest window.
 public struct PagedKVCache: ~Copyable {
     /// A sequence's handle in the cache.
     public typealias Slot = Int
@@ -20,15 +25,27 @@ public struct PagedKVCache: ~Copyable {
     public let pageTokens: Int
     public let pageCapacity: Int
     public let kvDim: Int
-    /// Slot of each layer in a page, nil for layers whose attention never runs.
+    /// Slot of each layer in a page (a ring page for windowed layers), nil for layers whose
+    /// attention never runs.
     public let slotOfLayer: [Int?]
+    /// Each layer's window (nil: every position).
+    public let windowOfLayer: [Int?]
+    /// Ring pages per sequence (0 when no layer is windowed).
+    public let ringLength: Int
     /// Positions one sequence may hold (the session's context length).
     public let sequenceCapacity: Int
     /// f16 elements from one page to the next, for one of keys or values.
     let pageStride: Int
+    let ringPageStride: Int
     private let storage: PinnedBuffer
     private let keys: UnsafeMutablePointer<Float16>
     private let values: UnsafeMutablePointer<Float16>
+    private let ringStorage: PinnedBuffer
+    private let ringKeys: UnsafeMutablePointer<Float16>
+    private let ringValues: UnsafeMutablePointer<Float16>
+    private var ringFree: [Int32]
+    private var ringTables: [UnsafeMutablePointer<Int32>]
+    private var ringCounts: [Int]
 
     /// Free pages, the most recently freed last (reused first, so memory already backed is reused).
     private var free: [Int32]
@@ -46,26 +63,41 @@ public struct PagedKVCache: ~Copyable {
     ///   - sequences: slots, the most sequences held at once.
     ///   - capacity: positions one sequence may hold.
     ///   - pages: pages in the pool; nil gives every slot room for `capacity` positions.
+    ///   - windows: per layer, its sliding window (nil or absent: every position).
     public init(layers: Int, kvDim: Int, floor: BlockMask, sequences: Int, capacity: Int, pageTokens: Int = 16,
-                pages: Int? = nil) throws(EngineError) {
+                pages: Int? = nil, windows: [Int?] = []) throws(EngineError) {
         precondition(sequences >= 1 && capacity >= 1 && pageTokens >= 1)
-        var slots: [Int?] = []
-        var kept = 0
-        for l in 0..<layers {
-            if floor.skipsAttention(l) { slots.append(nil) } else { slots.append(kept); kept += 1 }
-        }
+        let geometry = Geometry(layers: layers, floor: floor, windows: windows, capacity: capacity, pageTokens: pageTokens)
         let perSequence = (capacity + pageTokens - 1) / pageTokens
         let pageCount = max(1, pages ?? sequences * perSequence)
         self.pageTokens = pageTokens
         self.pageCapacity = pageCount
         self.kvDim = kvDim
-        self.slotOfLayer = slots
+        self.slotOfLayer = geometry.slots
+        self.windowOfLayer = geometry.windows
+        self.ringLength = geometry.ringLength
         self.sequenceCapacity = capacity
-        pageStride = max(1, kept) * pageTokens * kvDim
+        pageStride = max(1, geometry.fullLayers) * pageTokens * kvDim
+        ringPageStride = max(1, geometry.ringLayers) * pageTokens * kvDim
         let half = pageCount * pageStride * MemoryLayout<Float16>.stride
-        do { storage = try PinnedBuffer(count: max(1, 2 * half)) } catch { throw .invalidOption("cannot reserve the KV cache: \(error)") }
+        let ringPages = sequences * geometry.ringLength
+        let ringHalf = ringPages * ringPageStride * MemoryLayout<Float16>.stride
+        let main: PinnedBuffer, ring: PinnedBuffer
+        do { main = try PinnedBuffer(count: max(1, 2 * half)) } catch { throw .invalidOption("cannot reserve the KV cache: \(error)") }
+        do { ring = try PinnedBuffer(count: max(1, 2 * ringHalf)) } catch { throw .invalidOption("cannot reserve the KV cache: \(error)") }
+        storage = main
+        ringStorage = ring
         keys = storage.base.bindMemory(to: Float16.self, capacity: pageCount * pageStride)
         values = (storage.base + half).bindMemory(to: Float16.self, capacity: pageCount * pageStride)
+        ringKeys = ringStorage.base.bindMemory(to: Float16.self, capacity: max(1, ringPages * ringPageStride))
+        ringValues = (ringStorage.base + ringHalf).bindMemory(to: Float16.self, capacity: max(1, ringPages * ringPageStride))
+        ringFree = (0..<Int32(ringPages)).reversed()
+        ringTables = (0..<sequences).map { _ in
+            let p = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, geometry.ringLength))
+            p.initialize(repeating: 0, count: max(1, geometry.ringLength))
+            return p
+        }
+        ringCounts = Array(repeating: 0, count: sequences)
         free = (0..<Int32(pageCount)).reversed()
         tables = (0..<sequences).map { _ in
             let p = UnsafeMutablePointer<Int32>.allocate(capacity: perSequence)
@@ -78,14 +110,39 @@ public struct PagedKVCache: ~Copyable {
         freeSlots = (0..<sequences).reversed()
     }
 
-    deinit { for t in tables { t.deallocate() } }
+    deinit {
+        for t in tables { t.deallocate() }
+        for t in ringTables { t.deallocate() }
+    }
 
-    /// Bytes of one page: keys and values of `pageTokens` positions in every kept layer.
+    /// Which layers hold every position (in pages) and which a ring of their window.
+    struct Geometry {
+        var slots: [Int?] = [], windows: [Int?] = []
+        var fullLayers = 0, ringLayers = 0, ringLength = 0
+
+        init(layers: Int, floor: BlockMask, windows: [Int?], capacity: Int, pageTokens: Int) {
+            var widest = 0
+            for l in 0..<layers {
+                // A window as long as the context is no window.
+                let w = l < windows.count ? windows[l].flatMap { $0 < capacity ? max(1, $0) : nil } : nil
+                self.windows.append(w)
+                if floor.skipsAttention(l) { slots.append(nil) }
+                else if let w { slots.append(ringLayers); ringLayers += 1; widest = max(widest, w) }
+                else { slots.append(fullLayers); fullLayers += 1 }
+            }
+            ringLength = ringLayers > 0 ? (widest + pageTokens - 1) / pageTokens + 1 : 0
+        }
+    }
+
+    /// Bytes of one page: keys and values of `pageTokens` positions in every kept full layer.
     public var pageBytes: Int { 2 * pageStride * MemoryLayout<Float16>.stride }
+    /// Bytes of all ring pages (windowed layers), which sequences take as they grow.
+    public var ringBytes: Int { ringTables.count * ringLength * 2 * ringPageStride * MemoryLayout<Float16>.stride }
     /// Bytes the pool may grow to (what a memory plan must hold back).
-    public var capacityBytes: Int { pageCapacity * pageBytes }
+    public var capacityBytes: Int { pageCapacity * pageBytes + ringBytes }
     public var pagesInUse: Int { pageCapacity - free.count }
-    public var bytesInUse: Int { pagesInUse * pageBytes }
+    public var ringPagesInUse: Int { ringTables.count * ringLength - ringFree.count }
+    public var bytesInUse: Int { pagesInUse * pageBytes + ringPagesInUse * 2 * ringPageStride * MemoryLayout<Float16>.stride }
     public var peakBytes: Int { peakPages * pageBytes }
     public var slotCount: Int { tables.count }
     public var freeSlotCount: Int { freeSlots.count }
@@ -93,6 +150,15 @@ public struct PagedKVCache: ~Copyable {
     /// Bytes a pool of `pages` pages takes, for planning before one exists.
     public static func bytes(keptLayers: Int, kvDim: Int, pages: Int, pageTokens: Int = 16) -> Int {
         2 * max(1, keptLayers) * pageTokens * kvDim * MemoryLayout<Float16>.stride * pages
+    }
+
+    /// Bytes the cache ``init(layers:kvDim:floor:sequences:capacity:pageTokens:pages:windows:)``
+    /// would reserve, for planning before one exists.
+    public static func capacityBytes(layers: Int, kvDim: Int, floor: BlockMask, windows: [Int?], sequences: Int, capacity: Int,
+                                     pages: Int, pageTokens: Int = 16) -> Int {
+        let g = Geometry(layers: layers, floor: floor, windows: windows, capacity: capacity, pageTokens: pageTokens)
+        return bytes(keptLayers: g.fullLayers, kvDim: kvDim, pages: pages, pageTokens: pageTokens)
+            + (g.ringLayers > 0 ? bytes(keptLayers: g.ringLayers, kvDim: kvDim, pages: sequences * g.ringLength, pageTokens: pageTokens) : 0)
     }
 
     /// Bytes one position takes in `keptLayers` layers (keys and values, f16).
@@ -115,6 +181,10 @@ public struct PagedKVCache: ~Copyable {
     public mutating func close(_ s: Slot) {
         precondition(live[s])
         truncate(s, to: 0)
+        while ringCounts[s] > 0 {
+            ringCounts[s] -= 1
+            ringFree.append(ringTables[s][ringCounts[s]])
+        }
         live[s] = false
         freeSlots.append(s)
     }
@@ -135,6 +205,11 @@ public struct PagedKVCache: ~Copyable {
             tables[s][pageCounts[s]] = free.removeLast()
             pageCounts[s] += 1
         }
+        // Ring pages are taken on the first lap only (the pool holds a full ring per slot).
+        while ringCounts[s] < min(ringLength, need) {
+            ringTables[s][ringCounts[s]] = ringFree.removeLast()
+            ringCounts[s] += 1
+        }
         lengths[s] = end
         peakPages = max(peakPages, pagesInUse)
         return start
@@ -142,8 +217,12 @@ public struct PagedKVCache: ~Copyable {
 
     /// Cuts `s` back to its first `length` positions; pages past them return to the pool
     /// (kept when `keepPages`, so rewriting the same positions lands in the same pages).
+    /// With windowed layers a cut may go back at most ``ringSlack`` positions, unless it goes to 0
+    /// (the ring already holds newer positions where older ones of the window were).
     public mutating func truncate(_ s: Slot, to length: Int, keepPages: Bool = false) {
         precondition(live[s] && length >= 0 && length <= lengths[s])
+        precondition(ringLength == 0 || length == 0 || lengths[s] - length <= ringSlack,
+                     "a windowed layer's ring cannot go back \(lengths[s] - length) positions")
         lengths[s] = length
         guard !keepPages else { return }
         let need = (length + pageTokens - 1) / pageTokens
@@ -153,24 +232,41 @@ public struct PagedKVCache: ~Copyable {
         }
     }
 
+    /// How far back a truncation may go with windowed layers: the ring's positions beyond the
+    /// largest window (at least one page).
+    public var ringSlack: Int {
+        ringLength * pageTokens - (windowOfLayer.compactMap { $0 }.max() ?? 0)
+    }
+
     /// K and V rows of `position` of `s` in `layer` (kvDim halves each).
     @inline(__always)
     func rows(_ s: Slot, layer: Int, position: Int) -> (key: UnsafeMutablePointer<Float16>, value: UnsafeMutablePointer<Float16>) {
+        if windowOfLayer[layer] != nil {
+            let page = Int(ringTables[s][(position / pageTokens) % ringLength])
+            let at = page * ringPageStride + (slotOfLayer[layer]! * pageTokens + position % pageTokens) * kvDim
+            return (ringKeys + at, ringValues + at)
+        }
         let page = Int(tables[s][position / pageTokens])
         let at = page * pageStride + (slotOfLayer[layer]! * pageTokens + position % pageTokens) * kvDim
         return (keys + at, values + at)
     }
 
+    /// The ring table of `s` (windowed layers).
+    @inline(__always)
+    func ringTable(_ s: Slot) -> UnsafePointer<Int32> { UnsafePointer(ringTables[s]) }
+
     /// The page table of `s`, shared by every layer.
     @inline(__always)
     func table(_ s: Slot) -> UnsafePointer<Int32> { UnsafePointer(tables[s]) }
 
-    /// What attention needs to read `layer` of `s`: page 0's first row of this layer, the page table.
+    /// What attention needs to read `layer`: page 0's first row of this layer, the stride between
+    /// pages, the window (nil: every position) and the ring length (0: no ring, pages in order).
     @inline(__always)
-    func layerView(_ s: Slot, layer: Int) -> (keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>,
-                                               pages: UnsafePointer<Int32>) {
+    func layerView(layer: Int) -> (keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, pageStride: Int,
+                                   window: Int?, ring: Int) {
         let at = slotOfLayer[layer]! * pageTokens * kvDim
-        return (keys + at, values + at, UnsafePointer(tables[s]))
+        if let w = windowOfLayer[layer] { return (ringKeys + at, ringValues + at, ringPageStride, w, ringLength) }
+        return (keys + at, values + at, pageStride, nil, 0)
     }
 }
 

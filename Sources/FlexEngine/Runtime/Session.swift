@@ -68,14 +68,16 @@ public final class Session: @unchecked Sendable {
         let sequences = options.maxSequences
         // A pass holds every sequence's generated row, plus prompt rows.
         let batch = max(min(options.batchSize, context), sequences)
-        let keptAttention = config.layerCount - prefillSkip.skippedAttentionLayers.count
         let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
+        let floor = BlockMask(skipping: prefillSkip.skippedAttentionLayers.map { BlockMask.Block(.attention, $0) })
         guard pages >= 1 else { throw .invalidOption("the KV pool needs at least one page") }
         let runtime = options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance)
         func estimate(logitRows: Int) -> MemoryEstimate {
             MemoryEstimate(
                 weights: model.weightBytes,
-                kvCache: PagedKVCache.bytes(keptLayers: keptAttention, kvDim: config.kvDim, pages: pages),
+                kvCache: PagedKVCache.capacityBytes(layers: config.layerCount, kvDim: config.kvDim, floor: floor,
+                                                    windows: options.attentionWindows ?? config.attentionWindows, sequences: sequences + 1,
+                                                    capacity: context, pages: pages),
                 buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
                                         threads: options.threads, maxRow: model.weights.maxRowLength),
                 runtime: runtime)
@@ -107,7 +109,7 @@ public final class Session: @unchecked Sendable {
         prefillHoles = prefillSkip.skippedAttentionLayers
         transformer = try Transformer(weights: model.weights, source: source, contextLength: context, maxBatch: batch,
                                       threads: options.threads, mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows,
-                                      sequences: sequences, kvPages: pages)
+                                      sequences: sequences, kvPages: pages, windows: options.attentionWindows)
         rowOwner = Array(repeating: 0, count: batch)
         self.sequences.reserveCapacity(options.maxSequences)
     }

@@ -38,7 +38,7 @@ public final class Transformer {
     ///     192 KiB for SmolLM2): generation needs one per sequence, perplexity a whole batch.
     init(weights: ModelWeights, source: any WeightSource, contextLength: Int, maxBatch: Int, threads: Int,
          mask: BlockMask = .none, prefillMask: BlockMask? = nil, logitRows: Int? = nil, sequences: Int = 1,
-         kvPages: Int? = nil) throws(EngineError) {
+         kvPages: Int? = nil, windows: [Int?]? = nil) throws(EngineError) {
         let prefillMask = prefillMask ?? mask
         precondition(prefillMask.skippedAttentionLayers.isSubset(of: mask.skippedAttentionLayers))
         self.weights = weights
@@ -52,7 +52,7 @@ public final class Transformer {
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
         cache = try PagedKVCache(layers: config.layerCount, kvDim: config.kvDim, floor: floor, sequences: sequences + 1,
-                                 capacity: contextLength, pages: kvPages)
+                                 capacity: contextLength, pages: kvPages, windows: windows ?? config.attentionWindows)
         rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
                     frequencyFactors: weights.ropeFrequencyFactors)
         batch = ForwardBatch(capacity: maxBatch)
@@ -188,6 +188,7 @@ public final class Transformer {
             if resumeAt == 0 { try source.embeddingRow(Int(batch.tokens[b]), into: x + b * d) }
             rope.table(position: batch.positions[b], into: ropeTable + b * hd)
             batch.tables[b] = cache.table(batch.slots[b])
+            batch.ringTables[b] = cache.ringLength > 0 ? cache.ringTable(batch.slots[b]) : nil
         }
         if resumeAt > 0 { probe!.restore(block: resumeAt, into: x, rows: n) }
 
@@ -259,12 +260,12 @@ public final class Transformer {
     /// Attention for every (row, head) of the batch, spread over the pool.
     private func attend(layer l: Int, batch: ForwardBatch) {
         let c = config
-        let view = cache.layerView(batch.slots[0], layer: l)
+        let view = cache.layerView(layer: l)
         var job = AttentionJob(
             q: state.q.pointer, out: state.attention.pointer, scores: state.scores.pointer, scoresStride: state.scoresStride,
             keyRows: state.keyRows.pointer,
-            keys: view.keys, values: view.values, tables: batch.tables, positions: batch.positions,
-            pageTokens: cache.pageTokens, pageStride: cache.pageStride,
+            keys: view.keys, values: view.values, tables: view.window == nil ? batch.tables : batch.ringTables, positions: batch.positions,
+            pageTokens: cache.pageTokens, pageStride: view.pageStride, window: view.window ?? 0, ring: view.ring,
             heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
             queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
         withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
@@ -281,6 +282,8 @@ struct AttentionJob {
     let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
     let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>, positions: UnsafeMutablePointer<Int>
     let pageTokens: Int, pageStride: Int
+    /// Sliding window in positions (0: none) and the ring's length in pages (0: no ring).
+    let window: Int, ring: Int
     let heads: Int, group: Int, headDim: Int, queryDim: Int, kvDim: Int, scale: Float
 
     static let run: WorkerPool.TaskFunction = { ctx, task, thread in
@@ -290,7 +293,8 @@ struct AttentionJob {
         let h = g * j.group, hd = j.headDim
         Attention.pagedGroup(queries: j.q + b * j.queryDim + h * hd, group: j.group, keys: j.keys + g * hd, values: j.values + g * hd,
                              pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
-                             count: j.positions[b] + 1, headDim: hd, scale: j.scale,
+                             first: j.window > 0 ? max(0, j.positions[b] + 1 - j.window) : 0,
+                             count: j.positions[b] + 1, ring: j.ring, headDim: hd, scale: j.scale,
                              scores: j.scores + thread * j.group * j.scoresStride, scoresStride: j.scoresStride,
                              rows: j.keyRows + thread * 8 * hd, out: j.out + b * j.queryDim + h * hd)
     }
