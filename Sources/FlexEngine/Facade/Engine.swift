@@ -105,40 +105,37 @@ public final class Engine: @unchecked Sendable {
     /// Streams a generation as events, computed on a dedicated thread. Cancelling the consuming
     /// task (or the stream's termination) stops it at the next token.
     public func stream(prompt: String, parameters: GenerateParameters = GenerateParameters()) -> AsyncThrowingStream<GenerationEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let token = parameters.cancellation ?? CancellationToken()
-            var params = parameters
-            params.cancellation = token
-            continuation.onTermination = { _ in token.cancel() }
-            let params2 = params
-            Engine.runDetached {
-                let params = params2
-                do {
-                    var it = try self.generate(prompt: prompt, parameters: params)
-                    while let t = it.next() { continuation.yield(.token(id: t.id, text: t.text)) }
-                    continuation.yield(.finished(it.stats))
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
+        detachedStream(parameters) { params, yield throws(EngineError) in
+            var it = try self.generate(prompt: prompt, parameters: params)
+            while let t = it.next() { yield(.token(id: t.id, text: t.text)) }
+            yield(.finished(it.stats))
         }
     }
 
     /// ``generate(prompts:parameters:)`` as an `AsyncThrowingStream`, computed on a dedicated thread.
     public func stream(prompts: [String], parameters: GenerateParameters = GenerateParameters()) -> AsyncThrowingStream<BatchEvent, any Error> {
+        detachedStream(parameters) { params, yield throws(EngineError) in
+            var it = try self.generate(prompts: prompts, parameters: params)
+            while let e = it.next() { yield(e) }
+            if let error = it.error { throw error }
+        }
+    }
+
+    /// Runs `body` on a dedicated thread, yielding into a stream; the stream's termination cancels
+    /// the generation through a cancellation token put into the parameters.
+    private func detachedStream<Event: Sendable>(
+        _ parameters: GenerateParameters,
+        _ body: @escaping @Sendable (GenerateParameters, (Event) -> Void) throws(EngineError) -> Void
+    ) -> AsyncThrowingStream<Event, any Error> {
         AsyncThrowingStream { continuation in
             let token = parameters.cancellation ?? CancellationToken()
             var params = parameters
             params.cancellation = token
             continuation.onTermination = { _ in token.cancel() }
-            let params2 = params
+            let ready = params
             Engine.runDetached {
-                let params = params2
                 do {
-                    var it = try self.generate(prompts: prompts, parameters: params)
-                    while let e = it.next() { continuation.yield(e) }
-                    if let error = it.error { throw error }
+                    try body(ready) { continuation.yield($0) }
                     continuation.finish()
                 } catch {
                     continuation.finish(throwing: error)
