@@ -280,7 +280,9 @@ def fmt_bytes(v):
 def svg_plot(rows, path, title):
     """A dependency-free line plot: decode tok/s (log scale) against the cap fraction."""
     import math
-    W, H, L, R, T, B = 640, 400, 70, 150, 40, 50
+    # The legend sits right of the plot: room for its longest label.
+    longest = max((len(r["engine"]) for r in rows), default=8)
+    W, H, L, R, T, B = 640 + max(0, 7 * longest - 110), 400, 70, max(150, 7 * longest + 40), 40, 50
     xs = sorted({r["fraction"] for r in rows})
     ys = [r["decode_tps"] for r in rows if r.get("decode_tps")]
     if not ys:
@@ -482,7 +484,7 @@ def main():
             lines.append(f"| {int(f * 100)}% ({fmt_bytes(r['cap'])}) | {r['engine']} | {tps} | {ratio} | {pre} | {fmt_bytes(r['peak'])} | "
                          f"{'yes' if r['under_cap'] else 'no'} | {r['oom_kills']} | {r['exit']} | {same} | {read} | {stall} |")
     open(os.path.join(a.out, "sweep.md"), "w").write("\n".join(lines) + "\n")
-    svg_plot(rows, os.path.join(a.out, "sweep.svg"), f"{name}: decode tok/s under a memory cgroup")
+    svg_plot(rows, os.path.join(a.out, "sweep.svg"), f"{name}: " + ("aggregate " if a.batch else "") + "decode tok/s under a memory cgroup")
     print("\n".join(lines))
     for extra in [prompt_file, os.path.join(a.out, ".peer.py")] + list(batch_files.values()):
         if os.path.exists(extra):
