@@ -75,6 +75,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "With --profile: how many blocks to remove.")
     var budget: Int?
 
+    @Option(name: .long, help: "Below the streaming minimum: off (refuse, exact) or fit (skip blocks in --profile's order until the plan fits).")
+    var prune: String = "off"
+
     @Option(name: .long, help: "How streamed weights are read under --mem-limit: auto, uring or pread.")
     var io: String = "auto"
 
@@ -107,13 +110,20 @@ struct ModelOptions: ParsableArguments {
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }
         }
+        guard let mode = PruneMode(rawValue: prune) else { throw CLIError("--prune must be off or fit") }
+        options.prune = mode
         switch (profile, budget) {
         case let (path?, k?):
             guard k >= 0 else { throw CLIError("--budget must be 0 or more") }
-            let mask = try PruningProfile.read(path: path).mask(removing: k, path: path)
+            let profile = try PruningProfile.read(path: path)
+            let mask = try profile.mask(removing: k, path: path)
             options.skip = BlockMask(skipping: options.skip.skipped.union(mask.skipped))
-        case (nil, nil): break
-        default: throw CLIError("--profile and --budget go together")
+            if mode == .fit { options.pruneOrder = try profile.removalOrder(path: path) }
+        case let (path?, nil) where mode == .fit:
+            options.pruneOrder = try PruningProfile.read(path: path).removalOrder(path: path)
+        case (nil, nil):
+            if mode == .fit { throw CLIError("--prune fit needs --profile (the order to drop blocks in)") }
+        default: throw CLIError("--profile goes with --budget, or with --prune fit")
         }
         if let prefillSkip {
             do { options.prefillSkip = try BlockMask(parsing: prefillSkip) } catch { throw CLIError("--prefill-skip: \(error)") }

@@ -38,6 +38,11 @@ public struct EngineOptions: Sendable {
     /// cap; nil measures what opening the model allocated and adds ``MemoryEstimate/codeAllowance``.
     /// Embedders whose own process shares the cgroup may want to reserve more.
     public var runtimeAllowance: Int? = nil
+    /// What to do when the cap is below even the streaming minimum: `.off` refuses with the
+    /// minimum (exact output); `.fit` skips blocks in ``pruneOrder`` until the plan fits.
+    public var prune: PruneMode = .off
+    /// The order `.fit` drops blocks in: a pruning profile's (``PruningProfile/removalOrder``).
+    public var pruneOrder: [BlockMask.Block]? = nil
     /// Sliding attention windows per layer, in place of the model's (tests of the KV ring).
     package var attentionWindows: [Int?]? = nil
     /// The mlock call; tests substitute a refusing one.
@@ -77,4 +82,12 @@ public struct GenerateParameters: Sendable {
         self.sampling = sampling
         self.chat = chat
     }
+}
+
+/// When the engine may skip blocks to run under a cap (`--prune`).
+public enum PruneMode: String, Sendable, CaseIterable {
+    /// Exact: stream what does not fit, refuse below the streaming minimum.
+    case off
+    /// Skip blocks only when even streaming cannot fit, fewest first in the profile's order.
+    case fit
 }

@@ -106,6 +106,20 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
+    /// Every block in the order the method would remove them: `order` where the method produced
+    /// one, else the blocks as they join the budgets' masks, smallest budget first.
+    public func removalOrder(path: String = "profile") throws(ProfileError) -> [BlockMask.Block] {
+        var out: [BlockMask.Block] = []
+        var seen = Set<BlockMask.Block>()
+        let names = order ?? budgets.sorted { $0.removed < $1.removed }.flatMap(\.blocks)
+        for text in names {
+            guard let m = try? BlockMask(parsing: text), m.skipped.count == 1 else { throw .badBlock(path, block: text) }
+            let b = m.skipped.first!
+            if seen.insert(b).inserted { out.append(b) }
+        }
+        return out
+    }
+
     /// The mask that removes `k` blocks (k = 0 is the dense model).
     public func mask(removing k: Int, path: String = "profile") throws(ProfileError) -> BlockMask {
         if k == 0 { return .none }

@@ -54,18 +54,23 @@ public final class Session: @unchecked Sendable {
     /// Whether the last step ran generated rows, for alternating when the stage masks differ.
     private var lastStepDecoded = false
 
+    /// Blocks skipped to fit the cap (`--prune fit`), nil when none were needed.
+    public let pruneDecision: PruneDecision?
+
     public init(model: Model, options: EngineOptions) throws(EngineError) {
+        var options = options
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
         let config = model.config
-        let prefillSkip = options.prefillSkip ?? options.skip
-        try Session.check(options.skip, prefill: prefillSkip, layers: config.layerCount)
+        try Session.check(options.skip, prefill: options.prefillSkip ?? options.skip, layers: config.layerCount)
         let context = options.contextLength ?? min(2048, config.trainedContextLength)
         guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         let sequences = options.maxSequences
+        pruneDecision = try Session.fit(model: model, options: &options, cap: limit, context: context)
+        let prefillSkip = options.prefillSkip ?? options.skip
         // A pass holds every sequence's generated row, plus prompt rows.
         let batch = max(min(options.batchSize, context), sequences)
         let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
@@ -112,6 +117,47 @@ public final class Session: @unchecked Sendable {
                                       sequences: sequences, kvPages: pages, windows: options.attentionWindows)
         rowOwner = Array(repeating: 0, count: batch)
         self.sequences.reserveCapacity(options.maxSequences)
+    }
+
+    /// `--prune fit`: when the cap is below the streaming minimum, the greedy policy's mask over
+    /// the profile's order, added to the options' skips; nil (options unchanged) when the model
+    /// fits as it is or pruning is off.
+    static func fit(model: Model, options: inout EngineOptions, cap: Int?, context: Int) throws(EngineError) -> PruneDecision? {
+        guard options.prune == .fit, let cap else { return nil }
+        guard let order = options.pruneOrder, !order.isEmpty else {
+            throw .invalidOption("--prune fit needs a pruning profile (--profile) for the order to drop blocks in")
+        }
+        let config = model.config
+        let sequences = options.maxSequences
+        let batch = max(min(options.batchSize, context), sequences)
+        let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
+        let memory = MemoryModel(
+            layout: try model.weights.layout(skipping: .none),
+            kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim),
+            kvTokens: pages * 16,
+            bufferBytes: RunState.bytes(config: config, maxBatch: batch, logitRows: max(1, sequences), context: context,
+                                        threads: options.threads, maxRow: model.weights.maxRowLength),
+            runtimeBytes: options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance), ringSlots: options.ringSlots)
+        // Blocks skipped in either stage are skipped in both once pruning starts, so the plan and
+        // the KV floor follow one mask.
+        let base = options.skip.intersection(options.prefillSkip ?? options.skip)
+        let denseMinimum = memory.streamingMinimum(skipping: base)
+        guard denseMinimum > cap else { return nil }
+        let state = PruningState(batch: sequences, sequenceLength: context, cap: cap)
+        let t0 = Platform.now()
+        let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { memory.streamingMinimum(skipping: $0) <= cap }
+        let micros = (Platform.now() - t0) * 1e6
+        guard let mask = chosen else {
+            let everything = BlockMask(skipping: BlockMask.Block.all(layers: config.layerCount))
+            let floor = memory.streamingMinimum(skipping: everything)
+            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block of the profile skipped "
+                                 + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")
+        }
+        options.skip = mask
+        options.prefillSkip = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(mask.skipped)) }
+        return PruneDecision(reason: .capBelowStreamingMinimum, state: state,
+                             skipped: BlockMask(skipping: mask.skipped.subtracting(base.skipped)),
+                             denseMinimum: denseMinimum, minimum: memory.streamingMinimum(skipping: mask), decisionMicroseconds: micros)
     }
 
     static func check(_ skip: BlockMask, prefill: BlockMask, layers: Int) throws(EngineError) {

@@ -1,0 +1,60 @@
+/// What a pruning policy decides from (RAP's state, DESIGN.md §3): the load and the budget.
+public struct PruningState: Sendable, Equatable {
+    /// Sequences held.
+    public var batch: Int
+    /// KV positions reserved per sequence.
+    public var sequenceLength: Int
+    /// The memory cap in force.
+    public var cap: Int
+
+    public init(batch: Int, sequenceLength: Int, cap: Int) {
+        self.batch = batch
+        self.sequenceLength = sequenceLength
+        self.cap = cap
+    }
+}
+
+/// Decides which blocks to skip for a state: the seam between the engine and RAP's policies
+/// (greedy here; the trained agent and the oracle come with the controller). Pure: state in,
+/// mask out, testable without a model.
+public protocol PruningPolicy: Sendable {
+    /// The mask to run with, or nil when no mask the policy can choose fits.
+    func decide(_ state: PruningState, fits: (BlockMask) -> Bool) -> BlockMask?
+}
+
+/// Drops blocks in a profile's order (GSI's: least harm to calibration perplexity first) until
+/// the plan fits; the dense model when it already does.
+public struct GreedyPolicy: PruningPolicy {
+    public let order: [BlockMask.Block]
+    /// Blocks skipped whatever the state (the user's `--skip`).
+    public let base: BlockMask
+
+    public init(order: [BlockMask.Block], base: BlockMask = .none) {
+        self.order = order
+        self.base = base
+    }
+
+    public func decide(_ state: PruningState, fits: (BlockMask) -> Bool) -> BlockMask? {
+        var mask = base
+        if fits(mask) { return mask }
+        for b in order where !mask.skips(b) {
+            mask.skip(b)
+            if fits(mask) { return mask }
+        }
+        return nil
+    }
+}
+
+/// A decision the engine took: for `--stats` and the library's log.
+public struct PruneDecision: Sendable, Equatable {
+    public enum Reason: String, Sendable { case capBelowStreamingMinimum = "the cap is below the dense model's streaming minimum" }
+    public let reason: Reason
+    public let state: PruningState
+    /// The blocks skipped beyond the user's own.
+    public let skipped: BlockMask
+    /// The smallest cap the dense model (with the user's skips) streams in, and the chosen mask's.
+    public let denseMinimum: Int
+    public let minimum: Int
+    /// Microseconds the policy took.
+    public let decisionMicroseconds: Double
+}

@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+@testable import FlexEngine
+
+/// RAP's pieces that need no model: the memory model over a made-up layout, the greedy policy.
+@Suite struct MemoryModelTests {
+    static let model = MemoryModel(layout: MemoryPlanTests.layout(), kvBytesPerTokenPerLayer: 768, kvTokens: 8 * 2048,
+                                   bufferBytes: 2 << 20, runtimeBytes: 20 << 20)
+
+    @Test func attentionBlocksFreeTheirKVAndFFNBlocksOnlyWeights() throws {
+        let m = Self.model
+        let dense = m.residentFootprint(skipping: .none)
+        let attn = try BlockMask(parsing: "attn:3"), ffn = try BlockMask(parsing: "ffn:3")
+        #expect(m.kvBytes(skipping: .none) == 30 * 8 * 2048 * 768)
+        #expect(m.kvBytes(skipping: attn) == 29 * 8 * 2048 * 768 && m.kvBytes(skipping: ffn) == m.kvBytes(skipping: .none))
+        // 8 × 2048 positions: one attention layer's KV (12 MiB) outweighs an FFN block's weights (~2 MiB).
+        #expect(dense - m.residentFootprint(skipping: attn) > dense - m.residentFootprint(skipping: ffn))
+        #expect(m.streamingMinimum(skipping: .none) < dense)
+        // The minimum is the planner's own: a plan at that cap exists, one byte less does not.
+        let minimum = m.streamingMinimum(skipping: attn)
+        #expect(throws: Never.self) { _ = try MemoryPlan(m.inputs(skipping: attn, cap: minimum)) }
+        #expect(throws: MemoryPlan.PlanError.self) { _ = try MemoryPlan(m.inputs(skipping: attn, cap: minimum - 1)) }
+    }
+
+    @Test func skippedBlocksLeaveTheLayout() throws {
+        let l = MemoryPlanTests.layout().skipping(try BlockMask(parsing: "attn:0,ffn:2"))
+        #expect(l.layers[0].attention.isEmpty && !l.layers[0].ffn.isEmpty && l.layers[2].ffn.isEmpty && !l.layers[1].attention.isEmpty)
+    }
+
+    @Test func greedyDropsInOrderUntilItFits() throws {
+        let m = Self.model
+        let order = (0..<30).map { BlockMask.Block(.attention, $0) } + (0..<30).map { BlockMask.Block(.ffn, $0) }
+        let policy = GreedyPolicy(order: order)
+        let dense = m.streamingMinimum(skipping: .none)
+        let state = PruningState(batch: 8, sequenceLength: 2048, cap: dense - 50 << 20)
+        let mask = try #require(policy.decide(state) { m.streamingMinimum(skipping: $0) <= state.cap })
+        // The fewest blocks in order: the mask is a prefix of the order, one shorter does not fit.
+        let k = mask.skipped.count
+        #expect(mask == BlockMask(skipping: order.prefix(k)))
+        #expect(m.streamingMinimum(skipping: BlockMask(skipping: order.prefix(k - 1))) > state.cap)
+        // Fits already: the base mask; nothing fits: nil.
+        #expect(policy.decide(state) { _ in true } == BlockMask.none)
+        #expect(policy.decide(state) { _ in false } == nil)
+        let based = GreedyPolicy(order: order, base: try BlockMask(parsing: "ffn:29"))
+        #expect(based.decide(state) { $0.skipped.count >= 3 } == (try BlockMask(parsing: "ffn:29,attn:0,attn:1")))
+    }
+}
+
+/// `--prune fit` on SmolLM2: where exact streaming refuses, it skips blocks in GSI order until
+/// the plan fits, and runs.
+@Suite(.enabled(if: Fixtures.smolLM2Available), .serialized) struct PruneFitTests {
+    @Test func fitRunsWhereStreamingRefuses() throws {
+        let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
+        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
+        o.threads = 2
+        o.contextLength = 2048
+        o.maxSequences = 4
+        o.followCgroupLimit = false
+        let dense = try Engine(options: o).memory.total
+        o.memoryLimit = dense * 6 / 10
+        #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // --prune off: refused
+        o.prune = .fit
+        #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // fit without an order
+        o.pruneOrder = try profile.removalOrder()
+        let engine = try Engine(options: o)
+        let d = try #require(engine.session.pruneDecision)
+        #expect(d.denseMinimum > o.memoryLimit! && d.minimum <= o.memoryLimit!)
+        #expect(d.skipped == BlockMask(skipping: o.pruneOrder!.prefix(d.skipped.skipped.count)))
+        let plan = try #require(engine.plan)
+        #expect(plan.totalBytes <= o.memoryLimit!)
+        #expect(engine.options.skip == d.skipped)
+        var params = GenerateParameters(maxTokens: 8, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        var tokens = 0
+        var it = try engine.generate(prompts: ["The capital of France is", "1, 2, 3,", "def f(x):", "Hello"], parameters: params)
+        while let e = it.next() { if case .token = e { tokens += 1 } }
+        #expect(it.error == nil && tokens == 32)
+    }
+}
