@@ -78,6 +78,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Below the streaming minimum: off (refuse, exact) or fit (skip blocks in --profile's order until the plan fits).")
     var prune: String = "off"
 
+    @Flag(name: .customLong("resident-only"), help: "Under --mem-limit, stream nothing: kept weights and KV must fit (with --prune fit, blocks are skipped until they do).")
+    var residentOnly = false
+
     @Option(name: .long, help: "How streamed weights are read under --mem-limit: auto, uring or pread.")
     var io: String = "auto"
 
@@ -112,6 +115,7 @@ struct ModelOptions: ParsableArguments {
         }
         guard let mode = PruneMode(rawValue: prune) else { throw CLIError("--prune must be off or fit") }
         options.prune = mode
+        options.residentOnly = residentOnly
         switch (profile, budget) {
         case let (path?, k?):
             guard k >= 0 else { throw CLIError("--budget must be 0 or more") }

@@ -76,4 +76,28 @@ import Testing
         while let e = it.next() { if case .token = e { tokens += 1 } }
         #expect(it.error == nil && tokens == 32)
     }
+
+    /// `--resident-only` (RAP's setting): a cap that needs streaming is refused, and with fit the
+    /// blocks skipped are enough for every kept weight and the KV cache to be resident.
+    @Test func residentOnlyFitsEverythingKeptInMemory() throws {
+        let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
+        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
+        o.threads = 2
+        o.contextLength = 256
+        o.followCgroupLimit = false
+        let dense = try Engine(options: o).memory.total
+        o.memoryLimit = dense * 8 / 10
+        o.residentOnly = true
+        #expect(throws: EngineError.self) { _ = try Engine(options: o) }
+        o.prune = .fit
+        o.pruneOrder = try profile.removalOrder()
+        let engine = try Engine(options: o)
+        let d = try #require(engine.session.pruneDecision)
+        #expect(d.reason == .capBelowResidentFootprint && d.minimum <= o.memoryLimit!)
+        let plan = try #require(engine.plan)
+        #expect(plan.isFullyResident && plan.totalBytes <= o.memoryLimit!)
+        // Streaming at the same cap needs no pruning at all.
+        o.residentOnly = false
+        #expect(try Engine(options: o).session.pruneDecision == nil)
+    }
 }

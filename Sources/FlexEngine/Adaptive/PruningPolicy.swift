@@ -47,12 +47,16 @@ public struct GreedyPolicy: PruningPolicy {
 
 /// A decision the engine took: for `--stats` and the library's log.
 public struct PruneDecision: Sendable, Equatable {
-    public enum Reason: String, Sendable { case capBelowStreamingMinimum = "the cap is below the dense model's streaming minimum" }
+    public enum Reason: String, Sendable {
+        case capBelowStreamingMinimum = "the cap is below the dense model's streaming minimum"
+        case capBelowResidentFootprint = "the cap is below the dense model's resident footprint (--resident-only)"
+    }
     public let reason: Reason
     public let state: PruningState
     /// The blocks skipped beyond the user's own.
     public let skipped: BlockMask
-    /// The smallest cap the dense model (with the user's skips) streams in, and the chosen mask's.
+    /// The smallest cap the dense model (with the user's skips) runs in, and the chosen mask's:
+    /// streaming, or with everything resident under `--resident-only`.
     public let denseMinimum: Int
     public let minimum: Int
     /// Microseconds the policy took.

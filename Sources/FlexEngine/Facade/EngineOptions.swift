@@ -41,6 +41,10 @@ public struct EngineOptions: Sendable {
     /// What to do when the cap is below even the streaming minimum: `.off` refuses with the
     /// minimum (exact output); `.fit` skips blocks in ``pruneOrder`` until the plan fits.
     public var prune: PruneMode = .off
+    /// RAP's own setting under a cap: nothing streams; the kept weights, KV cache, buffers and
+    /// runtime must fit (with `.fit`, blocks are skipped until they do; else a cap that needs
+    /// streaming is refused).
+    public var residentOnly = false
     /// The order `.fit` drops blocks in: a pruning profile's (``PruningProfile/removalOrder``).
     public var pruneOrder: [BlockMask.Block]? = nil
     /// Sliding attention windows per layer, in place of the model's (tests of the KV ring).

@@ -97,6 +97,11 @@ public final class Session: @unchecked Sendable {
         let source: any WeightSource
         if let limit {
             let plan = try Session.plan(cap: limit, model: model, estimate: estimate, options: options)
+            if options.residentOnly && !plan.isFullyResident {
+                let need = plan.fixedBytes + Builder.allResident(plan.inputs.layout).residentBytes
+                throw .invalidOption("--resident-only: the weights, KV cache, buffers and runtime need \(ByteSize.format(need)) but the limit is "
+                                     + "\(ByteSize.format(limit)); raise --mem-limit, lower --ctx, or add --prune fit to skip blocks")
+            }
             model.dropInterleaved()
             source = try WeightStreamer(plan: plan, weights: model.weights, backend: options.readBackend, locker: locker,
                                         interleave: options.interleaveWeights)
@@ -141,23 +146,25 @@ public final class Session: @unchecked Sendable {
         // Blocks skipped in either stage are skipped in both once pruning starts, so the plan and
         // the KV floor follow one mask.
         let base = options.skip.intersection(options.prefillSkip ?? options.skip)
-        let denseMinimum = memory.streamingMinimum(skipping: base)
+        let residentOnly = options.residentOnly
+        let needs = { (m: BlockMask) -> Int in residentOnly ? memory.residentFootprint(skipping: m) : memory.streamingMinimum(skipping: m) }
+        let denseMinimum = needs(base)
         guard denseMinimum > cap else { return nil }
         let state = PruningState(batch: sequences, sequenceLength: context, cap: cap)
         let t0 = Platform.now()
-        let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { memory.streamingMinimum(skipping: $0) <= cap }
+        let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { needs($0) <= cap }
         let micros = (Platform.now() - t0) * 1e6
         guard let mask = chosen else {
             let everything = BlockMask(skipping: BlockMask.Block.all(layers: config.layerCount))
-            let floor = memory.streamingMinimum(skipping: everything)
+            let floor = needs(everything)
             throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block of the profile skipped "
                                  + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")
         }
         options.skip = mask
         options.prefillSkip = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(mask.skipped)) }
-        return PruneDecision(reason: .capBelowStreamingMinimum, state: state,
+        return PruneDecision(reason: options.residentOnly ? .capBelowResidentFootprint : .capBelowStreamingMinimum, state: state,
                              skipped: BlockMask(skipping: mask.skipped.subtracting(base.skipped)),
-                             denseMinimum: denseMinimum, minimum: memory.streamingMinimum(skipping: mask), decisionMicroseconds: micros)
+                             denseMinimum: denseMinimum, minimum: needs(mask), decisionMicroseconds: micros)
     }
 
     static func check(_ skip: BlockMask, prefill: BlockMask, layers: Int) throws(EngineError) {
