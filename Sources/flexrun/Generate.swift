@@ -138,7 +138,7 @@ struct Generate: ParsableCommand {
         // VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
         // anonymous part is what a cap must hold, so it is shown beside it.
         let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
-        if let d = engine.session.pruneDecision { lines.append(pruneLine(d)) }
+        for d in engine.session.pruneDecisions { lines.append(pruneLine(d)) }
         let kv = engine.session.kvCache
         lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
         lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymous), blocks skipped: \(s.blocksSkipped)")
@@ -170,6 +170,8 @@ func memorySummary(_ engine: Engine) -> String {
 
 /// One line on what `--prune fit` skipped and why.
 func pruneLine(_ d: PruneDecision) -> String {
-    "prune: \(d.reason.rawValue) (\(ByteSize.format(d.denseMinimum)) > \(ByteSize.format(d.state.cap))): skipped \(d.skipped.skipped.count) blocks "
-        + "(\(d.skipped)), minimum now \(ByteSize.format(d.minimum)); decided in \(f(d.decisionMicroseconds, 0)) µs"
+    let why = d.reason == .capChanged ? "the cap changed to \(ByteSize.format(d.state.cap))"
+        : "\(d.reason.rawValue) (\(ByteSize.format(d.denseMinimum)) > \(ByteSize.format(d.state.cap)))"
+    return "prune: \(why): skipping \(d.skipped.skipped.count) blocks (\(d.skipped)), minimum \(ByteSize.format(d.minimum)); "
+        + "decided in \(f(d.decisionMicroseconds, 0)) µs"
 }

@@ -87,7 +87,7 @@ extension Generate {
         if !rates.isEmpty {
             lines.append("per sequence: decode tok/s min \(f(rates.first!, 1)), median \(f(rates[rates.count / 2], 1)), max \(f(rates.last!, 1))")
         }
-        if let d = s.pruneDecision { lines.append(pruneLine(d)) }
+        for d in s.pruneDecisions { lines.append(pruneLine(d)) }
         let kv = s.kvCache
         lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
         let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""

@@ -100,4 +100,45 @@ import Testing
         o.residentOnly = false
         #expect(try Engine(options: o).session.pruneDecision == nil)
     }
+
+    /// Acceptance 4's shape (scaled): the cap steps 100 % → 60 % → 40 % → 80 % of the dense
+    /// footprint while 4 sequences generate; the controller re-decides at each step, every plan
+    /// fits its cap, blocks come back when the cap grows (attention only where no sequence has
+    /// skipped it), and every sequence completes.
+    @Test func capStepsAreFollowedAtTokenBoundaries() throws {
+        let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
+        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
+        o.threads = 2
+        o.contextLength = 256
+        o.maxSequences = 4
+        o.followCgroupLimit = false
+        let dense = try Engine(options: o).memory.total
+        o.memoryLimit = dense
+        o.prune = .fit
+        o.pruneOrder = try profile.removalOrder()
+        let model = try Model(path: o.modelPath, streaming: true)
+        let session = try Session(model: model, options: o)
+        var params = GenerateParameters(maxTokens: 48, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        for p in ["The capital of France is", "1, 2, 3,", "def f(x):", "Hello"] { _ = try session.add(prompt: p, parameters: params) }
+        var tokens = 0, steps = 0
+        var skippedAt: [Int: Int] = [:]
+        let schedule = [10: 60, 20: 40, 30: 80]
+        while try session.step({ e in if case .token = e { tokens += 1 } }) {
+            steps += 1
+            if let plan = session.plan { #expect(plan.totalBytes <= session.memoryLimit!, "step \(steps)") }
+            if let f = schedule[steps] {
+                if let previous = schedule.first(where: { $0.key == steps - 10 })?.value { skippedAt[previous] = session.mask.skipped.count }
+                try session.setMemoryLimit(dense * f / 100)
+            }
+        }
+        skippedAt[80] = session.mask.skipped.count
+        #expect(tokens == 4 * 48)
+        #expect(session.pruneDecisions.count == 3 && session.pruneDecisions.allSatisfy { $0.reason == .capChanged })
+        #expect(session.replanCount == 3)
+        // Tighter caps skip more; at 80 % FFN blocks came back (attention skipped at 40 % stays).
+        #expect(skippedAt[60]! <= skippedAt[40]! && skippedAt[80]! <= skippedAt[40]!)
+        #expect(session.pruneDecisions.map(\.state.cap) == [dense * 60 / 100, dense * 40 / 100, dense * 80 / 100])
+        #expect(throws: EngineError.self) { try session.setMemoryLimit(1 << 20) }
+    }
 }

@@ -50,6 +50,7 @@ public struct PruneDecision: Sendable, Equatable {
     public enum Reason: String, Sendable {
         case capBelowStreamingMinimum = "the cap is below the dense model's streaming minimum"
         case capBelowResidentFootprint = "the cap is below the dense model's resident footprint (--resident-only)"
+        case capChanged = "the cap changed"
     }
     public let reason: Reason
     public let state: PruningState

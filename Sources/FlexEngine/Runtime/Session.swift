@@ -38,7 +38,15 @@ public final class Session: @unchecked Sendable {
     let locker: MemoryLocker?
     /// The cap in force (explicit, or the cgroup's); nil runs from memory without a limit.
     public private(set) var memoryLimit: Int?
-    private let pendingPlan = Mutex<MemoryPlan?>(nil)
+    private let pendingPlan = Mutex<PendingLimit?>(nil)
+    /// A new cap waiting for the stepping thread: a plan made already (exact), or a cap for the
+    /// controller to decide a mask for at the token boundary (`--prune fit`).
+    enum PendingLimit { case plan(MemoryPlan), fit(cap: Int) }
+    /// `--prune fit` at run time: the memory model with the KV pool as reserved (it does not
+    /// shrink when attention blocks are dropped), and the user's own skips.
+    private let runtimeMemory: MemoryModel?
+    private let userSkip: BlockMask
+    private let pruneOrder: [BlockMask.Block]
     /// How many times a new cap has been applied.
     public private(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts.
@@ -54,11 +62,15 @@ public final class Session: @unchecked Sendable {
     /// Whether the last step ran generated rows, for alternating when the stage masks differ.
     private var lastStepDecoded = false
 
-    /// Blocks skipped to fit the cap (`--prune fit`), nil when none were needed.
+    /// Blocks skipped to fit the cap at open (`--prune fit`), nil when none were needed.
     public let pruneDecision: PruneDecision?
+    /// Every decision the controller took, at open and at each new cap, in order.
+    public private(set) var pruneDecisions: [PruneDecision] = []
 
     public init(model: Model, options: EngineOptions) throws(EngineError) {
         var options = options
+        userSkip = options.skip
+        pruneOrder = options.pruneOrder ?? []
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
@@ -108,6 +120,11 @@ public final class Session: @unchecked Sendable {
         } else {
             source = model.inMemorySource()
         }
+        runtimeMemory = options.prune == .fit && !pruneOrder.isEmpty
+            ? MemoryModel(layout: try model.weights.layout(skipping: .none), kvBytesPerTokenPerLayer: 0, kvTokens: 0,
+                          bufferBytes: estimate.buffers + estimate.kvCache, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots)
+            : nil
+        pruneDecisions = pruneDecision.map { [$0] } ?? []
         self.model = model
         self.options = options
         self.memory = estimate
@@ -230,9 +247,25 @@ public final class Session: @unchecked Sendable {
     /// Changes the memory cap, from any thread. The new plan is made (and checked) now, and
     /// applied by the stepping thread before its next pass, so running sequences continue with the
     /// same KV cache and output. Throws, leaving the old cap in force, below the minimum.
+    ///
+    /// With `--prune fit` the controller decides at the next token boundary which blocks to skip
+    /// for the new cap (`GreedyPolicy` over the profile's order, from the user's skips): blocks
+    /// come back when the cap grows, except attention blocks a live sequence already skipped.
+    /// The KV pool stays as reserved at open. It throws only when even skipping every block of
+    /// the order cannot fit.
     public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
+        if let memory = runtimeMemory {
+            let everything = BlockMask(skipping: userSkip.skipped.union(pruneOrder))
+            let floor = memory.streamingMinimum(skipping: everything)
+            guard floor <= bytes else {
+                throw .invalidOption("memory limit \(ByteSize.format(bytes)) is too small even with every block of the profile skipped "
+                                     + "(that needs \(ByteSize.format(floor)))")
+            }
+            pendingPlan.withLock { $0 = .fit(cap: bytes) }
+            return
+        }
         let plan = try Session.plan(cap: bytes, model: model, estimate: memory, options: options)
-        pendingPlan.withLock { $0 = plan }
+        pendingPlan.withLock { $0 = .plan(plan) }
     }
 
     /// The plan for `cap`, with the KV pool, buffers and runtime share fixed at open.
@@ -246,7 +279,12 @@ public final class Session: @unchecked Sendable {
 
     /// Applies a plan queued by ``setMemoryLimit(_:)``.
     func applyPendingPlan() throws(EngineError) {
-        guard let plan = pendingPlan.withLock({ p -> MemoryPlan? in defer { p = nil }; return p }) else { return }
+        guard let pending = pendingPlan.withLock({ p -> PendingLimit? in defer { p = nil }; return p }) else { return }
+        let plan: MemoryPlan
+        switch pending {
+        case .plan(let p): plan = p
+        case .fit(let cap): plan = try decide(cap: cap)
+        }
         let weights = model.weights, backend = options.readBackend
         let locker = self.locker, interleave = options.interleaveWeights
         model.dropInterleaved()
@@ -256,6 +294,32 @@ public final class Session: @unchecked Sendable {
         transformer.source.schedule(mask.intersection(prefillMask))
         memoryLimit = plan.inputs.cap
         replanCount += 1
+    }
+
+    /// The controller at a token boundary: the mask for `cap`, applied to the session, and its plan.
+    private func decide(cap: Int) throws(EngineError) -> MemoryPlan {
+        let memory = runtimeMemory!
+        // Attention the session has no KV room for, or that a started sequence skipped, cannot
+        // come back: those stay skipped.
+        var base = BlockMask(skipping: userSkip.skipped.union(transformer.floor.skipped))
+        if sequences.contains(where: \.started) {
+            for l in maskHoles.union(prefillHoles) { base.skip(.init(.attention, l)) }
+        }
+        let state = PruningState(batch: max(1, sequences.count), sequenceLength: contextLength, cap: cap)
+        let t0 = Platform.now()
+        guard let chosen = GreedyPolicy(order: pruneOrder, base: base).decide(state, fits: { memory.streamingMinimum(skipping: $0) <= cap }) else {
+            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small for any mask of the profile")
+        }
+        let micros = (Platform.now() - t0) * 1e6
+        let plan = try MemoryPlan.make(memory.inputs(skipping: chosen, cap: cap))
+        let prefill = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(chosen.skipped)) } ?? chosen
+        mask = chosen
+        prefillMask = prefill
+        pruneDecisions.append(PruneDecision(reason: .capChanged, state: state,
+                                            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)),
+                                            denseMinimum: memory.streamingMinimum(skipping: base), minimum: memory.streamingMinimum(skipping: chosen),
+                                            decisionMicroseconds: micros))
+        return plan
     }
 
     // MARK: - Sequences
