@@ -184,7 +184,9 @@ import Testing
         let g = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "2", "-n", "4", "--temp", "0", "--stats", prompt])
         #expect(g.status == 0 && g.stderr.contains("blocks skipped: 2"), "\(g.stderr)")
         expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, "--budget", "99", prompt]), containing: "no mask removing 99 blocks")
-        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, prompt]), containing: "--profile and --budget go together")
+        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, prompt]), containing: "--profile goes with --budget, or with --prune fit")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "fit", prompt]), containing: "--prune fit needs --profile")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "maybe", prompt]), containing: "--prune must be off or fit")
         expectOneLineError(try Self.run(["--model", synthModel, "--profile", calib, "--budget", "1", prompt]), containing: "not a flexrun-pruning-profile")
 
         // A checkpoint left by a run with other settings is refused, not silently mixed in.
