@@ -22,6 +22,18 @@ import Testing
         #expect(throws: MemoryPlan.PlanError.self) { _ = try MemoryPlan(m.inputs(skipping: attn, cap: minimum - 1)) }
     }
 
+    /// The per-block table gives the planner's own numbers for any mask, to the byte.
+    @Test func tableEqualsThePlannerForRandomMasks() {
+        let m = Self.model
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let mask = BlockMask(skipping: BlockMask.Block.all(layers: 30).filter { _ in Bool.random(using: &rng) })
+            let i = m.inputs(skipping: mask, cap: 0)
+            #expect(m.streamingMinimum(skipping: mask) == MemoryPlan.minimumCap(i), "\(mask)")
+            #expect(m.residentFootprint(skipping: mask) == i.fixedBytes + Builder.allResident(i.layout).residentBytes, "\(mask)")
+        }
+    }
+
     @Test func skippedBlocksLeaveTheLayout() throws {
         let l = MemoryPlanTests.layout().skipping(try BlockMask(parsing: "attn:0,ffn:2"))
         #expect(l.layers[0].attention.isEmpty && !l.layers[0].ffn.isEmpty && l.layers[2].ffn.isEmpty && !l.layers[1].attention.isEmpty)
@@ -49,6 +61,18 @@ import Testing
 /// `--prune fit` on SmolLM2: where exact streaming refuses, it skips blocks in GSI order until
 /// the plan fits, and runs.
 @Suite(.enabled(if: Fixtures.smolLM2Available), .serialized) struct PruneFitTests {
+    /// The memory model's per-block table equals the planner on the real model's layout too.
+    @Test func tableEqualsThePlannerOnSmolLM2() throws {
+        let model = try Model(path: try Fixtures.requireSmolLM2(), streaming: true)
+        let m = MemoryModel(layout: try model.weights.layout(skipping: .none), kvBytesPerTokenPerLayer: 768, kvTokens: 4096,
+                            bufferBytes: 3 << 20, runtimeBytes: 19 << 20)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<100 {
+            let mask = BlockMask(skipping: BlockMask.Block.all(layers: 30).filter { _ in Int.random(in: 0..<4, using: &rng) == 0 })
+            #expect(m.streamingMinimum(skipping: mask) == MemoryPlan.minimumCap(m.inputs(skipping: mask, cap: 0)), "\(mask)")
+        }
+    }
+
     @Test func fitRunsWhereStreamingRefuses() throws {
         let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
         var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())

@@ -16,6 +16,20 @@ public struct MemoryModel: Sendable, Equatable {
     public let bufferBytes: Int
     public let runtimeBytes: Int
     public let ringSlots: Int
+    /// Per-block byte counts, so a mask's minimum is O(layers) arithmetic with no allocation
+    /// (a policy tries many masks per decision); nil when the layout has compressed blocks,
+    /// whose scratch and all-or-nothing residency only the planner itself accounts.
+    private let table: Table?
+
+    struct Table: Sendable, Equatable {
+        /// Aligned resident bytes of the head (and a separate embedding), of each layer's
+        /// attention and FFN matrices.
+        var headResident = 0
+        var attentionResident: [Int] = [], ffnResident: [Int] = []
+        /// Each layer's streaming slot with nothing resident, by which blocks run (`Variant` bits).
+        var slot: [[Int]] = []
+        var headRowSlot = 0
+    }
 
     public init(layout: ModelLayout, kvBytesPerTokenPerLayer: Int, kvTokens: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2) {
         self.layout = layout
@@ -24,6 +38,25 @@ public struct MemoryModel: Sendable, Equatable {
         self.bufferBytes = bufferBytes
         self.runtimeBytes = runtimeBytes
         self.ringSlots = ringSlots
+        table = MemoryModel.table(layout)
+    }
+
+    private static func table(_ layout: ModelLayout) -> Table? {
+        guard layout.residentDecoded.isEmpty, layout.layers.allSatisfy({ $0.decoded.isEmpty }) else { return nil }
+        var t = Table()
+        func resident(_ ms: [TensorExtent]) -> Int { ms.reduce(0) { $0 + Builder.span($1.fileOffset, $1.bytes) } }
+        t.headResident = resident([layout.head] + (layout.embedding.map { [$0] } ?? []))
+        for layer in layout.layers {
+            t.attentionResident.append(resident(layer.attention))
+            t.ffnResident.append(resident(layer.ffn))
+            t.slot.append((0..<4).map { v in
+                let tails = (v & 1 != 0 ? layer.attention.map { ($0, 0, BlockMask.Kind?.some(.attention)) } : [])
+                    + (v & 2 != 0 ? layer.ffn.map { ($0, 0, BlockMask.Kind?.some(.ffn)) } : [])
+                return Builder.stage(.layer(0), tails).slotBytes
+            })
+        }
+        t.headRowSlot = Builder.span(layout.head.fileOffset, layout.head.rowBytes)
+        return t
     }
 
     public var layers: Int { layout.layers.count }
@@ -39,15 +72,38 @@ public struct MemoryModel: Sendable, Equatable {
               runtimeBytes: runtimeBytes, ringSlots: ringSlots)
     }
 
-    /// The smallest cap at which the model runs with `mask` skipped, streaming what does not fit.
+    /// The smallest cap at which the model runs with `mask` skipped, streaming what does not fit:
+    /// `MemoryPlan.minimumCap` of ``inputs(skipping:cap:)``, to the byte (tested).
     public func streamingMinimum(skipping mask: BlockMask) -> Int {
-        MemoryPlan.minimumCap(inputs(skipping: mask, cap: 0))
+        guard let t = table else { return MemoryPlan.minimumCap(inputs(skipping: mask, cap: 0)) }
+        var slot = t.headRowSlot
+        for l in 0..<t.slot.count {
+            let v = (mask.skipsAttention(l) ? 0 : 1) | (mask.skipsFFN(l) ? 0 : 2)
+            slot = max(slot, t.slot[l][v])
+        }
+        let fixed = fixedBytes(mask)
+        return min(fixed + resident(t, mask), fixed + ringSlots * slot)
     }
 
     /// The footprint with every weight `mask` keeps resident and nothing streamed (RAP's setting).
     public func residentFootprint(skipping mask: BlockMask) -> Int {
-        let i = inputs(skipping: mask, cap: 0)
-        return i.fixedBytes + Builder.allResident(i.layout).residentBytes
+        guard let t = table else {
+            let i = inputs(skipping: mask, cap: 0)
+            return i.fixedBytes + Builder.allResident(i.layout).residentBytes
+        }
+        return fixedBytes(mask) + resident(t, mask)
+    }
+
+    /// KV, buffers, runtime and pinned vectors: what does not depend on residency.
+    private func fixedBytes(_ mask: BlockMask) -> Int { kvBytes(skipping: mask) + bufferBytes + runtimeBytes + layout.pinnedBytes }
+
+    private func resident(_ t: Table, _ mask: BlockMask) -> Int {
+        var sum = t.headResident
+        for l in 0..<t.attentionResident.count {
+            if !mask.skipsAttention(l) { sum += t.attentionResident[l] }
+            if !mask.skipsFFN(l) { sum += t.ffnResident[l] }
+        }
+        return sum
     }
 }
 
