@@ -180,6 +180,20 @@ import Testing
         #expect(e.stdout.contains("| blocks removed | oneshot |") && e.stdout.contains("| 2 | "))
         #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("<polyline"))
 
+        // The quality table: written into a copy of the profile, every mask the controller can choose.
+        let withTable = dir.appendingPathComponent("oneshot-q.json").path
+        let q = try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--tokens", "64", "--chunk", "32",
+                              "-o", withTable, profile])
+        #expect(q.status == 0, "\(q.stderr)")
+        let table = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: withTable))) as? [String: Any])
+        let quality = try #require(table["quality"] as? [String: Any])
+        let entries = try #require(quality["entries"] as? [[String: Any]])
+        // 4 layers: up to 4 attention and 4 FFN prefixes, and the 8 budgets.
+        #expect(entries.filter { $0["family"] as? String == "budget" }.count == 8)
+        #expect(entries.filter { $0["family"] as? String == "attention" }.count + entries.filter { $0["family"] as? String == "ffn" }.count == 8)
+        #expect(entries.allSatisfy { ($0["top1"] as? Double).map { (0...1).contains($0) } ?? false && $0["nll"] is Double })
+        expectOneLineError(try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--chunk", "4", profile]), containing: "--chunk")
+
         let prompt = try Self.tempFile(Array("The quick".utf8))
         let g = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "2", "-n", "4", "--temp", "0", "--stats", prompt])
         #expect(g.status == 0 && g.stderr.contains("blocks skipped: 2"), "\(g.stderr)")

@@ -166,3 +166,27 @@ import Testing
         #expect(throws: EngineError.self) { try session.setMemoryLimit(1 << 20) }
     }
 }
+
+/// The quality table's two measures on a real model: NLL equals the evaluator's memoised loss,
+/// top-1 is a share, and skipping blocks does not make the model better at everything at once.
+@Suite(.enabled(if: Fixtures.smolLM2Available), .serialized) struct QualityTableTests {
+    @Test func qualityMatchesTheLossAndTop1IsAShare() throws {
+        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
+        o.threads = 2
+        o.contextLength = 64
+        o.batchSize = 64
+        o.logitRows = 64
+        let engine = try Engine(options: o)
+        let text = try String(contentsOf: Fixtures.url("text/devtext.txt"), encoding: .utf8)
+        let (sample, _) = engine.textSample(text, first: 0, count: 256, context: 64, scoreFrom: 8)
+        let evaluator = try MaskEvaluator(engine: engine)
+        let dense = try evaluator.quality(.none, on: sample)
+        #expect(abs(dense.nll - (try evaluator.loss(.none, on: sample))) < 1e-12)
+        #expect(dense.top1 > 0.2 && dense.top1 < 0.6)
+        let gutted = try evaluator.quality(BlockMask(skipping: (0..<20).map { BlockMask.Block(.ffn, $0) }), on: sample)
+        #expect(gutted.nll > dense.nll && gutted.top1 < dense.top1)
+        // top-1 is a count over the scored positions.
+        let hits = dense.top1 * Double(sample.scoredTokens)
+        #expect(abs(hits - hits.rounded()) < 1e-9)
+    }
+}

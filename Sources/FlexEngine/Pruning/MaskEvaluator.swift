@@ -68,6 +68,23 @@ public final class MaskEvaluator {
         return v
     }
 
+    /// Mean NLL and top-1 next-token accuracy (the share of scored positions whose largest logit
+    /// is the next token) of `sample` with `mask` skipped: the quality table's two measures.
+    /// Not memoised (the memo holds NLL only).
+    public func quality(_ mask: BlockMask, on sample: TextSample) throws(EngineError) -> (nll: Double, top1: Double) {
+        try check(sample)
+        var nll = 0.0
+        var hits = 0
+        for chunk in sample.chunks {
+            nll += try pass(chunk, sample: sample, mask: mask, resumeAt: 0, probe: nil) { logits, target in
+                var best = 0
+                for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+                if best == target { hits += 1 }
+            }
+        }
+        return (nll / Double(sample.scoredTokens), Double(hits) / Double(sample.scoredTokens))
+    }
+
     /// Mean NLL of `base` plus each candidate block, in `candidates` order (see the type's note).
     public func candidateLosses(base: BlockMask, candidates: [BlockMask.Block], on sample: TextSample) throws(EngineError) -> [Double] {
         let todo = candidates.filter { memo[sample, base.skipping($0)] == nil }
@@ -90,7 +107,7 @@ public final class MaskEvaluator {
 
     /// One chunk through the model; returns the summed NLL of its scored positions.
     private func pass(_ chunk: [Int32], sample: TextSample, mask: BlockMask, resumeAt: Int,
-                      probe: (any ResidualProbe)?) throws(EngineError) -> Double {
+                      probe: (any ResidualProbe)?, row: (UnsafeBufferPointer<Float>, Int) -> Void = { _, _ in }) throws(EngineError) -> Double {
         let tf = transformer
         let rows = sample.scoreFrom..<(sample.context - 1)
         tf.reset()
@@ -101,6 +118,7 @@ public final class MaskEvaluator {
         var sum = 0.0
         for (r, p) in rows.enumerated() {
             sum += Engine.negativeLogLikelihood(tf.logits(row: r), vocab: tf.vocabularySize, target: Int(chunk[p + 1]))
+            row(tf.logits(row: r), Int(chunk[p + 1]))
         }
         return sum
     }

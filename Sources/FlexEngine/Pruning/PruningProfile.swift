@@ -64,6 +64,36 @@ public struct PruningProfile: Codable, Sendable, Equatable {
     /// Wall time of the analysis and forward passes run (passes replayed from a checkpoint excluded).
     public var seconds: Double
     public var passes: Int
+    /// Measured quality of the masks a pruning controller can choose (`flexrun prune quality`);
+    /// absent until measured. An optional field: version-1 readers without it ignore it.
+    public var quality: QualityTable?
+
+    /// Calibration NLL and top-1 next-token accuracy per mask, on the profile's calibration
+    /// tokens: the table RAP's policies are trained and judged on (never the held-out split).
+    public struct QualityTable: Codable, Sendable, Equatable {
+        public struct Entry: Codable, Sendable, Equatable {
+            /// `attention` or `ffn` (the first `count` blocks of that kind in the removal order),
+            /// or `budget` (the profile's mask removing `count` blocks).
+            public var family: String
+            public var count: Int
+            public var blocks: [String]
+            public var nll: Double
+            public var top1: Double
+
+            public init(family: String, count: Int, blocks: [String], nll: Double, top1: Double) {
+                self.family = family; self.count = count; self.blocks = blocks; self.nll = nll; self.top1 = top1
+            }
+        }
+        public var firstToken: Int
+        public var tokenCount: Int
+        public var context: Int
+        public var dense: Entry
+        public var entries: [Entry]
+
+        public init(firstToken: Int, tokenCount: Int, context: Int, dense: Entry, entries: [Entry]) {
+            self.firstToken = firstToken; self.tokenCount = tokenCount; self.context = context; self.dense = dense; self.entries = entries
+        }
+    }
 
     public enum ProfileError: Error, CustomStringConvertible, Sendable {
         case unreadable(String, reason: String)
