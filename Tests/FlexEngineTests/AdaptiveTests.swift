@@ -39,6 +39,26 @@ import Testing
         #expect(l.layers[0].attention.isEmpty && !l.layers[0].ffn.isEmpty && l.layers[2].ffn.isEmpty && !l.layers[1].attention.isEmpty)
     }
 
+    /// The oracle takes the best measured mask that fits, whatever the order; greedy can do worse.
+    @Test func oracleTakesTheBestMaskThatFits() throws {
+        let dense = PruningProfile.QualityTable.Entry(family: "dense", count: 0, blocks: [], nll: 3.0, top1: 0.35)
+        let entries = [
+            PruningProfile.QualityTable.Entry(family: "attention", count: 1, blocks: ["attn:5"], nll: 3.1, top1: 0.34),
+            PruningProfile.QualityTable.Entry(family: "ffn", count: 1, blocks: ["ffn:2"], nll: 3.4, top1: 0.30),
+            PruningProfile.QualityTable.Entry(family: "budget", count: 2, blocks: ["attn:5", "ffn:2"], nll: 3.6, top1: 0.28),
+        ]
+        let table = PruningProfile.QualityTable(firstToken: 0, tokenCount: 2048, context: 128, dense: dense, entries: entries)
+        let oracle = try OraclePolicy(table: table)
+        let state = PruningState(batch: 1, sequenceLength: 128, cap: 0)
+        // "Fits" = skips ffn:2 (say, the largest block): the oracle picks the cheaper single skip.
+        #expect(oracle.decide(state) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "ffn:2")))
+        #expect(oracle.decide(state) { _ in true } == BlockMask.none)
+        #expect(oracle.decide(state) { _ in false } == nil)
+        // Greedy in the order attn:5, ffn:2 reaches the 2-block mask, worse than the oracle's.
+        let greedy = GreedyPolicy(order: [.init(.attention, 5), .init(.ffn, 2)])
+        #expect(greedy.decide(state) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "attn:5,ffn:2")))
+    }
+
     @Test func greedyDropsInOrderUntilItFits() throws {
         let m = Self.model
         let order = (0..<30).map { BlockMask.Block(.attention, $0) } + (0..<30).map { BlockMask.Block(.ffn, $0) }

@@ -63,3 +63,33 @@ public struct PruneDecision: Sendable, Equatable {
     /// Microseconds the policy took.
     public let decisionMicroseconds: Double
 }
+
+/// The bound the other policies are judged against (evaluation only): exhaustive over the masks
+/// of a measured quality table, the one with the lowest calibration NLL among those that fit.
+public struct OraclePolicy: PruningPolicy {
+    public struct Candidate: Sendable, Equatable {
+        public let mask: BlockMask
+        public let nll: Double
+        public init(mask: BlockMask, nll: Double) { self.mask = mask; self.nll = nll }
+    }
+    public let candidates: [Candidate]
+
+    public init(candidates: [Candidate]) { self.candidates = candidates }
+
+    /// Every mask of `table` (its dense entry included), added to `base`.
+    public init(table: PruningProfile.QualityTable, base: BlockMask = .none) throws(BlockMask.ParseError) {
+        var out: [Candidate] = []
+        for e in [table.dense] + table.entries {
+            var mask = base
+            for text in e.blocks { for b in try BlockMask(parsing: text).skipped { mask.skip(b) } }
+            out.append(Candidate(mask: mask, nll: e.nll))
+        }
+        candidates = out
+    }
+
+    public func decide(_ state: PruningState, fits: (BlockMask) -> Bool) -> BlockMask? {
+        var best: Candidate?
+        for c in candidates where fits(c.mask) && c.nll < (best?.nll ?? .infinity) { best = c }
+        return best?.mask
+    }
+}
