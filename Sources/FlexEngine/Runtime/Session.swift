@@ -2,21 +2,6 @@ import FlexKernels
 import FlexSystem
 import Synchronization
 
-/// A sequence's id within its session, in the order sequences were added.
-public struct SequenceID: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let value: Int
-    public static func < (a: SequenceID, b: SequenceID) -> Bool { a.value < b.value }
-    public var description: String { "\(value)" }
-}
-
-/// What a session's ``Session/step(_:)`` produces.
-public enum SequenceEvent: Sendable {
-    /// A sequence's next token.
-    case token(SequenceID, GeneratedToken)
-    /// A sequence ended; its KV pages are back in the pool.
-    case finished(SequenceID, GenerationStats)
-}
-
 /// The mutable half of running a model (llama.cpp's `llama_context` beside ``Model``'s
 /// `llama_model`): the run state, the paged KV cache, the weight source in force (mapping, x8
 /// copies or a streamer), the masks in force, the sequences and their statistics.
@@ -37,25 +22,22 @@ public final class Session: @unchecked Sendable {
     let transformer: Transformer
     let locker: MemoryLocker?
     /// The cap in force (explicit, or the cgroup's); nil runs from memory without a limit.
-    public private(set) var memoryLimit: Int?
-    private let pendingPlan = Mutex<PendingLimit?>(nil)
-    /// A new cap waiting for the stepping thread: a plan made already (exact), or a cap for the
-    /// controller to decide a mask for at the token boundary (`--prune fit`).
-    enum PendingLimit { case plan(MemoryPlan), fit(cap: Int) }
+    public internal(set) var memoryLimit: Int?
+    let pendingPlan = Mutex<PendingLimit?>(nil)
     /// `--prune fit` at run time: the memory model with the KV pool as reserved (it does not
     /// shrink when attention blocks are dropped), and the user's own skips.
-    private let runtimeMemory: MemoryModel?
-    private let userSkip: BlockMask
-    private let pruneOrder: [BlockMask.Block]
+    let runtimeMemory: MemoryModel?
+    let userSkip: BlockMask
+    let pruneOrder: [BlockMask.Block]
     /// How many times a new cap has been applied.
-    public private(set) var replanCount = 0
+    public internal(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts.
-    public private(set) var mask: BlockMask { didSet { maskHoles = mask.skippedAttentionLayers } }
-    public private(set) var prefillMask: BlockMask { didSet { prefillHoles = prefillMask.skippedAttentionLayers } }
+    public internal(set) var mask: BlockMask { didSet { maskHoles = mask.skippedAttentionLayers } }
+    public internal(set) var prefillMask: BlockMask { didSet { prefillHoles = prefillMask.skippedAttentionLayers } }
     /// The masks' skipped attention layers, kept so a step does not rebuild them (no allocation).
-    private var maskHoles: Set<Int>
-    private var prefillHoles: Set<Int>
-    private var sequences: [SequenceState] = []
+    private(set) var maskHoles: Set<Int>
+    private(set) var prefillHoles: Set<Int>
+    private(set) var sequences: [SequenceState] = []
     private var nextID = 0
     /// Sequence index of each logit row of the pass being run (preallocated).
     private var rowOwner: [Int]
@@ -65,7 +47,7 @@ public final class Session: @unchecked Sendable {
     /// Blocks skipped to fit the cap at open (`--prune fit`), nil when none were needed.
     public let pruneDecision: PruneDecision?
     /// Every decision the controller took, at open and at each new cap, in order.
-    public private(set) var pruneDecisions: [PruneDecision] = []
+    public internal(set) var pruneDecisions: [PruneDecision] = []
 
     public init(model: Model, options: EngineOptions) throws(EngineError) {
         var options = options
@@ -141,49 +123,6 @@ public final class Session: @unchecked Sendable {
         self.sequences.reserveCapacity(options.maxSequences)
     }
 
-    /// `--prune fit`: when the cap is below the streaming minimum, the greedy policy's mask over
-    /// the profile's order, added to the options' skips; nil (options unchanged) when the model
-    /// fits as it is or pruning is off.
-    static func fit(model: Model, options: inout EngineOptions, cap: Int?, context: Int) throws(EngineError) -> PruneDecision? {
-        guard options.prune == .fit, let cap else { return nil }
-        guard let order = options.pruneOrder, !order.isEmpty else {
-            throw .invalidOption("--prune fit needs a pruning profile (--profile) for the order to drop blocks in")
-        }
-        let config = model.config
-        let sequences = options.maxSequences
-        let batch = max(min(options.batchSize, context), sequences)
-        let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
-        let memory = MemoryModel(
-            layout: try model.weights.layout(skipping: .none),
-            kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim),
-            kvTokens: pages * 16,
-            bufferBytes: RunState.bytes(config: config, maxBatch: batch, logitRows: max(1, sequences), context: context,
-                                        threads: options.threads, maxRow: model.weights.maxRowLength),
-            runtimeBytes: options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance), ringSlots: options.ringSlots)
-        // Blocks skipped in either stage are skipped in both once pruning starts, so the plan and
-        // the KV floor follow one mask.
-        let base = options.skip.intersection(options.prefillSkip ?? options.skip)
-        let residentOnly = options.residentOnly
-        let needs = { (m: BlockMask) -> Int in residentOnly ? memory.residentFootprint(skipping: m) : memory.streamingMinimum(skipping: m) }
-        let denseMinimum = needs(base)
-        guard denseMinimum > cap else { return nil }
-        let state = PruningState(batch: sequences, sequenceLength: context, cap: cap)
-        let t0 = Platform.now()
-        let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { needs($0) <= cap }
-        let micros = (Platform.now() - t0) * 1e6
-        guard let mask = chosen else {
-            let everything = BlockMask(skipping: BlockMask.Block.all(layers: config.layerCount))
-            let floor = needs(everything)
-            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block of the profile skipped "
-                                 + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")
-        }
-        options.skip = mask
-        options.prefillSkip = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(mask.skipped)) }
-        return PruneDecision(reason: options.residentOnly ? .capBelowResidentFootprint : .capBelowStreamingMinimum, state: state,
-                             skipped: BlockMask(skipping: mask.skipped.subtracting(base.skipped)),
-                             denseMinimum: denseMinimum, minimum: needs(mask), decisionMicroseconds: micros)
-    }
-
     static func check(_ skip: BlockMask, prefill: BlockMask, layers: Int) throws(EngineError) {
         for b in skip.skipped.union(prefill.skipped) where b.layer >= layers {
             throw .invalidOption("block \(b) does not exist: the model has \(layers) layers")
@@ -242,84 +181,6 @@ public final class Session: @unchecked Sendable {
         mask = decode
         prefillMask = prefill
         transformer.source.schedule(decode.intersection(prefill))
-    }
-
-    /// Changes the memory cap, from any thread. The new plan is made (and checked) now, and
-    /// applied by the stepping thread before its next pass, so running sequences continue with the
-    /// same KV cache and output. Throws, leaving the old cap in force, below the minimum.
-    ///
-    /// With `--prune fit` the controller decides at the next token boundary which blocks to skip
-    /// for the new cap (`GreedyPolicy` over the profile's order, from the user's skips): blocks
-    /// come back when the cap grows, except attention blocks a live sequence already skipped.
-    /// The KV pool stays as reserved at open. It throws only when even skipping every block of
-    /// the order cannot fit.
-    public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
-        if let memory = runtimeMemory {
-            let everything = BlockMask(skipping: userSkip.skipped.union(pruneOrder))
-            let floor = memory.streamingMinimum(skipping: everything)
-            guard floor <= bytes else {
-                throw .invalidOption("memory limit \(ByteSize.format(bytes)) is too small even with every block of the profile skipped "
-                                     + "(that needs \(ByteSize.format(floor)))")
-            }
-            pendingPlan.withLock { $0 = .fit(cap: bytes) }
-            return
-        }
-        let plan = try Session.plan(cap: bytes, model: model, estimate: memory, options: options)
-        pendingPlan.withLock { $0 = .plan(plan) }
-    }
-
-    /// The plan for `cap`, with the KV pool, buffers and runtime share fixed at open.
-    static func plan(cap: Int, model: Model, estimate: MemoryEstimate, options: EngineOptions) throws(EngineError) -> MemoryPlan {
-        // Weights of a block either stage runs must be read; with different stage masks the
-        // plan covers the union.
-        let skip = options.skip.intersection(options.prefillSkip ?? options.skip)
-        return try MemoryPlan.make(.init(layout: try model.weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
-                                         bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
-    }
-
-    /// Applies a plan queued by ``setMemoryLimit(_:)``.
-    func applyPendingPlan() throws(EngineError) {
-        guard let pending = pendingPlan.withLock({ p -> PendingLimit? in defer { p = nil }; return p }) else { return }
-        let plan: MemoryPlan
-        switch pending {
-        case .plan(let p): plan = p
-        case .fit(let cap): plan = try decide(cap: cap)
-        }
-        let weights = model.weights, backend = options.readBackend
-        let locker = self.locker, interleave = options.interleaveWeights
-        model.dropInterleaved()
-        try transformer.replaceSource { () throws(EngineError) in
-            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
-        }
-        transformer.source.schedule(mask.intersection(prefillMask))
-        memoryLimit = plan.inputs.cap
-        replanCount += 1
-    }
-
-    /// The controller at a token boundary: the mask for `cap`, applied to the session, and its plan.
-    private func decide(cap: Int) throws(EngineError) -> MemoryPlan {
-        let memory = runtimeMemory!
-        // Attention the session has no KV room for, or that a started sequence skipped, cannot
-        // come back: those stay skipped.
-        var base = BlockMask(skipping: userSkip.skipped.union(transformer.floor.skipped))
-        if sequences.contains(where: \.started) {
-            for l in maskHoles.union(prefillHoles) { base.skip(.init(.attention, l)) }
-        }
-        let state = PruningState(batch: max(1, sequences.count), sequenceLength: contextLength, cap: cap)
-        let t0 = Platform.now()
-        guard let chosen = GreedyPolicy(order: pruneOrder, base: base).decide(state, fits: { memory.streamingMinimum(skipping: $0) <= cap }) else {
-            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small for any mask of the profile")
-        }
-        let micros = (Platform.now() - t0) * 1e6
-        let plan = try MemoryPlan.make(memory.inputs(skipping: chosen, cap: cap))
-        let prefill = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(chosen.skipped)) } ?? chosen
-        mask = chosen
-        prefillMask = prefill
-        pruneDecisions.append(PruneDecision(reason: .capChanged, state: state,
-                                            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)),
-                                            denseMinimum: memory.streamingMinimum(skipping: base), minimum: memory.streamingMinimum(skipping: chosen),
-                                            decisionMicroseconds: micros))
-        return plan
     }
 
     // MARK: - Sequences
@@ -517,53 +378,5 @@ public final class Session: @unchecked Sendable {
         cancelAll()
         try applyPendingPlan()
         return transformer
-    }
-}
-
-/// A session's KV pool at a glance (``Session/kvCache``).
-public struct KVCacheUsage: Sendable, Equatable {
-    public let pageTokens: Int
-    public let pageBytes: Int
-    public let pagesInUse: Int
-    public let peakPages: Int
-    public let pageCapacity: Int
-    public var bytesInUse: Int { pagesInUse * pageBytes }
-    public var peakBytes: Int { peakPages * pageBytes }
-    public var capacityBytes: Int { pageCapacity * pageBytes }
-}
-
-/// One sequence of a session: its prompt, progress, sampler and statistics.
-struct SequenceState {
-    let id: SequenceID
-    let prompt: [Int32]
-    let parameters: GenerateParameters
-    let slot: PagedKVCache.Slot
-    var sampler: Sampler
-    var decoder = UTF8StreamDecoder()
-    /// Prompt tokens already run.
-    var consumed = 0
-    /// The prompt is done: the sequence generates one row per step.
-    var decoding = false
-    /// Some pass has run rows of it (its attention holes are then fixed).
-    var started = false
-    var promptRowsThisStep = false
-    var cancelled = false
-    var stop: GenerationStats.StopReason? = nil
-    var pendingToken: Int32? = nil
-    var tokens: [Int32] = []
-    /// Attention layers skipped by some pass over this sequence: their keys have holes.
-    var attentionHoles: Set<Int> = []
-    var stats = GenerationStats()
-    var countersAtStart = StreamCounters()
-    var countersAtDecode = StreamCounters()
-
-    init(id: SequenceID, prompt: [Int32], parameters: GenerateParameters, slot: PagedKVCache.Slot, vocabulary: Int, capacity: Int) {
-        self.id = id
-        self.prompt = prompt
-        self.parameters = parameters
-        self.slot = slot
-        sampler = Sampler(parameters.sampling, vocabularySize: vocabulary)
-        for t in prompt { sampler.accept(t) }
-        tokens.reserveCapacity(max(0, capacity))
     }
 }
