@@ -93,14 +93,20 @@ import Testing
         }
     }
 
-    @Test func fitRunsWhereStreamingRefuses() throws {
+    /// The shipped GSI profile, options for `sequences` × `context` on SmolLM2 (2 threads, no
+    /// cgroup), and the dense in-memory footprint of that workload.
+    static func workload(context: Int, sequences: Int = 1) throws -> (profile: PruningProfile, options: EngineOptions, dense: Int) {
         let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
         var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
         o.threads = 2
-        o.contextLength = 2048
-        o.maxSequences = 4
+        o.contextLength = context
+        o.maxSequences = sequences
         o.followCgroupLimit = false
-        let dense = try Engine(options: o).memory.total
+        return (profile, o, try Engine(options: o).memory.total)
+    }
+
+    @Test func fitRunsWhereStreamingRefuses() throws {
+        var (profile, o, dense) = try Self.workload(context: 2048, sequences: 4)
         o.memoryLimit = dense * 6 / 10
         #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // --prune off: refused
         o.prune = .fit
@@ -124,12 +130,7 @@ import Testing
     /// `--resident-only` (RAP's setting): a cap that needs streaming is refused, and with fit the
     /// blocks skipped are enough for every kept weight and the KV cache to be resident.
     @Test func residentOnlyFitsEverythingKeptInMemory() throws {
-        let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
-        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
-        o.threads = 2
-        o.contextLength = 256
-        o.followCgroupLimit = false
-        let dense = try Engine(options: o).memory.total
+        var (profile, o, dense) = try Self.workload(context: 256)
         o.memoryLimit = dense * 8 / 10
         o.residentOnly = true
         #expect(throws: EngineError.self) { _ = try Engine(options: o) }
@@ -150,13 +151,7 @@ import Testing
     /// fits its cap, blocks come back when the cap grows (attention only where no sequence has
     /// skipped it), and every sequence completes.
     @Test func capStepsAreFollowedAtTokenBoundaries() throws {
-        let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
-        var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
-        o.threads = 2
-        o.contextLength = 256
-        o.maxSequences = 4
-        o.followCgroupLimit = false
-        let dense = try Engine(options: o).memory.total
+        var (profile, o, dense) = try Self.workload(context: 256, sequences: 4)
         o.memoryLimit = dense
         o.prune = .fit
         o.pruneOrder = try profile.removalOrder()
