@@ -76,9 +76,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Starts a generation from token ids.
     public func generate(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> TokenIterator {
-        guard !tokens.isEmpty else { throw .emptyPrompt }
-        for t in tokens where t < 0 || Int(t) >= config.vocabularySize { throw .invalidToken(t) }
-        guard tokens.count < contextLength else { throw .promptTooLong(tokens: tokens.count, context: contextLength) }
+        try session.validate(prompt: tokens)
         let id = lock.withLock { g in g += 1; return g }
         return TokenIterator(engine: self, generation: id, prompt: tokens, parameters: parameters)
     }
@@ -93,11 +91,7 @@ public final class Engine: @unchecked Sendable {
 
     /// ``generate(prompts:parameters:)`` from token ids.
     public func generate(tokenPrompts: [[Int32]], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> BatchIterator {
-        for p in tokenPrompts {
-            guard !p.isEmpty else { throw .emptyPrompt }
-            for t in p where t < 0 || Int(t) >= config.vocabularySize { throw .invalidToken(t) }
-            guard p.count < contextLength else { throw .promptTooLong(tokens: p.count, context: contextLength) }
-        }
+        for p in tokenPrompts { try session.validate(prompt: p) }
         let id = lock.withLock { g in g += 1; return g }
         return BatchIterator(engine: self, generation: id, prompts: tokenPrompts, parameters: parameters)
     }

@@ -185,11 +185,17 @@ public final class Session: @unchecked Sendable {
 
     // MARK: - Sequences
 
-    /// Queues a sequence; its prompt is processed by the next steps.
-    public func add(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> SequenceID {
+    /// Refuses a prompt this session cannot run: empty, an id outside the vocabulary, or no room
+    /// left in the context for a generated token.
+    public func validate(prompt tokens: [Int32]) throws(EngineError) {
         guard !tokens.isEmpty else { throw .emptyPrompt }
         for t in tokens where t < 0 || Int(t) >= model.config.vocabularySize { throw .invalidToken(t) }
         guard tokens.count < contextLength else { throw .promptTooLong(tokens: tokens.count, context: contextLength) }
+    }
+
+    /// Queues a sequence; its prompt is processed by the next steps.
+    public func add(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> SequenceID {
+        try validate(prompt: tokens)
         transformer.releaseScoring()
         guard sequences.count < maxSequences, let slot = transformer.cache.open() else {
             throw .invalidOption("the session already holds \(maxSequences) sequences (raise --parallel)")
