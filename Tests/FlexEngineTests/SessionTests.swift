@@ -314,6 +314,26 @@ import FlexSystem
         #expect(tokens == 8)
     }
 
+    /// The scoring path (perplexity) runs the masks in force: after setMask, a scored pass equals
+    /// an engine opened with that mask.
+    @Test func scoringFollowsTheSessionsMask() throws {
+        let m = try BlockMask(parsing: "ffn:3,attn:9,ffn:20")
+        let tokens: [Int32] = [1, 504, 3458, 282, 4649, 314, 30, 216]
+        func last(_ e: Engine) throws -> [Float] {
+            let tf = e.transformer
+            tf.reset()
+            try tokens.withUnsafeBufferPointer { try tf.forward($0, logitRows: (tokens.count - 1)..<tokens.count) }
+            return Array(tf.logits(row: 0))
+        }
+        var o = try Self.options()
+        o.skip = m
+        let reference = try last(Engine(options: o))
+        let engine = try Engine(options: Self.options())
+        let dense = try last(engine)
+        try engine.session.setMask(m)
+        #expect(try last(engine) == reference && reference != dense)
+    }
+
     /// setMask between generation steps: no reopen, and an attention block a live sequence has
     /// skipped cannot come back for it.
     @Test func setMaskBetweenStepsAndAttentionHoles() throws {

@@ -36,6 +36,8 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
     public func isSubset(of other: BlockMask) -> Bool { skipped.isSubset(of: other.skipped) }
     /// Attention blocks skipped, as layers: they need no KV cache.
     public var skippedAttentionLayers: Set<Int> { Set(skipped.filter { $0.kind == .attention }.map(\.layer)) }
+    /// This mask's attention blocks only: the layers that get no KV room when it is a floor.
+    public var attentionOnly: BlockMask { BlockMask(skipping: skipped.filter { $0.kind == .attention }) }
 
     public struct ParseError: Error, CustomStringConvertible, Sendable {
         public let text: String

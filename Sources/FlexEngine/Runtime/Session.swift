@@ -31,9 +31,16 @@ public final class Session: @unchecked Sendable {
     let pruneOrder: [BlockMask.Block]
     /// How many times a new cap has been applied.
     public internal(set) var replanCount = 0
-    /// Blocks skipped when generating (and scoring), and when processing prompts.
-    public internal(set) var mask: BlockMask { didSet { maskHoles = mask.skippedAttentionLayers } }
-    public internal(set) var prefillMask: BlockMask { didSet { prefillHoles = prefillMask.skippedAttentionLayers } }
+    /// Blocks skipped when generating (and scoring), and when processing prompts. Held by the
+    /// transformer, whose scoring path runs them too.
+    public internal(set) var mask: BlockMask {
+        get { transformer.mask }
+        set { transformer.mask = newValue; maskHoles = newValue.skippedAttentionLayers }
+    }
+    public internal(set) var prefillMask: BlockMask {
+        get { transformer.prefillMask }
+        set { transformer.prefillMask = newValue; prefillHoles = newValue.skippedAttentionLayers }
+    }
     /// The masks' skipped attention layers, kept so a step does not rebuild them (no allocation).
     private(set) var maskHoles: Set<Int>
     private(set) var prefillHoles: Set<Int>
@@ -68,7 +75,7 @@ public final class Session: @unchecked Sendable {
         // A pass holds every sequence's generated row, plus prompt rows.
         let batch = max(min(options.batchSize, context), sequences)
         let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
-        let floor = BlockMask(skipping: prefillSkip.skippedAttentionLayers.map { BlockMask.Block(.attention, $0) })
+        let floor = prefillSkip.attentionOnly
         guard pages >= 1 else { throw .invalidOption("the KV pool needs at least one page") }
         let runtime = options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance)
         func estimate(logitRows: Int) -> MemoryEstimate {
@@ -112,8 +119,6 @@ public final class Session: @unchecked Sendable {
         self.memory = estimate
         self.memoryLimit = limit
         self.locker = locker
-        self.mask = options.skip
-        self.prefillMask = prefillSkip
         maskHoles = options.skip.skippedAttentionLayers
         prefillHoles = prefillSkip.skippedAttentionLayers
         transformer = try Transformer(weights: model.weights, source: source, contextLength: context, maxBatch: batch,

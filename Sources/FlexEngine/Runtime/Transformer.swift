@@ -27,9 +27,10 @@ public final class Transformer {
     private var scoringSlot: PagedKVCache.Slot?
     /// Positions already in the scoring sequence: its next token goes at this position.
     public private(set) var position = 0
-    /// Masks of the scoring path, per stage.
-    public let mask: BlockMask
-    public let prefillMask: BlockMask
+    /// The masks in force, per stage: the scoring path's, and the ones a ``Session`` runs and
+    /// changes between passes (it keeps them here, so scoring always uses the masks in force).
+    public internal(set) var mask: BlockMask
+    public internal(set) var prefillMask: BlockMask
 
     /// - Parameters:
     ///   - sequences: most sequences held at once (KV slots); one more slot serves the scoring path.
@@ -47,7 +48,7 @@ public final class Transformer {
         self.contextLength = contextLength
         self.mask = mask
         self.prefillMask = prefillMask
-        floor = BlockMask(skipping: prefillMask.skippedAttentionLayers.map { BlockMask.Block(.attention, $0) })
+        floor = prefillMask.attentionOnly
         pool = WorkerPool(threads: threads)
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
