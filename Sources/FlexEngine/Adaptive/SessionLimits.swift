@@ -8,25 +8,19 @@ extension Session {
     /// controller to decide a mask for at the token boundary (`--prune fit`).
     enum PendingLimit { case plan(MemoryPlan), fit(cap: Int) }
 
-    /// `--prune fit`: when the cap is below the streaming minimum, the greedy policy's mask over
+    /// `--prune fit` at open: when the cap is below the minimum, the greedy policy's mask over
     /// the profile's order, added to the options' skips; nil (options unchanged) when the model
-    /// fits as it is or pruning is off.
-    static func fit(model: Model, options: inout EngineOptions, cap: Int?, context: Int) throws(EngineError) -> PruneDecision? {
-        guard options.prune == .fit, let cap else { return nil }
+    /// fits as it is. `layout` is the dense model's; the KV pool (`kvPages`), buffers and runtime
+    /// are the session's own budgets, the KV shrinking with every attention block skipped.
+    static func fit(options: inout EngineOptions, cap: Int, layout: ModelLayout, context: Int, kvDim: Int, kvPages: Int,
+                    bufferBytes: Int, runtimeBytes: Int) throws(EngineError) -> PruneDecision? {
         guard let order = options.pruneOrder, !order.isEmpty else {
             throw .invalidOption("--prune fit needs a pruning profile (--profile) for the order to drop blocks in")
         }
-        let config = model.config
         let sequences = options.maxSequences
-        let batch = max(min(options.batchSize, context), sequences)
-        let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
-        let memory = MemoryModel(
-            layout: try model.weights.layout(skipping: .none),
-            kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim),
-            kvTokens: pages * 16,
-            bufferBytes: RunState.bytes(config: config, maxBatch: batch, logitRows: max(1, sequences), context: context,
-                                        threads: options.threads, maxRow: model.weights.maxRowLength),
-            runtimeBytes: options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance), ringSlots: options.ringSlots)
+        let memory = MemoryModel(layout: layout, kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: kvDim),
+                                 kvTokens: kvPages * PagedKVCache.defaultPageTokens, bufferBytes: bufferBytes, runtimeBytes: runtimeBytes,
+                                 ringSlots: options.ringSlots)
         // Blocks skipped in either stage are skipped in both once pruning starts, so the plan and
         // the KV floor follow one mask.
         let base = options.skip.intersection(options.prefillSkip ?? options.skip)
@@ -39,7 +33,7 @@ extension Session {
         let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { needs($0) <= cap }
         let micros = (Platform.now() - t0) * 1e6
         guard let mask = chosen else {
-            let everything = BlockMask(skipping: BlockMask.Block.all(layers: config.layerCount))
+            let everything = BlockMask(skipping: BlockMask.Block.all(layers: layout.layers.count))
             let floor = needs(everything)
             throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block of the profile skipped "
                                  + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")

@@ -22,6 +22,8 @@ public struct PagedKVCache: ~Copyable {
     /// A sequence's handle in the cache.
     public typealias Slot = Int
 
+    /// Positions per page unless a caller says otherwise (vLLM's default too).
+    public static let defaultPageTokens = 16
     public let pageTokens: Int
     public let pageCapacity: Int
     public let kvDim: Int
@@ -64,7 +66,7 @@ public struct PagedKVCache: ~Copyable {
     ///   - capacity: positions one sequence may hold.
     ///   - pages: pages in the pool; nil gives every slot room for `capacity` positions.
     ///   - windows: per layer, its sliding window (nil or absent: every position).
-    public init(layers: Int, kvDim: Int, floor: BlockMask, sequences: Int, capacity: Int, pageTokens: Int = 16,
+    public init(layers: Int, kvDim: Int, floor: BlockMask, sequences: Int, capacity: Int, pageTokens: Int = PagedKVCache.defaultPageTokens,
                 pages: Int? = nil, windows: [Int?] = []) throws(EngineError) {
         precondition(sequences >= 1 && capacity >= 1 && pageTokens >= 1)
         let geometry = Geometry(layers: layers, floor: floor, windows: windows, capacity: capacity, pageTokens: pageTokens)
@@ -148,14 +150,14 @@ public struct PagedKVCache: ~Copyable {
     public var freeSlotCount: Int { freeSlots.count }
 
     /// Bytes a pool of `pages` pages takes, for planning before one exists.
-    public static func bytes(keptLayers: Int, kvDim: Int, pages: Int, pageTokens: Int = 16) -> Int {
+    public static func bytes(keptLayers: Int, kvDim: Int, pages: Int, pageTokens: Int = PagedKVCache.defaultPageTokens) -> Int {
         2 * max(1, keptLayers) * pageTokens * kvDim * MemoryLayout<Float16>.stride * pages
     }
 
     /// Bytes the cache ``init(layers:kvDim:floor:sequences:capacity:pageTokens:pages:windows:)``
     /// would reserve, for planning before one exists.
     public static func capacityBytes(layers: Int, kvDim: Int, floor: BlockMask, windows: [Int?], sequences: Int, capacity: Int,
-                                     pages: Int, pageTokens: Int = 16) -> Int {
+                                     pages: Int, pageTokens: Int = PagedKVCache.defaultPageTokens) -> Int {
         let g = Geometry(layers: layers, floor: floor, windows: windows, capacity: capacity, pageTokens: pageTokens)
         return bytes(keptLayers: g.fullLayers, kvDim: kvDim, pages: pages, pageTokens: pageTokens)
             + (g.ringLayers > 0 ? bytes(keptLayers: g.ringLayers, kvDim: kvDim, pages: sequences * g.ringLength, pageTokens: pageTokens) : 0)
@@ -165,7 +167,7 @@ public struct PagedKVCache: ~Copyable {
     public static func bytesPerToken(keptLayers: Int, kvDim: Int) -> Int { 2 * keptLayers * kvDim * MemoryLayout<Float16>.stride }
 
     /// Pages `sequences` sequences of `capacity` positions need at most.
-    public static func pages(sequences: Int, capacity: Int, pageTokens: Int = 16) -> Int {
+    public static func pages(sequences: Int, capacity: Int, pageTokens: Int = PagedKVCache.defaultPageTokens) -> Int {
         sequences * ((capacity + pageTokens - 1) / pageTokens)
     }
 

@@ -70,29 +70,40 @@ public final class Session: @unchecked Sendable {
         guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         let sequences = options.maxSequences
-        pruneDecision = try Session.fit(model: model, options: &options, cap: limit, context: context)
-        let prefillSkip = options.prefillSkip ?? options.skip
         // A pass holds every sequence's generated row, plus prompt rows.
         let batch = max(min(options.batchSize, context), sequences)
         let pages = options.kvPages ?? PagedKVCache.pages(sequences: sequences, capacity: context)
-        let floor = prefillSkip.attentionOnly
         guard pages >= 1 else { throw .invalidOption("the KV pool needs at least one page") }
         let runtime = options.runtimeAllowance ?? (model.parsedBytes + MemoryEstimate.codeAllowance)
+        func buffers(logitRows: Int) -> Int {
+            RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context, threads: options.threads,
+                           maxRow: model.weights.maxRowLength)
+        }
+        // Logits for a whole batch (perplexity) only when the model fits in memory with them;
+        // under a tighter cap those bytes are better spent on resident weights. Generation needs
+        // one row per sequence.
+        func logitRows(roomy: Bool) -> Int { min(batch, max(sequences, options.logitRows ?? (roomy ? batch : 1))) }
+        // The dense layout, for the pruning controller (at open and at each new cap).
+        let denseLayout = options.prune == .fit ? try model.weights.layout(skipping: .none) : nil
+        if let denseLayout, let limit {
+            // A cap below the minimum is never roomy.
+            pruneDecision = try Session.fit(options: &options, cap: limit, layout: denseLayout, context: context, kvDim: config.kvDim,
+                                            kvPages: pages, bufferBytes: buffers(logitRows: logitRows(roomy: false)), runtimeBytes: runtime)
+        } else {
+            pruneDecision = nil
+        }
+        let prefillSkip = options.prefillSkip ?? options.skip
+        let floor = prefillSkip.attentionOnly
         func estimate(logitRows: Int) -> MemoryEstimate {
             MemoryEstimate(
                 weights: model.weightBytes,
                 kvCache: PagedKVCache.capacityBytes(layers: config.layerCount, kvDim: config.kvDim, floor: floor,
                                                     windows: options.attentionWindows ?? config.attentionWindows, sequences: sequences + 1,
                                                     capacity: context, pages: pages),
-                buffers: RunState.bytes(config: config, maxBatch: batch, logitRows: logitRows, context: context,
-                                        threads: options.threads, maxRow: model.weights.maxRowLength),
-                runtime: runtime)
+                buffers: buffers(logitRows: logitRows), runtime: runtime)
         }
-        // Logits for a whole batch (perplexity) only when the model fits in memory with them;
-        // under a tighter cap those bytes are better spent on resident weights. Generation needs
-        // one row per sequence.
         let roomy = limit.map { $0 >= estimate(logitRows: batch).total } ?? true
-        let logitRows = min(batch, max(sequences, options.logitRows ?? (roomy ? batch : 1)))
+        let logitRows = logitRows(roomy: roomy)
         let estimate = estimate(logitRows: logitRows)
         let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
         let source: any WeightSource
@@ -109,10 +120,12 @@ public final class Session: @unchecked Sendable {
         } else {
             source = model.inMemorySource()
         }
-        runtimeMemory = options.prune == .fit && !pruneOrder.isEmpty
-            ? MemoryModel(layout: try model.weights.layout(skipping: .none), kvBytesPerTokenPerLayer: 0, kvTokens: 0,
-                          bufferBytes: estimate.buffers + estimate.kvCache, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots)
-            : nil
+        let hasOrder = !(options.pruneOrder ?? []).isEmpty
+        runtimeMemory = denseLayout.flatMap { layout in
+            !hasOrder ? nil : MemoryModel(layout: layout, kvBytesPerTokenPerLayer: 0, kvTokens: 0,
+                                                   bufferBytes: estimate.buffers + estimate.kvCache, runtimeBytes: estimate.runtime,
+                                                   ringSlots: options.ringSlots)
+        }
         pruneDecisions = pruneDecision.map { [$0] } ?? []
         self.model = model
         self.options = options
