@@ -135,13 +135,8 @@ struct Generate: ParsableCommand {
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
-        // VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
-        // anonymous part is what a cap must hold, so it is shown beside it.
-        let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
-        for d in engine.session.pruneDecisions { lines.append(pruneLine(d)) }
-        let kv = engine.session.kvCache
-        lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
-        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymous), blocks skipped: \(s.blocksSkipped)")
+        lines += sessionLines(engine.session)
+        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymousSuffix()), blocks skipped: \(s.blocksSkipped)")
         // Share of the forward passes' time spent computing rather than waiting for reads: 100%
         // means every read was hidden behind compute.
         let busy = s.promptSeconds + s.decodeSeconds
@@ -166,6 +161,20 @@ func memorySummary(_ engine: Engine) -> String {
     let kept = p.isFullyResident ? "all weights resident" :
         "\(ByteSize.format(p.residentBytes)) of weights resident, \(ByteSize.format(p.streamedBytesPerToken)) streamed per pass\(compressed) through \(p.ringSlots) × \(ByteSize.format(p.slotBytes)) ring"
     return "\(ByteSize.format(p.totalBytes)) planned of \(ByteSize.format(p.inputs.cap)) limit; \(kept)"
+}
+
+/// The session's own lines for `--stats`: the pruning controller's decisions and the KV pages.
+func sessionLines(_ session: Session) -> [String] {
+    let kv = session.kvCache
+    return session.pruneDecisions.map(pruneLine)
+        + ["KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) "
+           + "(\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page"]
+}
+
+/// VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
+/// anonymous part is what a cap must hold, so it is shown beside it.
+func anonymousSuffix() -> String {
+    Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
 }
 
 /// One line on what `--prune fit` skipped and why.

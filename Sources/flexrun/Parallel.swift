@@ -87,11 +87,8 @@ extension Generate {
         if !rates.isEmpty {
             lines.append("per sequence: decode tok/s min \(f(rates.first!, 1)), median \(f(rates[rates.count / 2], 1)), max \(f(rates.last!, 1))")
         }
-        for d in s.pruneDecisions { lines.append(pruneLine(d)) }
-        let kv = s.kvCache
-        lines.append("KV cache: \(kv.pagesInUse) pages in use, peak \(kv.peakPages) (\(ByteSize.format(kv.peakBytes))) of \(kv.pageCapacity) (\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page")
-        let anonymous = Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
-        lines.append("peak RSS: \(Platform.peakResidentBytes().map(ByteSize.format) ?? "unknown")\(anonymous)")
+        lines += sessionLines(s)
+        lines.append("peak RSS: \(Platform.peakResidentBytes().map(ByteSize.format) ?? "unknown")\(anonymousSuffix())")
         let read = s.streamCounters.bytesRead
         if read > 0 { lines.append("disk: \(ByteSize.format(read)) read, prefetch stalls \(f(s.streamCounters.stallSeconds, 3)) s") }
         var reasons: [String: Int] = [:]
