@@ -26,7 +26,7 @@ public struct MemoryModel: Sendable, Equatable {
         /// attention and FFN matrices.
         var headResident = 0
         var attentionResident: [Int] = [], ffnResident: [Int] = []
-        /// Each layer's streaming slot with nothing resident, by which blocks run (`Variant` bits).
+        /// Each layer's streaming slot with nothing resident, by which blocks run (``BlockSet``).
         var slot: [[Int]] = []
         var headRowSlot = 0
     }
@@ -50,8 +50,8 @@ public struct MemoryModel: Sendable, Equatable {
             t.attentionResident.append(resident(layer.attention))
             t.ffnResident.append(resident(layer.ffn))
             t.slot.append((0..<4).map { v in
-                let tails = (v & 1 != 0 ? layer.attention.map { ($0, 0, BlockMask.Kind?.some(.attention)) } : [])
-                    + (v & 2 != 0 ? layer.ffn.map { ($0, 0, BlockMask.Kind?.some(.ffn)) } : [])
+                let tails = (BlockSet.includes(v, .attention) ? layer.attention.map { ($0, 0, BlockMask.Kind?.some(.attention)) } : [])
+                    + (BlockSet.includes(v, .ffn) ? layer.ffn.map { ($0, 0, BlockMask.Kind?.some(.ffn)) } : [])
                 return Builder.stage(.layer(0), tails).slotBytes
             })
         }
@@ -77,10 +77,7 @@ public struct MemoryModel: Sendable, Equatable {
     public func streamingMinimum(skipping mask: BlockMask) -> Int {
         guard let t = table else { return MemoryPlan.minimumCap(inputs(skipping: mask, cap: 0)) }
         var slot = t.headRowSlot
-        for l in 0..<t.slot.count {
-            let v = (mask.skipsAttention(l) ? 0 : 1) | (mask.skipsFFN(l) ? 0 : 2)
-            slot = max(slot, t.slot[l][v])
-        }
+        for l in 0..<t.slot.count { slot = max(slot, t.slot[l][BlockSet.running(mask, layer: l)]) }
         let fixed = fixedBytes(mask)
         return min(fixed + resident(t, mask), fixed + ringSlots * slot)
     }

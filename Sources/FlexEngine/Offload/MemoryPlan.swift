@@ -112,11 +112,10 @@ public struct MemoryPlan: Sendable, Equatable {
         public var readBytes: Int { reads.reduce(0) { $0 + $1.length } + decodes.reduce(0) { $0 + $1.read.length } }
         /// The layer this stage serves (nil for head chunks).
         public var layer: Int? { if case .layer(let l) = kind { return l } else { return nil } }
-        /// Bytes read for a pass that runs the attention block, the FFN block, both or neither.
-        public func readBytes(attention: Bool, ffn: Bool) -> Int {
-            func runs(_ k: BlockMask.Kind?) -> Bool { k == nil || (k == .attention ? attention : ffn) }
-            return reads.filter { runs($0.block) }.reduce(0) { $0 + $1.length }
-                + decodes.filter { runs($0.block.kind) }.reduce(0) { $0 + $1.read.length }
+        /// Bytes read for a pass that runs the blocks `running` names (``BlockSet``).
+        func readBytes(running: Int) -> Int {
+            reads.filter { BlockSet.includes(running, $0.block) }.reduce(0) { $0 + $1.length }
+                + decodes.filter { BlockSet.includes(running, $0.block.kind) }.reduce(0) { $0 + $1.read.length }
         }
         /// Slot bytes the stage needs: its reads, the payloads, then the decoded blocks (4 KiB aligned).
         public var slotBytes: Int {
@@ -159,10 +158,7 @@ public struct MemoryPlan: Sendable, Equatable {
     public var readBytesPerToken: Int { stages.reduce(0) { $0 + $1.readBytes } }
     /// Bytes read by a pass that skips `mask`'s blocks: the streamer never reads a skipped block.
     public func readBytesPerPass(skipping mask: BlockMask) -> Int {
-        stages.reduce(0) { sum, s in
-            guard let l = s.layer else { return sum + s.readBytes }
-            return sum + s.readBytes(attention: !mask.skipsAttention(l), ffn: !mask.skipsFFN(l))
-        }
+        stages.reduce(0) { $0 + $1.readBytes(running: BlockSet.running(mask, layer: $1.layer)) }
     }
     public var isFullyResident: Bool { stages.isEmpty }
 
@@ -231,6 +227,26 @@ public struct MemoryPlan: Sendable, Equatable {
                 weights: inputs.forcedResidentBytes, kvCache: inputs.kvCacheBytes, buffers: inputs.bufferBytes + inputs.layout.pinnedBytes,
                 runtime: inputs.runtimeBytes))
         }
+    }
+}
+
+/// Which of a layer's two blocks a pass runs, as bits: what per-block reads are filtered by, in
+/// the streamer, the plan's per-mask byte counts and the memory model's slot table.
+enum BlockSet {
+    static let attention = 1, ffn = 2, all = 3
+
+    /// The blocks of `layer` that `mask` runs (everything for a head chunk, `layer` nil).
+    static func running(_ mask: BlockMask, layer: Int?) -> Int {
+        guard let l = layer else { return all }
+        return (mask.skipsAttention(l) ? 0 : attention) | (mask.skipsFFN(l) ? 0 : ffn)
+    }
+
+    static func of(attention a: Bool, ffn f: Bool) -> Int { (a ? attention : 0) | (f ? ffn : 0) }
+
+    /// Whether `set` needs a read of `block` (nil: the head, always).
+    static func includes(_ set: Int, _ block: BlockMask.Kind?) -> Bool {
+        guard let block else { return true }
+        return set & (block == .attention ? attention : ffn) != 0
     }
 }
 

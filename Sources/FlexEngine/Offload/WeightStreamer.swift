@@ -31,7 +31,7 @@ final class WeightStreamer: WeightSource {
     /// Workers that read and decode compressed blocks (nil when no stage has any).
     private let decoders: DecodeWorkers?
     /// Chunks of every stage, slot-relative to slot 0 (offset by the slot's base at issue), by
-    /// variant: which of the layer's blocks a pass runs (``Variant``).
+    /// variant: which of the layer's blocks a pass runs (``BlockSet``).
     private let chunks: [[[ReadChunk]]]
     /// Compressed blocks of every stage, by variant.
     private let decodes: [[[MemoryPlan.Decode]]]
@@ -161,13 +161,13 @@ final class WeightStreamer: WeightSource {
         let fileSize = file.size
         chunks = plan.stages.map { s in
             (0..<4).map { v in
-                s.reads.filter { Variant.runs(v, $0.block) }.flatMap { ReadChunk.split($0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) }
+                s.reads.filter { BlockSet.includes(v, $0.block) }.flatMap { ReadChunk.split($0, fileSize: fileSize, maxChunk: WeightStreamer.chunkBytes) }
             }
         }
-        decodes = plan.stages.map { s in (0..<4).map { v in s.decodes.filter { Variant.runs(v, $0.block.kind) } } }
-        variantBytes = plan.stages.map { s in (0..<4).map { v in s.readBytes(attention: v & Variant.attention != 0, ffn: v & Variant.ffn != 0) } }
-        issuedVariant = Array(repeating: Variant.all, count: max(1, plan.ringSlots))
-        let perSlot = max(1, chunks.map { $0[Variant.all].count }.max() ?? 1)
+        decodes = plan.stages.map { s in (0..<4).map { v in s.decodes.filter { BlockSet.includes(v, $0.block.kind) } } }
+        variantBytes = plan.stages.map { s in (0..<4).map { s.readBytes(running: $0) } }
+        issuedVariant = Array(repeating: BlockSet.all, count: max(1, plan.ringSlots))
+        let perSlot = max(1, chunks.map { $0[BlockSet.all].count }.max() ?? 1)
         let slots = max(1, plan.ringSlots)
         var reason = "asked for"
         var chosen: (any StageReader)?
@@ -276,20 +276,6 @@ final class WeightStreamer: WeightSource {
 
     var streams: Bool { !plan.stages.isEmpty }
 
-    /// Which blocks of a layer a pass runs, as bits: what a stage's reads are filtered by.
-    enum Variant {
-        static let attention = 1, ffn = 2, all = 3
-        static func of(_ mask: BlockMask, layer: Int?) -> Int {
-            guard let l = layer else { return all }
-            return (mask.skipsAttention(l) ? 0 : attention) | (mask.skipsFFN(l) ? 0 : ffn)
-        }
-        /// Whether a read of `block` (nil: the head) is needed by variant `v`.
-        static func runs(_ v: Int, _ block: BlockMask.Kind?) -> Bool {
-            guard let block else { return true }
-            return v & (block == .attention ? attention : ffn) != 0
-        }
-    }
-
     func schedule(_ mask: BlockMask) { scheduled = mask }
 
     /// Starts `stage`'s reads of variant `v` into `slot`.
@@ -305,7 +291,7 @@ final class WeightStreamer: WeightSource {
         let n = plan.stages.count, k = plan.ringSlots
         while issued < released + k {
             let stage = issued % n, slot = issued % k
-            let v = Variant.of(scheduled, layer: plan.stages[stage].layer)
+            let v = BlockSet.running(scheduled, layer: plan.stages[stage].layer)
             try issue(stage, variant: v, slot: slot)
             issuedVariant[slot] = v
             issued += 1
@@ -315,7 +301,7 @@ final class WeightStreamer: WeightSource {
     /// Waits for `stage` (which must be the next in the cycle) and returns its slot's base. When
     /// the slot was issued before the pass's mask was known and lacks blocks the pass runs
     /// (`needs`), their reads are made now, into the same slot.
-    private func acquire(_ stage: Int, needs: Int = Variant.all) throws(EngineError) -> UnsafeRawPointer {
+    private func acquire(_ stage: Int, needs: Int = BlockSet.all) throws(EngineError) -> UnsafeRawPointer {
         if let failure { throw failure }
         precondition(released % plan.stages.count == stage, "stages must be visited in order")
         let slot = released % plan.ringSlots
@@ -346,7 +332,7 @@ final class WeightStreamer: WeightSource {
     /// ``finishLayer(_:)`` after use.
     func layer(_ l: Int, attention: Bool, ffn: Bool) throws(EngineError) -> LayerWeights {
         guard let s = stageOfLayer[l] else { return templates[l].weights(slot: nil) }
-        return templates[l].weights(slot: try acquire(s, needs: (attention ? Variant.attention : 0) | (ffn ? Variant.ffn : 0)))
+        return templates[l].weights(slot: try acquire(s, needs: BlockSet.of(attention: attention, ffn: ffn)))
     }
 
     func finishLayer(_ l: Int) throws(EngineError) {
