@@ -94,7 +94,7 @@ import Testing
     }
 
     /// The shipped GSI profile, options for `sequences` × `context` on SmolLM2 (2 threads, no
-    /// cgroup), and the dense in-memory footprint of that workload.
+    /// cgroup, a fixed runtime share), and the dense in-memory footprint of that workload.
     static func workload(context: Int, sequences: Int = 1) throws -> (profile: PruningProfile, options: EngineOptions, dense: Int) {
         let profile = try PruningProfile.read(path: Fixtures.packageRoot.appendingPathComponent("docs/pruning/gsi.json").path)
         var o = EngineOptions(modelPath: try Fixtures.requireSmolLM2())
@@ -102,6 +102,9 @@ import Testing
         o.contextLength = context
         o.maxSequences = sequences
         o.followCgroupLimit = false
+        // A fixed runtime share: the measured one (anonymous memory the open allocated) moves with
+        // whatever other tests allocate at the same time, and the caps here are fractions of it.
+        o.runtimeAllowance = 24 << 20
         return (profile, o, try Engine(options: o).memory.total)
     }
 
