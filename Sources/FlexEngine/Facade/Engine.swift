@@ -294,13 +294,11 @@ public struct BatchIterator: Sequence, IteratorProtocol {
                     nextPrompt += 1
                 } catch { self.error = error; done = true; return nil }
             }
-            var events: [BatchEvent] = []
-            let indexOf = self.indexOf
             do {
                 let more = try session.step { e in
                     switch e {
-                    case .token(let id, let t): events.append(.token(prompt: indexOf[id]!, t))
-                    case .finished(let id, let s): events.append(.finished(prompt: indexOf[id]!, s, heldBack: session.flushText(id)))
+                    case .token(let id, let t): pending.append(.token(prompt: indexOf[id]!, t))
+                    case .finished(let id, let s): pending.append(.finished(prompt: indexOf[id]!, s, heldBack: session.flushText(id)))
                     }
                 }
                 if !more && nextPrompt == prompts.count { done = true }
@@ -308,7 +306,6 @@ public struct BatchIterator: Sequence, IteratorProtocol {
                 self.error = error
                 done = true
             }
-            pending = events
         }
         defer { cursor += 1 }
         return pending[cursor]
