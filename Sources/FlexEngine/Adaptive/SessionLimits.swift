@@ -92,7 +92,6 @@ extension Session {
         try transformer.replaceSource { () throws(EngineError) in
             try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
         }
-        transformer.source.schedule(mask.intersection(prefillMask))
         memoryLimit = plan.inputs.cap
         replanCount += 1
     }

@@ -198,7 +198,6 @@ public final class Session: @unchecked Sendable {
         }
         mask = decode
         prefillMask = prefill
-        transformer.source.schedule(decode.intersection(prefill))
     }
 
     // MARK: - Sequences

@@ -258,7 +258,7 @@ public final class Transformer {
         }
     }
 
-    /// Attention for every (row, head) of the batch, spread over the pool.
+    /// Attention for every (row, KV head) of the batch, spread over the pool.
     private func attend(layer l: Int, batch: ForwardBatch) {
         let c = config
         let view = cache.layerView(layer: l)
@@ -267,7 +267,7 @@ public final class Transformer {
             keyRows: state.keyRows.pointer,
             keys: view.keys, values: view.values, tables: view.window == nil ? batch.tables : batch.ringTables, positions: batch.positions,
             pageTokens: cache.pageTokens, pageStride: view.pageStride, window: view.window ?? 0, ring: view.ring,
-            heads: c.headCount, group: c.headCount / c.kvHeadCount, headDim: c.headDim,
+            heads: c.headCount, group: c.attentionGroup, headDim: c.headDim,
             queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
         withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
     }

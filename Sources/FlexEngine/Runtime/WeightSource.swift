@@ -22,7 +22,8 @@ protocol WeightSource: AnyObject {
     func headChunk(_ i: Int) throws(EngineError) -> (rows: Range<Int>, matrix: QuantMatrix)
     func finishHeadChunk() throws(EngineError)
     /// Tells a streaming source which blocks the passes from now on run, so it reads nothing for
-    /// the others; called between passes.
+    /// the others. Every pass calls it with its own mask before its first layer; stages already
+    /// read ahead under another mask are completed when acquired.
     func schedule(_ mask: BlockMask)
 }
 
