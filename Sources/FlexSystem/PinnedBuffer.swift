@@ -26,6 +26,16 @@ public struct PinnedBuffer: ~Copyable {
     }
 
     deinit { munmap(base, count) }
+
+    /// Hands `count` bytes from `offset` back to the system (both page-aligned): they read as
+    /// zeros and are backed anew when next written. Locked bytes are unlocked first, since the
+    /// kernel keeps locked pages whatever it is told.
+    public func discard(offset: Int, count: Int) {
+        precondition(offset % PinnedBuffer.pageSize == 0 && offset + count <= self.count)
+        guard count > 0 else { return }
+        if lockedBytes > 0 { _ = munlock(base + offset, count) }
+        _ = madvise(base + offset, count, MADV_DONTNEED)
+    }
 }
 
 /// mlock with llama.cpp's latch: the first refusal (EPERM without CAP_IPC_LOCK, ENOMEM over

@@ -14,6 +14,10 @@ import FlexSystem
 /// The storage is one anonymous mapping of the pool's capacity: the kernel backs a page with
 /// memory only when it is first written, so resident memory follows the pages ever used.
 ///
+/// The storage is layer-major: each layer's keys (and values) for every page are one span,
+/// aligned to the system page, so a layer whose attention the pruning controller drops gives
+/// its memory back at once (``release(layer:)``) while the other layers keep theirs.
+///
 /// A layer with a sliding window (``ModelConfig/attentionWindows``) keeps only a ring of its
 /// window: its rows live in ring pages, a second small pool, and a sequence holds at most
 /// ⌈W / pageTokens⌉ + 1 of them whatever its length, position t in ring page (t / pageTokens)
@@ -37,7 +41,9 @@ public struct PagedKVCache: ~Copyable {
     /// Positions one sequence may hold (the session's context length).
     public let sequenceCapacity: Int
     /// f16 elements from one page to the next, for one of keys or values.
+    /// Elements between two pages of one full layer, and between two layers' spans.
     let pageStride: Int
+    let layerStride: Int
     let ringPageStride: Int
     private let storage: PinnedBuffer
     private let keys: UnsafeMutablePointer<Float16>
@@ -79,9 +85,12 @@ public struct PagedKVCache: ~Copyable {
         self.windowOfLayer = geometry.windows
         self.ringLength = geometry.ringLength
         self.sequenceCapacity = capacity
-        pageStride = max(1, geometry.fullLayers) * pageTokens * kvDim
+        pageStride = pageTokens * kvDim
+        fullLayers = geometry.fullLayers
+        let elementsPerSystemPage = PinnedBuffer.pageSize / MemoryLayout<Float16>.stride
+        layerStride = (pageCount * pageStride + elementsPerSystemPage - 1) / elementsPerSystemPage * elementsPerSystemPage
         ringPageStride = max(1, geometry.ringLayers) * pageTokens * kvDim
-        let half = pageCount * pageStride * MemoryLayout<Float16>.stride
+        let half = max(1, geometry.fullLayers) * layerStride * MemoryLayout<Float16>.stride
         let ringPages = sequences * geometry.ringLength
         let ringHalf = ringPages * ringPageStride * MemoryLayout<Float16>.stride
         let main: PinnedBuffer, ring: PinnedBuffer
@@ -89,8 +98,8 @@ public struct PagedKVCache: ~Copyable {
         do { ring = try PinnedBuffer(count: max(1, 2 * ringHalf)) } catch { throw .invalidOption("cannot reserve the KV cache: \(error)") }
         storage = main
         ringStorage = ring
-        keys = storage.base.bindMemory(to: Float16.self, capacity: pageCount * pageStride)
-        values = (storage.base + half).bindMemory(to: Float16.self, capacity: pageCount * pageStride)
+        keys = storage.base.bindMemory(to: Float16.self, capacity: half / MemoryLayout<Float16>.stride)
+        values = (storage.base + half).bindMemory(to: Float16.self, capacity: half / MemoryLayout<Float16>.stride)
         ringKeys = ringStorage.base.bindMemory(to: Float16.self, capacity: max(1, ringPages * ringPageStride))
         ringValues = (ringStorage.base + ringHalf).bindMemory(to: Float16.self, capacity: max(1, ringPages * ringPageStride))
         ringFree = (0..<Int32(ringPages)).reversed()
@@ -137,7 +146,9 @@ public struct PagedKVCache: ~Copyable {
     }
 
     /// Bytes of one page: keys and values of `pageTokens` positions in every kept full layer.
-    public var pageBytes: Int { 2 * pageStride * MemoryLayout<Float16>.stride }
+    public var pageBytes: Int { 2 * max(1, fullLayers) * pageStride * MemoryLayout<Float16>.stride }
+    /// Layers holding every position in pages.
+    public let fullLayers: Int
     /// Bytes of all ring pages (windowed layers), which sequences take as they grow.
     public var ringBytes: Int { ringTables.count * ringLength * 2 * ringPageStride * MemoryLayout<Float16>.stride }
     /// Bytes the pool may grow to (what a memory plan must hold back).
@@ -249,7 +260,7 @@ public struct PagedKVCache: ~Copyable {
             return (ringKeys + at, ringValues + at)
         }
         let page = Int(tables[s][position / pageTokens])
-        let at = page * pageStride + (slotOfLayer[layer]! * pageTokens + position % pageTokens) * kvDim
+        let at = slotOfLayer[layer]! * layerStride + page * pageStride + (position % pageTokens) * kvDim
         return (keys + at, values + at)
     }
 
@@ -266,9 +277,23 @@ public struct PagedKVCache: ~Copyable {
     @inline(__always)
     func layerView(layer: Int) -> (keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, pageStride: Int,
                                    window: Int?, ring: Int) {
-        let at = slotOfLayer[layer]! * pageTokens * kvDim
-        if let w = windowOfLayer[layer] { return (ringKeys + at, ringValues + at, ringPageStride, w, ringLength) }
+        if let w = windowOfLayer[layer] {
+            let at = slotOfLayer[layer]! * pageTokens * kvDim
+            return (ringKeys + at, ringValues + at, ringPageStride, w, ringLength)
+        }
+        let at = slotOfLayer[layer]! * layerStride
         return (keys + at, values + at, pageStride, nil, 0)
+    }
+
+    /// Gives `layer`'s keys and values back to the system: the pruning controller dropped its
+    /// attention, so no live sequence reads them again. The span stays mapped; a later sequence
+    /// that runs the layer again has its pages backed anew as it writes them. Windowed layers
+    /// (a small ring shared with the others) keep theirs.
+    public func release(layer: Int) {
+        guard let slot = slotOfLayer[layer], windowOfLayer[layer] == nil else { return }
+        let bytes = layerStride * MemoryLayout<Float16>.stride
+        storage.discard(offset: slot * bytes, count: bytes)
+        storage.discard(offset: storage.count / 2 + slot * bytes, count: bytes)
     }
 }
 
