@@ -45,7 +45,7 @@ struct FlexRun: ParsableCommand {
         abstract: "Run a GGUF language model on the CPU, within a memory limit.",
         discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
         version: "flexrun \(version) (\(Platform.libraryVersions))",
-        subcommands: [Generate.self, Perplexity.self, Plan.self, Prune.self, Pack.self],
+        subcommands: [Generate.self, Perplexity.self, Plan.self, Prune.self, Pack.self, Calibrate.self],
         defaultSubcommand: Generate.self)
 }
 
@@ -75,8 +75,17 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "With --profile: how many blocks to remove.")
     var budget: Int?
 
-    @Option(name: .long, help: "Below the streaming minimum: off (refuse, exact) or fit (skip blocks in --profile's order until the plan fits).")
+    @Option(name: .long, help: "Below the streaming minimum: off (refuse, exact), fit (skip blocks until the plan fits) or auto (also skip to reach --min-tps).")
     var prune: String = "off"
+
+    @Option(name: .customLong("prune-policy"), help: "Who chooses the blocks under --prune fit|auto: greedy (in --profile's order) or rl (RAP's trained agent).")
+    var prunePolicy: String = "greedy"
+
+    @Option(name: .customLong("rl-policy"), help: "The trained agent for --prune-policy rl (default: rap-policy.json beside --profile).")
+    var rlPolicy: String?
+
+    @Option(name: .customLong("min-tps"), help: "With --prune auto: decode tokens per second (all sequences) to reach.")
+    var minTPS: Double?
 
     @Flag(name: .customLong("resident-only"), help: "Under --mem-limit, stream nothing: kept weights and KV must fit (with --prune fit, blocks are skipped until they do).")
     var residentOnly = false
@@ -113,7 +122,7 @@ struct ModelOptions: ParsableArguments {
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }
         }
-        guard let mode = PruneMode(rawValue: prune) else { throw CLIError("--prune must be off or fit") }
+        guard let mode = PruneMode(rawValue: prune) else { throw CLIError("--prune must be off, fit or auto") }
         options.prune = mode
         options.residentOnly = residentOnly
         switch (profile, budget) {
@@ -122,17 +131,40 @@ struct ModelOptions: ParsableArguments {
             let profile = try PruningProfile.read(path: path)
             let mask = try profile.mask(removing: k, path: path)
             options.skip = BlockMask(skipping: options.skip.skipped.union(mask.skipped))
-            if mode == .fit { options.pruneOrder = try profile.removalOrder(path: path) }
-        case let (path?, nil) where mode == .fit:
+            if mode != .off { options.pruneOrder = try profile.removalOrder(path: path) }
+        case let (path?, nil) where mode != .off:
             options.pruneOrder = try PruningProfile.read(path: path).removalOrder(path: path)
         case (nil, nil):
-            if mode == .fit { throw CLIError("--prune fit needs --profile (the order to drop blocks in)") }
-        default: throw CLIError("--profile goes with --budget, or with --prune fit")
+            if mode != .off { throw CLIError("--prune \(mode.rawValue) needs --profile (the order to drop blocks in)") }
+        default: throw CLIError("--profile goes with --budget, or with --prune fit|auto")
+        }
+        switch prunePolicy {
+        case "greedy": break
+        case "rl":
+            guard mode != .off else { throw CLIError("--prune-policy rl goes with --prune fit or auto") }
+            let file = rlPolicy ?? ((profile.map { ($0 as NSString).deletingLastPathComponent } ?? ".") + "/rap-policy.json")
+            options.prunePolicy = try readPolicy(file)
+        default: throw CLIError("--prune-policy must be greedy or rl")
+        }
+        if let minTPS {
+            guard mode == .auto else { throw CLIError("--min-tps goes with --prune auto") }
+            guard minTPS > 0, minTPS.isFinite else { throw CLIError("--min-tps must be a positive number") }
+            options.minTokensPerSecond = minTPS
+            options.throughput = Calibration.load(modelPath: options.modelPath, threads: options.threads)?.throughput
         }
         if let prefillSkip {
             do { options.prefillSkip = try BlockMask(parsing: prefillSkip) } catch { throw CLIError("--prefill-skip: \(error)") }
         }
         return options
+    }
+}
+
+/// RAP's trained agent from `path`, its error as one line.
+func readPolicy(_ path: String) throws -> RLPolicy {
+    let result = Result { () throws(RLPolicy.FileError) in try RLPolicy.read(path: path, layers: nil) }
+    switch result {
+    case .success(let p): return p
+    case .failure(let e): throw CLIError(e.description)
     }
 }
 

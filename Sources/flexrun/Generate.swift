@@ -177,10 +177,23 @@ func anonymousSuffix() -> String {
     Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
 }
 
-/// One line on what `--prune fit` skipped and why.
+/// One line per controller decision: when, why, what the policy skipped, and what it predicted
+/// and then measured.
 func pruneLine(_ d: PruneDecision) -> String {
-    let why = d.reason == .capChanged ? "the cap changed to \(ByteSize.format(d.state.cap))"
-        : "\(d.reason.rawValue) (\(ByteSize.format(d.denseMinimum)) > \(ByteSize.format(d.state.cap)))"
-    return "prune: \(why): skipping \(d.skipped.skipped.count) blocks (\(d.skipped)), minimum \(ByteSize.format(d.minimum)); "
-        + "decided in \(f(d.decisionMicroseconds, 0)) µs"
+    let why: String
+    switch d.reason {
+    case .capChanged: why = "the cap changed to \(ByteSize.format(d.state.cap))"
+    case .kvGrowth: why = "the KV cache grew to \(d.state.batch) × \(d.state.sequenceLength) positions"
+    case .sequencesChanged: why = "\(d.state.batch) sequences"
+    case .throughputTarget: why = "the target of \(f(d.state.minTokensPerSecond ?? 0, 1)) tok/s"
+    case .capBelowStreamingMinimum, .capBelowResidentFootprint:
+        why = "\(d.reason.rawValue) (\(ByteSize.format(d.denseMinimum)) > \(ByteSize.format(d.state.cap)))"
+    }
+    var line = "prune [\(f(d.at, 2)) s, \(d.policy)]: \(why): skipping \(d.skipped.skipped.count) blocks (\(d.skipped)), "
+        + "needs \(ByteSize.format(d.minimum)) of \(ByteSize.format(d.state.cap)); decided in \(f(d.decisionMicroseconds, 0)) µs"
+    if !d.releasedLayers.isEmpty { line += "; KV of attn \(d.releasedLayers.map(String.init).joined(separator: ",")) released" }
+    if let p = d.predictedTokensPerSecond { line += "; predicted \(f(p, 1)) tok/s" }
+    if let m = d.measuredTokensPerSecond { line += ", measured \(f(m, 1)) tok/s" }
+    if let r = d.measuredResidentBytes { line += ", RSS \(ByteSize.format(r))" }
+    return line
 }

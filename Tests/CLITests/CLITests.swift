@@ -198,9 +198,15 @@ import Testing
         let g = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "2", "-n", "4", "--temp", "0", "--stats", prompt])
         #expect(g.status == 0 && g.stderr.contains("blocks skipped: 2"), "\(g.stderr)")
         expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, "--budget", "99", prompt]), containing: "no mask removing 99 blocks")
-        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, prompt]), containing: "--profile goes with --budget, or with --prune fit")
+        expectOneLineError(try Self.run(["--model", synthModel, "--profile", profile, prompt]), containing: "--profile goes with --budget, or with --prune fit|auto")
         expectOneLineError(try Self.run(["--model", synthModel, "--prune", "fit", prompt]), containing: "--prune fit needs --profile")
-        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "maybe", prompt]), containing: "--prune must be off or fit")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "maybe", prompt]), containing: "--prune must be off, fit or auto")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "fit", "--profile", profile, "--prune-policy", "magic", prompt]),
+                           containing: "--prune-policy must be greedy or rl")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "fit", "--profile", profile, "--min-tps", "5", prompt]),
+                           containing: "--min-tps goes with --prune auto")
+        expectOneLineError(try Self.run(["--model", synthModel, "--prune", "fit", "--profile", profile, "--prune-policy", "rl",
+                                         "--rl-policy", "/nonexistent/policy.json", prompt]), containing: "RAP policy /nonexistent/policy.json is not readable")
         expectOneLineError(try Self.run(["--model", synthModel, "--profile", calib, "--budget", "1", prompt]), containing: "not a flexrun-pruning-profile")
 
         // A checkpoint left by a run with other settings is refused, not silently mixed in.

@@ -48,15 +48,17 @@ import Testing
             PruningProfile.QualityTable.Entry(family: "budget", count: 2, blocks: ["attn:5", "ffn:2"], nll: 3.6, top1: 0.28),
         ]
         let table = PruningProfile.QualityTable(firstToken: 0, tokenCount: 2048, context: 128, dense: dense, entries: entries)
-        let oracle = try OraclePolicy(table: table)
+        let oracle = OraclePolicy(candidates: try PruningCandidates(table: table))
         let state = PruningState(batch: 1, sequenceLength: 128, cap: 0)
         // "Fits" = skips ffn:2 (say, the largest block): the oracle picks the cheaper single skip.
-        #expect(oracle.decide(state) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "ffn:2")))
-        #expect(oracle.decide(state) { _ in true } == BlockMask.none)
-        #expect(oracle.decide(state) { _ in false } == nil)
+        #expect(oracle.decide(state, base: .none) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "ffn:2")))
+        #expect(oracle.decide(state, base: .none) { _ in true } == BlockMask.none)
+        #expect(oracle.decide(state, base: .none) { _ in false } == nil)
+        // The base is in every answer.
+        #expect(oracle.decide(state, base: try BlockMask(parsing: "ffn:9")) { _ in true } == (try BlockMask(parsing: "ffn:9")))
         // Greedy in the order attn:5, ffn:2 reaches the 2-block mask, worse than the oracle's.
         let greedy = GreedyPolicy(order: [.init(.attention, 5), .init(.ffn, 2)])
-        #expect(greedy.decide(state) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "attn:5,ffn:2")))
+        #expect(greedy.decide(state, base: .none) { $0.skips(.init(.ffn, 2)) } == (try BlockMask(parsing: "attn:5,ffn:2")))
     }
 
     @Test func greedyDropsInOrderUntilItFits() throws {
@@ -65,16 +67,16 @@ import Testing
         let policy = GreedyPolicy(order: order)
         let dense = m.streamingMinimum(skipping: .none)
         let state = PruningState(batch: 8, sequenceLength: 2048, cap: dense - 50 << 20)
-        let mask = try #require(policy.decide(state) { m.streamingMinimum(skipping: $0) <= state.cap })
+        let mask = try #require(policy.decide(state, base: .none) { m.streamingMinimum(skipping: $0) <= state.cap })
         // The fewest blocks in order: the mask is a prefix of the order, one shorter does not fit.
         let k = mask.skipped.count
         #expect(mask == BlockMask(skipping: order.prefix(k)))
         #expect(m.streamingMinimum(skipping: BlockMask(skipping: order.prefix(k - 1))) > state.cap)
         // Fits already: the base mask; nothing fits: nil.
-        #expect(policy.decide(state) { _ in true } == BlockMask.none)
-        #expect(policy.decide(state) { _ in false } == nil)
-        let based = GreedyPolicy(order: order, base: try BlockMask(parsing: "ffn:29"))
-        #expect(based.decide(state) { $0.skipped.count >= 3 } == (try BlockMask(parsing: "ffn:29,attn:0,attn:1")))
+        #expect(policy.decide(state, base: .none) { _ in true } == BlockMask.none)
+        #expect(policy.decide(state, base: .none) { _ in false } == nil)
+        #expect(policy.decide(state, base: try BlockMask(parsing: "ffn:29")) { $0.skipped.count >= 3 }
+                == (try BlockMask(parsing: "ffn:29,attn:0,attn:1")))
     }
 }
 
@@ -109,15 +111,19 @@ import Testing
     }
 
     @Test func fitRunsWhereStreamingRefuses() throws {
-        var (profile, o, dense) = try Self.workload(context: 2048, sequences: 4)
-        o.memoryLimit = dense * 6 / 10
-        #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // --prune off: refused
+        var (profile, o, _) = try Self.workload(context: 256, sequences: 4)
         o.prune = .fit
         #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // fit without an order
         o.pruneOrder = try profile.removalOrder()
+        // 2 MiB under the dense streaming minimum (the horizon is the whole pool here).
+        let probe = try Session(model: try Model(path: o.modelPath, streaming: true), options: { var p = o; p.memoryLimit = 1 << 30; return p }())
+        o.memoryLimit = try #require(probe.controller).memory.streamingMinimum(skipping: .none) - (2 << 20)
+        o.prune = .off
+        #expect(throws: EngineError.self) { _ = try Engine(options: o) }   // --prune off: refused
+        o.prune = .fit
         let engine = try Engine(options: o)
         let d = try #require(engine.session.pruneDecision)
-        #expect(d.denseMinimum > o.memoryLimit! && d.minimum <= o.memoryLimit!)
+        #expect(d.denseMinimum > o.memoryLimit! && d.minimum <= o.memoryLimit! && d.policy == "greedy")
         #expect(d.skipped == BlockMask(skipping: o.pruneOrder!.prefix(d.skipped.skipped.count)))
         let plan = try #require(engine.plan)
         #expect(plan.totalBytes <= o.memoryLimit!)
@@ -128,6 +134,42 @@ import Testing
         var it = try engine.generate(prompts: ["The capital of France is", "1, 2, 3,", "def f(x):", "Hello"], parameters: params)
         while let e = it.next() { if case .token = e { tokens += 1 } }
         #expect(it.error == nil && tokens == 32)
+    }
+
+    /// The KV cache is planned to a horizon: a cap the dense model fits while the sequences are
+    /// short is run dense, and as they grow the controller drops attention blocks, handing their
+    /// pages back, so the plan (with the KV it planned for) stays within the cap throughout.
+    @Test func kvGrowthDropsAttentionAsSequencesGrow() throws {
+        var (profile, o, dense) = try Self.workload(context: 768, sequences: 4)
+        o.memoryLimit = dense
+        o.prune = .fit
+        o.pruneOrder = try profile.removalOrder()
+        let model = try Model(path: o.modelPath, streaming: true)
+        // A cap between the dense streaming minimum with the first horizon's KV and with the
+        // whole pool's: dense at first, not at the end.
+        let c = try #require(try Session(model: model, options: o).controller)
+        let first = c.memory.streamingMinimum(skipping: .none)
+        let full = c.memory.with(kvTokens: c.poolPages * c.pageTokens).streamingMinimum(skipping: .none)
+        #expect(first < full)
+        o.memoryLimit = (first + full) / 2
+        let session = try Session(model: model, options: o)
+        #expect(session.pruneDecision == nil && session.mask == .none)
+        var params = GenerateParameters(maxTokens: 700, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        for p in ["The capital of France is", "1, 2, 3,", "def f(x):", "Hello"] { _ = try session.add(prompt: p, parameters: params) }
+        var tokens = 0
+        while try session.step({ e in if case .token = e { tokens += 1 } }) {
+            let c = try #require(session.controller)
+            #expect(session.kvCache.pagesInUse <= c.horizonPages)
+            if let plan = session.plan { #expect(plan.totalBytes <= o.memoryLimit!) }
+        }
+        #expect(tokens == 4 * 700)
+        let growth = session.pruneDecisions.filter { $0.reason == .kvGrowth }
+        #expect(!growth.isEmpty)
+        // Attention went first (its KV is what grew), and its pages were handed back.
+        #expect(!session.mask.skippedAttentionLayers.isEmpty)
+        #expect(Set(growth.flatMap(\.releasedLayers)) == session.mask.skippedAttentionLayers)
+        #expect(growth.allSatisfy { $0.minimum <= o.memoryLimit! && $0.measuredTokensPerSecond ?? 0 > 0 })
     }
 
     /// `--resident-only` (RAP's setting): a cap that needs streaming is refused, and with fit the

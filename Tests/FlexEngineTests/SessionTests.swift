@@ -24,6 +24,9 @@ import FlexSystem
         o.maxSequences = sequences
         o.memoryLimit = limit
         o.followCgroupLimit = false
+        // A fixed runtime share: the measured one moves with what other tests allocate at the
+        // same time, and which blocks a cap of dense / 2 streams must not.
+        o.runtimeAllowance = 24 << 20
         return o
     }
 

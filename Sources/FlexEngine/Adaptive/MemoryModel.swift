@@ -12,7 +12,7 @@ public struct MemoryModel: Sendable, Equatable {
     /// Bytes of one KV position in one attention layer (f16 keys and values).
     public let kvBytesPerTokenPerLayer: Int
     /// KV positions the session reserves per kept attention layer (its pool: pages × 16).
-    public let kvTokens: Int
+    public private(set) var kvTokens: Int
     public let bufferBytes: Int
     public let runtimeBytes: Int
     public let ringSlots: Int
@@ -89,6 +89,19 @@ public struct MemoryModel: Sendable, Equatable {
             return i.fixedBytes + Builder.allResident(i.layout).residentBytes
         }
         return fixedBytes(mask) + resident(t, mask)
+    }
+
+    /// Bytes of the weights `mask` keeps (head and embedding included), as held resident.
+    public func weightBytes(skipping mask: BlockMask) -> Int {
+        guard let t = table else { return Builder.allResident(layout.skipping(mask)).residentBytes }
+        return resident(t, mask)
+    }
+
+    /// The same model with `tokens` KV positions per kept attention layer.
+    public func with(kvTokens tokens: Int) -> MemoryModel {
+        var m = self
+        m.kvTokens = tokens
+        return m
     }
 
     /// KV, buffers, runtime and pinned vectors: what does not depend on residency.

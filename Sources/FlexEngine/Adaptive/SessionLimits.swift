@@ -2,64 +2,62 @@ import FlexSystem
 import Synchronization
 
 /// The session's memory cap and the pruning controller's decisions: a new cap's plan (exact),
-/// or, with `--prune fit`, the mask the policy chooses for it, at open and at token boundaries.
+/// or, with `--prune fit|auto`, the mask the policy chooses, at open and at token boundaries.
 extension Session {
     /// A new cap waiting for the stepping thread: a plan made already (exact), or a cap for the
-    /// controller to decide a mask for at the token boundary (`--prune fit`).
+    /// controller to decide a mask for at the token boundary (`--prune fit|auto`).
     enum PendingLimit { case plan(MemoryPlan), fit(cap: Int) }
 
-    /// `--prune fit` at open: when the cap is below the minimum, the greedy policy's mask over
-    /// the profile's order, added to the options' skips; nil (options unchanged) when the model
-    /// fits as it is. `layout` is the dense model's; the KV pool (`kvPages`), buffers and runtime
-    /// are the session's own budgets, the KV shrinking with every attention block skipped.
-    static func fit(options: inout EngineOptions, cap: Int, layout: ModelLayout, context: Int, kvDim: Int, kvPages: Int,
-                    bufferBytes: Int, runtimeBytes: Int) throws(EngineError) -> PruneDecision? {
-        guard let order = options.pruneOrder, !order.isEmpty else {
-            throw .invalidOption("--prune fit needs a pruning profile (--profile) for the order to drop blocks in")
+    /// The policy `options` ask for: theirs, or greedy over the profile's order.
+    static func policy(_ options: EngineOptions, layers: Int) throws(EngineError) -> any PruningPolicy {
+        if let rl = options.prunePolicy as? RLPolicy, rl.layers != layers {
+            throw .invalidOption("the RAP policy was trained for a \(rl.layers)-layer model; this one has \(layers)")
         }
-        let sequences = options.maxSequences
-        let memory = MemoryModel(layout: layout, kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: kvDim),
-                                 kvTokens: kvPages * PagedKVCache.defaultPageTokens, bufferBytes: bufferBytes, runtimeBytes: runtimeBytes,
-                                 ringSlots: options.ringSlots)
-        // Blocks skipped in either stage are skipped in both once pruning starts, so the plan and
-        // the KV floor follow one mask.
+        if let p = options.prunePolicy { return p }
+        guard let order = options.pruneOrder, !order.isEmpty else {
+            throw .invalidOption("--prune \(options.prune.rawValue) needs a pruning profile (--profile) for the order to drop blocks in")
+        }
+        return GreedyPolicy(order: order)
+    }
+
+    /// The controller's decision at open: the mask for `cap` added to the options' skips, and
+    /// the decision to log (nil when the dense model fits and there is no target).
+    static func decideAtOpen(_ controller: PruningController, options: inout EngineOptions, cap: Int,
+                             layers: Int) throws(EngineError) -> PruneDecision? {
         let base = options.skip.intersection(options.prefillSkip ?? options.skip)
-        let residentOnly = options.residentOnly
-        let needs = { (m: BlockMask) -> Int in residentOnly ? memory.residentFootprint(skipping: m) : memory.streamingMinimum(skipping: m) }
-        let denseMinimum = needs(base)
-        guard denseMinimum > cap else { return nil }
-        let state = PruningState(batch: sequences, sequenceLength: context, cap: cap)
-        let t0 = Platform.now()
-        let chosen = GreedyPolicy(order: order, base: options.skip).decide(state) { needs($0) <= cap }
-        let micros = (Platform.now() - t0) * 1e6
+        let denseNeed = controller.need(base)
+        let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: options.maxSequences, current: base)
         guard let mask = chosen else {
-            let everything = BlockMask(skipping: BlockMask.Block.all(layers: layout.layers.count))
-            let floor = needs(everything)
-            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block of the profile skipped "
+            let floor = controller.need(BlockMask(skipping: BlockMask.Block.all(layers: layers)))
+            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block skipped "
                                  + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")
         }
-        options.skip = mask
-        options.prefillSkip = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(mask.skipped)) }
-        return PruneDecision(reason: options.residentOnly ? .capBelowResidentFootprint : .capBelowStreamingMinimum, state: state,
-                             skipped: BlockMask(skipping: mask.skipped.subtracting(base.skipped)),
-                             denseMinimum: denseMinimum, minimum: needs(mask), decisionMicroseconds: micros)
+        guard denseNeed > cap || controller.minTokensPerSecond != nil else { return nil }
+        options.skip = options.skip.union(mask)
+        options.prefillSkip = options.prefillSkip.map { $0.union(mask) }
+        let reason: PruneDecision.Reason = denseNeed <= cap ? .throughputTarget
+            : options.residentOnly ? .capBelowResidentFootprint : .capBelowStreamingMinimum
+        return PruneDecision(reason: reason, policy: controller.policy.name, state: state,
+                             skipped: BlockMask(skipping: mask.skipped.subtracting(base.skipped)), denseMinimum: denseNeed,
+                             minimum: controller.need(mask),
+                             predictedTokensPerSecond: controller.predictedTokensPerSecond(mask, cap: cap, batch: options.maxSequences),
+                             releasedLayers: [], decisionMicroseconds: micros, at: 0)
     }
 
     /// Changes the memory cap, from any thread. The new plan is made (and checked) now, and
     /// applied by the stepping thread before its next pass, so running sequences continue with the
     /// same KV cache and output. Throws, leaving the old cap in force, below the minimum.
     ///
-    /// With `--prune fit` the controller decides at the next token boundary which blocks to skip
-    /// for the new cap (`GreedyPolicy` over the profile's order, from the user's skips): blocks
-    /// come back when the cap grows, except attention blocks a live sequence already skipped.
-    /// The KV pool stays as reserved at open. It throws only when even skipping every block of
-    /// the order cannot fit.
+    /// With `--prune fit|auto` the controller decides at the next token boundary which blocks to
+    /// skip for the new cap: blocks come back when the cap grows, except attention blocks a live
+    /// sequence already skipped (they come back for new sequences only). Dropped attention
+    /// blocks hand their KV pages back at once. It throws only when even skipping every block
+    /// cannot fit.
     public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
-        if let memory = runtimeMemory {
-            let everything = BlockMask(skipping: userSkip.skipped.union(pruneOrder))
-            let floor = memory.streamingMinimum(skipping: everything)
+        if let controller {
+            let floor = controller.need(BlockMask(skipping: BlockMask.Block.all(layers: model.config.layerCount)))
             guard floor <= bytes else {
-                throw .invalidOption("memory limit \(ByteSize.format(bytes)) is too small even with every block of the profile skipped "
+                throw .invalidOption("memory limit \(ByteSize.format(bytes)) is too small even with every block skipped "
                                      + "(that needs \(ByteSize.format(floor)))")
             }
             pendingPlan.withLock { $0 = .fit(cap: bytes) }
@@ -81,44 +79,88 @@ extension Session {
     /// Applies a plan queued by ``setMemoryLimit(_:)``.
     func applyPendingPlan() throws(EngineError) {
         guard let pending = pendingPlan.withLock({ p -> PendingLimit? in defer { p = nil }; return p }) else { return }
-        let plan: MemoryPlan
         switch pending {
-        case .plan(let p): plan = p
-        case .fit(let cap): plan = try decide(cap: cap)
+        case .plan(let plan):
+            try replaceSource(plan)
+            memoryLimit = plan.inputs.cap
+            replanCount += 1
+        case .fit(let cap):
+            try redecide(cap: cap, reason: .capChanged)
+            memoryLimit = cap
         }
+    }
+
+    private func replaceSource(_ plan: MemoryPlan) throws(EngineError) {
         let weights = model.weights, backend = options.readBackend
         let locker = self.locker, interleave = options.interleaveWeights
         model.dropInterleaved()
         try transformer.replaceSource { () throws(EngineError) in
             try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
         }
-        memoryLimit = plan.inputs.cap
-        replanCount += 1
     }
 
-    /// The controller at a token boundary: the mask for `cap`, applied to the session, and its plan.
-    func decide(cap: Int) throws(EngineError) -> MemoryPlan {
-        let memory = runtimeMemory!
+    /// The controller's checks at a token boundary, before the pass: the KV the next pass may
+    /// take against the horizon planned for, and (auto) sequences joining or leaving.
+    func controllerTick() throws(EngineError) {
+        guard var controller, let cap = memoryLimit else { return }
+        // Pages the next pass may take: one per sequence (a generated row crossing a page) plus
+        // the prompt rows of a whole batch.
+        let bound = transformer.cache.pagesInUse + sequences.count + (transformer.batch.capacity + transformer.cache.pageTokens - 1)
+            / transformer.cache.pageTokens
+        if controller.extendHorizon(to: bound) {
+            self.controller = controller
+            try redecide(cap: cap, reason: .kvGrowth)
+        } else if controller.minTokensPerSecond != nil, !sequences.isEmpty, sequences.count != controller.decidedBatch {
+            try redecide(cap: cap, reason: .sequencesChanged)
+        }
+    }
+
+    /// The controller at a token boundary: the mask for `cap`, applied to the session with its
+    /// plan; the KV pages of attention blocks it drops go back to the system.
+    func redecide(cap: Int, reason: PruneDecision.Reason) throws(EngineError) {
+        guard var controller else { return }
         // Attention the session has no KV room for, or that a started sequence skipped, cannot
         // come back: those stay skipped.
-        var base = BlockMask(skipping: userSkip.skipped.union(transformer.floor.skipped))
-        if sequences.contains(where: \.started) {
-            for l in maskHoles.union(prefillHoles) { base.skip(.init(.attention, l)) }
+        var base = userSkip.intersection(userPrefillSkip).union(transformer.floor)
+        for s in sequences where s.started && !s.attentionHoles.isEmpty {
+            base = base.union(BlockMask(skipping: s.attentionHoles.map { BlockMask.Block(.attention, $0) }))
         }
-        let state = PruningState(batch: max(1, sequences.count), sequenceLength: contextLength, cap: cap)
-        let t0 = Platform.now()
-        guard let chosen = GreedyPolicy(order: pruneOrder, base: base).decide(state, fits: { memory.streamingMinimum(skipping: $0) <= cap }) else {
-            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small for any mask of the profile")
+        let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: sequences.count, current: mask)
+        guard let chosen else {
+            throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small for any mask the policy can choose")
         }
-        let micros = (Platform.now() - t0) * 1e6
-        let plan = try MemoryPlan.make(memory.inputs(skipping: chosen, cap: cap))
-        let prefill = options.prefillSkip.map { BlockMask(skipping: $0.skipped.union(chosen.skipped)) } ?? chosen
-        mask = chosen
-        prefillMask = prefill
-        pruneDecisions.append(PruneDecision(reason: .capChanged, state: state,
-                                            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)),
-                                            denseMinimum: memory.streamingMinimum(skipping: base), minimum: memory.streamingMinimum(skipping: chosen),
-                                            decisionMicroseconds: micros))
-        return plan
+        let plan = try MemoryPlan.make(controller.memory.inputs(skipping: chosen, cap: cap))
+        let released = chosen.skippedAttentionLayers.subtracting(mask.skippedAttentionLayers).sorted()
+        let changed = chosen != mask
+        mask = userSkip.union(chosen)
+        prefillMask = userPrefillSkip.union(chosen)
+        if plan != transformer.streamer?.plan {
+            try replaceSource(plan)
+            replanCount += 1
+        }
+        for l in released { transformer.cache.release(layer: l) }
+        controller.decidedBatch = sequences.count
+        self.controller = controller
+        guard changed || reason == .capChanged else { return }
+        pruneDecisions.append(PruneDecision(
+            reason: reason, policy: controller.policy.name, state: state,
+            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)), denseMinimum: controller.need(base),
+            minimum: controller.need(chosen),
+            predictedTokensPerSecond: controller.predictedTokensPerSecond(chosen, cap: cap, batch: sequences.count),
+            releasedLayers: released, decisionMicroseconds: micros, at: Platform.now() - openedAt))
+        measuringDecision = (tokens: 0, seconds: 0, rssPending: true)
+    }
+
+    /// After a pass: the decode rate and resident memory since the last decision, on its record.
+    func measureDecision(decodeRows: Int, seconds: Double) {
+        guard controller != nil, !pruneDecisions.isEmpty, decodeRows > 0 else { return }
+        measuringDecision.tokens += decodeRows
+        measuringDecision.seconds += seconds
+        let last = pruneDecisions.count - 1
+        pruneDecisions[last].measuredTokensPerSecond = Double(measuringDecision.tokens) / max(1e-9, measuringDecision.seconds)
+        if measuringDecision.rssPending {
+            pruneDecisions[last].measuredResidentBytes = Platform.residentBytes()
+            measuringDecision.rssPending = false
+        }
     }
 }

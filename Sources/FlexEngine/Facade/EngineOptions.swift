@@ -39,7 +39,8 @@ public struct EngineOptions: Sendable {
     /// Embedders whose own process shares the cgroup may want to reserve more.
     public var runtimeAllowance: Int? = nil
     /// What to do when the cap is below even the streaming minimum: `.off` refuses with the
-    /// minimum (exact output); `.fit` skips blocks in ``pruneOrder`` until the plan fits.
+    /// minimum (exact output); `.fit` skips blocks (``prunePolicy``, or greedy in ``pruneOrder``)
+    /// until the plan fits; `.auto` also to meet ``minTokensPerSecond``.
     public var prune: PruneMode = .off
     /// RAP's own setting under a cap: nothing streams; the kept weights, KV cache, buffers and
     /// runtime must fit (with `.fit`, blocks are skipped until they do; else a cap that needs
@@ -47,6 +48,13 @@ public struct EngineOptions: Sendable {
     public var residentOnly = false
     /// The order `.fit` drops blocks in: a pruning profile's (``PruningProfile/removalOrder``).
     public var pruneOrder: [BlockMask.Block]? = nil
+    /// The policy `.fit` and `.auto` decide with (`--prune-policy`); nil is greedy over
+    /// ``pruneOrder``.
+    public var prunePolicy: (any PruningPolicy)? = nil
+    /// `.auto`'s target: decode tokens per second over all sequences (`--min-tps`).
+    public var minTokensPerSecond: Double? = nil
+    /// `.auto`'s predictions of time per step (`flexrun calibrate`'s cached ``Calibration``).
+    public var throughput: ThroughputModel? = nil
     /// Sliding attention windows per layer, in place of the model's (tests of the KV ring).
     package var attentionWindows: [Int?]? = nil
     /// The mlock call; tests substitute a refusing one.
@@ -94,4 +102,7 @@ public enum PruneMode: String, Sendable, CaseIterable {
     case off
     /// Skip blocks only when even streaming cannot fit, fewest first in the profile's order.
     case fit
+    /// As `fit`, and also skip blocks to reach ``EngineOptions/minTokensPerSecond``: the mask
+    /// with the least quality loss predicted to meet it.
+    case auto
 }

@@ -17,6 +17,9 @@ public final class Model: @unchecked Sendable {
     public let tokenizer: BPETokenizer
     public let chatTemplate: ChatTemplate?
     let weights: ModelWeights
+
+    /// Where the dense model's weights sit in the file, as the planner and RAP's memory model see them.
+    public func layout() throws(EngineError) -> ModelLayout { try weights.layout(skipping: .none) }
     /// Anonymous memory the open allocated (parsed metadata, tokenizer tables): part of every
     /// session's runtime share under a cap.
     public let parsedBytes: Int

@@ -33,6 +33,8 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
     public func skips(_ block: Block) -> Bool { skipped.contains(block) }
     /// Skipped in both masks: what neither stage runs, so no weights need be read for it.
     public func intersection(_ other: BlockMask) -> BlockMask { BlockMask(skipping: skipped.intersection(other.skipped)) }
+    /// Blocks either mask skips.
+    public func union(_ other: BlockMask) -> BlockMask { other.skipped.isEmpty ? self : BlockMask(skipping: skipped.union(other.skipped)) }
     public func isSubset(of other: BlockMask) -> Bool { skipped.isSubset(of: other.skipped) }
     /// Attention blocks skipped, as layers: they need no KV cache.
     public var skippedAttentionLayers: Set<Int> { Set(skipped.filter { $0.kind == .attention }.map(\.layer)) }

@@ -24,11 +24,15 @@ public final class Session: @unchecked Sendable {
     /// The cap in force (explicit, or the cgroup's); nil runs from memory without a limit.
     public internal(set) var memoryLimit: Int?
     let pendingPlan = Mutex<PendingLimit?>(nil)
-    /// `--prune fit` at run time: the memory model with the KV pool as reserved (it does not
-    /// shrink when attention blocks are dropped), and the user's own skips.
-    let runtimeMemory: MemoryModel?
+    /// `--prune fit|auto`: the pruning controller (nil when off or without a cap), and the
+    /// user's own skips, which every mask it chooses keeps.
+    var controller: PruningController?
     let userSkip: BlockMask
-    let pruneOrder: [BlockMask.Block]
+    let userPrefillSkip: BlockMask
+    /// When the session opened (decision times are logged from it).
+    let openedAt = Platform.now()
+    /// Decode rows and seconds since the last decision, and whether its RSS is yet to be read.
+    var measuringDecision = (tokens: 0, seconds: 0.0, rssPending: false)
     /// How many times a new cap has been applied.
     public internal(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts. Held by the
@@ -59,7 +63,7 @@ public final class Session: @unchecked Sendable {
     public init(model: Model, options: EngineOptions) throws(EngineError) {
         var options = options
         userSkip = options.skip
-        pruneOrder = options.pruneOrder ?? []
+        userPrefillSkip = options.prefillSkip ?? options.skip
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
@@ -83,17 +87,35 @@ public final class Session: @unchecked Sendable {
         // under a tighter cap those bytes are better spent on resident weights. Generation needs
         // one row per sequence.
         func logitRows(roomy: Bool) -> Int { min(batch, max(sequences, options.logitRows ?? (roomy ? batch : 1))) }
-        // The dense layout, for the pruning controller (at open and at each new cap).
-        let denseLayout = options.prune == .fit ? try model.weights.layout(skipping: .none) : nil
-        if let denseLayout, let limit {
-            // A cap below the minimum is never roomy.
-            pruneDecision = try Session.fit(options: &options, cap: limit, layout: denseLayout, context: context, kvDim: config.kvDim,
-                                            kvPages: pages, bufferBytes: buffers(logitRows: logitRows(roomy: false)), runtimeBytes: runtime)
+        // The pruning controller plans with the dense layout, the KV to a horizon and the
+        // buffers of one logit row per sequence (a pruned session is never roomy).
+        let policy = options.prune == .off ? nil : try Session.policy(options, layers: config.layerCount)
+        var opening: PruningController?
+        if let policy, let limit {
+            let memory = MemoryModel(layout: try model.weights.layout(skipping: .none),
+                                     kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim), kvTokens: 0,
+                                     bufferBytes: buffers(logitRows: logitRows(roomy: false)), runtimeBytes: runtime,
+                                     ringSlots: options.ringSlots)
+            if options.prune == .auto {
+                guard options.minTokensPerSecond != nil else { throw .invalidOption("--prune auto needs a throughput target (--min-tps)") }
+                guard options.throughput != nil else {
+                    throw .invalidOption("--prune auto needs this machine's calibration: run flexrun calibrate --model \(options.modelPath) first")
+                }
+            }
+            let c = PruningController(policy: policy, memory: memory, residentOnly: options.residentOnly,
+                                      minTokensPerSecond: options.prune == .auto ? options.minTokensPerSecond : nil,
+                                      throughput: options.throughput, pageTokens: PagedKVCache.defaultPageTokens, poolPages: pages,
+                                      sequences: sequences)
+            pruneDecision = try Session.decideAtOpen(c, options: &options, cap: limit, layers: config.layerCount)
+            opening = c
         } else {
             pruneDecision = nil
         }
+        controller = opening
         let prefillSkip = options.prefillSkip ?? options.skip
-        let floor = prefillSkip.attentionOnly
+        // With a controller, attention it drops keeps its KV room (virtual until written): it may
+        // come back for new sequences.
+        let floor = opening == nil ? prefillSkip.attentionOnly : userPrefillSkip.attentionOnly
         func estimate(logitRows: Int) -> MemoryEstimate {
             MemoryEstimate(
                 weights: model.weightBytes,
@@ -102,13 +124,15 @@ public final class Session: @unchecked Sendable {
                                                     capacity: context, pages: pages),
                 buffers: buffers(logitRows: logitRows), runtime: runtime)
         }
-        let roomy = limit.map { $0 >= estimate(logitRows: batch).total } ?? true
+        let roomy = opening == nil && (limit.map { $0 >= estimate(logitRows: batch).total } ?? true)
         let logitRows = logitRows(roomy: roomy)
         let estimate = estimate(logitRows: logitRows)
         let locker = options.lockMemory ? (options.memoryLocker ?? MemoryLocker()) : nil
         let source: any WeightSource
         if let limit {
-            let plan = try Session.plan(cap: limit, model: model, estimate: estimate, options: options)
+            let plan: MemoryPlan
+            if let opening { plan = try MemoryPlan.make(opening.memory.inputs(skipping: options.skip, cap: limit)) }
+            else { plan = try Session.plan(cap: limit, model: model, estimate: estimate, options: options) }
             if options.residentOnly && !plan.isFullyResident {
                 let need = plan.fixedBytes + Builder.allResident(plan.inputs.layout).residentBytes
                 throw .invalidOption("--resident-only: the weights, KV cache, buffers and runtime need \(ByteSize.format(need)) but the limit is "
@@ -119,12 +143,6 @@ public final class Session: @unchecked Sendable {
                                         interleave: options.interleaveWeights)
         } else {
             source = model.inMemorySource()
-        }
-        let hasOrder = !(options.pruneOrder ?? []).isEmpty
-        runtimeMemory = denseLayout.flatMap { layout in
-            !hasOrder ? nil : MemoryModel(layout: layout, kvBytesPerTokenPerLayer: 0, kvTokens: 0,
-                                                   bufferBytes: estimate.buffers + estimate.kvCache, runtimeBytes: estimate.runtime,
-                                                   ringSlots: options.ringSlots)
         }
         pruneDecisions = pruneDecision.map { [$0] } ?? []
         self.model = model
@@ -253,7 +271,10 @@ public final class Session: @unchecked Sendable {
     /// (streamed weights cannot be read); every sequence has then ended with `.error`.
     @discardableResult
     public func step(_ emit: (SequenceEvent) -> Void) throws(EngineError) -> Bool {
-        do { try applyPendingPlan() } catch { failAll(emit); throw error }
+        do {
+            try applyPendingPlan()
+            try controllerTick()
+        } catch { failAll(emit); throw error }
         // Cancelled sequences end before the pass.
         var i = 0
         while i < sequences.count {
@@ -315,6 +336,7 @@ public final class Session: @unchecked Sendable {
             throw error
         }
         let seconds = Platform.now() - t0
+        measureDecision(decodeRows: batch.decodeRows, seconds: seconds)
         let holes = batch.decodeRows == 0 ? prefillHoles : maskHoles
         // Timing: every sequence with a row in the pass spent the pass.
         for k in sequences.indices {

@@ -1,0 +1,88 @@
+import FlexSystem
+
+/// RAP at run time in one session (`--prune fit|auto`): which mask runs for the cap in force,
+/// the KV the sequences hold and will hold, and (auto) the throughput target.
+///
+/// The KV cache is planned to a horizon, not to the whole pool: memory follows the pages the
+/// sequences write (the pool's storage is backed only when written), so the controller plans for
+/// the pages in use plus room to grow, and decides again when the sequences would pass it. That
+/// is how attention blocks are kept while the KV is small and dropped, freeing their pages at
+/// once, as it grows. Decisions happen at token boundaries only.
+struct PruningController: Sendable {
+    let policy: any PruningPolicy
+    /// The dense model's memory model; its KV positions are the horizon's.
+    private(set) var memory: MemoryModel
+    let residentOnly: Bool
+    let minTokensPerSecond: Double?
+    let throughput: ThroughputModel?
+    let pageTokens: Int
+    let poolPages: Int
+    /// Pages planned for (all sequences together), and how far it grows each time.
+    private(set) var horizonPages: Int
+    let growthPages: Int
+    /// Sequences held at the last decision (auto re-decides when they join or leave).
+    var decidedBatch = 0
+
+    init(policy: any PruningPolicy, memory: MemoryModel, residentOnly: Bool, minTokensPerSecond: Double?, throughput: ThroughputModel?,
+         pageTokens: Int, poolPages: Int, sequences: Int) {
+        self.policy = policy
+        self.residentOnly = residentOnly
+        self.minTokensPerSecond = minTokensPerSecond
+        self.throughput = throughput
+        self.pageTokens = pageTokens
+        self.poolPages = poolPages
+        // 256 positions per sequence at a time: a handful of replans over a 2,048-token run.
+        growthPages = max(1, sequences * (256 / pageTokens))
+        horizonPages = min(poolPages, growthPages)
+        self.memory = memory.with(kvTokens: horizonPages * pageTokens)
+    }
+
+    /// Plans for at least `pages` pages in use (rounded up by a growth step); true when the
+    /// horizon moved.
+    mutating func extendHorizon(to pages: Int) -> Bool {
+        guard pages > horizonPages, horizonPages < poolPages else { return false }
+        horizonPages = min(poolPages, pages + growthPages)
+        memory = memory.with(kvTokens: horizonPages * pageTokens)
+        return true
+    }
+
+    /// What `mask` needs under the mode: its resident footprint, or its streaming minimum.
+    func need(_ mask: BlockMask) -> Int {
+        residentOnly ? memory.residentFootprint(skipping: mask) : memory.streamingMinimum(skipping: mask)
+    }
+
+    /// The predicted decode rate of `mask` under `cap` with `batch` sequences (nil without a
+    /// throughput model, or when it does not fit).
+    func predictedTokensPerSecond(_ mask: BlockMask, cap: Int, batch: Int) -> Double? {
+        guard let throughput, need(mask) <= cap else { return nil }
+        var streamed = 0
+        if !residentOnly, let plan = try? MemoryPlan.make(memory.inputs(skipping: mask, cap: cap)) {
+            streamed = plan.readBytesPerPass(skipping: mask)
+        }
+        let positions = horizonPages * pageTokens / max(1, batch)
+        return throughput.tokensPerSecond(skipping: mask, layers: memory.layers, batch: max(1, batch), positions: positions,
+                                          streamedBytes: streamed)
+    }
+
+    /// The state a policy decides from.
+    func state(cap: Int, base: BlockMask, batch: Int, current: BlockMask) -> PruningState {
+        PruningState(batch: max(1, batch), sequenceLength: horizonPages * pageTokens / max(1, batch), cap: cap, denseNeed: need(base),
+                     weightBytes: memory.weightBytes(skipping: .none), kvBytes: memory.kvBytes(skipping: .none),
+                     residentOnly: residentOnly, minTokensPerSecond: minTokensPerSecond,
+                     denseTokensPerSecond: minTokensPerSecond == nil ? nil : predictedTokensPerSecond(base, cap: cap, batch: batch),
+                     current: current)
+    }
+
+    /// The policy's mask for `cap` from `base`, and the time it took: admissible means fitting the
+    /// cap and (auto) meeting the target; when no mask meets the target, the best that fits.
+    func choose(cap: Int, base: BlockMask, batch: Int, current: BlockMask) -> (mask: BlockMask?, state: PruningState, micros: Double) {
+        let s = state(cap: cap, base: base, batch: batch, current: current)
+        let t0 = Platform.now()
+        var mask: BlockMask?
+        if let target = minTokensPerSecond, throughput != nil {
+            mask = policy.decide(s, base: base) { m in (predictedTokensPerSecond(m, cap: cap, batch: batch) ?? 0) >= target }
+        }
+        if mask == nil { mask = policy.decide(s, base: base) { need($0) <= cap } }
+        return (mask, s, (Platform.now() - t0) * 1e6)
+    }
+}
