@@ -18,12 +18,7 @@ struct Calibrate: ParsableCommand {
 
     func run() throws {
         guard (4...512).contains(steps) else { throw CLIError("--steps must be between 4 and 512") }
-        var options = try model.engineOptions()
-        options.memoryLimit = nil
-        options.followCgroupLimit = false
-        options.prune = .off
-        options.skip = .none
-        options.prefillSkip = nil
+        let options = try model.denseInMemoryOptions()
         let m = try Model(path: options.modelPath, streaming: true)
         let layers = m.config.layerCount
         let all = BlockMask.Block.all(layers: layers)

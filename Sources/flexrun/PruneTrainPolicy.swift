@@ -119,12 +119,7 @@ func simulator(_ model: ModelOptions, profile path: String, settings: PolicySimu
     guard let table = profile.quality else { throw CLIError("\(path) has no quality table; run flexrun prune quality \(path) first") }
     let candidates: PruningCandidates
     do { candidates = try PruningCandidates(table: table) } catch { throw CLIError("\(path): \(error)") }
-    var options = try model.engineOptions()
-    options.memoryLimit = nil
-    options.followCgroupLimit = false
-    options.prune = .off
-    options.skip = .none
-    options.prefillSkip = nil
+    var options = try model.denseInMemoryOptions()
     options.contextLength = 2048
     options.logitRows = 1
     let m = try Model(path: options.modelPath, streaming: true)
@@ -143,4 +138,18 @@ func simulator(_ model: ModelOptions, profile path: String, settings: PolicySimu
     }
     let sim = PolicySimulator(candidates: candidates, order: try profile.removalOrder(path: path), memories: memories, settings: settings)
     return (sim, (options.modelPath as NSString).lastPathComponent)
+}
+
+extension ModelOptions {
+    /// The options for measuring the dense model itself: in memory, no cap (not even the
+    /// cgroup's), no pruning and no skips, whatever else the command line said.
+    func denseInMemoryOptions() throws -> EngineOptions {
+        var options = try engineOptions()
+        options.memoryLimit = nil
+        options.followCgroupLimit = false
+        options.prune = .off
+        options.skip = .none
+        options.prefillSkip = nil
+        return options
+    }
 }
