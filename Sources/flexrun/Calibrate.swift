@@ -26,7 +26,7 @@ struct Calibrate: ParsableCommand {
         let noFFN = BlockMask(skipping: all.filter { $0.kind == .ffn })
         let line = ProgressLine(label: "calibrate")
         var done = 0
-        let total = 8
+        let total = 7
 
         /// Median seconds of a decode step: `batch` sequences with `prompt` tokens each.
         func stepSeconds(batch: Int, mask: BlockMask, prompt: Int, cap: Int? = nil) throws -> (seconds: Double, bytes: Int) {
@@ -61,9 +61,10 @@ struct Calibrate: ParsableCommand {
             return (times.isEmpty ? 0 : times[times.count / 2], perStep)
         }
 
-        var attention: [Double] = [], ffn: [Double] = [], base: [Double] = []
+        var attention: [Double] = [], ffn: [Double] = [], base: [Double] = [], denseSteps: [Double] = []
         for batch in [1, 8] {
             let dense = try stepSeconds(batch: batch, mask: .none, prompt: 16).seconds
+            denseSteps.append(dense)
             let withoutAttention = try stepSeconds(batch: batch, mask: noAttention, prompt: 16).seconds
             let withoutFFN = try stepSeconds(batch: batch, mask: noFFN, prompt: 16).seconds
             let a = max(0, dense - withoutAttention) / Double(layers), f = max(0, dense - withoutFFN) / Double(layers)
@@ -71,9 +72,9 @@ struct Calibrate: ParsableCommand {
             ffn.append(f)
             base.append(max(0, dense - Double(layers) * (a + f)))
         }
-        let short = try stepSeconds(batch: 1, mask: .none, prompt: 16).seconds
+        // The dense batch-1 step above is the short-context end of the per-position cost.
         let long = try stepSeconds(batch: 1, mask: .none, prompt: 1024).seconds
-        let positionSeconds = max(0, long - short) / Double(layers * (1024 - 16))
+        let positionSeconds = max(0, long - denseSteps[0]) / Double(layers * (1024 - 16))
         // Streaming everything: the rate the streamer reads at when nothing else limits it.
         let inMemory = try Session(model: m, options: { var o = options; o.contextLength = 64; return o }())
         let layout = try m.layout()

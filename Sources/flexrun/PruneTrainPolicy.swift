@@ -82,7 +82,7 @@ extension Prune {
             for s in sim.evaluationGrid {
                 let sit = sim.situation(s)
                 for p in policies {
-                    let c = sim.choose(p, s)
+                    let c = sim.choose(p, in: sit)
                     let q = c.index.map(sim.candidates.quality) ?? 0
                     let h = c.mask.flatMap { held[$0] }
                     var acc = sums[p.name] ?? (0, 0, 0)

@@ -102,7 +102,7 @@ import FlexSystem
         #expect(rl.network.parameterCount > 10_000)
         for s in sim.evaluationGrid {
             let sit = sim.situation(s)
-            if let m = sim.choose(rl, s).mask { #expect(sit.need(m) <= sit.state.cap) }
+            if let m = sim.choose(rl, in: sit).mask { #expect(sit.need(m) <= sit.state.cap) }
         }
         let e = sim.evaluate(rl)
         #expect(e.points > 40)

@@ -91,6 +91,12 @@ public struct MemoryModel: Sendable, Equatable {
         return fixedBytes(mask) + resident(t, mask)
     }
 
+    /// What `mask` needs to run: every kept weight resident (`residentOnly`, RAP's setting) or
+    /// the streaming minimum. The pruning controller and its simulator judge masks by this.
+    public func need(skipping mask: BlockMask, residentOnly: Bool) -> Int {
+        residentOnly ? residentFootprint(skipping: mask) : streamingMinimum(skipping: mask)
+    }
+
     /// Bytes of the weights `mask` keeps (head and embedding included), as held resident.
     public func weightBytes(skipping mask: BlockMask) -> Int {
         guard let t = table else { return Builder.allResident(layout.skipping(mask)).residentBytes }

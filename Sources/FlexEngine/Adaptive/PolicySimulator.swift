@@ -87,9 +87,7 @@ public struct PolicySimulator: Sendable {
         public let memory: MemoryModel
         public let state: PruningState
         public let scenario: Scenario
-        public func need(_ m: BlockMask) -> Int {
-            scenario.residentOnly ? memory.residentFootprint(skipping: m) : memory.streamingMinimum(skipping: m)
-        }
+        public func need(_ m: BlockMask) -> Int { memory.need(skipping: m, residentOnly: scenario.residentOnly) }
         /// Relative speed over the dense model (the proxy in the reward).
         public func speed(_ m: BlockMask) -> Double {
             let perLayerKV = Double(memory.kvBytesPerTokenPerLayer) * Double(scenario.batch * scenario.sequenceLength)
@@ -106,7 +104,7 @@ public struct PolicySimulator: Sendable {
     public func situation(_ s: Scenario, current: BlockMask = .none) -> Situation {
         let memory = memories[min(memories.count, max(1, s.batch)) - 1].with(kvTokens: s.batch * s.sequenceLength)
         let footprint = memory.residentFootprint(skipping: .none)
-        let denseNeed = s.residentOnly ? footprint : memory.streamingMinimum(skipping: .none)
+        let denseNeed = memory.need(skipping: .none, residentOnly: s.residentOnly)
         let state = PruningState(batch: s.batch, sequenceLength: s.sequenceLength, cap: Int(Double(footprint) * s.capFraction),
                                  denseNeed: denseNeed, weightBytes: memory.weightBytes(skipping: .none),
                                  kvBytes: memory.kvBytes(skipping: .none), residentOnly: s.residentOnly,
@@ -235,9 +233,8 @@ public struct PolicySimulator: Sendable {
         return out
     }
 
-    /// What a policy chose for a scenario: the candidate's index (nil when none fits) and time.
-    public func choose(_ policy: some PruningPolicy, _ s: Scenario) -> (index: Int?, mask: BlockMask?, microseconds: Double) {
-        let sit = situation(s)
+    /// What a policy chose in a situation: the candidate's index (nil when none fits) and time.
+    public func choose(_ policy: some PruningPolicy, in sit: Situation) -> (index: Int?, mask: BlockMask?, microseconds: Double) {
         let t0 = Date()
         let mask = policy.decide(sit.state, base: .none) { sit.admissible($0) }
         let us = Date().timeIntervalSince(t0) * 1e6
@@ -251,13 +248,14 @@ public struct PolicySimulator: Sendable {
         var sums = [0.0, 0.0, 0.0], points = 0
         var rlTimes: [Double] = [], greedyTimes: [Double] = []
         for s in evaluationGrid {
-            guard let o = choose(oracle, s).index else { continue }
+            let sit = situation(s)
+            guard let o = choose(oracle, in: sit).index else { continue }
             points += 1
             sums[2] += candidates.quality(o)
-            let r = choose(rl, s)
+            let r = choose(rl, in: sit)
             rlTimes.append(r.microseconds)
             sums[0] += r.index.map(candidates.quality) ?? 0
-            let g = choose(greedy, s)
+            let g = choose(greedy, in: sit)
             greedyTimes.append(g.microseconds)
             sums[1] += g.mask.map { m in candidates.index(of: m).map(candidates.quality) ?? quality(of: m) } ?? 0
         }

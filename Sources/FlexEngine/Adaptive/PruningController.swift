@@ -47,21 +47,25 @@ struct PruningController: Sendable {
     }
 
     /// What `mask` needs under the mode: its resident footprint, or its streaming minimum.
-    func need(_ mask: BlockMask) -> Int {
-        residentOnly ? memory.residentFootprint(skipping: mask) : memory.streamingMinimum(skipping: mask)
-    }
+    func need(_ mask: BlockMask) -> Int { memory.need(skipping: mask, residentOnly: residentOnly) }
+
+    /// The need with every block skipped: below it no mask runs.
+    var floor: Int { need(BlockMask(skipping: BlockMask.Block.all(layers: memory.layers))) }
 
     /// The predicted decode rate of `mask` under `cap` with `batch` sequences (nil without a
     /// throughput model, or when it does not fit).
     func predictedTokensPerSecond(_ mask: BlockMask, cap: Int, batch: Int) -> Double? {
-        guard let throughput, need(mask) <= cap else { return nil }
-        var streamed = 0
-        if !residentOnly, let plan = try? MemoryPlan.make(memory.inputs(skipping: mask, cap: cap)) {
-            streamed = plan.readBytesPerPass(skipping: mask)
-        }
+        guard throughput != nil, need(mask) <= cap else { return nil }
+        return predictedTokensPerSecond(mask, plan: residentOnly ? nil : try? MemoryPlan.make(memory.inputs(skipping: mask, cap: cap)),
+                                        batch: batch)
+    }
+
+    /// The same with `mask`'s plan made already (nil: nothing streams).
+    func predictedTokensPerSecond(_ mask: BlockMask, plan: MemoryPlan?, batch: Int) -> Double? {
+        guard let throughput else { return nil }
         let positions = horizonPages * pageTokens / max(1, batch)
         return throughput.tokensPerSecond(skipping: mask, layers: memory.layers, batch: max(1, batch), positions: positions,
-                                          streamedBytes: streamed)
+                                          streamedBytes: plan?.readBytesPerPass(skipping: mask) ?? 0)
     }
 
     /// The state a policy decides from.

@@ -95,9 +95,7 @@ public struct PruningCandidates: Sendable, Equatable {
     public init(table: PruningProfile.QualityTable) throws(BlockMask.ParseError) {
         var out: [Candidate] = []
         for e in [table.dense] + table.entries {
-            var mask = BlockMask.none
-            for text in e.blocks { for b in try BlockMask(parsing: text).skipped { mask.skip(b) } }
-            out.append(Candidate(mask: mask, nll: e.nll, top1: e.top1))
+            out.append(Candidate(mask: try BlockMask(parsingBlocks: e.blocks), nll: e.nll, top1: e.top1))
         }
         self.init(out)
     }

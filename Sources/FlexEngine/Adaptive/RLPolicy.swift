@@ -141,13 +141,9 @@ public struct RLPolicy: PruningPolicy {
         else { throw .unreadable(path, reason: "its network and candidates do not agree") }
         var all: [PruningCandidates.Candidate] = []
         for (i, blocks) in file.candidates.enumerated() {
-            var mask = BlockMask.none
-            for text in blocks {
-                guard let b = try? BlockMask(parsing: text) else { throw .unreadable(path, reason: "bad block \(text)") }
-                for x in b.skipped {
-                    guard x.layer < file.layers else { throw .unreadable(path, reason: "block \(x) is past its \(file.layers) layers") }
-                    mask.skip(x)
-                }
+            guard let mask = try? BlockMask(parsingBlocks: blocks) else { throw .unreadable(path, reason: "bad blocks \(blocks)") }
+            if let x = mask.skipped.first(where: { $0.layer >= file.layers }) {
+                throw .unreadable(path, reason: "block \(x) is past its \(file.layers) layers")
             }
             all.append(.init(mask: mask, nll: file.nll[i], top1: file.top1[i]))
         }

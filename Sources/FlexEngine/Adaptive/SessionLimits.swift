@@ -22,16 +22,14 @@ extension Session {
 
     /// The controller's decision at open: the mask for `cap` added to the options' skips, and
     /// the decision to log (nil when the dense model fits and there is no target).
-    static func decideAtOpen(_ controller: PruningController, options: inout EngineOptions, cap: Int,
-                             layers: Int) throws(EngineError) -> PruneDecision? {
+    static func decideAtOpen(_ controller: PruningController, options: inout EngineOptions, cap: Int) throws(EngineError) -> PruneDecision? {
         let base = options.skip.intersection(options.prefillSkip ?? options.skip)
-        let denseNeed = controller.need(base)
         let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: options.maxSequences, current: base)
         guard let mask = chosen else {
-            let floor = controller.need(BlockMask(skipping: BlockMask.Block.all(layers: layers)))
             throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block skipped "
-                                 + "(that needs \(ByteSize.format(floor))); raise --mem-limit or lower --ctx or --parallel")
+                                 + "(that needs \(ByteSize.format(controller.floor))); raise --mem-limit or lower --ctx or --parallel")
         }
+        let denseNeed = state.denseNeed
         guard denseNeed > cap || controller.minTokensPerSecond != nil else { return nil }
         options.skip = options.skip.union(mask)
         options.prefillSkip = options.prefillSkip.map { $0.union(mask) }
@@ -55,7 +53,7 @@ extension Session {
     /// cannot fit.
     public func setMemoryLimit(_ bytes: Int) throws(EngineError) {
         if let controller {
-            let floor = controller.need(BlockMask(skipping: BlockMask.Block.all(layers: model.config.layerCount)))
+            let floor = controller.floor
             guard floor <= bytes else {
                 throw .invalidOption("memory limit \(ByteSize.format(bytes)) is too small even with every block skipped "
                                      + "(that needs \(ByteSize.format(floor)))")
@@ -144,9 +142,8 @@ extension Session {
         guard changed || reason == .capChanged else { return }
         pruneDecisions.append(PruneDecision(
             reason: reason, policy: controller.policy.name, state: state,
-            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)), denseMinimum: controller.need(base),
-            minimum: controller.need(chosen),
-            predictedTokensPerSecond: controller.predictedTokensPerSecond(chosen, cap: cap, batch: sequences.count),
+            skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)), denseMinimum: state.denseNeed,
+            minimum: controller.need(chosen), predictedTokensPerSecond: controller.predictedTokensPerSecond(chosen, plan: plan, batch: sequences.count),
             releasedLayers: released, decisionMicroseconds: micros, at: Platform.now() - openedAt))
         measuringDecision = (tokens: 0, seconds: 0, rssPending: true)
     }

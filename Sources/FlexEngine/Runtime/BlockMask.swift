@@ -60,5 +60,10 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
         self.init(skipping: blocks)
     }
 
+    /// Parses a list of block names as files store them (`["attn:3", "ffn:17"]`); empty is none.
+    public init(parsingBlocks list: [String]) throws(ParseError) {
+        self = list.isEmpty ? .none : try BlockMask(parsing: list.joined(separator: ","))
+    }
+
     public var description: String { skipped.isEmpty ? "none" : skipped.sorted().map(\.description).joined(separator: ",") }
 }

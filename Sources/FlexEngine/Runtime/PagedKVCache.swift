@@ -40,8 +40,8 @@ public struct PagedKVCache: ~Copyable {
     public let ringLength: Int
     /// Positions one sequence may hold (the session's context length).
     public let sequenceCapacity: Int
-    /// f16 elements from one page to the next, for one of keys or values.
-    /// Elements between two pages of one full layer, and between two layers' spans.
+    /// f16 elements from one page to the next within a full layer's span (keys or values), and
+    /// from one layer's span to the next (rounded up to the system page, for ``release(layer:)``).
     let pageStride: Int
     let layerStride: Int
     let ringPageStride: Int

@@ -106,7 +106,7 @@ public final class Session: @unchecked Sendable {
                                       minTokensPerSecond: options.prune == .auto ? options.minTokensPerSecond : nil,
                                       throughput: options.throughput, pageTokens: PagedKVCache.defaultPageTokens, poolPages: pages,
                                       sequences: sequences)
-            pruneDecision = try Session.decideAtOpen(c, options: &options, cap: limit, layers: config.layerCount)
+            pruneDecision = try Session.decideAtOpen(c, options: &options, cap: limit)
             opening = c
         } else {
             pruneDecision = nil
