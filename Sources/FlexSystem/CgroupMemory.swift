@@ -54,6 +54,27 @@ public struct CgroupMemory: Sendable, Equatable {
         return CgroupMemory.parseLimit(text)
     }
 
+    /// The soft limit: v2's `memory.high` (the kernel throttles above it), v1's
+    /// `memory.soft_limit_in_bytes`; nil when unlimited or unreadable.
+    ///
+    /// An orchestrator shrinking a running engine cannot lower the hard limit first: the engine's
+    /// memory is anonymous and locked, so the kernel would OOM-kill it (v2) or refuse the write
+    /// (v1). It lowers the soft limit, signals, waits for the engine to shrink, then lowers the
+    /// hard limit. So the engine follows the lower of the two.
+    public var softLimit: Int? {
+        let file = version == .v1 ? "memory.soft_limit_in_bytes" : "memory.high"
+        guard let text = CgroupMemory.readSmallFile(directory + "/" + file) else { return nil }
+        return CgroupMemory.parseLimit(text)
+    }
+
+    /// The cap the engine follows: the lower of the hard and the soft limit (see `softLimit`).
+    public var cap: Int? {
+        switch (limit, softLimit) {
+        case let (h?, s?): return min(h, s)
+        case let (h, s): return h ?? s
+        }
+    }
+
     /// Parses a limit file's content: digits, or "max"; 2^62 and above count as unlimited.
     public static func parseLimit(_ text: String) -> Int? {
         let t = text.trimmingWhitespace

@@ -111,7 +111,7 @@ struct Generate: ParsableCommand {
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hangup.setEventHandler {
-            guard let limit = CgroupMemory.current()?.limit else {
+            guard let limit = CgroupMemory.current()?.cap else {
                 FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: no cgroup memory limit to follow\n".utf8)); return
             }
             do { try engine.setMemoryLimit(limit) } catch {

@@ -4,7 +4,7 @@ import Testing
 @testable import FlexEngine
 import FlexFormat
 import FlexKernels
-import FlexSystem
+@testable import FlexSystem
 
 /// The memory planner's arithmetic, on a made-up layout: no model needed.
 @Suite struct MemoryPlanTests {
@@ -100,6 +100,25 @@ import FlexSystem
         #expect(CgroupMemory.parseLimit("9223372036854771712\n") == nil)
         #expect(CgroupMemory.parseLimit("104857600\n") == 104_857_600)
         #expect(CgroupMemory.parseLimit("garbage") == nil)
+    }
+
+    /// The followed cap is the lower of the hard and the soft limit, so an orchestrator can
+    /// shrink a running engine through the soft limit before it lowers the hard one.
+    @Test(arguments: [CgroupMemory.Version.v1, .v2]) func capIsTheLowerOfHardAndSoft(_ version: CgroupMemory.Version) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cg-\(version)-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (hard, soft) = version == .v1 ? ("memory.limit_in_bytes", "memory.soft_limit_in_bytes") : ("memory.max", "memory.high")
+        let group = CgroupMemory(version: version, directory: dir)
+        func write(_ file: String, _ text: String) throws { try text.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
+        try write(hard, "300000000\n"); try write(soft, version == .v1 ? "9223372036854771712\n" : "max\n")
+        #expect(group.cap == 300_000_000)
+        try write(soft, "200000000\n")
+        #expect(group.cap == 200_000_000)
+        try write(hard, "100000000\n")
+        #expect(group.cap == 100_000_000)
+        try write(hard, "max\n")
+        #expect(group.cap == 200_000_000)
     }
 }
 

@@ -20,7 +20,7 @@ public final class Engine: @unchecked Sendable {
     let lock = Mutex<Int>(0)   // generation counter; the newest iterator owns the session
 
     public init(options: EngineOptions) throws(EngineError) {
-        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
+        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.cap : nil)
         model = try Model(path: options.modelPath, streaming: limit != nil, interleave: options.interleaveWeights)
         var options = options
         options.memoryLimit = limit
