@@ -24,6 +24,10 @@ extension Prune {
         @Option(name: [.customShort("o"), .long], help: "Where to write the profile with its table (default: in place).")
         var output: String?
 
+        @Option(name: .customLong("mask"), parsing: .singleValue,
+                help: "Measure only this mask (e.g. attn:3,ffn:17; repeatable) and print a JSON line per mask, dense first; the profile is not written.")
+        var masks: [String] = []
+
         @Argument(help: "A profile written by flexrun prune analyze.")
         var profile: String
 
@@ -31,7 +35,7 @@ extension Prune {
             guard chunk >= 8, chunk <= 4096 else { throw CLIError("--chunk must be between 8 and 4096") }
             var p = try PruningProfile.read(path: profile)
             let out = output ?? profile
-            try checkWritable(out)
+            if masks.isEmpty { try checkWritable(out) }
             let body = try readText(calib ?? p.calibration.text, what: "calibration text")
             let engine = try pruningEngine(model, context: chunk)
             guard p.layers == engine.config.layerCount else {
@@ -42,13 +46,22 @@ extension Prune {
             let evaluator = try MaskEvaluator(engine: engine)
             let order = try p.removalOrder(path: profile)
             var jobs: [(family: String, count: Int, mask: BlockMask)] = []
-            for kind in [BlockMask.Kind.attention, .ffn] {
+            // Given masks (a run's decisions, a study's static mask) are scored alone, with the
+            // same sample and procedure as the table, so their numbers compare with its entries.
+            let given = try masks.map { text -> BlockMask in
+                let mask: BlockMask
+                do { mask = try BlockMask(parsing: text) } catch { throw CLIError("--mask: \(error)") }
+                if let b = mask.skipped.first(where: { $0.layer >= p.layers }) { throw CLIError("--mask \(text): \(b) is past the model's \(p.layers) layers") }
+                return mask
+            }
+            for mask in given { jobs.append(("given", mask.skipped.count, mask)) }
+            for kind in given.isEmpty ? [BlockMask.Kind.attention, .ffn] : [] {
                 let blocks = order.filter { $0.kind == kind }
                 for k in 1...max(1, blocks.count) where k <= blocks.count {
                     jobs.append((kind == .attention ? "attention" : "ffn", k, BlockMask(skipping: blocks.prefix(k))))
                 }
             }
-            for b in p.budgets.sorted(by: { $0.removed < $1.removed }) where b.removed > 0 {
+            for b in p.budgets.sorted(by: { $0.removed < $1.removed }) where b.removed > 0 && given.isEmpty {
                 jobs.append(("budget", b.removed, try p.mask(removing: b.removed, path: profile)))
             }
             let line = ProgressLine(label: "quality")
@@ -66,6 +79,12 @@ extension Prune {
                             status: String(format: "%@ %d: NLL %.3f, top-1 %.1f%%", job.family, job.count, e.nll, 100 * e.top1))
             }
             line.finish()
+            if !given.isEmpty {
+                for e in [dense] + entries {
+                    print("{\"blocks\":\"\(e.blocks.joined(separator: ","))\",\"nll\":\(e.nll),\"top1\":\(e.top1),\"first\":\(range.first),\"tokens\":\(count)}")
+                }
+                return
+            }
             p.quality = .init(firstToken: range.first, tokenCount: count, context: chunk, dense: dense, entries: entries)
             try p.write(path: out)
             print(String(format: "quality: %d masks on tokens %d..<%d (%d chunks of %d); dense NLL %.3f, top-1 %.1f%%; written to %@",

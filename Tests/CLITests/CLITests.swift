@@ -193,6 +193,19 @@ import Testing
         #expect(entries.filter { $0["family"] as? String == "attention" }.count + entries.filter { $0["family"] as? String == "ffn" }.count == 8)
         #expect(entries.allSatisfy { ($0["top1"] as? Double).map { (0...1).contains($0) } ?? false && $0["nll"] is Double })
         expectOneLineError(try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--chunk", "4", profile]), containing: "--chunk")
+        // One given mask, scored alone with the same procedure: the same numbers as its table entry.
+        let entry = try #require(entries.first { $0["family"] as? String == "attention" && $0["count"] as? Int == 2 })
+        let blocks = try #require(entry["blocks"] as? [String]).joined(separator: ",")
+        let one = try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--tokens", "64", "--chunk", "32",
+                                "--mask", blocks, profile])
+        #expect(one.status == 0, "\(one.stderr)")
+        let lines = one.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(lines.count == 2 && lines[0]["blocks"] as? String == "" && lines[1]["blocks"] as? String == blocks)
+        #expect(lines.last?["top1"] as? Double == entry["top1"] as? Double && lines.last?["nll"] as? Double == entry["nll"] as? Double)
+        expectOneLineError(try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--mask", "attn:99", profile]),
+                           containing: "past the model's 4 layers")
+        expectOneLineError(try Self.run(["prune", "quality", "--model", synthModel, "--calib", calib, "--mask", "attn3", profile]),
+                           containing: "invalid block list")
 
         let prompt = try Self.tempFile(Array("The quick".utf8))
         let g = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "2", "-n", "4", "--temp", "0", "--stats", prompt])
