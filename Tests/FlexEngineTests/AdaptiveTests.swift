@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FlexEngine
+import FlexSystem
 
 /// RAP's pieces that need no model: the memory model over a made-up layout, the greedy policy.
 @Suite struct MemoryModelTests {
@@ -224,6 +225,48 @@ import Testing
         #expect(skippedAt[60]! <= skippedAt[40]! && skippedAt[80]! <= skippedAt[40]!)
         #expect(session.pruneDecisions.map(\.state.cap) == [dense * 60 / 100, dense * 40 / 100, dense * 80 / 100])
         #expect(throws: EngineError.self) { try session.setMemoryLimit(1 << 20) }
+    }
+}
+
+extension PruneFitTests {
+    /// `--prune auto`'s feedback: a calibration that predicts 4× the real rate makes the
+    /// controller keep every block for a target dense cannot reach; a second of measured decoding
+    /// corrects the model, and the controller then skips blocks for the target.
+    @Test func autoCorrectsAnOptimisticTimeModel() throws {
+        var (profile, o, dense) = try Self.workload(context: 512, sequences: 2)
+        o.memoryLimit = dense   // everything fits: only the target can make it skip
+        o.pruneOrder = try profile.removalOrder()
+        let model = try Model(path: o.modelPath, streaming: true)
+        var params = GenerateParameters(maxTokens: 160, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        let prompts = ["The capital of France is", "1, 2, 3,"]
+        // The real dense rate over both sequences.
+        let plain = try Session(model: model, options: o)
+        for p in prompts { _ = try plain.add(prompt: p, parameters: { var q = params; q.maxTokens = 48; return q }()) }
+        var generated = 0
+        let t0 = Platform.now()
+        while try plain.step({ e in if case .token = e { generated += 1 } }) {}
+        let rate = Double(generated) / (Platform.now() - t0)
+        #expect(rate > 0)
+        // A uniform model predicting 4× that: 60 blocks sharing a quarter of the real step time.
+        let block = 2 / rate / 4 / 60
+        o.prune = .auto
+        o.minTokensPerSecond = 1.6 * rate
+        o.throughput = ThroughputModel(attentionSeconds: [block, block], ffnSeconds: [block, block], baseSeconds: [0, 0],
+                                       positionSeconds: 0, diskBytesPerSecond: 1e12)
+        let session = try Session(model: model, options: o)
+        let open = try #require(session.pruneDecision)
+        #expect(open.reason == .throughputTarget && open.skipped.skipped.isEmpty)
+        for p in prompts { _ = try session.add(prompt: p, parameters: params) }
+        var tokens = 0
+        while try session.step({ e in if case .token = e { tokens += 1 } }) {}
+        #expect(tokens == 2 * 160)
+        let scale = try #require(session.controller).rateScale
+        // It learned the model was optimistic (a later correction may raise it again when a mask
+        // beats the target with room to spare, but not back to the calibration's).
+        #expect(scale < 0.9, "rate scale \(scale)")
+        let corrected = session.pruneDecisions.dropFirst().filter { $0.reason == .throughputTarget }
+        #expect(corrected.contains { !$0.skipped.skipped.isEmpty }, "\(session.pruneDecisions.map(\.skipped))")
     }
 }
 

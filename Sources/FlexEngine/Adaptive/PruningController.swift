@@ -22,6 +22,9 @@ struct PruningController: Sendable {
     let growthPages: Int
     /// Sequences held at the last decision (auto re-decides when they join or leave).
     var decidedBatch = 0
+    /// Measured over predicted decode rate, from the decisions' own measurements (auto): scales
+    /// every prediction, so a slower disk or CPU than calibrated is learned in a second.
+    var rateScale = 1.0
 
     init(policy: any PruningPolicy, memory: MemoryModel, residentOnly: Bool, minTokensPerSecond: Double?, throughput: ThroughputModel?,
          pageTokens: Int, poolPages: Int, sequences: Int) {
@@ -64,8 +67,8 @@ struct PruningController: Sendable {
     func predictedTokensPerSecond(_ mask: BlockMask, plan: MemoryPlan?, batch: Int) -> Double? {
         guard let throughput else { return nil }
         let positions = horizonPages * pageTokens / max(1, batch)
-        return throughput.tokensPerSecond(skipping: mask, layers: memory.layers, batch: max(1, batch), positions: positions,
-                                          streamedBytes: plan?.readBytesPerPass(skipping: mask) ?? 0)
+        return rateScale * throughput.tokensPerSecond(skipping: mask, layers: memory.layers, batch: max(1, batch), positions: positions,
+                                                      streamedBytes: plan?.readBytesPerPass(skipping: mask) ?? 0)
     }
 
     /// The state a policy decides from.

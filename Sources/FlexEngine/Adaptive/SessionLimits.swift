@@ -110,7 +110,32 @@ extension Session {
             try redecide(cap: cap, reason: .kvGrowth)
         } else if controller.minTokensPerSecond != nil, !sequences.isEmpty, sequences.count != controller.decidedBatch {
             try redecide(cap: cap, reason: .sequencesChanged)
+        } else if let scale = rateCorrection(controller) {
+            controller.rateScale = scale
+            self.controller = controller
+            let before = pruneDecisions.count
+            try redecide(cap: cap, reason: .throughputTarget)
+            if pruneDecisions.count == before {
+                // Same mask: measure it again against the corrected prediction.
+                measuringDecision = (0, 0, false, self.controller?.predictedTokensPerSecond(mask, plan: transformer.streamer?.plan, batch: sequences.count))
+            }
         }
+    }
+
+    /// Auto's feedback: the time model predicts from a calibration, and the disk's rate moves over
+    /// a session (1.2 and 2.7 GB/s in two calibrations an hour apart), so once a decision has
+    /// decoded for a second its measured rate corrects the model: a new scale on its predictions
+    /// when they missed by more than 10 % in the direction that matters (the target missed, or
+    /// met with room to spare, which means blocks were skipped for nothing). Nil: no correction.
+    func rateCorrection(_ controller: PruningController) -> Double? {
+        guard let target = controller.minTokensPerSecond, let predicted = measuringDecision.predicted, predicted > 0,
+              measuringDecision.seconds >= 1, measuringDecision.tokens >= 8 else { return nil }
+        let measured = Double(measuringDecision.tokens) / measuringDecision.seconds
+        let ratio = measured / predicted
+        let missed = measured < target && ratio < 0.9
+        let wasted = measured > 1.2 * target && ratio > 1.1 && !mask.skipped.subtracting(userSkip.skipped).isEmpty
+        guard missed || wasted else { return nil }
+        return min(10, max(0.1, controller.rateScale * ratio))
     }
 
     /// The controller at a token boundary: the mask for `cap`, applied to the session with its
@@ -145,7 +170,7 @@ extension Session {
             skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)), denseMinimum: state.denseNeed,
             minimum: controller.need(chosen), predictedTokensPerSecond: controller.predictedTokensPerSecond(chosen, plan: plan, batch: sequences.count),
             releasedLayers: released, decisionMicroseconds: micros, at: Platform.now() - openedAt))
-        measuringDecision = (tokens: 0, seconds: 0, rssPending: true)
+        measuringDecision = (tokens: 0, seconds: 0, rssPending: true, predicted: pruneDecisions.last?.predictedTokensPerSecond)
     }
 
     /// After a pass: the decode rate and resident memory since the last decision, on its record.

@@ -32,7 +32,9 @@ public final class Session: @unchecked Sendable {
     /// When the session opened (decision times are logged from it).
     let openedAt = Platform.now()
     /// Decode rows and seconds since the last decision, and whether its RSS is yet to be read.
-    var measuringDecision = (tokens: 0, seconds: 0.0, rssPending: false)
+    /// The running decision's measurement: decode rows and pass seconds since it, whether its
+    /// RSS is still to read, and the rate the controller predicted for it (auto's feedback).
+    var measuringDecision = (tokens: 0, seconds: 0.0, rssPending: false, predicted: Double?.none)
     /// How many times a new cap has been applied.
     public internal(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts. Held by the
@@ -64,7 +66,7 @@ public final class Session: @unchecked Sendable {
         var options = options
         userSkip = options.skip
         userPrefillSkip = options.prefillSkip ?? options.skip
-        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.limit : nil)
+        let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.cap : nil)
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
@@ -145,6 +147,7 @@ public final class Session: @unchecked Sendable {
             source = model.inMemorySource()
         }
         pruneDecisions = pruneDecision.map { [$0] } ?? []
+        measuringDecision.predicted = pruneDecision?.predictedTokensPerSecond
         self.model = model
         self.options = options
         self.memory = estimate
