@@ -229,44 +229,52 @@ import FlexSystem
 }
 
 extension PruneFitTests {
-    /// `--prune auto`'s feedback: a calibration that predicts 4× the real rate makes the
-    /// controller keep every block for a target dense cannot reach; a second of measured decoding
-    /// corrects the model, and the controller then skips blocks for the target.
-    @Test func autoCorrectsAnOptimisticTimeModel() throws {
+    /// `--prune auto`'s feedback, with the measurements given (deterministic): a decision whose
+    /// measured rate falls short of the target by more than 10 % of its prediction rescales the
+    /// time model (by at most 2× at a time) and drops FFN blocks only, the fewest in profile
+    /// order that meet the target; a mask that beats the target with room gets them back; a
+    /// prediction that was right changes nothing.
+    @Test func autoCorrectsItsTimeModelFromMeasurements() throws {
         var (profile, o, dense) = try Self.workload(context: 512, sequences: 2)
         o.memoryLimit = dense   // everything fits: only the target can make it skip
         o.pruneOrder = try profile.removalOrder()
-        let model = try Model(path: o.modelPath, streaming: true)
-        var params = GenerateParameters(maxTokens: 160, sampling: .greedy)
-        params.stopAtEndOfGeneration = false
-        let prompts = ["The capital of France is", "1, 2, 3,"]
-        // The real dense rate over both sequences.
-        let plain = try Session(model: model, options: o)
-        for p in prompts { _ = try plain.add(prompt: p, parameters: { var q = params; q.maxTokens = 48; return q }()) }
-        var generated = 0
-        let t0 = Platform.now()
-        while try plain.step({ e in if case .token = e { generated += 1 } }) {}
-        let rate = Double(generated) / (Platform.now() - t0)
-        #expect(rate > 0)
-        // A uniform model predicting 4× that: 60 blocks sharing a quarter of the real step time.
-        let block = 2 / rate / 4 / 60
         o.prune = .auto
-        o.minTokensPerSecond = 1.6 * rate
-        o.throughput = ThroughputModel(attentionSeconds: [block, block], ffnSeconds: [block, block], baseSeconds: [0, 0],
+        // A uniform model: 60 blocks of 0.1 ms, nothing else; dense predicts 2 / 6 ms = 333 tok/s.
+        o.throughput = ThroughputModel(attentionSeconds: [1e-4, 1e-4], ffnSeconds: [1e-4, 1e-4], baseSeconds: [0, 0],
                                        positionSeconds: 0, diskBytesPerSecond: 1e12)
-        let session = try Session(model: model, options: o)
-        let open = try #require(session.pruneDecision)
-        #expect(open.reason == .throughputTarget && open.skipped.skipped.isEmpty)
-        for p in prompts { _ = try session.add(prompt: p, parameters: params) }
-        var tokens = 0
-        while try session.step({ e in if case .token = e { tokens += 1 } }) {}
-        #expect(tokens == 2 * 160)
-        let scale = try #require(session.controller).rateScale
-        // It learned the model was optimistic (a later correction may raise it again when a mask
-        // beats the target with room to spare, but not back to the calibration's).
-        #expect(scale < 0.9, "rate scale \(scale)")
-        let corrected = session.pruneDecisions.dropFirst().filter { $0.reason == .throughputTarget }
-        #expect(corrected.contains { !$0.skipped.skipped.isEmpty }, "\(session.pruneDecisions.map(\.skipped))")
+        let predicted = 2 / 6e-3
+        o.minTokensPerSecond = 0.8 * predicted
+        let session = try Session(model: try Model(path: o.modelPath, streaming: true), options: o)
+        #expect(session.pruneDecision?.skipped == BlockMask.none)
+        var params = GenerateParameters(maxTokens: 64, sampling: .greedy)
+        params.stopAtEndOfGeneration = false
+        for p in ["The capital of France is", "1, 2, 3,"] { _ = try session.add(prompt: p, parameters: params) }
+        for _ in 0..<4 { try session.step { _ in } }
+        #expect(session.mask == .none)
+        func measured(_ rate: Double) {
+            session.measuringDecision = .init(tokens: Int(rate * 2), seconds: 2, passes: 20, predicted: session.measuringDecision.predicted)
+        }
+        // Half the prediction: scale 0.5, dense predicts 167 < 267; 23 FFN blocks give 60/37 × 167 = 270.
+        let before = session.pruneDecisions.count
+        measured(0.5 * predicted)
+        try session.controllerTick()
+        #expect(session.controller?.rateScale == 0.5)
+        #expect(session.pruneDecisions.count == before + 1 && session.pruneDecisions.last?.reason == .throughputTarget)
+        let ffn = BlockMask(skipping: o.pruneOrder!.filter { $0.kind == .ffn }.prefix(23))
+        #expect(session.mask == ffn, "\(session.mask)")
+        // Measured as predicted: nothing changes.
+        measured(try #require(session.measuringDecision.predicted))
+        try session.controllerTick()
+        #expect(session.controller?.rateScale == 0.5 && session.mask == ffn && session.pruneDecisions.count == before + 1)
+        // Far above the target while skipping: the scale goes back up and the blocks come back.
+        measured(2 * (session.measuringDecision.predicted ?? 0))
+        try session.controllerTick()
+        #expect(abs((session.controller?.rateScale ?? 0) - 1) < 1e-3 && session.mask == .none)
+        // A window shorter than a second corrects nothing.
+        session.measuringDecision = .init(tokens: 10, seconds: 0.5, passes: 20, predicted: session.measuringDecision.predicted)
+        try session.controllerTick()
+        #expect(abs((session.controller?.rateScale ?? 0) - 1) < 1e-3 && session.mask == .none)
+        while try session.step({ _ in }) {}
     }
 }
 

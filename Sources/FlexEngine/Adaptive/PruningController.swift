@@ -26,9 +26,13 @@ struct PruningController: Sendable {
     /// every prediction, so a slower disk or CPU than calibrated is learned in a second.
     var rateScale = 1.0
 
+    /// FFN blocks in the profile's order: what auto's feedback may drop or restore (see `choose`).
+    let ffnOrder: [BlockMask.Block]
+
     init(policy: any PruningPolicy, memory: MemoryModel, residentOnly: Bool, minTokensPerSecond: Double?, throughput: ThroughputModel?,
-         pageTokens: Int, poolPages: Int, sequences: Int) {
+         pageTokens: Int, poolPages: Int, sequences: Int, ffnOrder: [BlockMask.Block] = []) {
         self.policy = policy
+        self.ffnOrder = ffnOrder.filter { $0.kind == .ffn }
         self.residentOnly = residentOnly
         self.minTokensPerSecond = minTokensPerSecond
         self.throughput = throughput
@@ -82,12 +86,30 @@ struct PruningController: Sendable {
 
     /// The policy's mask for `cap` from `base`, and the time it took: admissible means fitting the
     /// cap and (auto) meeting the target; when no mask meets the target, the best that fits.
-    func choose(cap: Int, base: BlockMask, batch: Int, current: BlockMask) -> (mask: BlockMask?, state: PruningState, micros: Double) {
+    ///
+    /// `speedOnly`: a re-decision for the target alone (auto's feedback), with memory as it was.
+    /// It moves FFN blocks only, the fewest in the profile's FFN order that meet the target, and
+    /// keeps `current` when none do: an attention block dropped for speed could not come back for
+    /// the running sequences, so a noisy measurement must not cost one (attention goes for
+    /// memory, or when sequences join).
+    func choose(cap: Int, base: BlockMask, batch: Int, current: BlockMask, speedOnly: Bool = false)
+        -> (mask: BlockMask?, state: PruningState, micros: Double) {
         let s = state(cap: cap, base: base, batch: batch, current: current)
         let t0 = Platform.now()
         var mask: BlockMask?
         if let target = minTokensPerSecond, throughput != nil {
-            mask = policy.decide(s, base: base) { m in (predictedTokensPerSecond(m, cap: cap, batch: batch) ?? 0) >= target }
+            let meets = { (m: BlockMask) in (predictedTokensPerSecond(m, cap: cap, batch: batch) ?? 0) >= target }
+            if speedOnly {
+                var m = base.union(current.attentionOnly)
+                var found = meets(m)
+                for b in ffnOrder where !found && !m.skips(b) {
+                    m.skip(b)
+                    found = meets(m)
+                }
+                mask = found ? m : current
+            } else {
+                mask = policy.decide(s, base: base, fits: meets)
+            }
         }
         if mask == nil { mask = policy.decide(s, base: base) { need($0) <= cap } }
         return (mask, s, (Platform.now() - t0) * 1e6)

@@ -114,10 +114,11 @@ extension Session {
             controller.rateScale = scale
             self.controller = controller
             let before = pruneDecisions.count
-            try redecide(cap: cap, reason: .throughputTarget)
+            try redecide(cap: cap, reason: .throughputTarget, speedOnly: true)
             if pruneDecisions.count == before {
                 // Same mask: measure it again against the corrected prediction.
-                measuringDecision = (0, 0, false, self.controller?.predictedTokensPerSecond(mask, plan: transformer.streamer?.plan, batch: sequences.count))
+                measuringDecision = DecisionMeter(predicted: self.controller?.predictedTokensPerSecond(mask, plan: transformer.streamer?.plan,
+                                                                                                       batch: sequences.count))
             }
         }
     }
@@ -126,12 +127,14 @@ extension Session {
     /// a session (1.2 and 2.7 GB/s in two calibrations an hour apart), so once a decision has
     /// decoded for a second its measured rate corrects the model: a new scale on its predictions
     /// when they missed by more than 10 % in the direction that matters (the target missed, or
-    /// met with room to spare, which means blocks were skipped for nothing). Nil: no correction.
+    /// met with room to spare, which means blocks were skipped for nothing). One correction moves
+    /// the scale by at most 2×: a skipped attention block cannot come back for the running
+    /// sequences, so one noisy window must not cost many of them. Nil: no correction.
     func rateCorrection(_ controller: PruningController) -> Double? {
         guard let target = controller.minTokensPerSecond, let predicted = measuringDecision.predicted, predicted > 0,
-              measuringDecision.seconds >= 1, measuringDecision.tokens >= 8 else { return nil }
+              measuringDecision.seconds >= 1, measuringDecision.passes >= 8 else { return nil }
         let measured = Double(measuringDecision.tokens) / measuringDecision.seconds
-        let ratio = measured / predicted
+        let ratio = min(2, max(0.5, measured / predicted))
         let missed = measured < target && ratio < 0.9
         let wasted = measured > 1.2 * target && ratio > 1.1 && !mask.skipped.subtracting(userSkip.skipped).isEmpty
         guard missed || wasted else { return nil }
@@ -140,7 +143,7 @@ extension Session {
 
     /// The controller at a token boundary: the mask for `cap`, applied to the session with its
     /// plan; the KV pages of attention blocks it drops go back to the system.
-    func redecide(cap: Int, reason: PruneDecision.Reason) throws(EngineError) {
+    func redecide(cap: Int, reason: PruneDecision.Reason, speedOnly: Bool = false) throws(EngineError) {
         guard var controller else { return }
         // Attention the session has no KV room for, or that a started sequence skipped, cannot
         // come back: those stay skipped.
@@ -148,7 +151,7 @@ extension Session {
         for s in sequences where s.started && !s.attentionHoles.isEmpty {
             base = base.union(BlockMask(skipping: s.attentionHoles.map { BlockMask.Block(.attention, $0) }))
         }
-        let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: sequences.count, current: mask)
+        let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: sequences.count, current: mask, speedOnly: speedOnly)
         guard let chosen else {
             throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small for any mask the policy can choose")
         }
@@ -170,12 +173,26 @@ extension Session {
             skipped: BlockMask(skipping: chosen.skipped.subtracting(userSkip.skipped)), denseMinimum: state.denseNeed,
             minimum: controller.need(chosen), predictedTokensPerSecond: controller.predictedTokensPerSecond(chosen, plan: plan, batch: sequences.count),
             releasedLayers: released, decisionMicroseconds: micros, at: Platform.now() - openedAt))
-        measuringDecision = (tokens: 0, seconds: 0, rssPending: true, predicted: pruneDecisions.last?.predictedTokensPerSecond)
+        measuringDecision = DecisionMeter(rssPending: true, predicted: pruneDecisions.last?.predictedTokensPerSecond)
+    }
+
+    /// What the running decision has measured, and the rate the controller predicted for it.
+    /// Pure decode passes only, after the first: a new plan's resident weights load during its
+    /// first pass, and prompt rows cost time no generated token shows (counting either, auto's
+    /// feedback once read 4 tok/s for a mask that ran at 37).
+    struct DecisionMeter {
+        var tokens = 0
+        var seconds = 0.0
+        var passes = 0
+        var rssPending = false
+        var predicted: Double?
     }
 
     /// After a pass: the decode rate and resident memory since the last decision, on its record.
-    func measureDecision(decodeRows: Int, seconds: Double) {
-        guard controller != nil, !pruneDecisions.isEmpty, decodeRows > 0 else { return }
+    func measureDecision(decodeRows: Int, promptRows: Int, seconds: Double) {
+        guard controller != nil, !pruneDecisions.isEmpty, decodeRows > 0, promptRows == 0 else { return }
+        measuringDecision.passes += 1
+        guard measuringDecision.passes > 1 else { return }
         measuringDecision.tokens += decodeRows
         measuringDecision.seconds += seconds
         let last = pruneDecisions.count - 1

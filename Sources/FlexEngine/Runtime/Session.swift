@@ -32,9 +32,7 @@ public final class Session: @unchecked Sendable {
     /// When the session opened (decision times are logged from it).
     let openedAt = Platform.now()
     /// Decode rows and seconds since the last decision, and whether its RSS is yet to be read.
-    /// The running decision's measurement: decode rows and pass seconds since it, whether its
-    /// RSS is still to read, and the rate the controller predicted for it (auto's feedback).
-    var measuringDecision = (tokens: 0, seconds: 0.0, rssPending: false, predicted: Double?.none)
+    var measuringDecision = DecisionMeter()
     /// How many times a new cap has been applied.
     public internal(set) var replanCount = 0
     /// Blocks skipped when generating (and scoring), and when processing prompts. Held by the
@@ -107,7 +105,7 @@ public final class Session: @unchecked Sendable {
             let c = PruningController(policy: policy, memory: memory, residentOnly: options.residentOnly,
                                       minTokensPerSecond: options.prune == .auto ? options.minTokensPerSecond : nil,
                                       throughput: options.throughput, pageTokens: PagedKVCache.defaultPageTokens, poolPages: pages,
-                                      sequences: sequences)
+                                      sequences: sequences, ffnOrder: options.pruneOrder ?? [])
             pruneDecision = try Session.decideAtOpen(c, options: &options, cap: limit)
             opening = c
         } else {
@@ -339,7 +337,7 @@ public final class Session: @unchecked Sendable {
             throw error
         }
         let seconds = Platform.now() - t0
-        measureDecision(decodeRows: batch.decodeRows, seconds: seconds)
+        measureDecision(decodeRows: batch.decodeRows, promptRows: batch.count - batch.decodeRows, seconds: seconds)
         let holes = batch.decodeRows == 0 ? prefillHoles : maskHoles
         // Timing: every sequence with a row in the pass spent the pass.
         for k in sequences.indices {
