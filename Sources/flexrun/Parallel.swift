@@ -43,7 +43,11 @@ extension Generate {
         let start = Platform.now()
         var firstToken: Double?
         var it = try engine.generate(prompts: prompts, parameters: params)
+        // With --stats, a long batch shows its progress every few seconds and each controller
+        // decision as it is made (a cap step or KV growth is visible while it happens).
+        var progress = LiveProgress(total: prompts.count * maxTokens, start: start)
         while let event = it.next() {
+            if stats { progress.report(engine.session, longest: ids.lazy.map(\.count).max() ?? 0, generated: ids.reduce(0) { $0 + $1.count }) }
             switch event {
             case .token(let i, let t):
                 texts[i] += t.text
@@ -115,4 +119,32 @@ func jsonString(_ text: String) -> String {
         }
     }
     return out + "\""
+}
+
+/// `--parallel --stats`'s live lines on stderr: each new pruning decision at once (the summary at
+/// the end repeats them with what was measured after them), and every 5 s the tokens generated,
+/// the longest sequence's length and the rate since the last line.
+struct LiveProgress {
+    let total: Int
+    var lastAt: Double
+    var lastGenerated = 0
+    var decisionsShown = 0
+
+    init(total: Int, start: Double) { self.total = total; lastAt = start }
+
+    mutating func report(_ session: Session, longest: Int, generated: Int) {
+        let decisions = session.pruneDecisions
+        if decisions.count > decisionsShown {
+            let new = decisions[decisionsShown...].map { "flexrun: " + pruneLine($0) + "\n" }.joined()
+            FileHandle.standardError.write(Data(new.utf8))
+            decisionsShown = decisions.count
+        }
+        let now = Platform.now()
+        guard now - lastAt >= 5 else { return }
+        let rate = Double(generated - lastGenerated) / (now - lastAt)
+        FileHandle.standardError.write(Data(("flexrun: progress: \(generated)/\(total) tokens, longest sequence \(longest) generated, "
+                                             + "\(f(rate, 1)) tok/s\n").utf8))
+        lastAt = now
+        lastGenerated = generated
+    }
 }
