@@ -77,12 +77,8 @@ public struct QuantMix: Sendable, Equatable, CustomStringConvertible {
     /// `layers` is the model's block count (llama.cpp's `n_layer`, which ffn_down's choice divides).
     public func types(for tensors: [TensorInfo], layers: Int) -> [GGMLType?] {
         var result = [GGMLType?](repeating: nil, count: tensors.count)
-        // llama.cpp visits tensors by layer, then name (`weight_name_comparer`); its attn_v and
-        // ffn_down counters advance in that order.
-        let order = tensors.indices.sorted { a, b in
-            let (la, lb) = (Self.layer(of: tensors[a].name), Self.layer(of: tensors[b].name))
-            return la != lb ? la < lb : tensors[a].name < tensors[b].name
-        }
+        // llama.cpp's attn_v and ffn_down counters advance in its visiting order.
+        let order = Self.llamaCppOrder(tensors)
         let nAttentionV = tensors.filter { Self.isAttentionV($0.name) }.count
         let tiedHead = !tensors.contains { $0.name == "output.weight" }
         var iAttentionV = 0, iFFNDown = 0
@@ -136,6 +132,15 @@ public struct QuantMix: Sendable, Equatable, CustomStringConvertible {
 
     static func isAttentionV(_ name: String) -> Bool {
         name.contains("attn_v.weight") || name.contains("attn_qkv.weight") || name.contains("attn_kv_b.weight")
+    }
+
+    /// The indices of `tensors` in the order llama.cpp's quantizer visits and writes them: by
+    /// layer (tensors outside the blocks first), then by name (`weight_name_comparer`).
+    public static func llamaCppOrder(_ tensors: [TensorInfo]) -> [Int] {
+        tensors.indices.sorted { a, b in
+            let (la, lb) = (layer(of: tensors[a].name), layer(of: tensors[b].name))
+            return la != lb ? la < lb : tensors[a].name.utf8.lexicographicallyPrecedes(tensors[b].name.utf8)
+        }
     }
 
     /// N of `blk.N.…`, −1 for tensors outside the blocks (they sort first, as in llama.cpp).

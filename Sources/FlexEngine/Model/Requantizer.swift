@@ -51,18 +51,24 @@ public struct Requantizer: Sendable {
     }
 
     /// The requantized model, in memory, with `source`'s metadata, and its weight-space error.
-    /// `progress(done, total)` is called after each tensor.
+    /// Tensors are written in llama.cpp's order (``QuantMix/llamaCppOrder(_:)``), so from the
+    /// same source the file is the one `llama-quantize` writes, byte for byte (see
+    /// `Tools/kquant_models.sh`). `progress(done, total)` is called after each tensor.
     public func apply(to source: GGUFFile, progress: (Int, Int) -> Void = { _, _ in }) throws -> (GGUFFile, Report) {
         let plan = plan(for: source)
-        let tensors = source.tensors.enumerated().map { i, t in GGUFWriter.Tensor(name: t.name, shape: t.shape, type: plan[i] ?? t.type) }
+        let order = QuantMix.llamaCppOrder(source.tensors)
+        let tensors = order.map { i in
+            let t = source.tensors[i]
+            return GGUFWriter.Tensor(name: t.name, shape: t.shape, type: plan[i] ?? t.type)
+        }
         var floats = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1), back = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
         defer { floats.deallocate(); back.deallocate() }
         var report = Report()
         // GGML_QNT_VERSION is 2 since ggml's Q4/Q5/Q8 layout change; llama.cpp writes both keys.
         let keys: KeyValuePairs<String, UInt32> = ["general.quantization_version": 2, "general.file_type": mix.fileType]
-        let file = try GGUFWriter.build(metadataOf: source, settingUInt32: keys, tensors: tensors) { i, out in
-            let t = source.tensors[i], src = source.tensorBytes(t)
-            defer { progress(i + 1, tensors.count) }
+        let file = try GGUFWriter.build(metadataOf: source, settingUInt32: keys, tensors: tensors) { k, out in
+            let i = order[k], t = source.tensors[i], src = source.tensorBytes(t)
+            defer { progress(k + 1, tensors.count) }
             guard let target = plan[i] else { return out.copyMemory(from: src) }
             let n = t.elementCount
             if floats.count < n {
