@@ -3,8 +3,8 @@
 --gguf`, compared tensor by tensor, and run by both engines. Run by the peer venv's python
 (Tools/kquant_models.sh does that); models go to ~/.cache/flexrun/models (never committed).
 
-1. SmolLM2-135M Q4_K_M from the default Q4_1 model (llama.cpp requantizes with
-   allow_requantize): SmolLM2-135M-Instruct.Q4_K_M.{llamacpp,flexrun}.gguf.
+1. SmolLM2-135M Q4_K_M (and Q5_K_M, Q6_K: --smollm2) from the default Q4_1 model (llama.cpp
+   requantizes with allow_requantize): SmolLM2-135M-Instruct.Q4_K_M.{llamacpp,flexrun}.gguf, ….
 2. A synthetic llama with 7B widths (n_embd 4096, n_ff 11008, 32 heads, --layers blocks, seeded
    random F16 weights, SmolLM2's tokenizer cut to its first 1024 tokens), in Q4_K_M and Q6_K:
    synth7b-L{layers}.{Q4_K_M,Q6_K}.{llamacpp,flexrun}.gguf, for speed comparisons on one file.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import gguf_lite  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FTYPES = {"q4_k_m": 15, "q6_k": 18}
+FTYPES = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 PROMPT = "The capital of France is"
 
 
@@ -173,6 +173,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=8, help="greedy tokens each engine generates per file")
     ap.add_argument("--layers", type=int, default=2, help="blocks of the synthetic 7B-width model")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--smollm2", default="q4_k_m,q5_k_m,q6_k", help="SmolLM2 recipes to make (of %s)" % ", ".join(FTYPES))
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--skip-synth", action="store_true")
     ap.add_argument("--keep-f16", action="store_true", help="keep the synthetic model's F16 source")
@@ -182,17 +183,19 @@ def main():
     pairs = []
     if not a.skip_smollm2:
         src = models / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        print(f"SmolLM2 Q4_K_M from {src.name}")
-        peer, ours = (models / f"SmolLM2-135M-Instruct.Q4_K_M.{who}.gguf" for who in ("llamacpp", "flexrun"))
-        llamacpp_quantize(src, peer, FTYPES["q4_k_m"], a.threads)
-        flexrun_quantize(a.flexrun, src, ours, "q4_k_m")
-        compare(peer, ours)
-        pairs.append((peer, ours))
+        for recipe in a.smollm2.split(","):
+            tag = recipe.upper()
+            print(f"SmolLM2 {tag} from {src.name}")
+            peer, ours = (models / f"SmolLM2-135M-Instruct.{tag}.{who}.gguf" for who in ("llamacpp", "flexrun"))
+            llamacpp_quantize(src, peer, FTYPES[recipe], a.threads)
+            flexrun_quantize(a.flexrun, src, ours, recipe)
+            compare(peer, ours)
+            pairs.append((peer, ours))
     if not a.skip_synth:
         print(f"synthetic 7B-width llama, {a.layers} layers")
         base = synth_base(models, a.layers, a.seed)
         for recipe in ("q4_k_m", "q6_k"):
-            tag = recipe.upper().replace("_K_M", "_K_M")
+            tag = recipe.upper()
             peer, ours = (models / f"synth7b-L{a.layers}.{tag}.{who}.gguf" for who in ("llamacpp", "flexrun"))
             print(f" {tag}")
             llamacpp_quantize(base, peer, FTYPES[recipe], a.threads)
