@@ -97,5 +97,11 @@ import FlexKernels
         #expect(file.int("general.file_type") == 15)
         // Q4_1's values in 5–8-bit containers: close to the source.
         #expect(report.relativeRMSE < 0.06, "\(report.relativeRMSE)")
+        // Where Tools/kquant_models.sh has made llama.cpp's own Q4_K_M of the same model, this one
+        // is that file, byte for byte.
+        let peer = URL(fileURLWithPath: source.path).deletingLastPathComponent().appendingPathComponent("SmolLM2-135M-Instruct.Q4_K_M.llamacpp.gguf")
+        if let theirs = try? Data(contentsOf: peer) {
+            #expect(theirs.elementsEqual(file.imageBytes), "differs from \(peer.path)")
+        }
     }
 }

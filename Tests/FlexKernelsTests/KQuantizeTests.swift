@@ -48,15 +48,15 @@ import FlexFormat
         #expect(differing.isEmpty, "\(type): blocks \(differing) differ from ggml's")
     }
 
-    /// Round trip through ``ReferenceDequantize``: the relative RMSE on Laplace weights falls
-    /// with the bit width, near a uniform quantizer's step/√12 (K-quants fit scale and min per
-    /// 32 or 16 weights, so they beat the plain types of the same width).
-    @Test(arguments: [(GGMLType.q4_K, 0.09), (.q5_K, 0.045), (.q6_K, 0.022), (.q5_1, 0.06), (.q5_0, 0.07)])
+    /// Round trip through ``ReferenceDequantize``: the relative RMSE on Laplace weights halves
+    /// with each bit (measured: Q4_K 0.0861, Q5_K 0.0434, Q6_K 0.0217; Q5_1 0.0451, Q5_0 0.0538:
+    /// Q5_K's grid-searched scale and min per 32 weights beat Q5_1's range at the same width).
+    @Test(arguments: [(GGMLType.q4_K, 0.095), (.q5_K, 0.048), (.q6_K, 0.024), (.q5_1, 0.05), (.q5_0, 0.06)])
     func roundTripErrorFallsWithTheBitWidth(_ type: GGMLType, _ bound: Double) {
         let x = QuantizeTests.laplace(256 * 64)
         let (_, back) = QuantizeTests.roundTrip(type, x) { Quantize.plain(type, $0, count: x.count, into: $1) }
         let e = QuantizeTests.relativeRMSE(x, back)
-        #expect(e < bound && e > bound / 4, "\(type): relative RMSE \(e)")
+        #expect(e < bound && e > 0.8 * bound, "\(type): relative RMSE \(e)")
     }
 
     /// ggml's `nearest_int` rounds ties to even, like the FPU.
