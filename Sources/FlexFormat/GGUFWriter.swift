@@ -28,18 +28,17 @@ public enum GGUFWriter {
         let replaced = settingUInt32.compactMap { source.metadataRanges[$0.key] }.sorted { $0.lowerBound < $1.lowerBound }
         le(UInt32(0x4655_4747)); le(UInt32(3)); le(UInt64(tensors.count))
         le(UInt64(source.metadata.count - replaced.count + settingUInt32.count))
-        var at = 24
+        var copied = 24
         for r in replaced {
-            head.append(contentsOf: source.headerBytes[at..<r.lowerBound])
-            at = r.upperBound
+            head.append(contentsOf: source.headerBytes[copied..<r.lowerBound])
+            copied = r.upperBound
         }
-        head.append(contentsOf: source.headerBytes[at..<source.tensorInfoOffset])
+        head.append(contentsOf: source.headerBytes[copied..<source.tensorInfoOffset])
         for (key, value) in settingUInt32 {
             le(UInt64(key.utf8.count)); head.append(contentsOf: Array(key.utf8)); le(UInt32(4)); le(value)
         }
         let align = source.alignment
-        var offsets: [Int] = []
-        at = 0
+        var offsets: [Int] = [], at = 0
         for t in tensors {
             precondition(t.type.rowBytes(elements: t.shape[0]) != nil, "\(t.name): rows are not whole \(t.type) blocks")
             le(UInt64(t.name.utf8.count)); head.append(contentsOf: Array(t.name.utf8))
