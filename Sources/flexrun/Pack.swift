@@ -52,10 +52,11 @@ struct Pack: ParsableCommand {
                 throw CLIError("--requant must be one of \(QuantMix.all.map { $0.description.lowercased() }.joined(separator: ", "))")
             }
             if let l = ca, !(l >= 0 && l.isFinite) { throw CLIError("--lambda must be a number ≥ 0") }
-            let requantizer: Requantizer
+            var requantizer: Requantizer
             do { requantizer = try Requantizer(mix: mix, compressionAware: ca.map { .init(lambda: $0) }) } catch {
                 throw CLIError(error.description)
             }
+            requantizer.threads = Platform.onlineCPUs
             let t0 = Platform.now()
             let report: Requantizer.Report
             (file, report) = try requantizer.apply(to: file) { done, total in

@@ -32,6 +32,17 @@ import FlexKernels
         #expect(report.relativeRMSE > 0 && report.relativeRMSE < (target == .q8_0 ? 0.02 : 0.2), "\(report.relativeRMSE)")
     }
 
+    /// Rows are quantized alone, so spreading them over threads changes no byte.
+    @Test(arguments: [QuantMix(.q4_K_M), QuantMix(.uniform(.q6_K)), QuantMix(.uniform(.q5_1))])
+    func threadsChangeNoByte(_ mix: QuantMix) throws {
+        let source = try GGUFFile(path: Fixtures.url("synth/synth-llama-mixed.gguf").path)
+        var requant = try Requantizer(mix: mix)
+        let (one, _) = try requant.apply(to: source)
+        requant.threads = 3
+        let (three, _) = try requant.apply(to: source)
+        #expect(one.imageBytes.elementsEqual(three.imageBytes))
+    }
+
     @Test func compressionAwareNeedsQ8AndKnownTargets() {
         #expect(throws: EngineError.self) { try Requantizer(target: .f16) }
         #expect(throws: EngineError.self) { try Requantizer(target: .q4_0, compressionAware: .init(lambda: 0.01)) }

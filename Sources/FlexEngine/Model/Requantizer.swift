@@ -14,6 +14,9 @@ public struct Requantizer: Sendable {
     public var mix: QuantMix
     /// Entropy-constrained Q8_0 (needs the uniform `q8_0` mix); nil quantizes as ggml does.
     public var compressionAware: Quantize.CompressionAware?
+    /// Threads that dequantize and quantize rows of one matrix at a time (every row is
+    /// quantized alone, so the bytes do not depend on it); compression-aware codes stay on one.
+    public var threads = 1
 
     public init(mix: QuantMix, compressionAware: Quantize.CompressionAware? = nil) throws(EngineError) {
         guard compressionAware == nil || mix.recipe == .uniform(.q8_0) else {
@@ -64,6 +67,7 @@ public struct Requantizer: Sendable {
         var floats = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1), back = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
         defer { floats.deallocate(); back.deallocate() }
         var report = Report()
+        let pool = threads > 1 ? WorkerPool(threads: threads) : nil
         // GGML_QNT_VERSION is 2 since ggml's Q4/Q5/Q8 layout change; llama.cpp writes both keys.
         let keys: KeyValuePairs<String, UInt32> = ["general.quantization_version": 2, "general.file_type": mix.fileType]
         let file = try GGUFWriter.build(metadataOf: source, settingUInt32: keys, tensors: tensors) { k, out in
@@ -75,17 +79,25 @@ public struct Requantizer: Sendable {
                 floats.deallocate(); back.deallocate()
                 floats = .allocate(capacity: n); back = .allocate(capacity: n)
             }
-            // Row by row: each GGUF row starts a fresh run of blocks.
-            let rowBytes = t.type.rowBytes(elements: t.rowLength)!
-            for r in 0..<t.rowCount {
-                ReferenceDequantize.row(t.type, src.baseAddress! + r * rowBytes, floats.baseAddress! + r * t.rowLength, count: t.rowLength)
+            // Row by row: each GGUF row starts a fresh run of blocks. Chunks of rows go to the
+            // pool: source → floats → target blocks → floats again (for the error).
+            let rowBytes = t.type.rowBytes(elements: t.rowLength)!, newRowBytes = target.rowBytes(elements: t.rowLength)!
+            let x = floats.baseAddress!, y = back.baseAddress!, from = src.baseAddress!, to = out.baseAddress!
+            let plain = compressionAware == nil, width = t.rowLength
+            let perTask = (t.rowCount + 8 * threads - 1) / (8 * threads), tasks = (t.rowCount + perTask - 1) / perTask
+            let chunk = { (task: Int, _: Int) in
+                let rows = task * perTask..<min(t.rowCount, (task + 1) * perTask)
+                for r in rows { ReferenceDequantize.row(t.type, from + r * rowBytes, x + r * width, count: width) }
+                guard plain else { return }
+                let first = rows.lowerBound, count = rows.count * width
+                Quantize.plain(target, x + first * width, count: count, into: to + first * newRowBytes)
+                ReferenceDequantize.row(target, UnsafeRawPointer(to + first * newRowBytes), y + first * width, count: count)
             }
+            if let pool { pool.parallelFor(tasks, chunk) } else { for task in 0..<tasks { chunk(task, 0) } }
             if let ca = compressionAware {
-                ca.q8_0(floats.baseAddress!, count: n, into: out.baseAddress!)
-            } else {
-                Quantize.plain(target, floats.baseAddress!, count: n, into: out.baseAddress!)
+                ca.q8_0(x, count: n, into: to)
+                ReferenceDequantize.row(target, UnsafeRawPointer(to), y, count: n)
             }
-            ReferenceDequantize.row(target, UnsafeRawPointer(out.baseAddress!), back.baseAddress!, count: n)
             report.matrices += 1
             report.weights += n
             report.census[target, default: 0] += 1
