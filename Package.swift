@@ -46,7 +46,7 @@ let package = Package(
 
         .testTarget(name: "FlexSystemTests", dependencies: ["FlexSystem"]),
         .testTarget(name: "FlexFormatTests", dependencies: ["FlexFormat"]),
-        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], swiftSettings: simdFlags),
+        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], exclude: ["Fixtures"], swiftSettings: simdFlags),
         .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"]),
         .testTarget(name: "CLITests", dependencies: ["flexrun"]),
     ]

@@ -29,6 +29,9 @@ public final class GGUFFile: @unchecked Sendable {
     public let path: String
     public let version: UInt32
     public let metadata: [String: GGUFValue]
+    /// Where each key/value pair lies in the header (key, type and value): what ``GGUFWriter``
+    /// drops when it sets a key anew.
+    public let metadataRanges: [String: Range<Int>]
     public let tensors: [TensorInfo]
     public let tensorIndex: [String: Int]
     public let alignment: Int
@@ -121,7 +124,7 @@ public final class GGUFFile: @unchecked Sendable {
             throw .malformed(context: "tensor count", offset: 8, reason: "\(tensorCount) tensors cannot fit in the file")
         }
 
-        var metadata: [String: GGUFValue] = [:]
+        var metadata: [String: GGUFValue] = [:], metadataRanges: [String: Range<Int>] = [:]
         for i in 0..<Int(kvCount) {
             let keyOffset = c.offset
             let key = try c.readString("metadata key #\(i)")
@@ -131,6 +134,7 @@ public final class GGUFFile: @unchecked Sendable {
                 throw .malformed(context: "metadata key '\(key)'", offset: keyOffset, reason: "duplicate key")
             }
             metadata[key] = value
+            metadataRanges[key] = keyOffset..<c.offset
         }
 
         let tensorInfoOffset = c.offset
@@ -203,6 +207,7 @@ public final class GGUFFile: @unchecked Sendable {
         self.path = path
         self.version = version
         self.metadata = metadata
+        self.metadataRanges = metadataRanges
         self.tensors = infos
         self.tensorIndex = index
         self.alignment = alignment
@@ -351,6 +356,10 @@ public final class GGUFFile: @unchecked Sendable {
     /// The bytes before the tensor data: header, metadata and tensor infos (the block file keeps
     /// them verbatim).
     public var headerBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: mapping.bytes[0..<dataOffset]) }
+
+    /// The whole GGUF as parsed: the file, or an image built in memory (``GGUFWriter``), which
+    /// `flexrun pack --gguf` writes out as it is.
+    public var imageBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: mapping.bytes[0..<fileSize]) }
 
     public func tensorBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
         if let storedBytes, let at = stored[info.fileOffset] {

@@ -19,13 +19,24 @@ public enum GGUFWriter {
 
     /// A GGUF with `source`'s metadata and `tensors`, whose data `fill(i, bytes)` writes (called
     /// once per tensor, in order). The key/value section is copied verbatim, so the alignment key,
-    /// if any, carries over.
-    public static func build(metadataOf source: GGUFFile, tensors: [Tensor],
+    /// if any, carries over; each key of `settingUInt32` is written anew as a uint32 after the
+    /// others (as llama.cpp's quantizer sets `general.file_type`), replacing any value it had.
+    public static func build(metadataOf source: GGUFFile, settingUInt32: KeyValuePairs<String, UInt32> = [:], tensors: [Tensor],
                              fill: (Int, UnsafeMutableRawBufferPointer) throws -> Void) throws -> GGUFFile {
         var head: [UInt8] = []
         func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { head.append(contentsOf: $0) } }
-        le(UInt32(0x4655_4747)); le(UInt32(3)); le(UInt64(tensors.count)); le(UInt64(source.metadata.count))
-        head.append(contentsOf: source.headerBytes[24..<source.tensorInfoOffset])
+        let replaced = settingUInt32.compactMap { source.metadataRanges[$0.key] }.sorted { $0.lowerBound < $1.lowerBound }
+        le(UInt32(0x4655_4747)); le(UInt32(3)); le(UInt64(tensors.count))
+        le(UInt64(source.metadata.count - replaced.count + settingUInt32.count))
+        var copied = 24
+        for r in replaced {
+            head.append(contentsOf: source.headerBytes[copied..<r.lowerBound])
+            copied = r.upperBound
+        }
+        head.append(contentsOf: source.headerBytes[copied..<source.tensorInfoOffset])
+        for (key, value) in settingUInt32 {
+            le(UInt64(key.utf8.count)); head.append(contentsOf: Array(key.utf8)); le(UInt32(4)); le(value)
+        }
         let align = source.alignment
         var offsets: [Int] = [], at = 0
         for t in tensors {

@@ -8,11 +8,17 @@ import Glibc
 /// little precision for codes that an entropy coder (zstd's Huffman stage) stores in fewer bits.
 public enum Quantize {
     /// The types a model can be requantized to.
-    public static let targets: [GGMLType] = [.q8_0, .q5_0, .q4_1, .q4_0]
+    public static let targets: [GGMLType] = [.q8_0, .q6_K, .q5_K, .q5_1, .q5_0, .q4_K, .q4_1, .q4_0]
 
-    /// Quantizes `count` floats (a multiple of 32) into `type`'s blocks at `dst`.
+    /// Quantizes `count` floats (a whole number of `type`'s blocks) into `type`'s blocks at `dst`.
     public static func plain(_ type: GGMLType, _ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer) {
-        precondition(count % 32 == 0 && targets.contains(type), "cannot quantize to \(type)")
+        precondition(count % type.blockElements == 0 && targets.contains(type), "cannot quantize \(count) floats to \(type)")
+        switch type {
+        case .q4_K: return kQuantWithMins(bits: 4, src, count: count, into: dst)
+        case .q5_K: return kQuantWithMins(bits: 5, src, count: count, into: dst)
+        case .q6_K: return q6_K(src, count: count, into: dst)
+        default: break
+        }
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 32) { q in
         for b in 0..<count / 32 {
             let x = src + 32 * b, out = dst + b * type.blockBytes
@@ -30,24 +36,28 @@ public enum Quantize {
                 for i in 0..<32 where abs(x[i]) > amax { amax = abs(x[i]); mx = x[i] }
                 let d = mx / levels, id: Float = d != 0 ? 1 / d : 0
                 out.storeBytes(of: Float16(d).bitPattern, as: UInt16.self)
-                for i in 0..<32 { q[i] = min(top, Int(x[i] * id - levels + 0.5)) }
+                // One addition, as C's `x*id + 8.5f`: two would round twice.
+                let offset = 0.5 - levels
+                for i in 0..<32 { q[i] = min(top, Int(x[i] * id + offset)) }
                 storeNibbles(q, high: type == .q5_0, out)
-            case .q4_1:
+            case .q4_1, .q5_1:
                 var lo = x[0], hi = x[0]
                 for i in 1..<32 { lo = min(lo, x[i]); hi = max(hi, x[i]) }
-                let d = (hi - lo) / 15, id: Float = d != 0 ? 1 / d : 0
+                let top = type == .q4_1 ? 15 : 31
+                let d = (hi - lo) / Float(top), id: Float = d != 0 ? 1 / d : 0
                 out.storeBytes(of: Float16(d).bitPattern, as: UInt16.self)
                 out.storeBytes(of: Float16(lo).bitPattern, toByteOffset: 2, as: UInt16.self)
-                for i in 0..<32 { q[i] = min(15, Int((x[i] - lo) * id + 0.5)) }
-                storeNibbles(q, high: false, out + 2)
+                // ggml clamps Q4_1's codes to 15 but not Q5_1's; (hi − lo)·id + 0.5 stays below 32.
+                for i in 0..<32 { q[i] = min(top, Int((x[i] - lo) * id + 0.5)) }
+                storeNibbles(q, high: type == .q5_1, out + 2)
             default: fatalError("unreachable")
             }
         }
         }
     }
 
-    /// Q4_0/Q4_1/Q5_0 codes after the scale(s): element j's low four bits in byte j's low nibble,
-    /// element j+16's in its high nibble; Q5_0's fifth bits in a 32-bit mask before them.
+    /// Q4_0/Q4_1/Q5_0/Q5_1 codes after the scale(s): element j's low four bits in byte j's low
+    /// nibble, element j+16's in its high nibble; Q5's fifth bits in a 32-bit mask before them.
     private static func storeNibbles(_ q: UnsafeMutableBufferPointer<Int>, high: Bool, _ out: UnsafeMutableRawPointer) {
         var p = out + 2
         if high {

@@ -25,8 +25,11 @@ struct Pack: ParsableCommand {
     @Flag(name: .customLong("no-planes"), help: "Do not try byte-plane grouping of float tensors.")
     var noPlanes = false
 
-    @Option(name: .long, help: "Requantize the weight matrices to q8_0, q5_0, q4_1 or q4_0 first (from the source's values: never more precise than the source).")
+    @Option(name: .long, help: "Requantize the weight matrices first: q4_k_m or q5_k_m (llama.cpp's mixes), or one type for all: q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0 (from the source's values: never more precise than the source).")
     var requant: String?
+
+    @Flag(name: .long, help: "With --requant: write the requantized model as a GGUF (which llama.cpp reads too) instead of a block file.")
+    var gguf = false
 
     @Flag(name: .customLong("compression-aware"), help: "With --requant q8_0: entropy-constrained codes that zstd stores in fewer bits (see --lambda).")
     var compressionAware = false
@@ -43,23 +46,27 @@ struct Pack: ParsableCommand {
         if compressionAware && requant == nil { throw CLIError("--compression-aware needs --requant q8_0") }
         if lambda != nil && !compressionAware { throw CLIError("--lambda needs --compression-aware") }
         let ca: Double? = compressionAware ? (lambda ?? 0.002) : nil
+        if gguf && requant == nil { throw CLIError("--gguf needs --requant") }
         if let requant {
-            guard let target = Quantize.targets.first(where: { $0.description.lowercased() == requant.lowercased() }) else {
-                throw CLIError("--requant must be one of \(Quantize.targets.map { $0.description.lowercased() }.joined(separator: ", "))")
+            guard let mix = QuantMix(named: requant) else {
+                throw CLIError("--requant must be one of \(QuantMix.all.map { $0.description.lowercased() }.joined(separator: ", "))")
             }
             if let l = ca, !(l >= 0 && l.isFinite) { throw CLIError("--lambda must be a number ≥ 0") }
-            let requantizer: Requantizer
-            do { requantizer = try Requantizer(target: target, compressionAware: ca.map { .init(lambda: $0) }) } catch {
+            var requantizer: Requantizer
+            do { requantizer = try Requantizer(mix: mix, compressionAware: ca.map { .init(lambda: $0) }) } catch {
                 throw CLIError(error.description)
             }
+            requantizer.threads = Platform.onlineCPUs
             let t0 = Platform.now()
             let report: Requantizer.Report
             (file, report) = try requantizer.apply(to: file) { done, total in
-                FileHandle.standardError.write(Data("\rflexrun: requantizing to \(target)\(ca.map { " (compression-aware, λ = \($0))" } ?? "") \(done)/\(total) tensors   ".utf8))
+                FileHandle.standardError.write(Data("\rflexrun: requantizing to \(mix)\(ca.map { " (compression-aware, λ = \($0))" } ?? "") \(done)/\(total) tensors   ".utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
-            print(String(format: "requantized %d matrices (%d weights) to %@ in %.1f s: relative RMSE %.5f against the source's values",
-                         report.matrices, report.weights, target.description, Platform.now() - t0, report.relativeRMSE))
+            let census = report.census.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            print(String(format: "requantized %d matrices (%d weights) to %@ (%@) in %.1f s: relative RMSE %.5f against the source's values",
+                         report.matrices, report.weights, mix.description, census, Platform.now() - t0, report.relativeRMSE))
+            if gguf { return try writeGGUF(file) }
         }
         let bandwidth: Double
         if let diskBandwidth {
@@ -99,6 +106,14 @@ struct Pack: ParsableCommand {
             print(String(format: "  %-5@ %3d blocks  %@ → %@  kept: %@  best candidate: %@", kind, rs.count, ByteSize.format(r), ByteSize.format(s),
                          codecs.joined(separator: ", "), candidate))
         }
+    }
+
+    /// The requantized model as a plain GGUF at `output`, written to a temporary file and renamed.
+    func writeGGUF(_ file: GGUFFile) throws {
+        var out = try OutputFile(path: output)
+        try out.write(file.imageBytes)
+        try out.commit()
+        print("\(output): GGUF, \(file.tensors.count) tensors, \(ByteSize.format(file.imageBytes.count))")
     }
 
     /// O_DIRECT sequential read of up to 256 MiB of the model, 4 MiB at a time: what a block

@@ -281,6 +281,21 @@ import Testing
                            containing: "use --requant q8_0")
         expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--requant", "q8_0", "--compression-aware", "--lambda=-1"]),
                            containing: "≥ 0")
+        expectOneLineError(try Self.run(["pack", synthModel, "-o", other, "--gguf"]), containing: "--gguf needs --requant")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["q8.flex"])
+    }
+
+    /// `--requant q4_k_m --gguf` writes a GGUF with llama.cpp's file type that generates.
+    @Test func packWritesARequantizedGGUF() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-kquant-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("m.gguf").path
+        let r = try Self.run(["pack", synthModel, "-o", out, "--requant", "q4_k_m", "--gguf"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("to Q4_K_M") && r.stdout.contains(": GGUF,"), "\(r.stdout)")
+        let prompt = try Self.tempFile(Array("The quick".utf8))
+        #expect(try Self.run(["--model", out, "-n", "4", "--temp", "0", prompt]).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["m.gguf"])
     }
 }

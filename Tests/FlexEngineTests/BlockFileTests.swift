@@ -190,29 +190,3 @@ import FlexFormat
         #expect(try StreamingTests.greedyIDs(e, tokens: 12) == reference)
     }
 }
-
-/// `flexrun pack --requant`: a requantized model keeps every key and vector and stays close to
-/// its source.
-@Suite struct RequantizerTests {
-    @Test(arguments: [GGMLType.q8_0, .q4_0])
-    func requantizedModelKeepsMetadataAndVectors(_ target: GGMLType) throws {
-        let path = Fixtures.url("synth/synth-llama-mixed.gguf").path
-        let source = try GGUFFile(path: path)
-        let requant = try Requantizer(target: target)
-        let (file, report) = try requant.apply(to: source)
-        #expect(file.metadata == source.metadata && file.tensors.map(\.name) == source.tensors.map(\.name))
-        #expect(report.matrices == source.tensors.filter(requant.converts).count && report.matrices > 0)
-        for (a, b) in zip(source.tensors, file.tensors) {
-            #expect(b.shape == a.shape)
-            if requant.converts(a) { #expect(b.type == target, "\(a.name)") } else {
-                #expect(b.type == a.type && Array(file.tensorBytes(b)) == Array(source.tensorBytes(a)), "\(a.name)")
-            }
-        }
-        #expect(report.relativeRMSE > 0 && report.relativeRMSE < (target == .q8_0 ? 0.02 : 0.2), "\(report.relativeRMSE)")
-    }
-
-    @Test func compressionAwareNeedsQ8AndKnownTargets() {
-        #expect(throws: EngineError.self) { try Requantizer(target: .q4_K) }
-        #expect(throws: EngineError.self) { try Requantizer(target: .q4_0, compressionAware: .init(lambda: 0.01)) }
-    }
-}

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Glibc
 @testable import FlexKernels
@@ -16,7 +17,7 @@ import FlexFormat
     }
 
     static func roundTrip(_ type: GGMLType, _ x: [Float], _ quantize: (UnsafePointer<Float>, UnsafeMutableRawPointer) -> Void) -> (bytes: [UInt8], back: [Float]) {
-        var bytes = [UInt8](repeating: 0, count: x.count / 32 * type.blockBytes)
+        var bytes = [UInt8](repeating: 0, count: x.count / type.blockElements * type.blockBytes)
         var back = [Float](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { src in bytes.withUnsafeMutableBytes { quantize(src.baseAddress!, $0.baseAddress!) } }
         bytes.withUnsafeBytes { b in back.withUnsafeMutableBufferPointer { ReferenceDequantize.row(type, b.baseAddress!, $0.baseAddress!, count: x.count) } }
@@ -26,7 +27,7 @@ import FlexFormat
     /// Every element lands within about half a step of its value (f16 scales add a little), or
     /// at the end of the range: ggml's Q4_0/Q5_0 give the block's signed extreme code 0, so the
     /// opposite side stops one step short (−8d … 7d) and clips there.
-    @Test(arguments: Quantize.targets)
+    @Test(arguments: [GGMLType.q8_0, .q5_0, .q4_1, .q4_0])
     func plainQuantizersRoundToTheNearestLevel(_ type: GGMLType) {
         let x = Self.laplace(32 * 64)
         let (_, back) = Self.roundTrip(type, x) { Quantize.plain(type, $0, count: x.count, into: $1) }
