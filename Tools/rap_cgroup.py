@@ -276,7 +276,8 @@ def main():
             ds = decisions(r["stderr"])
             mask = canonical(ds[-1]["mask"]) if ds else ""
             rows.append({"target": T, "multiple": mult, "exit": r["exit"], "oomKills": r["oomKills"], "groupPeak": r["groupPeak"],
-                         "tokPerS": aggregate(r["stderr"]), "mask": mask, "decisions": [d["line"] for d in ds]})
+                         "tokPerS": aggregate(r["stderr"]), "mask": mask, "decisions": [d["line"] for d in ds],
+                         **({"stderrTail": [l for l in r["stderr"].splitlines() if "progress:" not in l][-12:]} if r["exit"] != 0 else {})})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "decisions"}), file=sys.stderr)
         qual = q.of([x["mask"] for x in rows] + [ro_mask, canonical(fit_ds[-1]["mask"]) if fit_ds else ""])
         for x in rows:
