@@ -108,8 +108,8 @@ def main():
                     cmd = [a.flexrun, "--parallel", str(b), "--ctx", str(s), "-n", "32", "--ignore-eos", "--stats", "--threads", "2", pf]
                     if mask and mask != "none": cmd[1:1] = ["--skip", mask]
                     err = run(cmd).stderr
-                    line = next(l for l in err.splitlines() if l.startswith("aggregate:"))
-                    rates[name].append(float(line.split()[1]))
+                    line = next(l for l in err.splitlines() if "aggregate:" in l)
+                    rates[name].append(float(line.split("aggregate:")[1].split()[0]))
             os.remove(pf)
             speed[f"B{b}xS{s}"] = {k: statistics.median(v) for k, v in rates.items()}
             speed[f"B{b}xS{s}"]["ratio"] = speed[f"B{b}xS{s}"]["rl"] / speed[f"B{b}xS{s}"]["dense"]
