@@ -72,6 +72,26 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
 void cflex_gemv8n_q4_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 void cflex_gemv8n_q8_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 
+// The K-quants (Q4_K, Q5_K, Q6_K; kquants.c): a 256-element super-block against 8 activation
+// blocks. `nb` counts activation blocks, as everywhere here (cols / 32, a multiple of 8). Row-major
+// only, one row or four per call; both give the same bits (the arithmetic is at the top of kquants.c).
+float cflex_dot_q4_K(const void *w, const cflex_q16_block *x, int nb);
+float cflex_dot_q5_K(const void *w, const cflex_q16_block *x, int nb);
+float cflex_dot_q6_K(const void *w, const cflex_q16_block *x, int nb);
+/// y[0..4) = four row-major rows (any addresses; repeat one to compute fewer) · x.
+void cflex_gemv4_q4_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q5_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q6_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+
+/// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
+/// has (the unsuffixed kernels pick one at load) and check they give the same bits.
+enum { CFLEX_ISA_SCALAR = 0, CFLEX_ISA_AVX2 = 1, CFLEX_ISA_AVX512 = 2 };
+/// 1 when this build and CPU can run `isa` (scalar always; AVX2 in AVX2 builds; AVX-512 with BW + VL).
+int cflex_isa_available(int isa);
+/// cflex_gemv4_q4_K/q5_K/q6_K on a named instruction set; `type` is the ggml type id (12 Q4_K,
+/// 13 Q5_K, 14 Q6_K). Returns 0 (and leaves y alone) when the type or the instruction set is not there.
+int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);
 /// 1 when the x8 kernels run with AVX-512 (the CPU has BW and VL, and FLEXRUN_KERNELS is not
