@@ -161,6 +161,13 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         check(type, 3, .integer, cols: 160)
     }
 
+    /// K-quant rows of 3 and 5 super-blocks through the matmul (37 rows: nine fours, one left over).
+    @Test(arguments: [GGMLType.q4_K, .q5_K, .q6_K], [768, 1280])
+    func kQuantRowsOfSeveralSuperBlocks(_ type: GGMLType, _ cols: Int) {
+        check(type, 1, .engine, cols: cols)
+        check(type, 3, .integer, cols: cols)
+    }
+
     /// The prefill path's pairs of rows against four activation rows, with an odd row count
     /// (37: a single row left over), a batch remainder (9 = 2·4 + 1) and a row length that is not
     /// a multiple of the 8-lane vectors (the scalar tail).
