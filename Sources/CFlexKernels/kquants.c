@@ -16,8 +16,9 @@
 //     elements and s_2k+1 over the last 16, of (q - 32)*x.q, exact in int32 and in float
 //     (|s| <= 16*32*32767 < 2^24); D_g = fl(fl(d*sc_g)*x.d_k) (exact product: f16 times int8);
 //     Q_k = fma(D_2k+1, (float)s_2k+1, fl(D_2k*(float)s_2k)).
-//   Then t = ((Q0+Q4)+(Q2+Q6)) + ((Q1+Q5)+(Q3+Q7)) (the lane order of hsum), and y += t over the
-//   super-blocks in order, from y = 0.
+//   Then t = ((Q0+Q1)+(Q4+Q5)) + ((Q2+Q3)+(Q6+Q7)), and y += t over the super-blocks in order,
+//   from y = 0. (That tree is hsum over the lane order 0 2 4 6 1 3 5 7, the order in which the
+//   AVX-512 reduction leaves the blocks' sums; the AVX2 path permutes its Q vector into it.)
 // Why the sums are per activation block and not per super-block, as ggml's 8-bit kernels keep
 // them: with 16-bit activations a super-block's scaled sum, sum_k sc_k*s_k, can pass 2^31
 // (Q5_K: 8*63*31*32*32767), and so can even one Q6_K block's two scaled halves
@@ -41,9 +42,9 @@ static inline void k4_scales(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
 // Portable scalar path. Always compiled: it is the fallback of builds without AVX2, and the tests
 // run it on every machine (cflex_gemv4_kquant_isa) against the SIMD paths, bit for bit.
 
-/// ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)): hsum's order.
+/// ((a0+a1)+(a4+a5)) + ((a2+a3)+(a6+a7)): hsum of the lanes in the order 0 2 4 6 1 3 5 7.
 static inline float tree8(const float *a) {
-    float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
+    float t0 = a[0] + a[1], t1 = a[2] + a[3], t2 = a[4] + a[5], t3 = a[6] + a[7];
     float u0 = t0 + t2, u1 = t1 + t3;
     return u0 + u1;
 }
@@ -131,7 +132,10 @@ static inline __m256i sums8(const __m256i *P) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-/// tree8 of four rows' Q vectors at once: lane r = row r. The same additions as hsum, transposed.
+/// Q (lane k = block k) in the lane order of the reduction tree (tree8): 0 2 4 6 1 3 5 7.
+static inline __m256 tree_order(__m256 q) { return _mm256_permutevar8x32_ps(q, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }
+
+/// tree8 of four rows' Q vectors (in tree order) at once: lane r = row r. hsum's additions, transposed.
 static inline __m128 tree8x4(__m256 q0, __m256 q1, __m256 q2, __m256 q3) {
     __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(q0), _mm256_extractf128_ps(q0, 1));
     __m128 t1 = _mm_add_ps(_mm256_castps256_ps128(q1), _mm256_extractf128_ps(q1, 1));
@@ -168,7 +172,7 @@ static inline __m256 q4k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __
         P[2 * g + 1] = _mm256_add_epi32(_mm256_madd_epi16(h0, _mm256_loadu_si256((const __m256i *)b)),
                                         _mm256_madd_epi16(h1, _mm256_loadu_si256((const __m256i *)(b + 16))));
     }
-    return kq45_tail(p, sums8(P), xd, xs);
+    return tree_order(kq45_tail(p, sums8(P), xd, xs));
 }
 
 /// Q5_K: as Q4_K, plus bit k of qh[l] as 16 for element l of block k.
@@ -193,7 +197,7 @@ static inline __m256 q5k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __
         P[k + 1] = _mm256_add_epi32(_mm256_madd_epi16(u0, _mm256_loadu_si256((const __m256i *)b)),
                                     _mm256_madd_epi16(u1, _mm256_loadu_si256((const __m256i *)(b + 16))));
     }
-    return kq45_tail(p, sums8(P), xd, xs);
+    return tree_order(kq45_tail(p, sums8(P), xd, xs));
 }
 
 /// Q6_K's 32 quants of block j (0-3) of half h, from that half's ql (two 32-byte vectors) and qh,
@@ -212,9 +216,11 @@ static inline __m256i q6k_bytes(__m256i ql0, __m256i ql1, __m256i qh, int j) {
 }
 
 /// The Q6_K float tail: block k's scales are sc[2k] (first 16 elements, sums sa) and sc[2k+1] (sb).
-static inline __m256 q6k_tail(const uint8_t *p, __m256i sa, __m256i sb, __m256 xd) {
-    const __m128i evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 192)), evens_odds);
+/// `order` picks the scales of sa's lanes (bytes 0-7) and sb's (8-15): the blocks' lane order.
+static const uint8_t q6k_natural[16] = {0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15};
+static const uint8_t q6k_tree[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
+static inline __m256 q6k_tail(const uint8_t *p, __m256i sa, __m256i sb, __m256 xd, const uint8_t *order) {
+    __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 192)), _mm_loadu_si128((const __m128i *)order));
     __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(p + 208)));
     __m256 da = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), xd);
     __m256 db = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))), xd);
@@ -236,68 +242,131 @@ static inline __m256 q6k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __
             PB[k] = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(x[k].qs + 16)));
         }
     }
-    return q6k_tail(p, sums8(PA), sums8(PB), xd);
+    return tree_order(q6k_tail(p, sums8(PA), sums8(PB), xd, q6k_natural));
 }
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 (BW + VL): one 512-bit widening takes 32 quants, so a block needs one vpmaddwd instead
-// of two and one widening instead of two; the 16 lanes fold to 8 before the AVX2 reduction.
-// Integer sums are exact, so the results are the AVX2 path's bits.
+// of two and one widening instead of two. The blocks' 16-lane sums reduce in 512-bit vectors
+// (sums8_512), which leaves them in the lane order 0 2 4 6 1 3 5 7; the activation scales and
+// sums are gathered in that order too (xds8_tree). Integer sums are exact, so the results are
+// the AVX2 path's bits.
 #define AVX512_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #define AVX512_INLINE static inline __attribute__((always_inline, target(AVX512_TARGET)))
 
-AVX512_INLINE __m256i fold16(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+/// xds8 in the lane order 0 2 4 6 1 3 5 7.
+static inline void xds8_tree(const cflex_q16_block *x, __m256 *xd, __m256 *xs) {
+    __m128 a = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[0].d), (const __m64 *)&x[2].d);
+    __m128 b = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[4].d), (const __m64 *)&x[6].d);
+    __m128 c = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[1].d), (const __m64 *)&x[3].d);
+    __m128 e = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[5].d), (const __m64 *)&x[7].d);
+    __m256 lo = _mm256_set_m128(c, a), hi = _mm256_set_m128(e, b);
+    *xd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    *xs = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/// Eight blocks' 16-lane int32 partial sums → their totals in the lane order 0 2 4 6 1 3 5 7, by
+/// halving steps of one shuffle pair and one add each (vphaddd has no 512-bit form).
+AVX512_INLINE __m256i sums8_512(const __m512i *P) {
+    // Pairs of blocks: [P0 lanes 0-7 + 8-15 | P1 likewise], ...; as 128-bit lanes [P0a P0b P1a P1b].
+    __m512i z01 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[0], P[1], 0x44), _mm512_shuffle_i64x2(P[0], P[1], 0xEE));
+    __m512i z23 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[2], P[3], 0x44), _mm512_shuffle_i64x2(P[2], P[3], 0xEE));
+    __m512i z45 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[4], P[5], 0x44), _mm512_shuffle_i64x2(P[4], P[5], 0xEE));
+    __m512i z67 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[6], P[7], 0x44), _mm512_shuffle_i64x2(P[6], P[7], 0xEE));
+    // Within 128-bit lanes: pairs of elements, then pairs of pairs; lane 0 ends as [P0a P2a P4a P6a],
+    // lane 1 [P0b P2b P4b P6b], lane 2 [P1a P3a P5a P7a], lane 3 [P1b ...].
+    __m512i v0 = _mm512_add_epi32(_mm512_unpacklo_epi32(z01, z23), _mm512_unpackhi_epi32(z01, z23));
+    __m512i v1 = _mm512_add_epi32(_mm512_unpacklo_epi32(z45, z67), _mm512_unpackhi_epi32(z45, z67));
+    __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+    // Lanes 0 + 1 and 2 + 3.
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(w, w, 0x88), _mm512_shuffle_i64x2(w, w, 0xDD));
+    return _mm512_castsi512_si256(t);
+}
+
+/// The Q4_K/Q5_K float tail in 512-bit vectors: scales and mins as one vector of 16, times
+/// (d x8, dmin x8), times (xd, xs); the same products as kq45_tail, in tree order.
+AVX512_INLINE __m256 kq45_tail512(const uint8_t *p, __m256i s, __m256 xd, __m256 xs) {
+    const __m128i order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    __m128i b = _mm_shuffle_epi8(_mm_insert_epi64(_mm_cvtsi64_si128((long long)sc), (long long)mn, 1), order);
+    __m512 scmn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p)));   // d, dmin
+    __m512 dd = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), _mm512_castps128_ps512(dm));
+    // (64-bit lane forms of the insert and extract: the 32-bit ones need AVX-512 DQ.)
+    __m512 xds = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(xd)), _mm256_castps_pd(xs), 1));
+    __m512 DO = _mm512_mul_ps(_mm512_mul_ps(dd, scmn), xds);
+    __m256 O = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(DO), 1));
+    return _mm256_fmsub_ps(_mm512_castps512_ps256(DO), _mm256_cvtepi32_ps(s), O);
+}
 
 AVX512_INLINE __m256 q4k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
     const __m512i m4 = _mm512_set1_epi16(0x0F);
-    __m256i P[8];
+    __m512i P[8];
     for (int g = 0; g < 4; g++) {
         __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)));
         __asm__("" : "+v"(v));   // as in nibbles16
-        P[2 * g] = fold16(_mm512_madd_epi16(_mm512_and_si512(v, m4), _mm512_loadu_si512(x[2 * g].qs)));
-        P[2 * g + 1] = fold16(_mm512_madd_epi16(_mm512_srli_epi16(v, 4), _mm512_loadu_si512(x[2 * g + 1].qs)));
+        P[2 * g] = _mm512_madd_epi16(_mm512_and_si512(v, m4), _mm512_loadu_si512(x[2 * g].qs));
+        P[2 * g + 1] = _mm512_madd_epi16(_mm512_srli_epi16(v, 4), _mm512_loadu_si512(x[2 * g + 1].qs));
     }
-    return kq45_tail(p, sums8(P), xd, xs);
+    return kq45_tail512(p, sums8_512(P), xd, xs);
 }
 
 AVX512_INLINE __m256 q5k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
     const __m512i m4 = _mm512_set1_epi16(0x0F), bit4 = _mm512_set1_epi16(16);
     __m512i h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16))), 4);
-    __m256i P[8];
+    __m512i P[8];
     for (int g = 0; g < 4; g++) {
         __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 48 + 32 * g)));
         __asm__("" : "+v"(v));
         int k = 2 * g;
         __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(h, k), bit4));
         __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), _mm512_and_si512(_mm512_srli_epi16(h, k + 1), bit4));
-        P[k] = fold16(_mm512_madd_epi16(lo, _mm512_loadu_si512(x[k].qs)));
-        P[k + 1] = fold16(_mm512_madd_epi16(hi, _mm512_loadu_si512(x[k + 1].qs)));
+        P[k] = _mm512_madd_epi16(lo, _mm512_loadu_si512(x[k].qs));
+        P[k + 1] = _mm512_madd_epi16(hi, _mm512_loadu_si512(x[k + 1].qs));
     }
-    return kq45_tail(p, sums8(P), xd, xs);
+    return kq45_tail512(p, sums8_512(P), xd, xs);
+}
+
+/// Q6_K's eight blocks' 16-lane sums, lanes 0-7 over each block's first 16 elements and 8-15 over
+/// the rest, → the totals of the first halves (sa) and of the second (sb), in the blocks' order in P.
+AVX512_INLINE void sums16_512(const __m512i *P, __m256i *sa, __m256i *sb) {
+    // Pairs of elements, then pairs of pairs, within 128-bit lanes: w0's lane j holds the sums of
+    // lane j of P0..P3, w1's of P4..P7 (lanes 0, 1 are first halves, 2, 3 second halves).
+    __m512i v01 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
+    __m512i v23 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
+    __m512i v45 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[4], P[5]), _mm512_unpackhi_epi32(P[4], P[5]));
+    __m512i v67 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[6], P[7]), _mm512_unpackhi_epi32(P[6], P[7]));
+    __m512i w0 = _mm512_add_epi32(_mm512_unpacklo_epi64(v01, v23), _mm512_unpackhi_epi64(v01, v23));
+    __m512i w1 = _mm512_add_epi32(_mm512_unpacklo_epi64(v45, v67), _mm512_unpackhi_epi64(v45, v67));
+    // [first halves of P0-3, second halves of P0-3, first of P4-7, second of P4-7] → halves together.
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(w0, w1, 0x88), _mm512_shuffle_i64x2(w0, w1, 0xDD));
+    __m512i r = _mm512_shuffle_i64x2(t, t, 0xD8);
+    *sa = _mm512_castsi512_si256(r);
+    *sb = _mm512_extracti64x4_epi64(r, 1);
 }
 
 AVX512_INLINE __m256 q6k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
     (void)xs;
-    __m256i PA[8], PB[8];
+    __m512i P[8];   // in tree order: block k at index k/2 + 4(k%2)
     for (int h = 0; h < 2; h++) {
         __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
         __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
         __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
         for (int j = 0; j < 4; j++) {
             int k = 4 * h + j;
-            // Lanes 0-7 of the product cover elements 0-15 (scale sc[2k]), lanes 8-15 the rest.
-            __m512i v = _mm512_madd_epi16(_mm512_cvtepi8_epi16(q6k_bytes(ql0, ql1, qh, j)), _mm512_loadu_si512(x[k].qs));
-            PA[k] = _mm512_castsi512_si256(v);
-            PB[k] = _mm512_extracti64x4_epi64(v, 1);
+            P[k / 2 + 4 * (k % 2)] = _mm512_madd_epi16(_mm512_cvtepi8_epi16(q6k_bytes(ql0, ql1, qh, j)), _mm512_loadu_si512(x[k].qs));
         }
     }
-    return q6k_tail(p, sums8(PA), sums8(PB), xd);
+    __m256i sa, sb;
+    sums16_512(P, &sa, &sb);
+    return q6k_tail(p, sa, sb, xd, q6k_tree);
 }
 
 /// Four row-major rows (ROW: one of the row functions above) and one row, for one instruction
 /// set. Prefetching as the Q4_1 four-row kernel: a whole pass of four rows ahead, every cache
 /// line of the super-block.
-#define KQ_KERNELS(NAME, ATTR, ROW, BYTES)                                                                  \
+#define KQ_KERNELS(NAME, ATTR, ROW, XDS, BYTES)                                                                  \
 ATTR static void gemv4_##NAME(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {      \
     const uint8_t *p0 = (const uint8_t *)rows[0], *p1 = (const uint8_t *)rows[1];                          \
     const uint8_t *p2 = (const uint8_t *)rows[2], *p3 = (const uint8_t *)rows[3];                          \
@@ -306,7 +375,7 @@ ATTR static void gemv4_##NAME(const void *const *rows, const cflex_q16_block *x,
     for (int i = 0; i < nb / 8; i++, x += 8, p0 += BYTES, p1 += BYTES, p2 += BYTES, p3 += BYTES) {          \
         for (int c = 0; c < BYTES; c += 64) prefetch4(p0 + c, p1 + c, p2 + c, p3 + c, ahead);              \
         __m256 xd, xs;                                                                                      \
-        xds8(x, &xd, &xs);                                                                                  \
+        XDS(x, &xd, &xs);                                                                                   \
         acc = _mm_add_ps(acc, tree8x4(ROW(p0, x, xd, xs), ROW(p1, x, xd, xs), ROW(p2, x, xd, xs), ROW(p3, x, xd, xs))); \
     }                                                                                                       \
     _mm_storeu_ps(y, acc);                                                                                  \
@@ -318,18 +387,18 @@ ATTR static float dot_##NAME(const uint8_t *p, const cflex_q16_block *x, int nb)
         _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);                                 \
         _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);                                \
         __m256 xd, xs;                                                                                      \
-        xds8(x, &xd, &xs);                                                                                  \
+        XDS(x, &xd, &xs);                                                                                   \
         acc += hsum(ROW(p, x, xd, xs));                                                                     \
     }                                                                                                       \
     return acc;                                                                                             \
 }
 
-KQ_KERNELS(q4_K_avx2, , q4k_row_avx2, 144)
-KQ_KERNELS(q5_K_avx2, , q5k_row_avx2, 176)
-KQ_KERNELS(q6_K_avx2, , q6k_row_avx2, 210)
-KQ_KERNELS(q4_K_avx512, __attribute__((target(AVX512_TARGET))), q4k_row_avx512, 144)
-KQ_KERNELS(q5_K_avx512, __attribute__((target(AVX512_TARGET))), q5k_row_avx512, 176)
-KQ_KERNELS(q6_K_avx512, __attribute__((target(AVX512_TARGET))), q6k_row_avx512, 210)
+KQ_KERNELS(q4_K_avx2, , q4k_row_avx2, xds8, 144)
+KQ_KERNELS(q5_K_avx2, , q5k_row_avx2, xds8, 176)
+KQ_KERNELS(q6_K_avx2, , q6k_row_avx2, xds8, 210)
+KQ_KERNELS(q4_K_avx512, __attribute__((target(AVX512_TARGET))), q4k_row_avx512, xds8_tree, 144)
+KQ_KERNELS(q5_K_avx512, __attribute__((target(AVX512_TARGET))), q5k_row_avx512, xds8_tree, 176)
+KQ_KERNELS(q6_K_avx512, __attribute__((target(AVX512_TARGET))), q6k_row_avx512, xds8_tree, 210)
 
 static int use_avx512 = 0;
 __attribute__((constructor)) static void cflex_pick_kquant_isa(void) { use_avx512 = cflex_cpu_avx512(); }
