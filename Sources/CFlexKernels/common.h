@@ -83,6 +83,20 @@ static inline void prefetch4(const uint8_t *p0, const uint8_t *p1, const uint8_t
     _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
     _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
 }
+/// Q5's 32 high bits as 16 in each i16 lane whose bit is set, for elements 0-15 and 16-31.
+static inline void high16(uint32_t qh, __m256i *lo, __m256i *hi) {
+    const __m256i bits = _mm256_set_epi16((short)0x8000, 1 << 14, 1 << 13, 1 << 12, 1 << 11, 1 << 10, 1 << 9, 1 << 8,
+                                          1 << 7, 1 << 6, 1 << 5, 1 << 4, 1 << 3, 1 << 2, 1 << 1, 1);
+    __m256i l = _mm256_and_si256(_mm256_set1_epi16((short)(qh & 0xFFFF)), bits);
+    __m256i h = _mm256_and_si256(_mm256_set1_epi16((short)(qh >> 16)), bits);
+    *lo = _mm256_and_si256(_mm256_cmpeq_epi16(l, bits), _mm256_set1_epi16(16));
+    *hi = _mm256_and_si256(_mm256_cmpeq_epi16(h, bits), _mm256_set1_epi16(16));
+}
+/// Per-row int32 block sums of four rows' 8-lane partials, in row order.
+static inline __m128i rowsums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
 #endif
 
 #endif

@@ -65,15 +65,6 @@ static inline __m128 dd16(const uint8_t *p) {
     __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u16(p)));
     return _mm_unpacklo_ps(d, d);
 }
-/// Q5's 32 high bits as 16 in each i16 lane whose bit is set, for elements 0-15 and 16-31.
-static inline void high16(uint32_t qh, __m256i *lo, __m256i *hi) {
-    const __m256i bits = _mm256_set_epi16((short)0x8000, 1 << 14, 1 << 13, 1 << 12, 1 << 11, 1 << 10, 1 << 9, 1 << 8,
-                                          1 << 7, 1 << 6, 1 << 5, 1 << 4, 1 << 3, 1 << 2, 1 << 1, 1);
-    __m256i l = _mm256_and_si256(_mm256_set1_epi16((short)(qh & 0xFFFF)), bits);
-    __m256i h = _mm256_and_si256(_mm256_set1_epi16((short)(qh >> 16)), bits);
-    *lo = _mm256_and_si256(_mm256_cmpeq_epi16(l, bits), _mm256_set1_epi16(16));
-    *hi = _mm256_and_si256(_mm256_cmpeq_epi16(h, bits), _mm256_set1_epi16(16));
-}
 #endif
 
 static inline int scalar_dot(const int *w, const int16_t *q) {
@@ -229,11 +220,6 @@ void cflex_interleave8_q4_1(const void *src, int nb, void *dst) { interleave8((c
 void cflex_interleave8_q8_0(const void *src, int nb, void *dst) { interleave8((const uint8_t *)src, nb, (uint8_t *)dst, 34, 1, 8); }
 
 #if CFLEX_AVX2
-/// Per-row int32 block sums of four rows' 8-lane partials, in row order.
-static inline __m128i rowsums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
 /// One Q4_1 row block (nibbles at p) · the activation block halves xa (elements 0-15), xb (16-31).
 static inline __m256i q4_1_partials(const uint8_t *p, __m256i xa, __m256i xb) {
     __m256i lo, hi;

@@ -396,9 +396,10 @@ public enum IntegerDot {
     public typealias GroupBatchKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32, Int32, Int32,
                                                         UnsafeMutablePointer<Float>?, Int32) -> Void
 
-    /// A row at a time; or (Q4_1, Q8_0) four row-major rows or one x8 group at a time (against one
-    /// activation row, or up to eight with `groupN`), with bit-identical results between them; or
-    /// (the K-quants, which have no x8 layout) four row-major rows at a time.
+    /// A row at a time (Q4_0); or (Q4_1, Q8_0) four row-major rows or one x8 group at a time
+    /// (against one activation row, or up to eight with `groupN`), with bit-identical results
+    /// between them; or (Q5_0, Q5_1 and the K-quants, which have no x8 layout) four row-major rows
+    /// at a time.
     public enum Kernel: Sendable {
         case row(RowKernel)
         case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
@@ -409,8 +410,8 @@ public enum IntegerDot {
         switch type {
         case .q4_0: return .row(cflex_dot_q4_0)
         case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
-        case .q5_0: return .row(cflex_dot_q5_0)
-        case .q5_1: return .row(cflex_dot_q5_1)
+        case .q5_0: return .four(cflex_gemv4_q5_0)
+        case .q5_1: return .four(cflex_gemv4_q5_1)
         case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
         case .q4_K: return .four(cflex_gemv4_q4_K)
         case .q5_K: return .four(cflex_gemv4_q5_K)

@@ -65,6 +65,10 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
 void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 
+/// Q5_0 and Q5_1, four row-major rows per call (q5rows.c; the arithmetic is at its top).
+void cflex_gemv4_q5_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+
 /// Most activation rows one call of the batched x8 kernels takes.
 #define CFLEX_X8_BATCH 8
 /// y[j*ldy + 0..8) = the 8 rows of one x8 group · x + j*xstride (in blocks), for j < n. The same
