@@ -1,5 +1,5 @@
-// Q5_0 and Q5_1 four rows per call (row-major), and Q5_0 eight interleaved rows per call (x8,
-// AVX-512 only), against 16-bit activations.
+// Q5_0 and Q5_1 four rows per call (row-major), and eight interleaved rows per call (x8, used on
+// AVX-512 CPUs), against 16-bit activations.
 //
 // Why C: as for the other formats (cflex_kernels.h), the hot loop is vpmaddwd over widened
 // weights. Why four rows: the one-row kernels (cflex_dot_q5_0/q5_1) convert each block's scale,
@@ -101,37 +101,45 @@ void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q5_0 x8: rows 8g..8g+7 rearranged per block column into one 176-byte group block (the bytes of
-// 8 ggml blocks): d[8] (f16), qh[8] (u32, from 16), then the quants as Q4_1's x8 chunk pairs
-// (from 48; chunk 2t+h, row r at cflex_x8_slot(r)). The same per-row arithmetic as the four-row
-// kernel above, so a matrix may mix both layouts.
+// Q5_0 and Q5_1 x8: rows 8g..8g+7 rearranged per block column into one group block (the bytes of
+// 8 ggml blocks): d[8] (f16), for Q5_1 m[8], then qh[8] (u32), then the quants as Q4_1's x8 chunk
+// pairs (chunk 2t+h, row r at cflex_x8_slot(r)): Q5_0 176 bytes (qh at 16, quants at 48), Q5_1
+// 192 (m at 16, qh at 32, quants at 64). The same per-row arithmetic as the four-row kernels
+// above, so a matrix may mix both layouts.
 //
 // Why AVX-512 only: a lane's fifth bit must come from its own row's qh. With AVX-512 BW one
 // vpermw spreads the 8 rows' qh halves over the 32 lanes of a chunk pair once per block, and per
 // chunk pair one vptestmw + one masked vpaddw set the bits (a nibble is below 16, so adding 16
 // sets the bit); AVX2 would need a shuffle, a compare and two logic ops per 16 lanes, about the
-// four-row kernel's cost (counted, not measured). Interleave.rows keeps Q5_0
-// row-major on other CPUs, so the portable body below serves only tests and other builds.
+// four-row kernel's cost (counted, not measured). Interleave.rows keeps Q5 rows row-major on
+// other CPUs, so the portable body below serves only tests and other builds.
 
-void cflex_interleave8_q5_0(const void *src, int nb, void *dst) {
-    const uint8_t *s = (const uint8_t *)src;
-    uint8_t *o = (uint8_t *)dst;
-    size_t rb = (size_t)nb * 22;
-    for (int b = 0; b < nb; b++, o += 176)
+/// Geometry of a Q5 x8 group block: `m` 1 for Q5_1.
+#define Q5_GROUP(m) ((m) ? 192 : 176)
+#define Q5_QH(m) ((m) ? 32 : 16)
+#define Q5_QS(m) ((m) ? 64 : 48)
+
+static void interleave8_q5(const uint8_t *s, int nb, uint8_t *o, int m) {
+    const int block = m ? 24 : 22;
+    size_t rb = (size_t)nb * block;
+    for (int b = 0; b < nb; b++, o += Q5_GROUP(m))
         for (int r = 0; r < 8; r++) {
-            const uint8_t *p = s + r * rb + (size_t)22 * b;
+            const uint8_t *p = s + r * rb + (size_t)block * b;
             memcpy(o + 2 * r, p, 2);
-            memcpy(o + 16 + 4 * r, p + 2, 4);
-            for (int t = 0; t < 4; t++) memcpy(o + 48 + 32 * t + cflex_x8_slot(r), p + 6 + 4 * t, 4);
+            if (m) memcpy(o + 16 + 2 * r, p + 2, 2);
+            memcpy(o + Q5_QH(m) + 4 * r, p + 2 + 2 * m, 4);
+            for (int t = 0; t < 4; t++) memcpy(o + Q5_QS(m) + 32 * t + cflex_x8_slot(r), p + 6 + 2 * m + 4 * t, 4);
         }
 }
+void cflex_interleave8_q5_0(const void *src, int nb, void *dst) { interleave8_q5((const uint8_t *)src, nb, (uint8_t *)dst, 0); }
+void cflex_interleave8_q5_1(const void *src, int nb, void *dst) { interleave8_q5((const uint8_t *)src, nb, (uint8_t *)dst, 1); }
 
 #if CFLEX_AVX2
 static int use_avx512 = 0;
 __attribute__((constructor)) static void cflex_pick_q5_isa(void) { use_avx512 = cflex_cpu_avx512(); }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static void gemv8_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) {
+__attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static inline void gemv8_q5_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y, int m) {
     // Lane L (0-31) of a widened chunk pair holds row (0,1,4,5,2,3,6,7)[L/4], element L%4 of the
     // quad; lo_idx/hi_idx pick that row's low/high 16 qh bits (u16 2r and 2r+1 of the qh array).
     static const int16_t lo_rows[32] = {0, 0, 0, 0, 2, 2, 2, 2, 8, 8, 8, 8, 10, 10, 10, 10,
@@ -141,18 +149,16 @@ static void gemv8_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb
     const __m512i bit0 = _mm512_set1_epi64(0x0008000400020001LL);   // 1, 2, 4, 8 per quad
     const __m512i mask = _mm512_set1_epi16(0x0F), c16 = _mm512_set1_epi16(16);
     __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, p += 176) {
-        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);
+    for (int b = 0; b < nb; b++, p += Q5_GROUP(m)) {
+        for (int k = 0; k < Q5_GROUP(m); k += 64) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + k), _MM_HINT_T0);
         const int16_t *q = x[b].qs;
-        __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 16)));
+        __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + Q5_QH(m))));
         __m512i hlo = _mm512_permutexvar_epi16(lo_idx, qh), hhi = _mm512_permutexvar_epi16(hi_idx, qh);
         __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512();
         for (int t = 0; t < 4; t++) {
             __m512i xl = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t)));
             __m512i xh = _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
-            __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 48 + 32 * t)));
+            __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + Q5_QS(m) + 32 * t)));
             __asm__("" : "+v"(v));   // as in nibbles16
             __m512i bits = _mm512_slli_epi16(bit0, 4 * t);   // elements 4t..4t+3 (and 16+4t.. in hhi)
             __m512i lo = _mm512_and_si512(v, mask), hi = _mm512_srli_epi16(v, 4);
@@ -165,33 +171,38 @@ static void gemv8_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb
         __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
-        off = _mm256_fmadd_ps(d, _mm256_set1_ps(x[b].s), off);
+        __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : d;
+        off = _mm256_fmadd_ps(o, _mm256_set1_ps(x[b].s), off);
     }
-    _mm256_storeu_ps(y, _mm256_fnmadd_ps(_mm256_set1_ps(16), off, acc));
+    _mm256_storeu_ps(y, m ? _mm256_add_ps(acc, off) : _mm256_fnmadd_ps(_mm256_set1_ps(16), off, acc));
 }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx512(p, x, nb, y, 0); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8_q5_1_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx512(p, x, nb, y, 1); }
 #endif
 
 /// The portable x8 body: the same arithmetic, one row at a time.
-static void gemv8_q5_0_portable(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) {
+static void gemv8_q5_portable(const uint8_t *p, const cflex_q16_block *x, int nb, float *y, int m) {
     for (int r = 0; r < 8; r++) {
         int slot = cflex_x8_slot(r);
         float acc = 0, off = 0;
         for (int b = 0; b < nb; b++) {
-            const uint8_t *g = p + 176 * (size_t)b;
-            uint32_t qh = load_u32(g + 16 + 4 * r);
+            const uint8_t *g = p + Q5_GROUP(m) * (size_t)b;
+            uint32_t qh = load_u32(g + Q5_QH(m) + 4 * r);
             int32_t s = 0;
             for (int t = 0; t < 4; t++)
                 for (int i = 0; i < 4; i++) {
-                    uint8_t v = g[48 + 32 * t + slot + i];
+                    uint8_t v = g[Q5_QS(m) + 32 * t + slot + i];
                     int j = 4 * t + i;
                     s += (int32_t)((v & 0xF) | ((qh >> j) & 1) << 4) * x[b].qs[j];
                     s += (int32_t)((v >> 4) | ((qh >> (j + 16)) & 1) << 4) * x[b].qs[16 + j];
                 }
             float d = f16_to_f32(load_u16(g + 2 * r)), f = d * x[b].d;
             acc = fmaf(f, (float)s, acc);
-            off = fmaf(d, x[b].s, off);
+            off = fmaf(m ? f16_to_f32(load_u16(g + 16 + 2 * r)) : d, x[b].s, off);
         }
-        y[r] = fmaf(-16, off, acc);
+        y[r] = m ? acc + off : fmaf(-16, off, acc);
     }
 }
 
@@ -199,10 +210,19 @@ void cflex_gemv8_q5_0(const void *group, const cflex_q16_block *x, int nb, float
 #if CFLEX_AVX2
     if (use_avx512) { gemv8_q5_0_avx512((const uint8_t *)group, x, nb, y); return; }
 #endif
-    gemv8_q5_0_portable((const uint8_t *)group, x, nb, y);
+    gemv8_q5_portable((const uint8_t *)group, x, nb, y, 0);
+}
+void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float *y) {
+#if CFLEX_AVX2
+    if (use_avx512) { gemv8_q5_1_avx512((const uint8_t *)group, x, nb, y); return; }
+#endif
+    gemv8_q5_portable((const uint8_t *)group, x, nb, y, 1);
 }
 
+// Several activation rows: one at a time for now, so the same bits as cflex_gemv8_q5_*.
 void cflex_gemv8n_q5_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
-    // One activation row at a time for now: the same bits as cflex_gemv8_q5_0, by construction.
     for (int j = 0; j < n; j++) cflex_gemv8_q5_0(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
+}
+void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+    for (int j = 0; j < n; j++) cflex_gemv8_q5_1(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
 }

@@ -1,7 +1,7 @@
 import CFlexKernels
 import FlexFormat
 
-/// Rearranges resident Q4_1 and Q8_0 matrices (and Q5_0 on AVX-512 CPUs) into the x8 layout,
+/// Rearranges resident Q4_1 and Q8_0 matrices (and Q5_0, Q5_1 on AVX-512 CPUs) into the x8 layout,
 /// where the decode kernels compute 8 rows at once (layout and measurements in `cflex_kernels.h`
 /// and `q5rows.c`).
 ///
@@ -10,9 +10,15 @@ import FlexFormat
 /// rearranging; it costs one pass over them at open. A group keeps the bytes of its 8 rows, so
 /// the rearranged matrix takes no more memory and can be rearranged in place.
 public enum Interleave {
-    /// Formats with x8 kernels. Q5_0's needs AVX-512 BW to set each lane's fifth bit cheaply;
-    /// elsewhere its four-row kernel is as fast, so its rows stay row-major.
-    public static func supports(_ type: GGMLType) -> Bool { type == .q4_1 || type == .q8_0 || (type == .q5_0 && IntegerDot.avx512) }
+    /// Formats with x8 kernels. Q5_0's and Q5_1's need AVX-512 BW to set each lane's fifth bit
+    /// cheaply; elsewhere their four-row kernels are about as fast, so their rows stay row-major.
+    public static func supports(_ type: GGMLType) -> Bool {
+        switch type {
+        case .q4_1, .q8_0: return true
+        case .q5_0, .q5_1: return IntegerDot.avx512
+        default: return false
+        }
+    }
 
     /// How many of `rows` leading rows to rearrange: whole groups of 8, and none where the x8
     /// kernels would not run (builds without AVX2 take the Swift fused kernels, row-major only).
@@ -29,6 +35,7 @@ public enum Interleave {
             switch type {
             case .q4_1: cflex_interleave8_q4_1(src + g * groupBytes, nb, dst + g * groupBytes)
             case .q5_0: cflex_interleave8_q5_0(src + g * groupBytes, nb, dst + g * groupBytes)
+            case .q5_1: cflex_interleave8_q5_1(src + g * groupBytes, nb, dst + g * groupBytes)
             default: cflex_interleave8_q8_0(src + g * groupBytes, nb, dst + g * groupBytes)
             }
         }

@@ -30,7 +30,7 @@ public struct MatMulWorkspace {
 ///   K-quants Q4_K, Q5_K, Q6_K; AVX2 builds): each activation row is quantized once to 16-bit
 ///   blocks, then every weight row is dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
 ///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
-///   Q4_1 and Q8_0 (and Q5_0 on AVX-512 CPUs) take 8 rows per call where the matrix holds x8
+///   Q4_1 and Q8_0 (and Q5_0, Q5_1 on AVX-512 CPUs) take 8 rows per call where the matrix holds x8
 ///   groups (``Interleave``, the
 ///   resident rows) and four row-major rows per call elsewhere, with bit-identical results; the
 ///   K-quants four row-major rows per call, resident or streamed (a 256-element super-block
@@ -397,10 +397,9 @@ public enum IntegerDot {
     public typealias GroupBatchKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32, Int32, Int32,
                                                         UnsafeMutablePointer<Float>?, Int32) -> Void
 
-    /// A row at a time (Q4_0); or (Q4_1, Q8_0, Q5_0) four row-major rows or one x8 group at a time
-    /// (against one activation row, or up to eight with `groupN`), with bit-identical results
-    /// between them; or (Q5_1 and the K-quants, which have no x8 layout) four row-major rows at a
-    /// time.
+    /// A row at a time (Q4_0); or (Q4_1, Q8_0, Q5_0, Q5_1) four row-major rows or one x8 group at a
+    /// time (against one activation row, or up to eight with `groupN`), with bit-identical results
+    /// between them; or (the K-quants, which have no x8 layout) four row-major rows at a time.
     public enum Kernel: Sendable {
         case row(RowKernel)
         case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
@@ -412,7 +411,7 @@ public enum IntegerDot {
         case .q4_0: return .row(cflex_dot_q4_0)
         case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
         case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0)
-        case .q5_1: return .four(cflex_gemv4_q5_1)
+        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1)
         case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
         case .q4_K: return .four(cflex_gemv4_q4_K)
         case .q5_K: return .four(cflex_gemv4_q5_K)

@@ -230,9 +230,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         }
     }
 
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0], [1, 2, 3])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1], [1, 2, 3])
     func decodeIsBitIdenticalToRowMajor(_ type: GGMLType, _ batch: Int) throws {
-        guard Interleave.supports(type) else { return }   // Q5_0: AVX-512 CPUs only
+        guard Interleave.supports(type) else { return }   // Q5_0, Q5_1: AVX-512 CPUs only
         try #require(IntegerDot.simd || Interleave.rows(type, 8) == 0)
         let rows = 45, cols = 96   // 5 groups, then 5 row-major rows (one four, one left over)
         var rng = TestRNG(seed: 5)
@@ -253,7 +253,7 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// A matrix split between a resident head (interleaved) and a streamed tail (row-major), as
     /// the offload runtime builds it, against the contiguous row-major matrix.
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
     func splitMatrixMatches(_ type: GGMLType) throws {
         guard Interleave.supports(type) else { return }
         try #require(IntegerDot.simd)
@@ -275,7 +275,7 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// Dequantized rows (prefill, embedding lookups) are the same floats in both layouts, and the
     /// float path over an interleaved matrix gives the same products.
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
     func dequantizedRowsAndPrefillMatch(_ type: GGMLType) {
         guard Interleave.supports(type) else { return }
         let rows = 24, cols = 160, batch = 9

@@ -68,11 +68,15 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
 /// Q5_0 and Q5_1, four row-major rows per call (q5rows.c; the arithmetic is at its top).
 void cflex_gemv4_q5_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
-/// Q5_0 x8 groups (176 bytes per block column: d[8], qh[8] as u32, then the x8 chunk pairs),
-/// with the four-row kernel's per-row arithmetic; AVX-512 (the engine interleaves Q5_0 only there).
+/// Q5_0/Q5_1 x8 groups (176/192 bytes per block column: d[8], Q5_1's m[8], qh[8] as u32, then
+/// the x8 chunk pairs), with the four-row kernels' per-row arithmetic; AVX-512 (the engine
+/// interleaves Q5 rows only there).
 void cflex_interleave8_q5_0(const void *src, int nb, void *dst);
+void cflex_interleave8_q5_1(const void *src, int nb, void *dst);
 void cflex_gemv8_q5_0(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv8n_q5_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 
 /// Most activation rows one call of the batched x8 kernels takes.
 #define CFLEX_X8_BATCH 8
