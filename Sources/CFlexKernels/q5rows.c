@@ -180,6 +180,58 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void gemv8_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx512(p, x, nb, y, 0); }
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void gemv8_q5_1_avx512(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx512(p, x, nb, y, 1); }
+
+/// The x8 kernel against up to CFLEX_X8_BATCH activation rows (batched decode): a block's weights
+/// are widened and their high bits set once, then multiplied with every activation row. Per row
+/// and activation the same integer sums and the same float steps as gemv8_q5_avx512, so the same
+/// bits batched or alone.
+__attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static inline void gemv8n_q5_avx512(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy, int m) {
+    static const int16_t lo_rows[32] = {0, 0, 0, 0, 2, 2, 2, 2, 8, 8, 8, 8, 10, 10, 10, 10,
+                                        4, 4, 4, 4, 6, 6, 6, 6, 12, 12, 12, 12, 14, 14, 14, 14};
+    const __m512i lo_idx = _mm512_loadu_si512(lo_rows);
+    const __m512i hi_idx = _mm512_add_epi16(lo_idx, _mm512_set1_epi16(1));
+    const __m512i bit0 = _mm512_set1_epi64(0x0008000400020001LL);
+    const __m512i mask = _mm512_set1_epi16(0x0F), c16 = _mm512_set1_epi16(16);
+    const cflex_q16_block *xj[CFLEX_X8_BATCH];
+    __m256 acc[CFLEX_X8_BATCH], off[CFLEX_X8_BATCH];
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); off[j] = _mm256_setzero_ps(); }
+    for (int b = 0; b < nb; b++, p += Q5_GROUP(m)) {
+        for (int k = 0; k < Q5_GROUP(m); k += 64) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + k), _MM_HINT_T0);
+        __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + Q5_QH(m))));
+        __m512i hlo = _mm512_permutexvar_epi16(lo_idx, qh), hhi = _mm512_permutexvar_epi16(hi_idx, qh);
+        __m512i lo[4], hi[4];
+        for (int t = 0; t < 4; t++) {
+            __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + Q5_QS(m) + 32 * t)));
+            __asm__("" : "+v"(v));
+            __m512i bits = _mm512_slli_epi16(bit0, 4 * t);
+            lo[t] = _mm512_and_si512(v, mask);
+            hi[t] = _mm512_srli_epi16(v, 4);
+            lo[t] = _mm512_mask_add_epi16(lo[t], _mm512_test_epi16_mask(hlo, bits), lo[t], c16);
+            hi[t] = _mm512_mask_add_epi16(hi[t], _mm512_test_epi16_mask(hhi, bits), hi[t], c16);
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : d;
+        for (int j = 0; j < n; j++) {
+            const int16_t *q = xj[j][b].qs;
+            __m512i a = _mm512_setzero_si512(), c = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++) {
+                a = _mm512_add_epi32(a, _mm512_madd_epi16(lo[t], _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 4 * t)))));
+                c = _mm512_add_epi32(c, _mm512_madd_epi16(hi[t], _mm512_set1_epi64((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)))));
+            }
+            __m512i sum = _mm512_add_epi32(a, c);
+            __m256i s = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xj[j][b].d)), _mm256_cvtepi32_ps(s), acc[j]);
+            off[j] = _mm256_fmadd_ps(o, _mm256_set1_ps(xj[j][b].s), off[j]);
+        }
+    }
+    for (int j = 0; j < n; j++)
+        _mm256_storeu_ps(y + (size_t)j * ldy, m ? _mm256_add_ps(acc[j], off[j]) : _mm256_fnmadd_ps(_mm256_set1_ps(16), off[j], acc[j]));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8n_q5_0_avx512(const uint8_t *p, const cflex_q16_block *x, int xs, int n, int nb, float *y, int ldy) { gemv8n_q5_avx512(p, x, xs, n, nb, y, ldy, 0); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void gemv8n_q5_1_avx512(const uint8_t *p, const cflex_q16_block *x, int xs, int n, int nb, float *y, int ldy) { gemv8n_q5_avx512(p, x, xs, n, nb, y, ldy, 1); }
 #endif
 
 /// The portable x8 body: the same arithmetic, one row at a time.
@@ -219,10 +271,15 @@ void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float
     gemv8_q5_portable((const uint8_t *)group, x, nb, y, 1);
 }
 
-// Several activation rows: one at a time for now, so the same bits as cflex_gemv8_q5_*.
 void cflex_gemv8n_q5_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (use_avx512 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_0_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
+#endif
     for (int j = 0; j < n; j++) cflex_gemv8_q5_0(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
 }
 void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (use_avx512 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_1_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
+#endif
     for (int j = 0; j < n; j++) cflex_gemv8_q5_1(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
 }
