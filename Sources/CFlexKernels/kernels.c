@@ -1,44 +1,6 @@
-#include "cflex_kernels.h"
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define CFLEX_AVX2 1
-#else
-#define CFLEX_AVX2 0
-#endif
-
-/// How far ahead of the current block the kernels prefetch weights, in bytes. Measured on
-/// matrices of 256 MiB (far past the 32 MiB L3), 2 threads, against a plain read of the same
-/// buffer: at 2 KiB the kernels reached 52-55 % (Q4_1) and 66-70 % (Q8_0) of read bandwidth,
-/// i.e. compute and memory time added up instead of overlapping; at 8 KiB Q8_0 reached ~80 %
-/// but Q4_1 not; at 16 KiB 80-95 % (Q4_1) and 85-88 % (Q8_0); 32 KiB was no better. The
-/// earlier 2 KiB choice was tuned on 40 MiB matrices, where Zen's victim L3 kept part of the
-/// matrix between runs and hid the latency (docs/BENCHMARKS.md).
-#ifndef CFLEX_PREFETCH
-#define CFLEX_PREFETCH 16384
-#endif
+#include "common.h"
 
 int cflex_kernels_simd(void) { return CFLEX_AVX2; }
-
-static inline float f16_to_f32(uint16_t h) {
-#if CFLEX_AVX2
-    return _cvtsh_ss(h);
-#else
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
-    if (exp == 0) {
-        if (man == 0) { bits = sign; }
-        else { exp = 127 - 15 + 1; while (!(man & 0x400)) { man <<= 1; exp--; } man &= 0x3FF; bits = sign | (exp << 23) | (man << 13); }
-    } else if (exp == 31) { bits = sign | 0x7F800000 | (man << 13); }
-    else { bits = sign | ((exp + 127 - 15) << 23) | (man << 13); }
-    float f; memcpy(&f, &bits, 4); return f;
-#endif
-}
-
-static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t load_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n) {
 #if CFLEX_AVX2
@@ -91,12 +53,6 @@ void cflex_quantize_q16(const float *x, cflex_q16_block *y, int n) {
 }
 
 #if CFLEX_AVX2
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 /// 32 weight values as two vectors of 16 i16 (elements 0-15, 16-31) · the block's 32 i16
 /// activations → 8 float lanes of partial sums.
 static inline __m256 dot16(__m256i w_lo, __m256i w_hi, const int16_t *q) {
@@ -104,31 +60,10 @@ static inline __m256 dot16(__m256i w_lo, __m256i w_hi, const int16_t *q) {
     __m256i b = _mm256_madd_epi16(w_hi, _mm256_loadu_si256((const __m256i *)(q + 16)));
     return _mm256_cvtepi32_ps(_mm256_add_epi32(a, b));
 }
-/// 16 nibble bytes → low nibbles (elements 0-15) and high nibbles (16-31) as i16 vectors.
-/// One zero-extension of all 16 bytes, then mask and shift within the 16-bit lanes: three ops,
-/// of which one on the shuffle port (the byte-level mask/shift/two-extensions form took five).
-/// The empty asm keeps it that way: clang (SwiftPM's C compiler) otherwise folds the shift back
-/// through the extension into the five-op form. Measured on one core from L2, Q4_1 16384x4096:
-/// 15-18 GB/s folded, 19-21.5 GB/s with the barrier (gcc never folded: 21).
-static inline void nibbles16(const uint8_t *p, __m256i *lo, __m256i *hi) {
-    __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-    __asm__("" : "+x"(v));
-    *lo = _mm256_and_si256(v, _mm256_set1_epi16(0x0F));
-    *hi = _mm256_srli_epi16(v, 4);
-}
 /// The f16 scale at p as (d, d, 0, 0), to multiply by (x.d, x.s) in one go.
 static inline __m128 dd16(const uint8_t *p) {
     __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u16(p)));
     return _mm_unpacklo_ps(d, d);
-}
-/// Q5's 32 high bits as 16 in each i16 lane whose bit is set, for elements 0-15 and 16-31.
-static inline void high16(uint32_t qh, __m256i *lo, __m256i *hi) {
-    const __m256i bits = _mm256_set_epi16((short)0x8000, 1 << 14, 1 << 13, 1 << 12, 1 << 11, 1 << 10, 1 << 9, 1 << 8,
-                                          1 << 7, 1 << 6, 1 << 5, 1 << 4, 1 << 3, 1 << 2, 1 << 1, 1);
-    __m256i l = _mm256_and_si256(_mm256_set1_epi16((short)(qh & 0xFFFF)), bits);
-    __m256i h = _mm256_and_si256(_mm256_set1_epi16((short)(qh >> 16)), bits);
-    *lo = _mm256_and_si256(_mm256_cmpeq_epi16(l, bits), _mm256_set1_epi16(16));
-    *hi = _mm256_and_si256(_mm256_cmpeq_epi16(h, bits), _mm256_set1_epi16(16));
 }
 #endif
 
@@ -285,27 +220,6 @@ void cflex_interleave8_q4_1(const void *src, int nb, void *dst) { interleave8((c
 void cflex_interleave8_q8_0(const void *src, int nb, void *dst) { interleave8((const uint8_t *)src, nb, (uint8_t *)dst, 34, 1, 8); }
 
 #if CFLEX_AVX2
-/// Prefetch distance of the four-row kernels: whole passes of four rows ahead (the same block of
-/// a later pass), at least CFLEX_PREFETCH bytes. Row-major rows arrive four at a time from
-/// consecutive rows, so each of the four streams is fetched ahead. On 256 MiB matrices, 2 threads,
-/// one run: prefetching 16 KiB past two of the row pointers reached 53 % (Q4_1) and 50 % (Q8_0) of
-/// read bandwidth; this way 63-69 % and 93 %. (Q4_1 row-major stays compute-bound at ~21 GB/s per
-/// core: it is the streamed rows' kernel, and the disk is slower still.)
-static inline size_t prefetch_rows4(size_t rowBytes) {
-    size_t pass = 4 * rowBytes;
-    return (CFLEX_PREFETCH + pass - 1) / pass * pass;
-}
-static inline void prefetch4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, size_t ahead) {
-    _mm_prefetch((const char *)(p0 + ahead), _MM_HINT_T0);
-    _mm_prefetch((const char *)(p1 + ahead), _MM_HINT_T0);
-    _mm_prefetch((const char *)(p2 + ahead), _MM_HINT_T0);
-    _mm_prefetch((const char *)(p3 + ahead), _MM_HINT_T0);
-}
-/// Per-row int32 block sums of four rows' 8-lane partials, in row order.
-static inline __m128i rowsums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
 /// One Q4_1 row block (nibbles at p) · the activation block halves xa (elements 0-15), xb (16-31).
 static inline __m256i q4_1_partials(const uint8_t *p, __m256i xa, __m256i xb) {
     __m256i lo, hi;
@@ -359,10 +273,7 @@ void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb,
 /// AVX-512 (BW + VL) is used where the CPU has it, chosen once at load; FLEXRUN_KERNELS=avx2 turns
 /// it off (to measure, or to test that both give the same bits).
 static int use_avx512 = 0;
-__attribute__((constructor)) static void cflex_pick_isa(void) {
-    const char *env = getenv("FLEXRUN_KERNELS");
-    use_avx512 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && !(env && strcmp(env, "avx2") == 0);
-}
+__attribute__((constructor)) static void cflex_pick_isa(void) { use_avx512 = cflex_cpu_avx512(); }
 
 /// The x8 kernels with 512-bit vectors: one load and widening takes both halves of a chunk pair
 /// (rows 0, 1, 4, 5 in the low 256 bits, rows 2, 3, 6, 7 in the high), so a block needs half the

@@ -97,6 +97,21 @@ public enum FastDequantize {
                 let q1 = SIMD4<UInt32>(quad(p, q + 128), quad(p, q + 160), quad(p, q + 192), quad(p, q + 224))
                 q8_0(d: f16(p, 2 * r), unsafeBitCast(q0, to: SIMD16<Int8>.self), unsafeBitCast(q1, to: SIMD16<Int8>.self), dst + b * 32)
             }
+        case .q5_0, .q5_1:
+            // Reassemble the row's ggml block and decode it as a row-major one: the same floats.
+            let m = type == .q5_1 ? 2 : 0, groupBytes = 8 * type.blockBytes
+            var block: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 22 or 24 bytes used
+            withUnsafeMutableBytes(of: &block) { blk in
+                let o = blk.baseAddress!
+                for b in 0..<nb {
+                    let p = group + b * groupBytes
+                    o.copyMemory(from: p + 2 * r, byteCount: 2)
+                    if m > 0 { o.advanced(by: 2).copyMemory(from: p + 16 + 2 * r, byteCount: 2) }
+                    o.advanced(by: 2 + m).copyMemory(from: p + 16 + 8 * m + 4 * r, byteCount: 4)
+                    for t in 0..<4 { o.advanced(by: 6 + m + 4 * t).copyMemory(from: p + 48 + 8 * m + 32 * t + slot, byteCount: 4) }
+                    row(type, UnsafeRawPointer(o), dst + b * 32, count: 32)
+                }
+            }
         default:
             preconditionFailure("\(type) has no x8 layout")
         }

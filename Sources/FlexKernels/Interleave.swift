@@ -1,16 +1,24 @@
 import CFlexKernels
 import FlexFormat
 
-/// Rearranges resident Q4_1 and Q8_0 matrices into the x8 layout, where the decode kernels
-/// compute 8 rows at once (layout and measurements in `cflex_kernels.h`).
+/// Rearranges resident Q4_1 and Q8_0 matrices (and Q5_0, Q5_1 on AVX-512 CPUs) into the x8 layout,
+/// where the decode kernels compute 8 rows at once (layout and measurements in `cflex_kernels.h`
+/// and `q5rows.c`).
 ///
 /// Why at load and not in the file: the engine reads GGUF files as they are, and streamed rows
 /// go straight from the disk to the kernels, so only rows that stay in memory are worth the
 /// rearranging; it costs one pass over them at open. A group keeps the bytes of its 8 rows, so
 /// the rearranged matrix takes no more memory and can be rearranged in place.
 public enum Interleave {
-    /// Formats with x8 kernels.
-    public static func supports(_ type: GGMLType) -> Bool { type == .q4_1 || type == .q8_0 }
+    /// Formats with x8 kernels. Q5_0's and Q5_1's need AVX-512 BW to set each lane's fifth bit
+    /// cheaply; elsewhere their four-row kernels are about as fast, so their rows stay row-major.
+    public static func supports(_ type: GGMLType) -> Bool {
+        switch type {
+        case .q4_1, .q8_0: return true
+        case .q5_0, .q5_1: return IntegerDot.avx512
+        default: return false
+        }
+    }
 
     /// How many of `rows` leading rows to rearrange: whole groups of 8, and none where the x8
     /// kernels would not run (builds without AVX2 take the Swift fused kernels, row-major only).
@@ -24,8 +32,12 @@ public enum Interleave {
         precondition(supports(type) && rows % 8 == 0 && cols % 32 == 0)
         let groupBytes = 8 * type.rowBytes(elements: cols)!, nb = Int32(cols / 32)
         for g in 0..<rows / 8 {
-            if type == .q4_1 { cflex_interleave8_q4_1(src + g * groupBytes, nb, dst + g * groupBytes) }
-            else { cflex_interleave8_q8_0(src + g * groupBytes, nb, dst + g * groupBytes) }
+            switch type {
+            case .q4_1: cflex_interleave8_q4_1(src + g * groupBytes, nb, dst + g * groupBytes)
+            case .q5_0: cflex_interleave8_q5_0(src + g * groupBytes, nb, dst + g * groupBytes)
+            case .q5_1: cflex_interleave8_q5_1(src + g * groupBytes, nb, dst + g * groupBytes)
+            default: cflex_interleave8_q8_0(src + g * groupBytes, nb, dst + g * groupBytes)
+            }
         }
     }
 

@@ -26,16 +26,20 @@ public struct MatMulWorkspace {
 /// Y = X · Wᵀ for a quantized weight matrix W (rows × cols) and a batch of activation rows X.
 ///
 /// This is the hot spot of the whole engine: every projection of every layer runs here.
-/// - Integer path, decode (batch below ``decodeBatchLimit``; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; AVX2
-///   builds): each activation row is quantized once to 16-bit blocks, then every weight row is
-///   dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
+/// - Integer path, decode (batch below ``decodeBatchLimit``; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the
+///   K-quants Q4_K, Q5_K, Q6_K; AVX2 builds): each activation row is quantized once to 16-bit
+///   blocks, then every weight row is dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
 ///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
-///   Q4_1 and Q8_0 take 8 rows per call where the matrix holds x8 groups (``Interleave``, the
-///   resident rows) and four row-major rows per call elsewhere, with bit-identical results.
+///   Q4_1 and Q8_0 (and Q5_0, Q5_1 on AVX-512 CPUs) take 8 rows per call where the matrix holds x8
+///   groups (``Interleave``, the
+///   resident rows) and four row-major rows per call elsewhere, with bit-identical results; the
+///   K-quants four row-major rows per call, resident or streamed (a 256-element super-block
+///   against 8 activation blocks, `kquants.c`).
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
 ///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
 ///   fallback there (not measured on such a machine).
-/// - Float path (prefill batches, and formats without a decode kernel: F32, F16, BF16, K-quants):
+/// - Float path (prefill batches, and formats without a decode kernel: F32, F16, BF16; and the
+///   K-quants on builds without AVX2, which have no ``FusedDot`` kernel):
 ///   each weight row is dequantized once into per-thread scratch and dotted with up to four
 ///   activation rows at a time.
 /// Rows are split into tasks handed out by the pool's atomic counter.
@@ -162,29 +166,39 @@ public enum MatMul {
                     }
                     r += 8
                 }
-                var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
-                while r + 4 <= end {
-                    rows = (w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3))
-                    withUnsafePointer(to: &rows) {
-                        $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                            for b in 0..<batch { four(p, activations + b * activationStride, nb, y + b * ldy + r) }
-                        }
+                rowMajor(four, from: r, to: end)
+            case .four(let four):
+                rowMajor(four, from: r, to: end)
+            }
+        }
+
+        /// Row-major rows `r..<end`, four per call; 1–3 rows left over repeat the last one to fill
+        /// the kernel's four.
+        @inline(__always)
+        func rowMajor(_ four: IntegerDot.FourRowKernel, from start: Int, to end: Int) {
+            let nb = Int32(w.cols / 32)
+            var r = start
+            var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
+            while r + 4 <= end {
+                rows = (w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3))
+                withUnsafePointer(to: &rows) {
+                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
+                        for b in 0..<batch { four(p, activations + b * activationStride, nb, y + b * ldy + r) }
                     }
-                    r += 4
                 }
-                if r < end {
-                    // 1–3 rows left: the last one repeated fills the kernel's four.
-                    let n = end - r, last = w.row(end - 1)
-                    rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
-                    var out = SIMD4<Float>()
-                    withUnsafePointer(to: &rows) {
-                        $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                            for b in 0..<batch {
-                                withUnsafeMutablePointer(to: &out) {
-                                    $0.withMemoryRebound(to: Float.self, capacity: 4) { four(p, activations + b * activationStride, nb, $0) }
-                                }
-                                for i in 0..<n { y[b * ldy + r + i] = out[i] }
+                r += 4
+            }
+            if r < end {
+                let n = end - r, last = w.row(end - 1)
+                rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
+                var out = SIMD4<Float>()
+                withUnsafePointer(to: &rows) {
+                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
+                        for b in 0..<batch {
+                            withUnsafeMutablePointer(to: &out) {
+                                $0.withMemoryRebound(to: Float.self, capacity: 4) { four(p, activations + b * activationStride, nb, $0) }
                             }
+                            for i in 0..<n { y[b * ldy + r + i] = out[i] }
                         }
                     }
                 }
@@ -383,20 +397,25 @@ public enum IntegerDot {
     public typealias GroupBatchKernel = @convention(c) (UnsafeRawPointer?, UnsafePointer<cflex_q16_block>?, Int32, Int32, Int32,
                                                         UnsafeMutablePointer<Float>?, Int32) -> Void
 
-    /// A row at a time, or (Q4_1, Q8_0) four row-major rows or one x8 group at a time (against one
-    /// activation row, or up to four with `groupN`), with bit-identical results between them.
+    /// A row at a time (Q4_0); or (Q4_1, Q8_0, Q5_0, Q5_1) four row-major rows or one x8 group at a
+    /// time (against one activation row, or up to eight with `groupN`), with bit-identical results
+    /// between them; or (the K-quants, which have no x8 layout) four row-major rows at a time.
     public enum Kernel: Sendable {
         case row(RowKernel)
         case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
+        case four(FourRowKernel)
     }
 
     public static func kernel(for type: GGMLType) -> Kernel? {
         switch type {
         case .q4_0: return .row(cflex_dot_q4_0)
         case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
-        case .q5_0: return .row(cflex_dot_q5_0)
-        case .q5_1: return .row(cflex_dot_q5_1)
+        case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0)
+        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1)
         case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
+        case .q4_K: return .four(cflex_gemv4_q4_K)
+        case .q5_K: return .four(cflex_gemv4_q5_K)
+        case .q6_K: return .four(cflex_gemv4_q6_K)
         default: return nil
         }
     }

@@ -35,13 +35,26 @@ import FlexFormat
         SynthCase(model: "synth-qwen2-mixed.gguf", skip: false), SynthCase(model: "synth-qwen2-mixed.gguf", skip: true),
     ])
     func syntheticModelsMatchReference(_ c: SynthCase) throws {
+        try checkSynthetic(c, batch: 16)
+    }
+
+    /// One token per pass: the decode path (16-bit integer kernels, for the synthetic models'
+    /// Q4_K/Q5_K/Q6_K layers too) rather than the float path of a batch.
+    @Test(arguments: [
+        SynthCase(model: "synth-llama-mixed.gguf", skip: false), SynthCase(model: "synth-qwen2-mixed.gguf", skip: false),
+    ])
+    func syntheticModelsDecodeWithinBounds(_ c: SynthCase) throws {
+        try checkSynthetic(c, batch: 1)
+    }
+
+    func checkSynthetic(_ c: SynthCase, batch: Int) throws {
         let entries = try Fixtures.json("synth/logprobs.json") as! [[String: Any]]
         let e = entries.first { $0["model"] as! String == c.model }!
         let tokens = (e["tokens"] as! [Int]).map(Int32.init)
         let shape = e["shape"] as! [Int]
         let mask = c.skip ? Self.mask(e["skipped_blocks"] as! [[Any]]) : .none
         let ref = try Fixtures.floats("synth/" + (e[c.skip ? "skip_file" : "file"] as! String))
-        let logits = try Self.teacherForced(model: Fixtures.url("synth/" + c.model).path, tokens: tokens, mask: mask)
+        let logits = try Self.teacherForced(model: Fixtures.url("synth/" + c.model).path, tokens: tokens, mask: mask, batch: batch)
         let r = LogitComparison.compare(reference: ref, engineLogits: Array(logits.prefix(shape[0])), vocab: shape[1])
         #expect(r.withinBounds, "mean KL \(r.meanKL), max KL \(r.maxKL) at \(r.worstPosition), top-20 Δ \(r.maxTopDelta)")
     }

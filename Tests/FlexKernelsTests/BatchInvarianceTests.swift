@@ -5,7 +5,7 @@ import FlexFormat
 /// A row's matmul result depends only on its path, never on the batch around it: what lets a
 /// batch of sequences give each one exactly its alone numbers (FlexEngine's `Session`).
 @Suite struct BatchInvarianceTests {
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .f32])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .f32])
     func rowsAreTheSameBitsAtEveryBatchSize(_ type: GGMLType) throws {
         let rows = 37, cols = 96
         let bytes = try #require(type.rowBytes(elements: cols)) * rows

@@ -161,6 +161,13 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         check(type, 3, .integer, cols: 160)
     }
 
+    /// K-quant rows of 3 and 5 super-blocks through the matmul (37 rows: nine fours, one left over).
+    @Test(arguments: [GGMLType.q4_K, .q5_K, .q6_K], [768, 1280])
+    func kQuantRowsOfSeveralSuperBlocks(_ type: GGMLType, _ cols: Int) {
+        check(type, 1, .engine, cols: cols)
+        check(type, 3, .integer, cols: cols)
+    }
+
     /// The prefill path's pairs of rows against four activation rows, with an odd row count
     /// (37: a single row left over), a batch remainder (9 = 2·4 + 1) and a row length that is not
     /// a multiple of the 8-lane vectors (the scalar tail).
@@ -223,8 +230,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         }
     }
 
-    @Test(arguments: [GGMLType.q4_1, .q8_0], [1, 2, 3])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1], [1, 2, 3])
     func decodeIsBitIdenticalToRowMajor(_ type: GGMLType, _ batch: Int) throws {
+        guard Interleave.supports(type) else { return }   // Q5_0, Q5_1: AVX-512 CPUs only
         try #require(IntegerDot.simd || Interleave.rows(type, 8) == 0)
         let rows = 45, cols = 96   // 5 groups, then 5 row-major rows (one four, one left over)
         var rng = TestRNG(seed: 5)
@@ -245,8 +253,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// A matrix split between a resident head (interleaved) and a streamed tail (row-major), as
     /// the offload runtime builds it, against the contiguous row-major matrix.
-    @Test(arguments: [GGMLType.q4_1, .q8_0])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
     func splitMatrixMatches(_ type: GGMLType) throws {
+        guard Interleave.supports(type) else { return }
         try #require(IntegerDot.simd)
         let rows = 64, cols = 128, split = 20
         var rng = TestRNG(seed: 9)
@@ -266,8 +275,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// Dequantized rows (prefill, embedding lookups) are the same floats in both layouts, and the
     /// float path over an interleaved matrix gives the same products.
-    @Test(arguments: [GGMLType.q4_1, .q8_0])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
     func dequantizedRowsAndPrefillMatch(_ type: GGMLType) {
+        guard Interleave.supports(type) else { return }
         let rows = 24, cols = 160, batch = 9
         matrices(type, rows: rows, cols: cols, interleaved: 24) { plain, x8 in
             var a = [Float](repeating: 0, count: cols), b = [Float](repeating: .nan, count: cols)

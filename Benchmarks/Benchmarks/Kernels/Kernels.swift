@@ -51,6 +51,15 @@ final class ReadProbe: @unchecked Sendable {
 
 /// Names the x8 kernels' instruction set: AVX-512 where the CPU has it, unless FLEXRUN_KERNELS=avx2.
 let residentLabel = IntegerDot.avx512 ? "resident (x8, AVX-512)" : "resident (x8, AVX2)"
+/// The K-quants have no x8 layout: resident and streamed rows take the same row-major kernels,
+/// with AVX-512 where the x8 kernels have it.
+let kQuantLabel = IntegerDot.avx512 ? "row-major (AVX-512)" : "row-major (AVX2)"
+let kQuants: Set<GGMLType> = [.q4_K, .q5_K, .q6_K]
+/// How the engine keeps resident rows of `type` on this CPU: x8 groups where it has them (Q5_0
+/// and Q5_1 only with AVX-512), else row-major.
+func residentLayoutLabel(_ type: GGMLType) -> String {
+    Interleave.rows(type, 8) > 0 ? residentLabel : kQuants.contains(type) ? kQuantLabel : "row-major (AVX2)"
+}
 
 /// `makeMatrix`, rearranged as the engine keeps resident Q4_1/Q8_0 matrices (x8 groups).
 func makeResidentMatrix(_ type: GGMLType, rows: Int, cols: Int) -> (UnsafeMutableRawPointer, QuantMatrix) {
@@ -113,9 +122,10 @@ let benchmarks: @Sendable () -> Void = {
     // bandwidth drifts by tens of percent between seconds (other tenants), so p50s of two separate
     // benchmarks compare different moments; a ratio per iteration does not.
     // The engine's layout is x8 for resident Q4_1/Q8_0 rows ("resident"); "row-major" is how
-    // streamed rows arrive (same results, four rows per call).
-    for (type, rows, cols) in [(GGMLType.q4_1, 65536, 4096), (.q8_0, 32768, 4096)] {
-        Benchmark("matvec \(type) \(rows)x\(cols) C int16 \(residentLabel), % of read (paired)",
+    // streamed rows arrive (same results, four rows per call), and every K-quant row.
+    for (type, rows, cols) in [(GGMLType.q4_1, 65536, 4096), (.q8_0, 32768, 4096), (.q5_0, 65536, 4096), (.q4_K, 65536, 4096),
+                               (.q5_K, 65536, 4096), (.q6_K, 32768, 4096)] {
+        Benchmark("matvec \(type) \(rows)x\(cols) C int16 \(residentLayoutLabel(type)), % of read (paired)",
                   configuration: .init(metrics: [.wallClock, percentMetric], warmupIterations: 2,
                                        maxDuration: .seconds(6), maxIterations: 200)) { benchmark in
             guard let dot = IntegerDot.kernel(for: type) else { return }
@@ -138,11 +148,15 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // Decode-shaped matvec on matrices larger than L3: weights MB/s.
-    for (type, rows, cols) in [(GGMLType.q4_1, 65536, 4096), (.q8_0, 32768, 4096), (.q4_0, 65536, 4096), (.q5_0, 65536, 4096), (.q6_K, 32768, 4096), (.f16, 16384, 4096)] {
+    // Q5_0 176 MiB, Q5_1 144 MiB; K-quants: Q4_K 144 MiB, Q5_K 176 MiB, Q6_K 105 MiB.
+    for (type, rows, cols) in [(GGMLType.q4_1, 65536, 4096), (.q8_0, 32768, 4096), (.q4_0, 65536, 4096), (.q5_0, 65536, 4096),
+                               (.q5_1, 49152, 4096), (.q4_K, 65536, 4096), (.q5_K, 65536, 4096), (.q6_K, 32768, 4096),
+                               (.f16, 16384, 4096)] {
         for path in ["C int16 \(residentLabel)", "C int16", "Swift fused", "Swift float"] where path == "Swift float"
             || (path == "C int16" && IntegerDot.kernel(for: type) != nil) || (path == "Swift fused" && FusedDot.kernel(for: type) != nil)
             || (path.hasPrefix("C int16 resident") && Interleave.rows(type, rows) > 0) {
-            Benchmark("matvec \(type) \(rows)x\(cols) \(path)") { benchmark in
+            let label = path == "C int16" && kQuants.contains(type) ? "C int16 \(kQuantLabel)" : path
+            Benchmark("matvec \(type) \(rows)x\(cols) \(label)") { benchmark in
                 let (mem, w) = path.hasPrefix("C int16 resident") ? makeResidentMatrix(type, rows: rows, cols: cols) : makeMatrix(type, rows: rows, cols: cols)
                 defer { mem.deallocate() }
                 let x = activations(cols), y = UnsafeMutablePointer<Float>.allocate(capacity: rows)

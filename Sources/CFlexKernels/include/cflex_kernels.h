@@ -65,12 +65,45 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
 void cflex_gemv4_q4_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 
+/// Q5_0 and Q5_1, four row-major rows per call (q5rows.c; the arithmetic is at its top).
+void cflex_gemv4_q5_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+/// Q5_0/Q5_1 x8 groups (176/192 bytes per block column: d[8], Q5_1's m[8], qh[8] as u32, then
+/// the x8 chunk pairs), with the four-row kernels' per-row arithmetic; AVX-512 (the engine
+/// interleaves Q5 rows only there).
+void cflex_interleave8_q5_0(const void *src, int nb, void *dst);
+void cflex_interleave8_q5_1(const void *src, int nb, void *dst);
+void cflex_gemv8_q5_0(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8n_q5_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+
 /// Most activation rows one call of the batched x8 kernels takes.
 #define CFLEX_X8_BATCH 8
 /// y[j*ldy + 0..8) = the 8 rows of one x8 group · x + j*xstride (in blocks), for j < n. The same
 /// bits as n calls of cflex_gemv8_*; the weights are widened once for all n (batched decode).
 void cflex_gemv8n_q4_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 void cflex_gemv8n_q8_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+
+// The K-quants (Q4_K, Q5_K, Q6_K; kquants.c): a 256-element super-block against 8 activation
+// blocks. `nb` counts activation blocks, as everywhere here (cols / 32, a multiple of 8). Row-major
+// only, one row or four per call; both give the same bits (the arithmetic is at the top of kquants.c).
+float cflex_dot_q4_K(const void *w, const cflex_q16_block *x, int nb);
+float cflex_dot_q5_K(const void *w, const cflex_q16_block *x, int nb);
+float cflex_dot_q6_K(const void *w, const cflex_q16_block *x, int nb);
+/// y[0..4) = four row-major rows (any addresses; repeat one to compute fewer) · x.
+void cflex_gemv4_q4_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q5_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv4_q6_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+
+/// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
+/// has (the unsuffixed kernels pick one at load) and check they give the same bits.
+enum { CFLEX_ISA_SCALAR = 0, CFLEX_ISA_AVX2 = 1, CFLEX_ISA_AVX512 = 2 };
+/// 1 when this build and CPU can run `isa` (scalar always; AVX2 in AVX2 builds; AVX-512 with BW + VL).
+int cflex_isa_available(int isa);
+/// cflex_gemv4_q4_K/q5_K/q6_K on a named instruction set; `type` is the ggml type id (12 Q4_K,
+/// 13 Q5_K, 14 Q6_K). Returns 0 (and leaves y alone) when the type or the instruction set is not there.
+int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);

@@ -1,0 +1,488 @@
+// Integer decode kernels for the K-quants (Q4_K, Q5_K, Q6_K) against 16-bit activations.
+//
+// Why C: as for the other formats (cflex_kernels.h), the hot loop is AVX2's i16 pair
+// multiply-add (vpmaddwd) over widened weight bytes, which Swift's SIMD types cannot ask for.
+// Before these kernels the K-quants decoded through the float path (dequantize a row, then FMA):
+// Q6_K matvec ran at ~1.6 GB/s against Q4_1's ~36 GB/s.
+//
+// A 256-element super-block meets 8 activation blocks of 32 (cflex_q16_block). Per row and
+// super-block, the arithmetic every variant (scalar, AVX2, AVX-512; one row or four) performs,
+// so that they all give the same bits:
+//   Q4_K, Q5_K: for each activation block k (0-7): s_k = sum of q*x.q over its 32 elements,
+//     q the unsigned 4/5-bit quant, exact in int32 (|s_k| <= 32*31*32767 < 2^25);
+//     D_k = fl(fl(d*sc_k)*x.d_k) (d*sc_k is exact: an f16 times a 6-bit integer),
+//     O_k = fl(fl(dmin*m_k)*x.s_k), Q_k = fma(D_k, (float)s_k, -O_k);
+//   Q6_K: the scale changes every 16 elements, so block k has two sums, s_2k over its first 16
+//     elements and s_2k+1 over the last 16, of (q - 32)*x.q, exact in int32 and in float
+//     (|s| <= 16*32*32767 < 2^24); D_g = fl(fl(d*sc_g)*x.d_k) (exact product: f16 times int8);
+//     Q_k = fma(D_2k+1, (float)s_2k+1, fl(D_2k*(float)s_2k)).
+//   Then t = ((Q0+Q1)+(Q4+Q5)) + ((Q2+Q3)+(Q6+Q7)), and y += t over the super-blocks in order,
+//   from y = 0. (That tree is hsum over the lane order 0 2 4 6 1 3 5 7, the order in which the
+//   AVX-512 reduction leaves the blocks' sums; the AVX2 path permutes its Q vector into it.)
+// Why the sums are per activation block and not per super-block, as ggml's 8-bit kernels keep
+// them: with 16-bit activations a super-block's scaled sum, sum_k sc_k*s_k, can pass 2^31
+// (Q5_K: 8*63*31*32*32767), and so can even one Q6_K block's two scaled halves
+// (2*128*32*16*32767). Float per block, as Q4_1 does, cannot overflow; the min term folds into
+// the activation block's sum x.s (Q4_1's trick), so it costs one multiply per block.
+#include "common.h"
+
+/// Sub-block scales and mins of Q4_K/Q5_K: 12 bytes at `s` → 8 6-bit scales in `sc` and 8 mins in
+/// `mn`, one per byte (ggml's get_scale_min_k4, four at a time: the kmask form of its dot kernels).
+static inline void k4_scales(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    const uint32_t low6 = 0x3F3F3F3F, low4 = 0x0F0F0F0F, low2 = 0x03030303;
+    uint32_t u0 = load_u32(s), u1 = load_u32(s + 4), u2 = load_u32(s + 8);
+    uint32_t sc_lo = u0 & low6, mn_lo = u1 & low6;
+    uint32_t sc_hi = (u2 & low4) | (((u0 >> 6) & low2) << 4);
+    uint32_t mn_hi = ((u2 >> 4) & low4) | (((u1 >> 6) & low2) << 4);
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *mn = mn_lo | (uint64_t)mn_hi << 32;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable scalar path. Always compiled: it is the fallback of builds without AVX2, and the tests
+// run it on every machine (cflex_gemv4_kquant_isa) against the SIMD paths, bit for bit.
+
+/// ((a0+a1)+(a4+a5)) + ((a2+a3)+(a6+a7)): hsum of the lanes in the order 0 2 4 6 1 3 5 7.
+static inline float tree8(const float *a) {
+    float t0 = a[0] + a[1], t1 = a[2] + a[3], t2 = a[4] + a[5], t3 = a[6] + a[7];
+    float u0 = t0 + t2, u1 = t1 + t3;
+    return u0 + u1;
+}
+
+/// One Q4_K (high = 0) or Q5_K (high = 1) super-block of one row · 8 activation blocks: t above.
+static float kq45_scalar(const uint8_t *p, const cflex_q16_block *x, int high) {
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    float d = f16_to_f32(load_u16(p)), dmin = f16_to_f32(load_u16(p + 2)), q[8];
+    const uint8_t *qh = p + 16, *qs = p + (high ? 48 : 16);
+    for (int k = 0; k < 8; k++) {
+        const uint8_t *b = qs + 32 * (k / 2);
+        int shift = 4 * (k & 1);
+        int32_t s = 0;
+        for (int l = 0; l < 32; l++) {
+            int v = (b[l] >> shift) & 0xF;
+            if (high) v |= ((qh[l] >> k) & 1) << 4;
+            s += v * x[k].qs[l];
+        }
+        // Separate statements: C contracts a*b+c into an FMA only within one expression.
+        float dk = d * (float)(uint8_t)(sc >> (8 * k));
+        dk = dk * x[k].d;
+        float ok = dmin * (float)(uint8_t)(mn >> (8 * k));
+        ok = ok * x[k].s;
+        q[k] = fmaf(dk, (float)s, -ok);
+    }
+    return tree8(q);
+}
+
+static float q6k_scalar(const uint8_t *p, const cflex_q16_block *x) {
+    float d = f16_to_f32(load_u16(p + 208)), q[8];
+    const int8_t *sc = (const int8_t *)(p + 192);
+    for (int k = 0; k < 8; k++) {
+        int h = k / 4, j = k % 4;
+        const uint8_t *ql = p + 64 * h + 32 * (j & 1), *qh = p + 128 + 32 * h;
+        int shift = 4 * (j >> 1);
+        int32_t s[2] = {0, 0};
+        for (int l = 0; l < 32; l++) {
+            int v = (((ql[l] >> shift) & 0xF) | (((qh[l] >> (2 * j)) & 3) << 4)) - 32;
+            s[l / 16] += v * x[k].qs[l];
+        }
+        float da = d * (float)sc[2 * k], db = d * (float)sc[2 * k + 1];
+        da = da * x[k].d;
+        db = db * x[k].d;
+        float a = da * (float)s[0];
+        q[k] = fmaf(db, (float)s[1], a);
+    }
+    return tree8(q);
+}
+
+typedef float (*kq_row_scalar)(const uint8_t *, const cflex_q16_block *);
+static float q4k_row_scalar(const uint8_t *p, const cflex_q16_block *x) { return kq45_scalar(p, x, 0); }
+static float q5k_row_scalar(const uint8_t *p, const cflex_q16_block *x) { return kq45_scalar(p, x, 1); }
+
+static void gemv4_scalar(kq_row_scalar f, size_t bytes, const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+    for (int r = 0; r < 4; r++) {
+        const uint8_t *p = (const uint8_t *)rows[r];
+        float acc = 0;
+        for (int i = 0; i < nb / 8; i++) acc += f(p + bytes * i, x + 8 * i);
+        y[r] = acc;
+    }
+}
+
+#if CFLEX_AVX2
+// ---------------------------------------------------------------------------------------------
+// AVX2. A row's super-block gives an 8-lane vector Q (lane k = Q_k above); four rows' vectors
+// reduce together (tree8x4). The super-block's activation scales and sums are gathered once into
+// two vectors and serve all four rows.
+
+/// The 8 activation blocks' d and s as vectors (lane k = block k): one 8-byte load per block.
+static inline void xds8(const cflex_q16_block *x, __m256 *xd, __m256 *xs) {
+    __m128 a = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[0].d), (const __m64 *)&x[1].d);
+    __m128 b = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[2].d), (const __m64 *)&x[3].d);
+    __m128 c = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[4].d), (const __m64 *)&x[5].d);
+    __m128 e = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[6].d), (const __m64 *)&x[7].d);
+    __m256 lo = _mm256_set_m128(c, a), hi = _mm256_set_m128(e, b);   // d0 s0 d1 s1 d4 s4 d5 s5, d2 s2 d3 s3 d6 ...
+    *xd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    *xs = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/// Eight vectors of 8 int32 partial sums → one vector whose lane k is the total of P[k].
+static inline __m256i sums8(const __m256i *P) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[1]), _mm256_hadd_epi32(P[2], P[3]));
+    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(P[4], P[5]), _mm256_hadd_epi32(P[6], P[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/// Q (lane k = block k) in the lane order of the reduction tree (tree8): 0 2 4 6 1 3 5 7.
+static inline __m256 tree_order(__m256 q) { return _mm256_permutevar8x32_ps(q, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }
+
+/// tree8 of four rows' Q vectors (in tree order) at once: lane r = row r. hsum's additions, transposed.
+static inline __m128 tree8x4(__m256 q0, __m256 q1, __m256 q2, __m256 q3) {
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(q0), _mm256_extractf128_ps(q0, 1));
+    __m128 t1 = _mm_add_ps(_mm256_castps256_ps128(q1), _mm256_extractf128_ps(q1, 1));
+    __m128 t2 = _mm_add_ps(_mm256_castps256_ps128(q2), _mm256_extractf128_ps(q2, 1));
+    __m128 t3 = _mm_add_ps(_mm256_castps256_ps128(q3), _mm256_extractf128_ps(q3, 1));
+    // u0 = t[0]+t[2], u1 = t[1]+t[3] per row: rows 0, 1 in a; rows 2, 3 in b.
+    __m128 a = _mm_add_ps(_mm_unpacklo_ps(t0, t1), _mm_unpackhi_ps(t0, t1));   // u0 r0, u0 r1, u1 r0, u1 r1
+    __m128 b = _mm_add_ps(_mm_unpacklo_ps(t2, t3), _mm_unpackhi_ps(t2, t3));
+    return _mm_add_ps(_mm_movelh_ps(a, b), _mm_movehl_ps(b, a));
+}
+
+/// The Q4_K/Q5_K float tail: Q = fma(D, s, -O) with D = fl(fl(d*sc)*xd), O = fl(fl(dmin*m)*xs).
+static inline __m256 kq45_tail(const uint8_t *p, __m256i s, __m256 xd, __m256 xs) {
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p)));   // d, dmin
+    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
+    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+    __m256 D = _mm256_mul_ps(_mm256_mul_ps(_mm256_broadcastss_ps(dm), scf), xd);
+    __m256 O = _mm256_mul_ps(_mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), mnf), xs);
+    return _mm256_fmsub_ps(D, _mm256_cvtepi32_ps(s), O);
+}
+
+/// One row's Q4_K super-block: block 2g is the low nibbles of qs[32g..32g+31], block 2g+1 the high.
+static inline __m256 q4k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    __m256i P[8];
+    for (int g = 0; g < 4; g++) {
+        __m256i l0, h0, l1, h1;
+        nibbles16(p + 16 + 32 * g, &l0, &h0);        // elements 0-15 of blocks 2g, 2g+1
+        nibbles16(p + 16 + 32 * g + 16, &l1, &h1);   // elements 16-31
+        const int16_t *a = x[2 * g].qs, *b = x[2 * g + 1].qs;
+        P[2 * g] = _mm256_add_epi32(_mm256_madd_epi16(l0, _mm256_loadu_si256((const __m256i *)a)),
+                                    _mm256_madd_epi16(l1, _mm256_loadu_si256((const __m256i *)(a + 16))));
+        P[2 * g + 1] = _mm256_add_epi32(_mm256_madd_epi16(h0, _mm256_loadu_si256((const __m256i *)b)),
+                                        _mm256_madd_epi16(h1, _mm256_loadu_si256((const __m256i *)(b + 16))));
+    }
+    return tree_order(kq45_tail(p, sums8(P), xd, xs));
+}
+
+/// Q5_K: as Q4_K, plus bit k of qh[l] as 16 for element l of block k.
+static inline __m256 q5k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    // qh widened once, shifted so that bit k sits at bit 4 after a right shift by k.
+    __m256i h0 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), 4);
+    __m256i h1 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), 4);
+    const __m256i bit4 = _mm256_set1_epi16(16);
+    __m256i P[8];
+    for (int g = 0; g < 4; g++) {
+        __m256i l0, u0, l1, u1;
+        nibbles16(p + 48 + 32 * g, &l0, &u0);
+        nibbles16(p + 48 + 32 * g + 16, &l1, &u1);
+        int k = 2 * g;
+        l0 = _mm256_or_si256(l0, _mm256_and_si256(_mm256_srli_epi16(h0, k), bit4));
+        l1 = _mm256_or_si256(l1, _mm256_and_si256(_mm256_srli_epi16(h1, k), bit4));
+        u0 = _mm256_or_si256(u0, _mm256_and_si256(_mm256_srli_epi16(h0, k + 1), bit4));
+        u1 = _mm256_or_si256(u1, _mm256_and_si256(_mm256_srli_epi16(h1, k + 1), bit4));
+        const int16_t *a = x[k].qs, *b = x[k + 1].qs;
+        P[k] = _mm256_add_epi32(_mm256_madd_epi16(l0, _mm256_loadu_si256((const __m256i *)a)),
+                                _mm256_madd_epi16(l1, _mm256_loadu_si256((const __m256i *)(a + 16))));
+        P[k + 1] = _mm256_add_epi32(_mm256_madd_epi16(u0, _mm256_loadu_si256((const __m256i *)b)),
+                                    _mm256_madd_epi16(u1, _mm256_loadu_si256((const __m256i *)(b + 16))));
+    }
+    return tree_order(kq45_tail(p, sums8(P), xd, xs));
+}
+
+/// Q6_K's 32 quants of block j (0-3) of half h, from that half's ql (two 32-byte vectors) and qh,
+/// as signed bytes q - 32: block j takes the low (j < 2) or high nibbles of ql[32(j&1)..] and
+/// bits 2j, 2j+1 of qh.
+static inline __m256i q6k_bytes(__m256i ql0, __m256i ql1, __m256i qh, int j) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256i lo, hi;
+    switch (j) {
+    case 0: lo = _mm256_and_si256(ql0, m4); hi = _mm256_slli_epi16(qh, 4); break;
+    case 1: lo = _mm256_and_si256(ql1, m4); hi = _mm256_slli_epi16(qh, 2); break;
+    case 2: lo = _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4); hi = qh; break;
+    default: lo = _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4); hi = _mm256_srli_epi16(qh, 2); break;
+    }
+    return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, m30)), _mm256_set1_epi8(32));
+}
+
+/// The Q6_K float tail: block k's scales are sc[2k] (first 16 elements, sums sa) and sc[2k+1] (sb).
+/// `order` picks the scales of sa's lanes (bytes 0-7) and sb's (8-15): the blocks' lane order.
+static const uint8_t q6k_natural[16] = {0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15};
+static const uint8_t q6k_tree[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
+static inline __m256 q6k_tail(const uint8_t *p, __m256i sa, __m256i sb, __m256 xd, const uint8_t *order) {
+    __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 192)), _mm_loadu_si128((const __m128i *)order));
+    __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(p + 208)));
+    __m256 da = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), xd);
+    __m256 db = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))), xd);
+    return _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sb), _mm256_mul_ps(da, _mm256_cvtepi32_ps(sa)));
+}
+
+static inline __m256 q6k_row_avx2(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    (void)xs;
+    __m256i PA[8], PB[8];
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            int k = 4 * h + j;
+            __m256i q = q6k_bytes(ql0, ql1, qh, j);
+            __m256i lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)), hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+            PA[k] = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)x[k].qs));
+            PB[k] = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(x[k].qs + 16)));
+        }
+    }
+    return tree_order(q6k_tail(p, sums8(PA), sums8(PB), xd, q6k_natural));
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 (BW + VL): one 512-bit widening takes 32 quants, so a block needs one vpmaddwd instead
+// of two and one widening instead of two. The blocks' 16-lane sums reduce in 512-bit vectors
+// (sums8_512), which leaves them in the lane order 0 2 4 6 1 3 5 7; the activation scales and
+// sums are gathered in that order too (xds8_tree). Integer sums are exact, so the results are
+// the AVX2 path's bits.
+#define AVX512_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define AVX512_INLINE static inline __attribute__((always_inline, target(AVX512_TARGET)))
+
+/// xds8 in the lane order 0 2 4 6 1 3 5 7.
+static inline void xds8_tree(const cflex_q16_block *x, __m256 *xd, __m256 *xs) {
+    __m128 a = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[0].d), (const __m64 *)&x[2].d);
+    __m128 b = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[4].d), (const __m64 *)&x[6].d);
+    __m128 c = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[1].d), (const __m64 *)&x[3].d);
+    __m128 e = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)&x[5].d), (const __m64 *)&x[7].d);
+    __m256 lo = _mm256_set_m128(c, a), hi = _mm256_set_m128(e, b);
+    *xd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    *xs = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/// Eight blocks' 16-lane int32 partial sums → their totals in the lane order 0 2 4 6 1 3 5 7, by
+/// halving steps of one shuffle pair and one add each (vphaddd has no 512-bit form).
+AVX512_INLINE __m256i sums8_512(const __m512i *P) {
+    // Pairs of blocks: [P0 lanes 0-7 + 8-15 | P1 likewise], ...; as 128-bit lanes [P0a P0b P1a P1b].
+    __m512i z01 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[0], P[1], 0x44), _mm512_shuffle_i64x2(P[0], P[1], 0xEE));
+    __m512i z23 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[2], P[3], 0x44), _mm512_shuffle_i64x2(P[2], P[3], 0xEE));
+    __m512i z45 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[4], P[5], 0x44), _mm512_shuffle_i64x2(P[4], P[5], 0xEE));
+    __m512i z67 = _mm512_add_epi32(_mm512_shuffle_i64x2(P[6], P[7], 0x44), _mm512_shuffle_i64x2(P[6], P[7], 0xEE));
+    // Within 128-bit lanes: pairs of elements, then pairs of pairs; lane 0 ends as [P0a P2a P4a P6a],
+    // lane 1 [P0b P2b P4b P6b], lane 2 [P1a P3a P5a P7a], lane 3 [P1b ...].
+    __m512i v0 = _mm512_add_epi32(_mm512_unpacklo_epi32(z01, z23), _mm512_unpackhi_epi32(z01, z23));
+    __m512i v1 = _mm512_add_epi32(_mm512_unpacklo_epi32(z45, z67), _mm512_unpackhi_epi32(z45, z67));
+    __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+    // Lanes 0 + 1 and 2 + 3.
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(w, w, 0x88), _mm512_shuffle_i64x2(w, w, 0xDD));
+    return _mm512_castsi512_si256(t);
+}
+
+/// The Q4_K/Q5_K float tail in 512-bit vectors: scales and mins as one vector of 16, times
+/// (d x8, dmin x8), times (xd, xs); the same products as kq45_tail, in tree order.
+AVX512_INLINE __m256 kq45_tail512(const uint8_t *p, __m256i s, __m256 xd, __m256 xs) {
+    const __m128i order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    __m128i b = _mm_shuffle_epi8(_mm_insert_epi64(_mm_cvtsi64_si128((long long)sc), (long long)mn, 1), order);
+    __m512 scmn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p)));   // d, dmin
+    __m512 dd = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), _mm512_castps128_ps512(dm));
+    // (64-bit lane forms of the insert and extract: the 32-bit ones need AVX-512 DQ.)
+    __m512 xds = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(xd)), _mm256_castps_pd(xs), 1));
+    __m512 DO = _mm512_mul_ps(_mm512_mul_ps(dd, scmn), xds);
+    __m256 O = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(DO), 1));
+    return _mm256_fmsub_ps(_mm512_castps512_ps256(DO), _mm256_cvtepi32_ps(s), O);
+}
+
+AVX512_INLINE __m256 q4k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    const __m512i m4 = _mm512_set1_epi16(0x0F);
+    __m512i P[8];
+    for (int g = 0; g < 4; g++) {
+        __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)));
+        __asm__("" : "+v"(v));   // as in nibbles16
+        P[2 * g] = _mm512_madd_epi16(_mm512_and_si512(v, m4), _mm512_loadu_si512(x[2 * g].qs));
+        P[2 * g + 1] = _mm512_madd_epi16(_mm512_srli_epi16(v, 4), _mm512_loadu_si512(x[2 * g + 1].qs));
+    }
+    return kq45_tail512(p, sums8_512(P), xd, xs);
+}
+
+AVX512_INLINE __m256 q5k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    const __m512i m4 = _mm512_set1_epi16(0x0F), bit4 = _mm512_set1_epi16(16);
+    __m512i h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16))), 4);
+    __m512i P[8];
+    for (int g = 0; g < 4; g++) {
+        __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 48 + 32 * g)));
+        __asm__("" : "+v"(v));
+        int k = 2 * g;
+        __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(h, k), bit4));
+        __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), _mm512_and_si512(_mm512_srli_epi16(h, k + 1), bit4));
+        P[k] = _mm512_madd_epi16(lo, _mm512_loadu_si512(x[k].qs));
+        P[k + 1] = _mm512_madd_epi16(hi, _mm512_loadu_si512(x[k + 1].qs));
+    }
+    return kq45_tail512(p, sums8_512(P), xd, xs);
+}
+
+/// Q6_K's eight blocks' 16-lane sums, lanes 0-7 over each block's first 16 elements and 8-15 over
+/// the rest, → the totals of the first halves (sa) and of the second (sb), in the blocks' order in P.
+AVX512_INLINE void sums16_512(const __m512i *P, __m256i *sa, __m256i *sb) {
+    // Pairs of elements, then pairs of pairs, within 128-bit lanes: w0's lane j holds the sums of
+    // lane j of P0..P3, w1's of P4..P7 (lanes 0, 1 are first halves, 2, 3 second halves).
+    __m512i v01 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
+    __m512i v23 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
+    __m512i v45 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[4], P[5]), _mm512_unpackhi_epi32(P[4], P[5]));
+    __m512i v67 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[6], P[7]), _mm512_unpackhi_epi32(P[6], P[7]));
+    __m512i w0 = _mm512_add_epi32(_mm512_unpacklo_epi64(v01, v23), _mm512_unpackhi_epi64(v01, v23));
+    __m512i w1 = _mm512_add_epi32(_mm512_unpacklo_epi64(v45, v67), _mm512_unpackhi_epi64(v45, v67));
+    // [first halves of P0-3, second halves of P0-3, first of P4-7, second of P4-7] → halves together.
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(w0, w1, 0x88), _mm512_shuffle_i64x2(w0, w1, 0xDD));
+    __m512i r = _mm512_shuffle_i64x2(t, t, 0xD8);
+    *sa = _mm512_castsi512_si256(r);
+    *sb = _mm512_extracti64x4_epi64(r, 1);
+}
+
+AVX512_INLINE __m256 q6k_row_avx512(const uint8_t *p, const cflex_q16_block *x, __m256 xd, __m256 xs) {
+    (void)xs;
+    __m512i P[8];   // in tree order: block k at index k/2 + 4(k%2)
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            int k = 4 * h + j;
+            P[k / 2 + 4 * (k % 2)] = _mm512_madd_epi16(_mm512_cvtepi8_epi16(q6k_bytes(ql0, ql1, qh, j)), _mm512_loadu_si512(x[k].qs));
+        }
+    }
+    __m256i sa, sb;
+    sums16_512(P, &sa, &sb);
+    return q6k_tail(p, sa, sb, xd, q6k_tree);
+}
+
+/// Four row-major rows (ROW: one of the row functions above) and one row, for one instruction
+/// set. Prefetching as the Q4_1 four-row kernel: a whole pass of four rows ahead, every cache
+/// line of the super-block.
+#define KQ_KERNELS(NAME, ATTR, ROW, XDS, BYTES)                                                                  \
+ATTR static void gemv4_##NAME(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {      \
+    const uint8_t *p0 = (const uint8_t *)rows[0], *p1 = (const uint8_t *)rows[1];                          \
+    const uint8_t *p2 = (const uint8_t *)rows[2], *p3 = (const uint8_t *)rows[3];                          \
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * BYTES);                                         \
+    __m128 acc = _mm_setzero_ps();                                                                          \
+    for (int i = 0; i < nb / 8; i++, x += 8, p0 += BYTES, p1 += BYTES, p2 += BYTES, p3 += BYTES) {          \
+        for (int c = 0; c < BYTES; c += 64) prefetch4(p0 + c, p1 + c, p2 + c, p3 + c, ahead);              \
+        __m256 xd, xs;                                                                                      \
+        XDS(x, &xd, &xs);                                                                                   \
+        acc = _mm_add_ps(acc, tree8x4(ROW(p0, x, xd, xs), ROW(p1, x, xd, xs), ROW(p2, x, xd, xs), ROW(p3, x, xd, xs))); \
+    }                                                                                                       \
+    _mm_storeu_ps(y, acc);                                                                                  \
+}                                                                                                           \
+ATTR static float dot_##NAME(const uint8_t *p, const cflex_q16_block *x, int nb) {                          \
+    float acc = 0;                                                                                          \
+    for (int i = 0; i < nb / 8; i++, x += 8, p += BYTES) {                                                  \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH), _MM_HINT_T0);                                      \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 64), _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)(p + CFLEX_PREFETCH + 128), _MM_HINT_T0);                                \
+        __m256 xd, xs;                                                                                      \
+        XDS(x, &xd, &xs);                                                                                   \
+        acc += hsum(ROW(p, x, xd, xs));                                                                     \
+    }                                                                                                       \
+    return acc;                                                                                             \
+}
+
+KQ_KERNELS(q4_K_avx2, , q4k_row_avx2, xds8, 144)
+KQ_KERNELS(q5_K_avx2, , q5k_row_avx2, xds8, 176)
+KQ_KERNELS(q6_K_avx2, , q6k_row_avx2, xds8, 210)
+KQ_KERNELS(q4_K_avx512, __attribute__((target(AVX512_TARGET))), q4k_row_avx512, xds8_tree, 144)
+KQ_KERNELS(q5_K_avx512, __attribute__((target(AVX512_TARGET))), q5k_row_avx512, xds8_tree, 176)
+KQ_KERNELS(q6_K_avx512, __attribute__((target(AVX512_TARGET))), q6k_row_avx512, xds8_tree, 210)
+
+static int use_avx512 = 0;
+__attribute__((constructor)) static void cflex_pick_kquant_isa(void) { use_avx512 = cflex_cpu_avx512(); }
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Entry points: the instruction set chosen at load (AVX-512 where the CPU has it and
+// FLEXRUN_KERNELS is not "avx2", else AVX2, else scalar).
+
+typedef void (*gemv4_fn)(const void *const *, const cflex_q16_block *, int, float *);
+
+__attribute__((unused)) static float dot_scalar(kq_row_scalar f, size_t bytes, const uint8_t *p, const cflex_q16_block *x, int nb) {
+    float acc = 0;
+    for (int i = 0; i < nb / 8; i++) acc += f(p + bytes * i, x + 8 * i);
+    return acc;
+}
+
+float cflex_dot_q4_K(const void *w, const cflex_q16_block *x, int nb) {
+#if CFLEX_AVX2
+    return use_avx512 ? dot_q4_K_avx512((const uint8_t *)w, x, nb) : dot_q4_K_avx2((const uint8_t *)w, x, nb);
+#else
+    return dot_scalar(q4k_row_scalar, 144, (const uint8_t *)w, x, nb);
+#endif
+}
+float cflex_dot_q5_K(const void *w, const cflex_q16_block *x, int nb) {
+#if CFLEX_AVX2
+    return use_avx512 ? dot_q5_K_avx512((const uint8_t *)w, x, nb) : dot_q5_K_avx2((const uint8_t *)w, x, nb);
+#else
+    return dot_scalar(q5k_row_scalar, 176, (const uint8_t *)w, x, nb);
+#endif
+}
+float cflex_dot_q6_K(const void *w, const cflex_q16_block *x, int nb) {
+#if CFLEX_AVX2
+    return use_avx512 ? dot_q6_K_avx512((const uint8_t *)w, x, nb) : dot_q6_K_avx2((const uint8_t *)w, x, nb);
+#else
+    return dot_scalar(q6k_scalar, 210, (const uint8_t *)w, x, nb);
+#endif
+}
+
+void cflex_gemv4_q4_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4_q4_K_avx512 : gemv4_q4_K_avx2)(rows, x, nb, y);
+#else
+    gemv4_scalar(q4k_row_scalar, 144, rows, x, nb, y);
+#endif
+}
+void cflex_gemv4_q5_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4_q5_K_avx512 : gemv4_q5_K_avx2)(rows, x, nb, y);
+#else
+    gemv4_scalar(q5k_row_scalar, 176, rows, x, nb, y);
+#endif
+}
+void cflex_gemv4_q6_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4_q6_K_avx512 : gemv4_q6_K_avx2)(rows, x, nb, y);
+#else
+    gemv4_scalar(q6k_scalar, 210, rows, x, nb, y);
+#endif
+}
+
+int cflex_isa_available(int isa) {
+    switch (isa) {
+    case CFLEX_ISA_SCALAR: return 1;
+#if CFLEX_AVX2
+    case CFLEX_ISA_AVX2: return 1;
+    case CFLEX_ISA_AVX512: return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
+    default: return 0;
+    }
+}
+
+int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int nb, float *y) {
+    if (!cflex_isa_available(isa)) return 0;
+    kq_row_scalar scalar = type == 12 ? q4k_row_scalar : type == 13 ? q5k_row_scalar : type == 14 ? q6k_scalar : 0;
+    if (!scalar) return 0;
+    size_t bytes = type == 12 ? 144 : type == 13 ? 176 : 210;
+    if (isa == CFLEX_ISA_SCALAR) { gemv4_scalar(scalar, bytes, rows, x, nb, y); return 1; }
+#if CFLEX_AVX2
+    static const gemv4_fn avx2[3] = {gemv4_q4_K_avx2, gemv4_q5_K_avx2, gemv4_q6_K_avx2};
+    static const gemv4_fn avx512[3] = {gemv4_q4_K_avx512, gemv4_q5_K_avx512, gemv4_q6_K_avx512};
+    (isa == CFLEX_ISA_AVX2 ? avx2 : avx512)[type - 12](rows, x, nb, y);
+    return 1;
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,98 @@
+// One core, weights from L2: the best pass of many over a small matrix, per kernel and instruction
+// set. The Kernels benchmark measures two threads against memory; this isolates the compute side
+// (is a kernel fast enough to keep up with the bus?) and is robust to a shared machine, since the
+// best of thousands of short passes is one that nobody interrupted. Build and run (docs/BENCHMARKS.md):
+//   clang -O3 -mavx2 -mfma -mf16c -ISources/CFlexKernels/include -ISources/CFlexKernels \
+//     Tools/kernel-bench.c Sources/CFlexKernels/*.c -lm -o /tmp/kernel-bench && /tmp/kernel-bench
+// FLEXRUN_KERNELS=avx2 runs the kernels that pick their instruction set at load with AVX2.
+#include "cflex_kernels.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { ROWS = 128, COLS = 4096, NB = COLS / 32, PASSES = 3000 };
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/// ROWS random rows of `bytes`-byte blocks (`per` elements each) with the f16 scales at `scales` set to 2^-14.
+static unsigned char *matrix(int bytes, int per, const int *scales, int nscales) {
+    size_t n = (size_t)ROWS * COLS / per * bytes;
+    unsigned char *w = malloc(n);
+    srand(1);
+    for (size_t i = 0; i < n; i++) w[i] = (unsigned char)rand();
+    for (size_t b = 0; b < n / bytes; b++)
+        for (int k = 0; k < nscales; k++) { unsigned short h = 0x0400; memcpy(w + b * bytes + scales[k], &h, 2); }
+    return w;
+}
+
+typedef void (*four_fn)(const void *const *, const cflex_q16_block *, int, float *);
+
+static double best_four(four_fn f, int type, int isa, const unsigned char *w, size_t rb, const cflex_q16_block *x, float *y) {
+    double best = 1e9;
+    for (int pass = 0; pass < PASSES; pass++) {
+        double t0 = now();
+        for (int r = 0; r < ROWS; r += 4) {
+            const void *p[4] = {w + rb * r, w + rb * (r + 1), w + rb * (r + 2), w + rb * (r + 3)};
+            if (f) f(p, x, NB, y + r); else cflex_gemv4_kquant_isa(type, isa, p, x, NB, y + r);
+        }
+        double t = now() - t0;
+        if (t < best) best = t;
+    }
+    return (double)rb * ROWS / best / 1e9;
+}
+
+int main(void) {
+    float xf[COLS];
+    for (int i = 0; i < COLS; i++) xf[i] = (float)((i * 7919) % 2001) / 1000.0f - 1;
+    cflex_q16_block x[NB];
+    cflex_quantize_q16(xf, x, COLS);
+    float y[ROWS], y8[ROWS];
+    printf("one core, %d x %d rows from L2, best of %d passes, GB/s of weights (AVX-512 picked at load: %d)\n",
+           ROWS, COLS, PASSES, cflex_kernels_avx512());
+
+    const int q41[] = {0, 2};
+    unsigned char *w = matrix(20, 32, q41, 2);
+    printf("Q4_1 four-row          %5.1f\n", best_four(cflex_gemv4_q4_1, 0, 0, w, (size_t)NB * 20, x, y));
+    free(w);
+
+    const struct { const char *name; int type, bytes, nscales, scales[2]; } kq[] = {
+        {"Q4_K", 12, 144, 2, {0, 2}}, {"Q5_K", 13, 176, 2, {0, 2}}, {"Q6_K", 14, 210, 1, {208}}};
+    const char *isa_name[] = {"scalar", "AVX2", "AVX-512"};
+    for (int k = 0; k < 3; k++) {
+        w = matrix(kq[k].bytes, 256, kq[k].scales, kq[k].nscales);
+        for (int isa = CFLEX_ISA_AVX2; isa <= CFLEX_ISA_AVX512; isa++)
+            if (cflex_isa_available(isa))
+                printf("%s four-row %-8s %5.1f\n", kq[k].name, isa_name[isa],
+                       best_four(NULL, kq[k].type, isa, w, (size_t)NB / 8 * kq[k].bytes, x, y));
+        free(w);
+    }
+
+    const struct { const char *name; int bytes, nscales, scales[2]; four_fn four;
+                   void (*interleave)(const void *, int, void *); void (*group)(const void *, const cflex_q16_block *, int, float *); } q5[] = {
+        {"Q5_0", 22, 1, {0, 0}, cflex_gemv4_q5_0, cflex_interleave8_q5_0, cflex_gemv8_q5_0},
+        {"Q5_1", 24, 2, {0, 2}, cflex_gemv4_q5_1, cflex_interleave8_q5_1, cflex_gemv8_q5_1}};
+    for (int k = 0; k < 2; k++) {
+        size_t rb = (size_t)NB * q5[k].bytes;
+        w = matrix(q5[k].bytes, 32, q5[k].scales, q5[k].nscales);
+        unsigned char *g = malloc(rb * ROWS);
+        for (int r = 0; r < ROWS; r += 8) q5[k].interleave(w + rb * r, NB, g + rb * r);
+        printf("%s four-row          %5.1f\n", q5[k].name, best_four(q5[k].four, 0, 0, w, rb, x, y));
+        double best = 1e9;
+        for (int pass = 0; pass < PASSES; pass++) {
+            double t0 = now();
+            for (int r = 0; r < ROWS; r += 8) q5[k].group(g + rb * r, x, NB, y8 + r);
+            double t = now() - t0;
+            if (t < best) best = t;
+        }
+        printf("%s x8                %5.1f  (same bits as four-row: %s)\n", q5[k].name, (double)rb * ROWS / best / 1e9,
+               memcmp(y, y8, sizeof y) ? "NO" : "yes");
+        free(w);
+        free(g);
+    }
+    return 0;
+}
