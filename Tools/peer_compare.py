@@ -82,7 +82,7 @@ def main():
         rows["prefill"][0].append(lp); rows["prefill"][1].append(fp)
         print(f"pair {i + 1}: decode llama.cpp {ld:.1f} flexrun {fd:.1f} | prefill llama.cpp {lp:.1f} flexrun {fp:.1f}", file=sys.stderr)
 
-    print(f"\nSmolLM2-135M Q4_1 ({os.path.basename(a.model)}), {a.threads} threads, {a.pairs} pairs, llama-cpp-python {llama_cpp.__version__}\n")
+    print(f"\n{os.path.basename(a.model)}, {a.threads} threads, {a.pairs} pairs, llama-cpp-python {llama_cpp.__version__}\n")
     print("| figure | llama.cpp tok/s (median) | flexrun tok/s (median) | ratio flexrun/llama.cpp (median of pairs) | ratios per pair |")
     print("|---|---|---|---|---|")
     for name, label in (("decode", "decode, 64 tokens after a 6-token prompt"), ("prefill", "prefill, 128-token prompt")):

@@ -284,7 +284,7 @@ def main():
             x["heldOutTop1"] = qual[x["mask"]]["top1"]
             x["met"] = x["tokPerS"] is not None and x["tokPerS"] >= x["target"]
             x["beatsResidentOnly"] = x["heldOutTop1"] >= qual[ro_mask]["top1"]
-        report["auto"] = {"batch": B, "sequence": S, "denseFootprint": F, "cap": cap, "fitTokPerS": fit_rate,
+        report[f"auto-{a.policy}"] = {"batch": B, "sequence": S, "denseFootprint": F, "cap": cap, "fitTokPerS": fit_rate,
                           "fitMask": canonical(fit_ds[-1]["mask"]) if fit_ds else "", "fitExit": fit["exit"],
                           "residentOnlyMask": ro_mask, "residentOnlyTop1": qual[ro_mask]["top1"], "runs": rows}
         json.dump(report, open(report_path, "w"), indent=1)
