@@ -78,8 +78,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Below the streaming minimum: off (refuse, exact), fit (skip blocks until the plan fits) or auto (also skip to reach --min-tps).")
     var prune: String = "off"
 
-    @Option(name: .customLong("prune-policy"), help: "Who chooses the blocks under --prune fit|auto: greedy (in --profile's order) or rl (RAP's trained agent).")
-    var prunePolicy: String = "greedy"
+    @Option(name: .customLong("prune-policy"), help: "Who chooses the blocks under --prune fit|auto: greedy (in --profile's order) or rl (RAP's trained agent). Default: rl under auto when a trained agent is beside --profile (greedy's order drops attention first, which frees little streaming; docs/RAP.md), greedy otherwise.")
+    var prunePolicy: String?
 
     @Option(name: .customLong("rl-policy"), help: "The trained agent for --prune-policy rl (default: rap-policy.json beside --profile).")
     var rlPolicy: String?
@@ -138,12 +138,13 @@ struct ModelOptions: ParsableArguments {
             if mode != .off { throw CLIError("--prune \(mode.rawValue) needs --profile (the order to drop blocks in)") }
         default: throw CLIError("--profile goes with --budget, or with --prune fit|auto")
         }
-        switch prunePolicy {
+        let agentFile = rlPolicy ?? ((profile.map { ($0 as NSString).deletingLastPathComponent } ?? ".") + "/rap-policy.json")
+        let policy = prunePolicy ?? (mode == .auto && FileManager.default.fileExists(atPath: agentFile) ? "rl" : "greedy")
+        switch policy {
         case "greedy": break
         case "rl":
             guard mode != .off else { throw CLIError("--prune-policy rl goes with --prune fit or auto") }
-            let file = rlPolicy ?? ((profile.map { ($0 as NSString).deletingLastPathComponent } ?? ".") + "/rap-policy.json")
-            options.prunePolicy = try readPolicy(file)
+            options.prunePolicy = try readPolicy(agentFile)
         default: throw CLIError("--prune-policy must be greedy or rl")
         }
         if let minTPS {
