@@ -400,6 +400,314 @@ KQ_KERNELS(q4_K_avx512, __attribute__((target(AVX512_TARGET))), q4k_row_avx512, 
 KQ_KERNELS(q5_K_avx512, __attribute__((target(AVX512_TARGET))), q5k_row_avx512, xds8_tree, 176)
 KQ_KERNELS(q6_K_avx512, __attribute__((target(AVX512_TARGET))), q6k_row_avx512, xds8_tree, 210)
 
+// ---------------------------------------------------------------------------------------------
+// Several activation rows (prefill, batched decode). Per super-block, each of the four rows'
+// weights is unpacked once (nibbles widened, high bits set, Q6_K's offset applied) into a stack
+// buffer, and its scales times d (and mins times dmin) once into float vectors; then every
+// activation row of the chunk takes the four-row kernel's steps against them: the same exact
+// int32 block sums, the same float products in the same order (fl(d*sc) is the very product the
+// one-row tail forms before multiplying by x.d), the same tree8x4 and the same accumulation over
+// super-blocks. So each (row, activation) result is the bits of the four-row kernel's.
+// Before, a 128-token prompt ran the float path (dequantize a row, then FMA): on a 7B-width
+// Q4_K_M file prefill was 0.27x llama.cpp's (Q6_K 0.16x).
+
+/// Q4_K/Q5_K: the scales' float factors as kq45_tail512 forms them, fl(d*sc) (lanes 0-7) and
+/// fl(dmin*m) (8-15), in tree order (AVX-512).
+AVX512_INLINE __m512 kq45_factors512(const uint8_t *p) {
+    const __m128i order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    __m128i b = _mm_shuffle_epi8(_mm_insert_epi64(_mm_cvtsi64_si128((long long)sc), (long long)mn, 1), order);
+    __m512 scmn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p)));
+    __m512 dd = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), _mm512_castps128_ps512(dm));
+    return _mm512_mul_ps(dd, scmn);
+}
+/// Unpacked weights of one row's super-block: block k's 32 quants as i16 at W[k] (AVX-512).
+AVX512_INLINE void q4k_unpack512(const uint8_t *p, __m512i *W, __m512 *F) {
+    const __m512i m4 = _mm512_set1_epi16(0x0F);
+    for (int g = 0; g < 4; g++) {
+        __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)));
+        W[2 * g] = _mm512_and_si512(v, m4);
+        W[2 * g + 1] = _mm512_srli_epi16(v, 4);
+    }
+    *F = kq45_factors512(p);
+}
+AVX512_INLINE void q5k_unpack512(const uint8_t *p, __m512i *W, __m512 *F) {
+    const __m512i m4 = _mm512_set1_epi16(0x0F), bit4 = _mm512_set1_epi16(16);
+    __m512i h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 16))), 4);
+    for (int g = 0; g < 4; g++) {
+        __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + 48 + 32 * g)));
+        int k = 2 * g;
+        W[k] = _mm512_or_si512(_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(h, k), bit4));
+        W[k + 1] = _mm512_or_si512(_mm512_srli_epi16(v, 4), _mm512_and_si512(_mm512_srli_epi16(h, k + 1), bit4));
+    }
+    *F = kq45_factors512(p);
+}
+/// Q6_K: q - 32 as i16 at W[k]; F = fl(d*sc) for the first halves (lanes 0-7) and the second
+/// (8-15), in tree order, as q6k_tail forms them before multiplying by xd.
+AVX512_INLINE void q6k_unpack512(const uint8_t *p, __m512i *W, __m512 *F) {
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+        for (int j = 0; j < 4; j++) W[4 * h + j] = _mm512_cvtepi8_epi16(q6k_bytes(ql0, ql1, qh, j));
+    }
+    __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 192)), _mm_loadu_si128((const __m128i *)q6k_tree));
+    *F = _mm512_mul_ps(_mm512_set1_ps(f16_to_f32(load_u16(p + 208))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+}
+/// sums16_512 before its last shuffle: 128-bit lanes [sa of blocks 0-3 | sb 0-3 | sa 4-7 | sb 4-7]
+/// (blocks in P's order).
+AVX512_INLINE __m512i q6k_sums_t512(const __m512i *P) {
+    __m512i v01 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
+    __m512i v23 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
+    __m512i v45 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[4], P[5]), _mm512_unpackhi_epi32(P[4], P[5]));
+    __m512i v67 = _mm512_add_epi32(_mm512_unpacklo_epi32(P[6], P[7]), _mm512_unpackhi_epi32(P[6], P[7]));
+    __m512i w0 = _mm512_add_epi32(_mm512_unpacklo_epi64(v01, v23), _mm512_unpackhi_epi64(v01, v23));
+    __m512i w1 = _mm512_add_epi32(_mm512_unpacklo_epi64(v45, v67), _mm512_unpackhi_epi64(v45, v67));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(w0, w1, 0x88), _mm512_shuffle_i64x2(w0, w1, 0xDD));
+}
+AVX512_INLINE __m512i q6k_t_row512(const __m512i *W, const __m512i *A) {
+    __m512i P[8];   // in tree order: block k at index k/2 + 4(k%2)
+    for (int k = 0; k < 8; k++) P[k / 2 + 4 * (k % 2)] = _mm512_madd_epi16(W[k], A[k]);
+    return q6k_sums_t512(P);
+}
+/// Rows r0 and r0+1: both rows' first-half sums in one vector and second-half sums in another,
+/// so q6k_tail's products run for two rows at once (FA, FB: the rows' factors paired likewise).
+AVX512_INLINE __m512 q6k_two_rows512(const __m512i *W0, const __m512i *W1, __m512 FA, __m512 FB, const __m512i *A, __m512 xd2) {
+    __m512i t0 = q6k_t_row512(W0, A), t1 = q6k_t_row512(W1, A);
+    __m512i sa = _mm512_shuffle_i64x2(t0, t1, 0x88), sb = _mm512_shuffle_i64x2(t0, t1, 0xDD);
+    __m512 da = _mm512_mul_ps(FA, xd2), db = _mm512_mul_ps(FB, xd2);
+    return _mm512_fmadd_ps(db, _mm512_cvtepi32_ps(sb), _mm512_mul_ps(da, _mm512_cvtepi32_ps(sa)));
+}
+
+/// Most activation rows a multi-row kernel holds accumulators for; more are done in chunks.
+#define KQ_BATCH 8
+
+/// Q4_K/Q5_K, AVX-512, two rows at a time. The blocks are paired (2g, 2g+1) in the lanes: V1[g]
+/// holds elements 0-15 of block 2g then of block 2g+1, V2[g] elements 16-31, and the activations
+/// likewise, so two vpmaddwd and one add leave block 2g's 8 partial sums in lanes 0-7 and block
+/// 2g+1's in lanes 8-15: sums8_512's first step without its shuffles. Its last step then takes
+/// two rows at once (their totals in the two halves of one vector), and so does the float tail
+/// (F pairs the rows' factors the same way). The integer sums are exact and every float lane is
+/// the same product, fma and order as kq45_tail512's, so the bits are the four-row kernel's.
+AVX512_INLINE void kq45_pair512(const __m512i *W, __m512i *V) {
+    for (int g = 0; g < 4; g++) {
+        V[g] = _mm512_shuffle_i64x2(W[2 * g], W[2 * g + 1], 0x44);
+        V[4 + g] = _mm512_shuffle_i64x2(W[2 * g], W[2 * g + 1], 0xEE);
+    }
+}
+/// sums8_512 from the paired vectors Z (block 2g in lanes 0-7, 2g+1 in 8-15), before its last step.
+AVX512_INLINE __m512i kq45_sums_w512(const __m512i *Z) {
+    __m512i v0 = _mm512_add_epi32(_mm512_unpacklo_epi32(Z[0], Z[1]), _mm512_unpackhi_epi32(Z[0], Z[1]));
+    __m512i v1 = _mm512_add_epi32(_mm512_unpacklo_epi32(Z[2], Z[3]), _mm512_unpackhi_epi32(Z[2], Z[3]));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+}
+AVX512_INLINE __m512i kq45_z_row512(const __m512i *V, const __m512i *A, int g) {
+    return _mm512_add_epi32(_mm512_madd_epi16(V[g], A[g]), _mm512_madd_epi16(V[4 + g], A[4 + g]));
+}
+/// Rows r0 and r0+1 against one activation super-block: their Q vectors in the two halves.
+AVX512_INLINE __m512 kq45_two_rows512(const __m512i *V0, const __m512i *V1, __m512 FD, __m512 FM, const __m512i *A,
+                                      __m512 xd2, __m512 xs2) {
+    __m512i Z0[4], Z1[4];
+    for (int g = 0; g < 4; g++) { Z0[g] = kq45_z_row512(V0, A, g); Z1[g] = kq45_z_row512(V1, A, g); }
+    __m512i w0 = kq45_sums_w512(Z0), w1 = kq45_sums_w512(Z1);
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(w0, w1, 0x88), _mm512_shuffle_i64x2(w0, w1, 0xDD));
+    return _mm512_fmsub_ps(_mm512_mul_ps(FD, xd2), _mm512_cvtepi32_ps(t), _mm512_mul_ps(FM, xs2));
+}
+
+#define KQN_KERNEL_512_PAIRED(NAME, UNPACK, BYTES)                                                           \
+__attribute__((target(AVX512_TARGET))) static void gemv4n_##NAME(const void *const *rows, const cflex_q16_block *x, \
+                                                              int xstride, int n, int nb, float *y, int ldy) { \
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]}; \
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * BYTES);                                         \
+    for (int j0 = 0; j0 < n; j0 += KQ_BATCH) {                                                              \
+        const int m = n - j0 < KQ_BATCH ? n - j0 : KQ_BATCH;                                                \
+        __m128 acc[KQ_BATCH];                                                                               \
+        for (int j = 0; j < m; j++) acc[j] = _mm_setzero_ps();                                              \
+        for (int i = 0; i < nb / 8; i++) {                                                                  \
+            const size_t o = (size_t)i * BYTES;                                                             \
+            for (int c = 0; c < BYTES; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead); \
+            __m512i V[4][8];                                                                                \
+            __m512 F[4], FD[2], FM[2];                                                                      \
+            for (int r = 0; r < 4; r++) {                                                                   \
+                __m512i W[8];                                                                               \
+                UNPACK(p[r] + o, W, &F[r]);                                                                 \
+                kq45_pair512(W, V[r]);                                                                      \
+            }                                                                                               \
+            for (int h = 0; h < 2; h++) {                                                                   \
+                FD[h] = _mm512_shuffle_f32x4(F[2 * h], F[2 * h + 1], 0x44);                                 \
+                FM[h] = _mm512_shuffle_f32x4(F[2 * h], F[2 * h + 1], 0xEE);                                 \
+            }                                                                                               \
+            for (int j = 0; j < m; j++) {                                                                   \
+                const cflex_q16_block *xj = x + (size_t)(j0 + j) * xstride + 8 * i;                         \
+                __m256 xd, xs;                                                                              \
+                xds8_tree(xj, &xd, &xs);                                                                    \
+                __m512 xd2 = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(xd)), _mm256_castps_pd(xd), 1)); \
+                __m512 xs2 = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(xs)), _mm256_castps_pd(xs), 1)); \
+                __m512i A[8];                                                                               \
+                for (int g = 0; g < 4; g++) {                                                               \
+                    const int16_t *a = xj[2 * g].qs, *b = xj[2 * g + 1].qs;                                 \
+                    A[g] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)), \
+                                              _mm256_loadu_si256((const __m256i *)b), 1);                   \
+                    A[4 + g] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 16))), \
+                                                  _mm256_loadu_si256((const __m256i *)(b + 16)), 1);        \
+                }                                                                                           \
+                __m512 q01 = kq45_two_rows512(V[0], V[1], FD[0], FM[0], A, xd2, xs2);                       \
+                __m512 q23 = kq45_two_rows512(V[2], V[3], FD[1], FM[1], A, xd2, xs2);                       \
+                acc[j] = _mm_add_ps(acc[j], tree8x4(_mm512_castps512_ps256(q01),                            \
+                                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q01), 1)), \
+                                                    _mm512_castps512_ps256(q23),                            \
+                                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q23), 1)))); \
+            }                                                                                               \
+        }                                                                                                   \
+        for (int j = 0; j < m; j++) _mm_storeu_ps(y + (size_t)(j0 + j) * ldy, acc[j]);                      \
+    }                                                                                                       \
+}
+
+KQN_KERNEL_512_PAIRED(q4_K_avx512, q4k_unpack512, 144)
+KQN_KERNEL_512_PAIRED(q5_K_avx512, q5k_unpack512, 176)
+__attribute__((target(AVX512_TARGET))) static void gemv4n_q6_K_avx512(const void *const *rows, const cflex_q16_block *x,
+                                                                   int xstride, int n, int nb, float *y, int ldy) {
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * 210);
+    for (int j0 = 0; j0 < n; j0 += KQ_BATCH) {
+        const int m = n - j0 < KQ_BATCH ? n - j0 : KQ_BATCH;
+        __m128 acc[KQ_BATCH];
+        for (int j = 0; j < m; j++) acc[j] = _mm_setzero_ps();
+        for (int i = 0; i < nb / 8; i++) {
+            const size_t o = (size_t)i * 210;
+            for (int c = 0; c < 210; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
+            __m512i W[4][8];
+            __m512 F[4], FA[2], FB[2];
+            for (int r = 0; r < 4; r++) q6k_unpack512(p[r] + o, W[r], &F[r]);
+            for (int h = 0; h < 2; h++) {
+                FA[h] = _mm512_shuffle_f32x4(F[2 * h], F[2 * h + 1], 0x44);
+                FB[h] = _mm512_shuffle_f32x4(F[2 * h], F[2 * h + 1], 0xEE);
+            }
+            for (int j = 0; j < m; j++) {
+                const cflex_q16_block *xj = x + (size_t)(j0 + j) * xstride + 8 * i;
+                __m256 xd, xs;
+                xds8_tree(xj, &xd, &xs);
+                __m512 xd2 = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(xd)), _mm256_castps_pd(xd), 1));
+                __m512i A[8];
+                for (int k = 0; k < 8; k++) A[k] = _mm512_loadu_si512(xj[k].qs);
+                __m512 q01 = q6k_two_rows512(W[0], W[1], FA[0], FB[0], A, xd2);
+                __m512 q23 = q6k_two_rows512(W[2], W[3], FA[1], FB[1], A, xd2);
+                acc[j] = _mm_add_ps(acc[j], tree8x4(_mm512_castps512_ps256(q01), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q01), 1)),
+                                                    _mm512_castps512_ps256(q23), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q23), 1))));
+            }
+        }
+        for (int j = 0; j < m; j++) _mm_storeu_ps(y + (size_t)(j0 + j) * ldy, acc[j]);
+    }
+}
+
+/// AVX2: block k's quants as i16 at W[2k] (elements 0-15) and W[2k+1] (16-31); F[0], F[1] the
+/// float factors in the blocks' natural order (tree_order comes after the tail, as in the rows).
+/// Q4_K/Q5_K: F[0] = fl(d*sc), F[1] = fl(dmin*m), kq45_tail's first products.
+static inline void kq45_factors256(const uint8_t *p, __m256 *F) {
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(p)));
+    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
+    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+    F[0] = _mm256_mul_ps(_mm256_broadcastss_ps(dm), scf);
+    F[1] = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), mnf);
+}
+static inline void q4k_unpack256(const uint8_t *p, __m256i *W, __m256 *F) {
+    for (int g = 0; g < 4; g++) {
+        nibbles16(p + 16 + 32 * g, &W[4 * g], &W[4 * g + 2]);
+        nibbles16(p + 16 + 32 * g + 16, &W[4 * g + 1], &W[4 * g + 3]);
+    }
+    kq45_factors256(p, F);
+}
+static inline void q5k_unpack256(const uint8_t *p, __m256i *W, __m256 *F) {
+    __m256i h0 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), 4);
+    __m256i h1 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), 4);
+    const __m256i bit4 = _mm256_set1_epi16(16);
+    for (int g = 0; g < 4; g++) {
+        __m256i l0, u0, l1, u1;
+        nibbles16(p + 48 + 32 * g, &l0, &u0);
+        nibbles16(p + 48 + 32 * g + 16, &l1, &u1);
+        int k = 2 * g;
+        W[2 * k] = _mm256_or_si256(l0, _mm256_and_si256(_mm256_srli_epi16(h0, k), bit4));
+        W[2 * k + 1] = _mm256_or_si256(l1, _mm256_and_si256(_mm256_srli_epi16(h1, k), bit4));
+        W[2 * k + 2] = _mm256_or_si256(u0, _mm256_and_si256(_mm256_srli_epi16(h0, k + 1), bit4));
+        W[2 * k + 3] = _mm256_or_si256(u1, _mm256_and_si256(_mm256_srli_epi16(h1, k + 1), bit4));
+    }
+    kq45_factors256(p, F);
+}
+/// Q4_K/Q5_K against one activation super-block (A: its 16 half-blocks of quants).
+static inline __m256 kq45_apply_row256(const __m256i *W, const __m256 *F, const __m256i *A, __m256 xd, __m256 xs) {
+    __m256i P[8];
+    for (int k = 0; k < 8; k++) P[k] = _mm256_add_epi32(_mm256_madd_epi16(W[2 * k], A[2 * k]), _mm256_madd_epi16(W[2 * k + 1], A[2 * k + 1]));
+    __m256 D = _mm256_mul_ps(F[0], xd), O = _mm256_mul_ps(F[1], xs);
+    return tree_order(_mm256_fmsub_ps(D, _mm256_cvtepi32_ps(sums8(P)), O));
+}
+/// Q6_K: q - 32; F[0] = fl(d*sc) of the first halves, F[1] of the second, as q6k_tail forms them.
+static inline void q6k_unpack256(const uint8_t *p, __m256i *W, __m256 *F) {
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            int k = 4 * h + j;
+            __m256i q = q6k_bytes(ql0, ql1, qh, j);
+            W[2 * k] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+            W[2 * k + 1] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+        }
+    }
+    __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 192)), _mm_loadu_si128((const __m128i *)q6k_natural));
+    __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(p + 208)));
+    F[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+    F[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+}
+static inline __m256 q6k_apply_row256(const __m256i *W, const __m256 *F, const __m256i *A, __m256 xd, __m256 xs) {
+    (void)xs;
+    __m256i PA[8], PB[8];
+    for (int k = 0; k < 8; k++) {
+        PA[k] = _mm256_madd_epi16(W[2 * k], A[2 * k]);
+        PB[k] = _mm256_madd_epi16(W[2 * k + 1], A[2 * k + 1]);
+    }
+    __m256 da = _mm256_mul_ps(F[0], xd), db = _mm256_mul_ps(F[1], xd);
+    return tree_order(_mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sums8(PB)), _mm256_mul_ps(da, _mm256_cvtepi32_ps(sums8(PA)))));
+}
+
+#define KQN_KERNEL_256(NAME, UNPACK, APPLY, BYTES)                                                           \
+static void gemv4n_##NAME(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) { \
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]}; \
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * BYTES);                                         \
+    for (int j0 = 0; j0 < n; j0 += KQ_BATCH) {                                                              \
+        const int m = n - j0 < KQ_BATCH ? n - j0 : KQ_BATCH;                                                \
+        __m128 acc[KQ_BATCH];                                                                               \
+        for (int j = 0; j < m; j++) acc[j] = _mm_setzero_ps();                                              \
+        for (int i = 0; i < nb / 8; i++) {                                                                  \
+            const size_t o = (size_t)i * BYTES;                                                             \
+            for (int c = 0; c < BYTES; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead); \
+            __m256i W[4][16];                                                                               \
+            __m256 F[4][2];                                                                                 \
+            for (int r = 0; r < 4; r++) UNPACK(p[r] + o, W[r], F[r]);                                       \
+            for (int j = 0; j < m; j++) {                                                                   \
+                const cflex_q16_block *xj = x + (size_t)(j0 + j) * xstride + 8 * i;                         \
+                __m256 xd, xs;                                                                              \
+                xds8(xj, &xd, &xs);                                                                         \
+                __m256i A[16];                                                                              \
+                for (int k = 0; k < 8; k++) {                                                               \
+                    A[2 * k] = _mm256_loadu_si256((const __m256i *)xj[k].qs);                               \
+                    A[2 * k + 1] = _mm256_loadu_si256((const __m256i *)(xj[k].qs + 16));                    \
+                }                                                                                           \
+                acc[j] = _mm_add_ps(acc[j], tree8x4(APPLY(W[0], F[0], A, xd, xs), APPLY(W[1], F[1], A, xd, xs), \
+                                                    APPLY(W[2], F[2], A, xd, xs), APPLY(W[3], F[3], A, xd, xs))); \
+            }                                                                                               \
+        }                                                                                                   \
+        for (int j = 0; j < m; j++) _mm_storeu_ps(y + (size_t)(j0 + j) * ldy, acc[j]);                      \
+    }                                                                                                       \
+}
+
+KQN_KERNEL_256(q4_K_avx2, q4k_unpack256, kq45_apply_row256, 144)
+KQN_KERNEL_256(q5_K_avx2, q5k_unpack256, kq45_apply_row256, 176)
+KQN_KERNEL_256(q6_K_avx2, q6k_unpack256, q6k_apply_row256, 210)
+
 static int use_avx512 = 0;
 __attribute__((constructor)) static void cflex_pick_kquant_isa(void) { use_avx512 = cflex_cpu_avx512(); }
 #endif
@@ -460,6 +768,34 @@ void cflex_gemv4_q6_K(const void *const *rows, const cflex_q16_block *x, int nb,
 #endif
 }
 
+/// Without AVX2: the four-row kernel once per activation row (the same bits by construction).
+__attribute__((unused)) static void gemv4n_scalar(kq_row_scalar f, size_t bytes, const void *const *rows, const cflex_q16_block *x,
+                                                  int xstride, int n, int nb, float *y, int ldy) {
+    for (int j = 0; j < n; j++) gemv4_scalar(f, bytes, rows, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
+}
+
+void cflex_gemv4n_q4_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4n_q4_K_avx512 : gemv4n_q4_K_avx2)(rows, x, xstride, n, nb, y, ldy);
+#else
+    gemv4n_scalar(q4k_row_scalar, 144, rows, x, xstride, n, nb, y, ldy);
+#endif
+}
+void cflex_gemv4n_q5_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4n_q5_K_avx512 : gemv4n_q5_K_avx2)(rows, x, xstride, n, nb, y, ldy);
+#else
+    gemv4n_scalar(q5k_row_scalar, 176, rows, x, xstride, n, nb, y, ldy);
+#endif
+}
+void cflex_gemv4n_q6_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    (use_avx512 ? gemv4n_q6_K_avx512 : gemv4n_q6_K_avx2)(rows, x, xstride, n, nb, y, ldy);
+#else
+    gemv4n_scalar(q6k_scalar, 210, rows, x, xstride, n, nb, y, ldy);
+#endif
+}
+
 int cflex_isa_available(int isa) {
     switch (isa) {
     case CFLEX_ISA_SCALAR: return 1;
@@ -481,6 +817,25 @@ int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cfl
     static const gemv4_fn avx2[3] = {gemv4_q4_K_avx2, gemv4_q5_K_avx2, gemv4_q6_K_avx2};
     static const gemv4_fn avx512[3] = {gemv4_q4_K_avx512, gemv4_q5_K_avx512, gemv4_q6_K_avx512};
     (isa == CFLEX_ISA_AVX2 ? avx2 : avx512)[type - 12](rows, x, nb, y);
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+typedef void (*gemv4n_fn)(const void *const *, const cflex_q16_block *, int, int, int, float *, int);
+
+int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb,
+                            float *y, int ldy) {
+    if (!cflex_isa_available(isa)) return 0;
+    kq_row_scalar scalar = type == 12 ? q4k_row_scalar : type == 13 ? q5k_row_scalar : type == 14 ? q6k_scalar : 0;
+    if (!scalar) return 0;
+    size_t bytes = type == 12 ? 144 : type == 13 ? 176 : 210;
+    if (isa == CFLEX_ISA_SCALAR) { gemv4n_scalar(scalar, bytes, rows, x, xstride, n, nb, y, ldy); return 1; }
+#if CFLEX_AVX2
+    static const gemv4n_fn avx2[3] = {gemv4n_q4_K_avx2, gemv4n_q5_K_avx2, gemv4n_q6_K_avx2};
+    static const gemv4n_fn avx512[3] = {gemv4n_q4_K_avx512, gemv4n_q5_K_avx512, gemv4n_q6_K_avx512};
+    (isa == CFLEX_ISA_AVX2 ? avx2 : avx512)[type - 12](rows, x, xstride, n, nb, y, ldy);
     return 1;
 #else
     return 0;

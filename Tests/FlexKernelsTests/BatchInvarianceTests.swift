@@ -5,9 +5,13 @@ import FlexFormat
 /// A row's matmul result depends only on its path, never on the batch around it: what lets a
 /// batch of sequences give each one exactly its alone numbers (FlexEngine's `Session`).
 @Suite struct BatchInvarianceTests {
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .f32])
+    /// The K-quants run 768 columns (3 super-blocks); their prefill path is the batched integer
+    /// kernel (`cflex_gemv4n_*`), which must give every row the bits it gets alone, and (checked
+    /// below) the bits of the decode path.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .f32, .q4_K, .q5_K, .q6_K])
     func rowsAreTheSameBitsAtEveryBatchSize(_ type: GGMLType) throws {
-        let rows = 37, cols = 96
+        let kquant = [GGMLType.q4_K, .q5_K, .q6_K].contains(type)
+        let rows = 37, cols = kquant ? 768 : 96
         let bytes = try #require(type.rowBytes(elements: cols)) * rows
         var rng = SystemRandomNumberGenerator()
         let data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -63,5 +67,8 @@ import FlexFormat
         }
         }
         #expect(results[0] == results[2] && results[1] == results[3], "x8 groups and row-major rows differ")
+        if kquant && IntegerDot.simd {
+            #expect(results[0].map { $0.map(\.bitPattern) } == results[1].map { $0.map(\.bitPattern) }, "\(type) prefill and decode differ")
+        }
     }
 }

@@ -147,10 +147,50 @@ import FlexFormat
                 let row = w.baseAddress! + r * c.rowBytes
                 #expect(dot(row, blocks, Int32(c.cols / 32)).bitPattern == y[r].bitPattern, "row \(r)")
                 var same = [Float](repeating: .nan, count: 4)
-                guard case .four(let four) = IntegerDot.kernel(for: type) else { Issue.record("no four-row kernel"); return }
+                guard case .four(let four, _) = IntegerDot.kernel(for: type) else { Issue.record("no four-row kernel"); return }
                 let same4: [UnsafeRawPointer?] = [row, row, row, row]
                 four(same4, blocks, Int32(c.cols / 32), &same)
                 #expect(same.allSatisfy { $0.bitPattern == y[r].bitPattern }, "row \(r) repeated")
+            }
+        }
+    }
+
+    /// The batched kernel (`cflex_gemv4n_*`) on every instruction set gives, for each activation
+    /// row, the bits of the four-row kernel run on that row alone (batch invariance), for batch
+    /// sizes below, at and past its chunk of 8 and 1 or 3 super-blocks; activation rows are
+    /// strided (xstride > the row's blocks) and results land with a row stride, as ``MatMul``
+    /// passes them.
+    @Test(arguments: types, [1, 3])
+    func batchedMatchesFourRowsPerActivationRow(_ type: GGMLType, _ superBlocks: Int) {
+        let c = Self.makeCase(type, superBlocks: superBlocks, seed: 31 &+ UInt64(superBlocks), spread: 2)
+        let nb = c.cols / 32, xstride = nb + 3, ldy = 7, maxN = 13
+        var rng = TestRNG(seed: 4242 &+ UInt64(type.rawValue))
+        var blocks = [cflex_q16_block](repeating: cflex_q16_block(), count: maxN * xstride)
+        for j in 0..<maxN {
+            let x = (0..<c.cols).map { i in Float(rng.next() % 20001) / 10_000 - 1 + (i % 32 == 0 ? Float(j) : 0) }
+            blocks.withUnsafeMutableBufferPointer { cflex_quantize_q16(x, $0.baseAddress! + j * xstride, Int32(c.cols)) }
+        }
+        c.weights.withUnsafeBytes { w in
+            let rows: [UnsafeRawPointer?] = (0..<4).map { UnsafeRawPointer(w.baseAddress! + $0 * c.rowBytes) }
+            for isa in Self.isas {
+                var single = [[Float]]()
+                for j in 0..<maxN {
+                    var y = [Float](repeating: .nan, count: 4)
+                    blocks.withUnsafeBufferPointer {
+                        #expect(cflex_gemv4_kquant_isa(Int32(c.type.rawValue), isa, rows, $0.baseAddress! + j * xstride, Int32(nb), &y) == 1)
+                    }
+                    single.append(y)
+                }
+                for n in [1, 2, 3, 5, 8, 9, 13] {
+                    var y = [Float](repeating: .nan, count: n * ldy)
+                    let ok = cflex_gemv4n_kquant_isa(Int32(c.type.rawValue), isa, rows, blocks, Int32(xstride), Int32(n), Int32(nb), &y, Int32(ldy))
+                    #expect(ok == 1)
+                    for j in 0..<n {
+                        #expect(y[j * ldy..<j * ldy + 4].map(\.bitPattern) == single[j].map(\.bitPattern),
+                                "\(type) \(superBlocks) super-blocks isa \(isa) n \(n) activation row \(j)")
+                        #expect(y[j * ldy + 4..<j * ldy + ldy].allSatisfy { $0.isNaN }, "wrote past its four results")
+                    }
+                }
             }
         }
     }

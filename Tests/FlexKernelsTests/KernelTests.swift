@@ -142,7 +142,7 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// A matmul against a plain double-precision one over reference-dequantized rows.
     /// `engine` is what `MatMul.compute` picks (integer or fused below `decodeBatchLimit`,
-    /// dequantize-then-FMA above); `fused` is the Swift decode kernel, float throughout. `integer` is the C 16-bit-activation path: its
+    /// dequantize-then-FMA above, integer at any batch for the K-quants); `fused` is the Swift decode kernel, float throughout. `integer` is the C 16-bit-activation path: its
     /// reference uses the activations as that path sees them (16-bit round trip), so the same
     /// bound checks the kernel's arithmetic exactly.
     @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .q5_1, .q6_K, .q4_K, .q5_K, .f16, .bf16], [1, 3, 4, 9])
@@ -182,8 +182,9 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         var rng = TestRNG(seed: 11)
         let xRaw = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
         // What the chosen path sees: `compute` takes the 16-bit integer path for decode-sized
-        // batches of formats that have a C kernel.
-        let integer = path == .integer || (path == .engine && batch < MatMul.decodeBatchLimit && IntegerDot.simd && IntegerDot.kernel(for: type) != nil)
+        // batches of formats that have a C kernel, and for every batch of the K-quants.
+        let integer = path == .integer || (path == .engine && IntegerDot.simd
+            && IntegerDot.kernel(for: type).map { batch < MatMul.decodeBatchLimit || $0.prefills } ?? false)
         let x = integer ? roundTripQ16(xRaw) : xRaw
         var y = [Float](repeating: .nan, count: batch * rows)
         let pool = WorkerPool(threads: 2)

@@ -95,6 +95,12 @@ float cflex_dot_q6_K(const void *w, const cflex_q16_block *x, int nb);
 void cflex_gemv4_q4_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q5_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q6_K(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+/// y[j*ldy + 0..4) = four row-major rows · x + j*xstride (in blocks), for j < n (any n >= 1):
+/// the bits of n calls of cflex_gemv4_*, with each super-block's weights unpacked once for up to
+/// 8 activation rows (prefill and batched decode).
+void cflex_gemv4n_q4_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv4n_q5_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv4n_q6_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 
 /// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
 /// has (the unsuffixed kernels pick one at load) and check they give the same bits.
@@ -104,6 +110,9 @@ int cflex_isa_available(int isa);
 /// cflex_gemv4_q4_K/q5_K/q6_K on a named instruction set; `type` is the ggml type id (12 Q4_K,
 /// 13 Q5_K, 14 Q6_K). Returns 0 (and leaves y alone) when the type or the instruction set is not there.
 int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int nb, float *y);
+/// cflex_gemv4n_q4_K/q5_K/q6_K on a named instruction set (the same contract).
+int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb,
+                            float *y, int ldy);
 
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);
