@@ -179,73 +179,60 @@ public enum MatMul {
             }
         }
 
-        /// Row-major rows `r..<end`, four per call; 1–3 rows left over repeat the last one to fill
-        /// the kernel's four.
+        /// Rows `start..<end` as the four-row kernels take them: `body` gets four row pointers,
+        /// the first row's index and how many of the four are real (1–3 rows left over repeat the
+        /// last one to fill the kernels' four).
+        @inline(__always)
+        func eachFour(from start: Int, to end: Int, _ body: (UnsafePointer<UnsafeRawPointer?>, Int, Int) -> Void) {
+            var r = start
+            var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
+            while r < end {
+                let n = Swift.min(4, end - r), last = w.row(r + n - 1)
+                rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
+                withUnsafePointer(to: &rows) { $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { body($0, r, n) } }
+                r += 4
+            }
+        }
+
+        /// Row-major rows `r..<end`, four per call, once per activation row.
         @inline(__always)
         func rowMajor(_ four: IntegerDot.FourRowKernel, from start: Int, to end: Int) {
             let nb = Int32(w.cols / 32)
-            var r = start
-            var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
-            while r + 4 <= end {
-                rows = (w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3))
-                withUnsafePointer(to: &rows) {
-                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                        for b in 0..<batch { four(p, activations + b * activationStride, nb, y + b * ldy + r) }
+            var out = SIMD4<Float>()
+            eachFour(from: start, to: end) { p, r, n in
+                for b in 0..<batch {
+                    if n == 4 {
+                        four(p, activations + b * activationStride, nb, y + b * ldy + r)
+                        continue
                     }
-                }
-                r += 4
-            }
-            if r < end {
-                let n = end - r, last = w.row(end - 1)
-                rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
-                var out = SIMD4<Float>()
-                withUnsafePointer(to: &rows) {
-                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                        for b in 0..<batch {
-                            withUnsafeMutablePointer(to: &out) {
-                                $0.withMemoryRebound(to: Float.self, capacity: 4) { four(p, activations + b * activationStride, nb, $0) }
-                            }
-                            for i in 0..<n { y[b * ldy + r + i] = out[i] }
-                        }
+                    withUnsafeMutablePointer(to: &out) {
+                        $0.withMemoryRebound(to: Float.self, capacity: 4) { four(p, activations + b * activationStride, nb, $0) }
                     }
+                    for i in 0..<n { y[b * ldy + r + i] = out[i] }
                 }
             }
         }
 
         /// Row-major rows `r..<end` against every activation row: four weight rows per call, unpacked
-        /// once per super-block for up to eight activation rows (the kernel's chunk); 1–3 rows left
-        /// over repeat the last one, into a small buffer. Each result is the bits of ``rowMajor``'s.
+        /// once per super-block for up to eight activation rows (the kernel's chunk); a short last
+        /// group goes through a small buffer. Each result is the bits of ``rowMajor``'s.
         @inline(__always)
         func rowMajorBatched(_ kernel: IntegerDot.FourRowBatchKernel, from start: Int, to end: Int) {
             let nb = Int32(w.cols / 32)
-            var r = start
-            var rows: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?)
-            while r + 4 <= end {
-                rows = (w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3))
-                withUnsafePointer(to: &rows) {
-                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                        kernel(p, activations, Int32(activationStride), Int32(batch), nb, y + r, Int32(ldy))
-                    }
+            var out = (SIMD16<Float>(), SIMD16<Float>())   // 8 activation rows × 4 results per call
+            eachFour(from: start, to: end) { p, r, n in
+                if n == 4 {
+                    kernel(p, activations, Int32(activationStride), Int32(batch), nb, y + r, Int32(ldy))
+                    return
                 }
-                r += 4
-            }
-            if r < end {
-                let n = end - r, last = w.row(end - 1)
-                rows = (w.row(r), n > 1 ? w.row(r + 1) : last, n > 2 ? w.row(r + 2) : last, last)
-                // 8 activation rows × 4 results per call.
-                var out = (SIMD16<Float>(), SIMD16<Float>())
-                withUnsafePointer(to: &rows) {
-                    $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                        withUnsafeMutableBytes(of: &out) { raw in
-                            let o = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-                            var b = 0
-                            while b < batch {
-                                let k = Swift.min(8, batch - b)
-                                kernel(p, activations + b * activationStride, Int32(activationStride), Int32(k), nb, o, 4)
-                                for j in 0..<k { for i in 0..<n { y[(b + j) * ldy + r + i] = o[4 * j + i] } }
-                                b += k
-                            }
-                        }
+                withUnsafeMutableBytes(of: &out) { raw in
+                    let o = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+                    var b = 0
+                    while b < batch {
+                        let k = Swift.min(8, batch - b)
+                        kernel(p, activations + b * activationStride, Int32(activationStride), Int32(k), nb, o, 4)
+                        for j in 0..<k { for i in 0..<n { y[(b + j) * ldy + r + i] = o[4 * j + i] } }
+                        b += k
                     }
                 }
             }
