@@ -33,9 +33,12 @@ struct FlexRunMain {
     }
 }
 
-struct CLIError: Error {
+/// A user-facing error: one plain sentence. Its description is the message, because
+/// ArgumentParser prints errors thrown from `validate()` with `String(describing:)`.
+struct CLIError: Error, CustomStringConvertible {
     let message: String
     init(_ message: String) { self.message = message }
+    var description: String { message }
 }
 
 struct FlexRun: ParsableCommand {
@@ -54,13 +57,13 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "GGUF model file (default: the SmolLM2 model in the local model cache).")
     var model: String?
 
-    @Option(name: .customLong("mem-limit"), help: "Total memory the engine may use: 512M, 4G, 1.5GiB or bytes.")
+    @Option(name: .customLong("mem-limit"), parsing: .unconditional, help: "Total memory the engine may use: 512M, 4G, 1.5GiB or bytes.")
     var memLimit: String?
 
-    @Option(name: [.customShort("t"), .long], help: "Compute threads (default: all cores).")
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Compute threads (default: all cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "Context length in tokens (default: min(2048, the model's)).")
+    @Option(name: .long, parsing: .unconditional, help: "Context length in tokens (default: min(2048, the model's)).")
     var ctx: Int?
 
     @Option(name: .long, help: "Blocks to skip, e.g. attn:3,ffn:17.")
@@ -189,14 +192,18 @@ func readText(_ path: String, what: String) throws -> String {
 }
 
 /// Writes text to fd 1 unbuffered, so streamed tokens appear as they are generated.
-func writeStandardOutput(_ text: String) {
+/// Writes generated text to stdout. A write that fails (a full disk, a closed pipe) ends the run
+/// with a message and a non-zero exit: output lost with exit 0 would look like success.
+func writeStandardOutput(_ text: String) throws {
     var text = text
-    text.withUTF8 { buf in
+    let failure: Int32? = text.withUTF8 { buf in
         var off = 0
         while off < buf.count {
             let n = write(1, buf.baseAddress! + off, buf.count - off)
-            if n < 0 { if errno == EINTR { continue } else { return } }
+            if n < 0 { if errno == EINTR { continue } else { return errno } }
             off += n
         }
+        return nil
     }
+    if let failure { throw CLIError("cannot write the output: \(String(cString: strerror(failure)))") }
 }

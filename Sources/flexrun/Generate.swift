@@ -9,22 +9,22 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: [.customShort("n"), .customLong("max-tokens")], help: "Tokens to generate at most.")
+    @Option(name: [.customShort("n"), .customLong("max-tokens")], parsing: .unconditional, help: "Tokens to generate at most.")
     var maxTokens = 256
 
-    @Option(name: .customLong("temp"), help: "Temperature; 0 is greedy.")
+    @Option(name: .customLong("temp"), parsing: .unconditional, help: "Temperature; 0 is greedy.")
     var temperature: Float = 0.8
 
-    @Option(name: .customLong("top-k"), help: "Top-k; 0 disables.")
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Top-k; 0 disables.")
     var topK = 40
 
-    @Option(name: .customLong("top-p"), help: "Top-p; 1 disables.")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Top-p; 1 disables.")
     var topP: Float = 0.95
 
-    @Option(name: .customLong("min-p"), help: "Min-p; 0 disables.")
+    @Option(name: .customLong("min-p"), parsing: .unconditional, help: "Min-p; 0 disables.")
     var minP: Float = 0.05
 
-    @Option(name: .customLong("repeat-penalty"), help: "Repetition penalty; 1 disables.")
+    @Option(name: .customLong("repeat-penalty"), parsing: .unconditional, help: "Repetition penalty; 1 disables.")
     var repeatPenalty: Float = 1.0
 
     @Option(name: .long, help: "Sampler seed (default: random, printed with --stats).")
@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
     func validate() throws {
         guard maxTokens >= 0 else { throw CLIError("-n must be 0 or more") }
         if let parallel { guard (1...1024).contains(parallel) else { throw CLIError("--parallel must be between 1 and 1024") } }
-        guard temperature.isFinite, topK >= 0, (0...1).contains(topP), (0...1).contains(minP), repeatPenalty > 0 else {
+        guard temperature.isFinite, temperature >= 0, topK >= 0, (0...1).contains(topP), (0...1).contains(minP), repeatPenalty > 0 else {
             throw CLIError("sampling options out of range: --temp ≥ 0, --top-k ≥ 0, --top-p and --min-p in 0…1, --repeat-penalty > 0")
         }
     }
@@ -72,9 +72,9 @@ struct Generate: ParsableCommand {
 
         var it = try engine.generate(prompt: prompt, parameters: params)
         while let token = it.next() {
-            if !token.text.isEmpty { writeStandardOutput(token.text) }
+            if !token.text.isEmpty { try writeStandardOutput(token.text) }
         }
-        writeStandardOutput(it.flushText() + "\n")
+        try writeStandardOutput(it.flushText() + "\n")
         if let error = it.error { throw error }
         if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
         if stats { printStats(it.stats, engine: engine, seed: seed) }

@@ -43,6 +43,12 @@ struct Pack: ParsableCommand {
         do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }
         guard !file.isPacked else { throw CLIError("\(model) is already a block file") }
         try checkWritable(output)
+        // Writing over the source would replace the model with its block file (the output is
+        // renamed into place at the end), so the same file under any name is refused.
+        if let a = try? FileManager.default.attributesOfItem(atPath: model), let b = try? FileManager.default.attributesOfItem(atPath: output),
+           (a[.systemNumber] as? Int) == (b[.systemNumber] as? Int), (a[.systemFileNumber] as? Int) == (b[.systemFileNumber] as? Int) {
+            throw CLIError("-o \(output) is the input model itself; write the block file to another path")
+        }
         if compressionAware && requant == nil { throw CLIError("--compression-aware needs --requant q8_0") }
         if lambda != nil && !compressionAware { throw CLIError("--lambda needs --compression-aware") }
         let ca: Double? = compressionAware ? (lambda ?? 0.002) : nil

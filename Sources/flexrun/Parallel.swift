@@ -56,7 +56,7 @@ extension Generate {
             case .finished(let i, let s, let rest):
                 texts[i] += rest
                 results[i] = s
-                writeStandardOutput(jsonLine(index: i, text: texts[i], ids: ids[i], stats: s) + "\n")
+                try writeStandardOutput(jsonLine(index: i, text: texts[i], ids: ids[i], stats: s) + "\n")
             }
         }
         let wall = Platform.now() - start

@@ -89,6 +89,42 @@ import Testing
         expectOneLineError(try Self.run(["--model", "/nonexistent.gguf", prompt]), containing: "No such file")
     }
 
+    /// Negative numbers reach the checks (not "Missing value"), and the checks' messages are
+    /// plain sentences, not type dumps.
+    @Test func negativeNumbersAreRefusedByName() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        for (args, needle) in [(["--temp", "-1"], "--temp ≥ 0"), (["--temp=-1"], "--temp ≥ 0"), (["-n", "-5"], "-n must be 0 or more"),
+                               (["--mem-limit", "-1"], "invalid size '-1'"), (["--ctx", "-3"], "--ctx must be"), (["-t", "-1"], "--threads must be")] {
+            let r = try Self.run(["--model", synthModel] + args + [prompt])
+            expectOneLineError(r, containing: needle)
+            #expect(!r.stderr.contains("CLIError") && !r.stderr.contains("Missing value"), "\(args): \(r.stderr)")
+        }
+    }
+
+    /// Output that cannot be written (a full disk) ends the run with a message and a non-zero
+    /// exit, not exit 0 with the text lost.
+    @Test func unwritableOutputFails() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        let p = Process()
+        p.executableURL = Self.binary
+        p.arguments = ["--model", synthModel, "-n", "4", "--temp", "0", prompt]
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: "/dev/full"))
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        expectOneLineError(Result(status: p.terminationStatus, stdout: "", stderr: e), containing: "cannot write the output")
+    }
+
+    /// `pack` never writes over its own input (it would replace the model with its block file).
+    @Test func packRefusesToOverwriteItsInput() throws {
+        let copy = try Self.tempFile(Array(try Data(contentsOf: URL(fileURLWithPath: synthModel))))
+        let before = try Data(contentsOf: URL(fileURLWithPath: copy))
+        expectOneLineError(try Self.run(["pack", copy, "-o", copy]), containing: "is the input model itself")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: copy)) == before)
+    }
+
     @Test func memLimitTooSmallNamesTheMinimum() throws {
         let prompt = try Self.tempFile(Array("hi".utf8))
         let r = try Self.run(["--model", synthModel, "--mem-limit", "1M", prompt])
