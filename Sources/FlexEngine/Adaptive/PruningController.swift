@@ -100,13 +100,7 @@ struct PruningController: Sendable {
         if let target = minTokensPerSecond, throughput != nil {
             let meets = { (m: BlockMask) in (predictedTokensPerSecond(m, cap: cap, batch: batch) ?? 0) >= target }
             if speedOnly {
-                var m = base.union(current.attentionOnly)
-                var found = meets(m)
-                for b in ffnOrder where !found && !m.skips(b) {
-                    m.skip(b)
-                    found = meets(m)
-                }
-                mask = found ? m : current
+                mask = GreedyPolicy(order: ffnOrder).decide(s, base: base.union(current.attentionOnly), fits: meets) ?? current
             } else {
                 mask = policy.decide(s, base: base, fits: meets)
             }
