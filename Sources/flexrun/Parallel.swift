@@ -46,12 +46,15 @@ extension Generate {
         // With --stats, a long batch shows its progress every few seconds and each controller
         // decision as it is made (a cap step or KV growth is visible while it happens).
         var progress = LiveProgress(total: prompts.count * maxTokens, start: start)
+        var generated = 0, longest = 0
         while let event = it.next() {
-            if stats { progress.report(engine.session, longest: ids.lazy.map(\.count).max() ?? 0, generated: ids.reduce(0) { $0 + $1.count }) }
+            if stats { progress.report(engine.session, longest: longest, generated: generated) }
             switch event {
             case .token(let i, let t):
                 texts[i] += t.text
                 ids[i].append(t.id)
+                generated += 1
+                longest = max(longest, ids[i].count)
                 if firstToken == nil { firstToken = Platform.now() }
             case .finished(let i, let s, let rest):
                 texts[i] += rest
