@@ -45,7 +45,6 @@ extension Prune {
             let (sample, count) = try range.sample(engine, text: body, context: chunk, scoreFrom: scoreFrom, defaultTokens: 2048)
             let evaluator = try MaskEvaluator(engine: engine)
             let order = try p.removalOrder(path: profile)
-            var jobs: [(family: String, count: Int, mask: BlockMask)] = []
             // Given masks (a run's decisions, a study's static mask) are scored alone, with the
             // same sample and procedure as the table, so their numbers compare with its entries.
             let given = try masks.map { text -> BlockMask in
@@ -54,15 +53,17 @@ extension Prune {
                 if let b = mask.skipped.first(where: { $0.layer >= p.layers }) { throw CLIError("--mask \(text): \(b) is past the model's \(p.layers) layers") }
                 return mask
             }
-            for mask in given { jobs.append(("given", mask.skipped.count, mask)) }
-            for kind in given.isEmpty ? [BlockMask.Kind.attention, .ffn] : [] {
-                let blocks = order.filter { $0.kind == kind }
-                for k in 1...max(1, blocks.count) where k <= blocks.count {
-                    jobs.append((kind == .attention ? "attention" : "ffn", k, BlockMask(skipping: blocks.prefix(k))))
+            var jobs: [(family: String, count: Int, mask: BlockMask)] = given.map { ("given", $0.skipped.count, $0) }
+            if given.isEmpty {
+                for kind in [BlockMask.Kind.attention, .ffn] {
+                    let blocks = order.filter { $0.kind == kind }
+                    for k in 1...max(1, blocks.count) where k <= blocks.count {
+                        jobs.append((kind == .attention ? "attention" : "ffn", k, BlockMask(skipping: blocks.prefix(k))))
+                    }
                 }
-            }
-            for b in p.budgets.sorted(by: { $0.removed < $1.removed }) where b.removed > 0 && given.isEmpty {
-                jobs.append(("budget", b.removed, try p.mask(removing: b.removed, path: profile)))
+                for b in p.budgets.sorted(by: { $0.removed < $1.removed }) where b.removed > 0 {
+                    jobs.append(("budget", b.removed, try p.mask(removing: b.removed, path: profile)))
+                }
             }
             let line = ProgressLine(label: "quality")
             line.update(done: 0, total: jobs.count + 1, status: "dense")
