@@ -196,14 +196,12 @@ func readText(_ path: String, what: String) throws -> String {
 /// with a message and a non-zero exit: output lost with exit 0 would look like success.
 func writeStandardOutput(_ text: String) throws {
     var text = text
-    let failure: Int32? = text.withUTF8 { buf in
+    try text.withUTF8 { buf in
         var off = 0
         while off < buf.count {
-            let n = write(1, buf.baseAddress! + off, buf.count - off)
-            if n < 0 { if errno == EINTR { continue } else { return errno } }
-            off += n
+            do throws(SystemError) { off += try retryingEINTR("write") { write(1, buf.baseAddress! + off, buf.count - off) } } catch {
+                throw CLIError("cannot write the output: \(String(cString: strerror(error.code)))")
+            }
         }
-        return nil
     }
-    if let failure { throw CLIError("cannot write the output: \(String(cString: strerror(failure)))") }
 }
