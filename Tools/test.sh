@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 source Tools/env.sh
 bash Tools/setup.sh
 bash Tools/fetch-model.sh >/dev/null
+bash Tools/fetch-model.sh gemma3 >/dev/null
 export FLEXRUN_REQUIRE_MODEL=1
 exec swift test -c release -Xswiftc -enable-testing "$@"

@@ -25,6 +25,21 @@ enum Fixtures {
         return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 
+    /// Gemma 3 270M, or nil if it has not been fetched (`Tools/fetch-model.sh gemma3`).
+    static var gemma3: String? {
+        let path = ModelCache.gemma3ModelPath
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+    static var gemma3Available: Bool { gemma3 != nil || modelRequired }
+
+    static func requireGemma3() throws -> String {
+        guard let p = gemma3 else {
+            Issue.record("Gemma 3 missing: run Tools/fetch-model.sh gemma3")
+            throw CancellationError()
+        }
+        return p
+    }
+
     static var modelRequired: Bool { ProcessInfo.processInfo.environment["FLEXRUN_REQUIRE_MODEL"] == "1" }
 
     /// Whether a test that needs the real model should run: it runs when the model exists, and
