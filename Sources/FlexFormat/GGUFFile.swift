@@ -389,6 +389,11 @@ public final class GGUFFile: @unchecked Sendable {
         return nil
     }
 
+    public func boolArray(_ key: String) -> [Bool]? {
+        if case .array(.bools(let a))? = metadata[key] { return a }
+        return nil
+    }
+
     public func floatArray(_ key: String) -> [Double]? {
         if case .array(.floats(let a))? = metadata[key] { return a }
         return nil

@@ -15,12 +15,13 @@ public struct Rope: Sendable {
     /// θ_i = base^(−2i/d) / factor_i, computed in double as the fp64 reference does.
     public let inverseFrequencies: [Double]
 
-    public init(style: RopeStyle, dims: Int, base: Double, frequencyFactors: [Float]? = nil) {
+    /// - Parameter scale: multiplies every angle (linear position interpolation: 1 / factor).
+    public init(style: RopeStyle, dims: Int, base: Double, frequencyFactors: [Float]? = nil, scale: Double = 1) {
         self.style = style
         self.dims = dims
         inverseFrequencies = (0..<dims / 2).map { i in
             let f = pow(base, -2.0 * Double(i) / Double(dims))
-            return f / Double(frequencyFactors?[i] ?? 1)
+            return f / Double(frequencyFactors?[i] ?? 1) * scale
         }
     }
 

@@ -54,6 +54,21 @@ public enum Vector {
         }
     }
 
+    /// a[i] = gelu(a[i]) · b[i], the GeGLU gate (Gemma), GELU in its tanh approximation
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as the models were trained.
+    public static func geglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        let c: Float = 0.7978845608028654   // √(2/π)
+        for i in 0..<n {
+            let g = a[i]
+            a[i] = 0.5 * g * (1 + tanhf(c * (g + 0.044715 * g * g * g))) * b[i]
+        }
+    }
+
+    /// x *= s
+    public static func scale(_ x: UnsafeMutablePointer<Float>, _ s: Float, _ n: Int) {
+        for i in 0..<n { x[i] *= s }
+    }
+
     /// y += x
     public static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
         var i = 0

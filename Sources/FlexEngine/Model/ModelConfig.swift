@@ -14,10 +14,37 @@ public struct ModelConfig: Sendable, Equatable {
     public let ropeBase: Double
     public let rmsEpsilon: Float
 
-    /// Per layer, the sliding attention window in positions (nil: the layer attends to every
-    /// earlier position). The KV cache keeps only a ring of the window for such a layer. No
-    /// supported architecture sets it yet (Gemma 3's local layers will).
-    public var attentionWindows: [Int?]
+    /// Scale of the attention scores: `<arch>.attention.scale` when the file has it, else
+    /// 1/√head_dim (Gemma 3's `query_pre_attn_scalar` is its head dimension).
+    public let attentionScale: Float
+
+    /// What each layer is, as data (the forward pass reads these, never the architecture's name).
+    public var layers: [LayerShape]
+
+    /// One layer's attention shape.
+    public struct LayerShape: Sendable, Equatable {
+        /// The sliding attention window in positions (nil: the layer attends to every earlier
+        /// position). The KV cache keeps only a ring of the window for such a layer.
+        public var window: Int?
+        /// This layer's rope base (Gemma 3's local layers use another one than its global layers).
+        public var ropeBase: Double
+        /// Multiplier of rope angles: 1 / `rope.scaling.factor` on global layers (linear position
+        /// interpolation, as llama.cpp's `freq_scale`), 1 elsewhere.
+        public var ropeScale: Double = 1
+    }
+
+    /// Distinct ropes over the layers (base and scale): one cos/sin table each per pass.
+    public var ropeCount: Int {
+        var seen: [(Double, Double)] = []
+        for l in layers where !seen.contains(where: { $0 == (l.ropeBase, l.ropeScale) }) { seen.append((l.ropeBase, l.ropeScale)) }
+        return seen.count
+    }
+
+    /// Per layer, the sliding attention window in positions (nil: every earlier position).
+    public var attentionWindows: [Int?] {
+        get { layers.map(\.window) }
+        set { for l in layers.indices { layers[l].window = l < newValue.count ? newValue[l] : nil } }
+    }
 
     public var queryDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
@@ -41,6 +68,9 @@ public struct ModelConfig: Sendable, Equatable {
         guard headDim >= 2, headDim % 2 == 0, headDim <= 1024 else {
             throw .badKey("\(a).attention.key_length", reason: "head dimension \(headDim)")
         }
+        if let valueDim = gguf.int("\(a).attention.value_length"), valueDim != headDim {
+            throw .badKey("\(a).attention.value_length", reason: "value heads of \(valueDim) but key heads of \(headDim) (FlexRun needs them equal)")
+        }
         guard let embd = gguf.tensor(named: "token_embd.weight"), embd.shape.count == 2 else {
             throw .missingTensor("token_embd.weight")
         }
@@ -48,7 +78,43 @@ public struct ModelConfig: Sendable, Equatable {
         trainedContextLength = gguf.int("\(a).context_length") ?? 2048
         ropeBase = gguf.double("\(a).rope.freq_base") ?? 10000
         rmsEpsilon = Float(gguf.double("\(a).attention.layer_norm_rms_epsilon") ?? 1e-5)
-        attentionWindows = Array(repeating: nil, count: layerCount)
+        if let scale = gguf.double("\(a).attention.scale") {
+            guard scale > 0, scale.isFinite else { throw .badKey("\(a).attention.scale", reason: "scale \(scale)") }
+            attentionScale = Float(scale)
+        } else {
+            attentionScale = 1 / Float(headDim).squareRoot()
+        }
+        layers = try Self.layerShapes(gguf: gguf, spec: spec, layerCount: layerCount, globalBase: ropeBase)
+    }
+
+    /// Resolves the local/global layer pattern: a window from `<arch>.attention.sliding_window`,
+    /// applied to the layers the file's pattern (`sliding_window_pattern`, a number or one flag per
+    /// layer) or the architecture's default pattern marks local; those layers take the local rope base.
+    static func layerShapes(gguf: GGUFFile, spec: ArchitectureSpec, layerCount: Int, globalBase: Double) throws(GGUFError) -> [LayerShape] {
+        let a = spec.name
+        var scale = 1.0
+        if let factor = gguf.double("\(a).rope.scaling.factor"), factor != 0 {
+            guard factor > 0, factor.isFinite else { throw .badKey("\(a).rope.scaling.factor", reason: "factor \(factor)") }
+            scale = 1 / factor
+        }
+        let global = LayerShape(window: nil, ropeBase: globalBase, ropeScale: scale)
+        guard let window = gguf.int("\(a).attention.sliding_window") else { return Array(repeating: global, count: layerCount) }
+        guard window >= 1 else { throw .badKey("\(a).attention.sliding_window", reason: "window \(window)") }
+        let localBase = gguf.double("\(a).rope.freq_base_swa") ?? spec.defaultLocalRopeBase ?? globalBase
+        let isLocal: [Bool]
+        if let flags = gguf.boolArray("\(a).attention.sliding_window_pattern") {
+            guard flags.count == layerCount else {
+                throw .badKey("\(a).attention.sliding_window_pattern", reason: "\(flags.count) flags for \(layerCount) layers")
+            }
+            isLocal = flags
+        } else if let pattern = gguf.int("\(a).attention.sliding_window_pattern") ?? spec.defaultWindowPattern {
+            guard pattern >= 1 else { throw .badKey("\(a).attention.sliding_window_pattern", reason: "pattern \(pattern)") }
+            // llama.cpp's rule: layer l is local unless it is the last of each run of `pattern`.
+            isLocal = (0..<layerCount).map { pattern > 1 && ($0 % pattern) < pattern - 1 }
+        } else {
+            isLocal = Array(repeating: true, count: layerCount)
+        }
+        return isLocal.map { $0 ? LayerShape(window: window, ropeBase: localBase) : global }
     }
 
     /// Bytes of f16 KV cache per token over all layers (K and V).

@@ -12,18 +12,29 @@ public struct LayerWeights: Sendable {
     public let queryBias: [Float]?         // (n_head·head_dim), qwen2
     public let keyBias: [Float]?           // (n_kv·head_dim)
     public let valueBias: [Float]?         // (n_kv·head_dim)
+    public let queryNorm: [Float]?         // (head_dim), per-head RMSNorm of Q after projection (QK-norm: Gemma 3)
+    public let keyNorm: [Float]?           // (head_dim), the same for K
+    public let postAttentionNorm: [Float]? // (dim), RMSNorm of the attention block's output before the residual (Gemma)
     public let ffnNorm: [Float]            // (dim)
+    public let postFFNNorm: [Float]?       // (dim), RMSNorm of the FFN block's output before the residual (Gemma)
     public let gate: QuantMatrix           // (ff × dim)
     public let up: QuantMatrix             // (ff × dim)
     public let down: QuantMatrix           // (dim × ff)
 
     /// Bytes of the attention block's parameters (norm, Q, K, V, O, biases) as stored.
     public var attentionBytes: Int {
-        query.byteCount + key.byteCount + value.byteCount + output.byteCount + 4 * attentionNorm.count
-            + 4 * ((queryBias?.count ?? 0) + (keyBias?.count ?? 0) + (valueBias?.count ?? 0))
+        query.byteCount + key.byteCount + value.byteCount + output.byteCount + 4 * attentionVectorCount
     }
     /// Bytes of the FFN block's parameters (norm, gate, up, down) as stored.
-    public var ffnBytes: Int { gate.byteCount + up.byteCount + down.byteCount + 4 * ffnNorm.count }
+    public var ffnBytes: Int { gate.byteCount + up.byteCount + down.byteCount + 4 * ffnVectorCount }
+
+    /// Floats of the attention block's vectors (norms, biases), which stay in memory under any cap.
+    public var attentionVectorCount: Int {
+        attentionNorm.count + (queryBias?.count ?? 0) + (keyBias?.count ?? 0) + (valueBias?.count ?? 0)
+            + (queryNorm?.count ?? 0) + (keyNorm?.count ?? 0) + (postAttentionNorm?.count ?? 0)
+    }
+    /// Floats of the FFN block's vectors.
+    public var ffnVectorCount: Int { ffnNorm.count + (postFFNNorm?.count ?? 0) }
 
     /// The seven matrices, in the order ``replacingMatrices(_:)`` numbers them: Q, K, V, O, gate, up, down.
     public var matrices: [QuantMatrix] { [query, key, value, output, gate, up, down] }
@@ -33,7 +44,8 @@ public struct LayerWeights: Sendable {
     @inline(__always)
     func replacingMatrices(_ f: (Int, QuantMatrix) -> QuantMatrix) -> LayerWeights {
         LayerWeights(attentionNorm: attentionNorm, query: f(0, query), key: f(1, key), value: f(2, value), output: f(3, output),
-                     queryBias: queryBias, keyBias: keyBias, valueBias: valueBias, ffnNorm: ffnNorm,
+                     queryBias: queryBias, keyBias: keyBias, valueBias: valueBias, queryNorm: queryNorm, keyNorm: keyNorm,
+                     postAttentionNorm: postAttentionNorm, ffnNorm: ffnNorm, postFFNNorm: postFFNNorm,
                      gate: f(4, gate), up: f(5, up), down: f(6, down))
     }
 }
@@ -107,7 +119,11 @@ public final class ModelWeights: @unchecked Sendable {
                 queryBias: spec.allowsAttentionBias ? try optionalVector(p + "attn_q.bias", count: qd) : nil,
                 keyBias: spec.allowsAttentionBias ? try optionalVector(p + "attn_k.bias", count: kv) : nil,
                 valueBias: spec.allowsAttentionBias ? try optionalVector(p + "attn_v.bias", count: kv) : nil,
+                queryNorm: try optionalVector(p + "attn_q_norm.weight", count: config.headDim),
+                keyNorm: try optionalVector(p + "attn_k_norm.weight", count: config.headDim),
+                postAttentionNorm: try optionalVector(p + "post_attention_norm.weight", count: d),
                 ffnNorm: try vector(p + "ffn_norm.weight", count: d),
+                postFFNNorm: try optionalVector(p + "post_ffw_norm.weight", count: d),
                 gate: try matrix(p + "ffn_gate.weight", rows: ff, cols: d),
                 up: try matrix(p + "ffn_up.weight", rows: ff, cols: d),
                 down: try matrix(p + "ffn_down.weight", rows: d, cols: ff)))

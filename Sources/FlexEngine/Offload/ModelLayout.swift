@@ -121,8 +121,7 @@ extension ModelWeights {
             var attn: [TensorExtent] = [], ffn: [TensorExtent] = []
             if !mask.skipsAttention(l) { for m in [lw.query, lw.key, lw.value, lw.output] { if let e = try extent(m) { attn.append(e) } } }
             if !mask.skipsFFN(l) { for m in [lw.gate, lw.up, lw.down] { if let e = try extent(m) { ffn.append(e) } } }
-            pinned += 4 * (lw.attentionNorm.count + lw.ffnNorm.count + (lw.queryBias?.count ?? 0)
-                           + (lw.keyBias?.count ?? 0) + (lw.valueBias?.count ?? 0))
+            pinned += 4 * (lw.attentionVectorCount + lw.ffnVectorCount)
             out.append(.init(attention: attn, ffn: ffn, decoded: decoded(order.filter { !before.contains($0) })))
         }
         let before = Set(order)

@@ -17,7 +17,7 @@ public struct RunState: ~Copyable {
     let hb: AlignedBuffer<Float>         // (batch, ff) gate, then SwiGLU
     let hb2: AlignedBuffer<Float>        // (batch, ff) up
     let logits: AlignedBuffer<Float>     // (logitRows, vocab)
-    let ropeTable: AlignedBuffer<Float>  // (batch, head_dim) cos/sin pairs per position
+    let ropeTable: AlignedBuffer<Float>  // (ropes, batch, head_dim) cos/sin pairs per position, per distinct rope
     let scores: AlignedBuffer<Float>     // (threads, group, context) attention scores of one KV head's query heads
     let keyRows: AlignedBuffer<Float>    // (threads, 8, head_dim) key rows widened for attention
     let matmul: MatMulScratch            // per-thread dequantized rows, per-token 8-bit activations
@@ -35,7 +35,7 @@ public struct RunState: ~Copyable {
         hb = AlignedBuffer(count: maxBatch * config.feedForwardLength)
         hb2 = AlignedBuffer(count: maxBatch * config.feedForwardLength)
         logits = AlignedBuffer(count: logitRows * config.vocabularySize)
-        ropeTable = AlignedBuffer(count: maxBatch * config.headDim)
+        ropeTable = AlignedBuffer(count: config.ropeCount * maxBatch * config.headDim)
         scoresStride = (context + 15) / 16 * 16
         scores = AlignedBuffer(count: threads * config.attentionGroup * scoresStride)
         keyRows = AlignedBuffer(count: threads * 8 * config.headDim)
@@ -47,7 +47,7 @@ public struct RunState: ~Copyable {
     /// Bytes these buffers take, for the memory tally and the cap check.
     static func bytes(config: ModelConfig, maxBatch: Int, logitRows: Int, context: Int, threads: Int, maxRow: Int) -> Int {
         let perToken = 2 * config.embeddingLength + 2 * config.queryDim + 2 * config.kvDim + 2 * config.feedForwardLength
-        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + maxBatch * config.headDim + threads * config.attentionGroup * (context + 16)
+        return 4 * (maxBatch * perToken + logitRows * config.vocabularySize + config.ropeCount * maxBatch * config.headDim + threads * config.attentionGroup * (context + 16)
                 + threads * 8 * config.headDim)
             + MatMulScratch.bytes(threads: threads, maxCols: maxRow, maxBatch: maxBatch)
     }

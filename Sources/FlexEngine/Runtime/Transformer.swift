@@ -18,7 +18,12 @@ public final class Transformer {
     let pool: WorkerPool
     let state: RunState
     var cache: PagedKVCache
-    let rope: Rope
+    /// The distinct ropes of the layers (Gemma 3's local and global bases), and each layer's index
+    /// into them: one cos/sin table per rope and row is filled per pass.
+    let ropes: [Rope]
+    let ropeOfLayer: [Int]
+    /// Multiplier of embedding rows (√n_embd for Gemma, else nil).
+    let embeddingScale: Float?
     let batch: ForwardBatch
     /// Where the weights come from: the mapping, its x8 copies, or the offload runtime.
     private(set) var source: any WeightSource
@@ -50,12 +55,19 @@ public final class Transformer {
         self.prefillMask = prefillMask
         floor = prefillMask.attentionOnly
         pool = WorkerPool(threads: threads)
+        let config = weights.config
+        let ropeKeys = config.layers.map { RopeKey(base: $0.ropeBase, scale: $0.ropeScale) }
+        let distinct = ropeKeys.reduce(into: [RopeKey]()) { if !$0.contains($1) { $0.append($1) } }
+        let spec = weights.spec
+        ropes = distinct.map {
+            Rope(style: spec.ropeStyle, dims: config.headDim, base: $0.base, frequencyFactors: weights.ropeFrequencyFactors, scale: $0.scale)
+        }
+        ropeOfLayer = ropeKeys.map { distinct.firstIndex(of: $0)! }
+        embeddingScale = spec.scalesEmbedding ? Float(config.embeddingLength).squareRoot() : nil
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
         cache = try PagedKVCache(layers: config.layerCount, kvDim: config.kvDim, floor: floor, sequences: sequences + 1,
                                  capacity: contextLength, pages: kvPages, windows: windows ?? config.attentionWindows)
-        rope = Rope(style: weights.spec.ropeStyle, dims: config.headDim, base: config.ropeBase,
-                    frequencyFactors: weights.ropeFrequencyFactors)
         batch = ForwardBatch(capacity: maxBatch)
     }
 
@@ -185,9 +197,13 @@ public final class Transformer {
         // Stages issued from here on read only the blocks this mask runs; the next pass most
         // likely runs the same one.
         source.schedule(mask)
+        let ropeStride = maxBatch * hd   // one table per rope, each of maxBatch rows
         for b in 0..<n {
-            if resumeAt == 0 { try source.embeddingRow(Int(batch.tokens[b]), into: x + b * d) }
-            rope.table(position: batch.positions[b], into: ropeTable + b * hd)
+            if resumeAt == 0 {
+                try source.embeddingRow(Int(batch.tokens[b]), into: x + b * d)
+                if let s = embeddingScale { Vector.scale(x + b * d, s, d) }
+            }
+            for (r, rope) in ropes.enumerated() { rope.table(position: batch.positions[b], into: ropeTable + r * ropeStride + b * hd) }
             batch.tables[b] = cache.table(batch.slots[b])
             batch.ringTables[b] = cache.ringLength > 0 ? cache.ringTable(batch.slots[b]) : nil
         }
@@ -207,9 +223,16 @@ public final class Transformer {
                 if let bias = lw.queryBias { for b in 0..<n { Vector.add(q + b * qd, bias, qd) } }
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
                 if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
+                if let norm = lw.queryNorm {
+                    for h in 0..<n * c.headCount { Vector.rmsNorm(q + h * hd, weight: norm, eps: c.rmsEpsilon, into: q + h * hd, hd) }
+                }
+                if let norm = lw.keyNorm {
+                    for h in 0..<n * c.kvHeadCount { Vector.rmsNorm(k + h * hd, weight: norm, eps: c.rmsEpsilon, into: k + h * hd, hd) }
+                }
+                let rope = ropes[ropeOfLayer[l]], table = ropeTable + ropeOfLayer[l] * ropeStride
                 for b in 0..<n {
-                    rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: ropeTable + b * hd)
-                    rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: ropeTable + b * hd)
+                    rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: table + b * hd)
+                    rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: table + b * hd)
                     let (kc, vc) = cache.rows(batch.slots[b], layer: l, position: batch.positions[b])
                     for i in 0..<kvd {
                         kc[i] = Float16(k[b * kvd + i])
@@ -218,6 +241,9 @@ public final class Transformer {
                 }
                 attend(layer: l, batch: batch)
                 matmul(lw.output, att, xb)
+                if let norm = lw.postAttentionNorm {
+                    for b in 0..<n { Vector.rmsNorm(xb + b * d, weight: norm, eps: c.rmsEpsilon, into: xb + b * d, d) }
+                }
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
             if !resumedPast { probe?.after(block: attentionBlock, x: x, rows: n) }
@@ -227,8 +253,14 @@ public final class Transformer {
                     Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d)
                 }
                 shared(lw.gate, hb, lw.up, hb2, nil, nil, xb)
-                Vector.swiglu(hb, hb2, n * ff)
+                switch weights.spec.ffnActivation {
+                case .silu: Vector.swiglu(hb, hb2, n * ff)
+                case .geluTanh: Vector.geglu(hb, hb2, n * ff)
+                }
                 matmul(lw.down, hb, xb)
+                if let norm = lw.postFFNNorm {
+                    for b in 0..<n { Vector.rmsNorm(xb + b * d, weight: norm, eps: c.rmsEpsilon, into: xb + b * d, d) }
+                }
                 Vector.add(x, xb, n * d)   // residual: the batch rows are contiguous
             }
             probe?.after(block: attentionBlock + 1, x: x, rows: n)
@@ -268,10 +300,13 @@ public final class Transformer {
             keys: view.keys, values: view.values, tables: view.window == nil ? batch.tables : batch.ringTables, positions: batch.positions,
             pageTokens: cache.pageTokens, pageStride: view.pageStride, window: view.window ?? 0, ring: view.ring,
             heads: c.headCount, group: c.attentionGroup, headDim: c.headDim,
-            queryDim: c.queryDim, kvDim: c.kvDim, scale: 1 / Float(c.headDim).squareRoot())
+            queryDim: c.queryDim, kvDim: c.kvDim, scale: c.attentionScale)
         withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
     }
 }
+
+/// A rope's identity: layers with the same base and scale share one table per pass.
+private struct RopeKey: Equatable { let base: Double, scale: Double }
 
 /// One layer's attention over a batch as a pool job: task = (row, KV head), which serves the
 /// query heads sharing that KV head (GQA). Each row attends to positions 0…its own of its own
