@@ -43,3 +43,23 @@ public enum ChatTemplate: Sendable, Equatable {
 extension String {
     func range(of needle: String) -> Range<String.Index>? { self[...].range(of: needle) }
 }
+
+extension Substring {
+    /// First occurrence of `needle`, compared scalar by scalar (not by grapheme), so a special
+    /// token is found even when the text after it starts with a combining mark, as in llama.cpp.
+    func range(of needle: String) -> Range<Substring.Index>? {
+        let n = Array(needle.unicodeScalars)
+        guard let first = n.first else { return nil }
+        let u = unicodeScalars
+        var i = u.startIndex
+        while i < u.endIndex {
+            if u[i] == first {
+                var j = i, k = 0
+                while k < n.count, j < u.endIndex, u[j] == n[k] { j = u.index(after: j); k += 1 }
+                if k == n.count { return i..<j }
+            }
+            i = u.index(after: i)
+        }
+        return nil
+    }
+}

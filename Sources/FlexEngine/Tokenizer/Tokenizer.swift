@@ -27,6 +27,21 @@ extension Tokenizer {
     }
 }
 
+/// Errors loading a tokenizer from GGUF metadata.
+public enum TokenizerError: Error, CustomStringConvertible, Sendable {
+    case unsupportedModel(String)
+    case unsupportedPreTokenizer(String)
+    case missing(String)
+
+    public var description: String {
+        switch self {
+        case .unsupportedModel(let m): return "tokenizer model '\(m)' is not supported (FlexRun reads 'gpt2' byte-level BPE)"
+        case .unsupportedPreTokenizer(let p): return "pre-tokenizer '\(p)' is not supported (supported: smollm, gpt2, llama3/llama-bpe, qwen2)"
+        case .missing(let k): return "tokenizer metadata '\(k)' is missing or malformed"
+        }
+    }
+}
+
 /// How a GGUF vocabulary marks tokens (`tokenizer.ggml.token_type`, llama.cpp's `llama_token_type`).
 public enum TokenKind: Int64, Sendable {
     case undefined = 0, normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
