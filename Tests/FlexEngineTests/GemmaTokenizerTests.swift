@@ -278,3 +278,71 @@ import FlexFormat
         #expect(tok is BPETokenizer)
     }
 }
+
+@Suite struct GemmaChatTemplateTests {
+    /// Gemma 3's template as google/gemma-3-*-it ship it (tokenizer_config.json), decoded from
+    /// JSON: its string literals hold real newlines.
+    static let gemma3 = """
+    {{ bos_token }}
+    {%- if messages[0]['role'] == 'system' -%}
+        {%- if messages[0]['content'] is string -%}
+            {%- set first_user_prefix = messages[0]['content'] + '
+
+    ' -%}
+        {%- else -%}
+            {%- set first_user_prefix = messages[0]['content'][0]['text'] + '
+
+    ' -%}
+        {%- endif -%}
+        {%- set loop_messages = messages[1:] -%}
+    {%- else -%}
+        {%- set first_user_prefix = "" -%}
+        {%- set loop_messages = messages -%}
+    {%- endif -%}
+    {%- for message in loop_messages -%}
+        {%- if (message['role'] == 'assistant') -%}
+            {%- set role = "model" -%}
+        {%- else -%}
+            {%- set role = message['role'] -%}
+        {%- endif -%}
+        {{ '<start_of_turn>' + role + '
+    ' + (first_user_prefix if loop.first else "") }}
+        {%- if message['content'] is string -%}
+            {{ message['content'] | trim }}
+        {%- endif -%}
+        {{ '<end_of_turn>
+    ' }}
+    {%- endfor -%}
+    {%- if add_generation_prompt -%}
+        {{'<start_of_turn>model
+    '}}
+    {%- endif -%}
+    """
+
+    @Test func detectsGemmaAndItsBlankLineSeparator() {
+        #expect(ChatTemplate(jinja: Self.gemma3) == .gemma(systemSeparator: "\n\n"))
+    }
+
+    @Test func rendersGemmaTurns() throws {
+        let t = try #require(ChatTemplate(jinja: Self.gemma3))
+        #expect(t.render(user: "Hi") == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+        // The system message opens the user turn; the user's text is trimmed, the system's not.
+        #expect(t.render(user: "  Hi\n", system: "Be brief.") ==
+                "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n")
+    }
+
+    @Test func escapedSeparatorIsRead() {
+        // Some conversions carry the literal with a Jinja escape and a single newline.
+        let t = Self.gemma3.replacingOccurrences(of: "'\n\n' -%}", with: "'\\n' -%}")
+        #expect(ChatTemplate(jinja: t) == .gemma(systemSeparator: "\n"))
+        #expect(ChatTemplate(jinja: t)?.render(user: "q", system: "s") == "<start_of_turn>user\ns\nq<end_of_turn>\n<start_of_turn>model\n")
+    }
+
+    @Test(.enabled(if: Fixtures.gemma3Available)) func renderedTurnTokenizesToGemmaControlTokens() throws {
+        let tok = try SentencePieceTokenizer(gguf: GGUFFile(path: Fixtures.requireGemma3()))
+        let ids = tok.encode(ChatTemplate.gemma(systemSeparator: "\n\n").render(user: "Hi"))
+        let start = try #require(tok.tokenID("<start_of_turn>")), end = try #require(tok.tokenID("<end_of_turn>"))
+        #expect(ids.first == 2 && ids.filter { $0 == start }.count == 2 && ids.filter { $0 == end }.count == 1)
+        #expect(tok.endOfGenerationTokens.contains(end))
+    }
+}
