@@ -48,7 +48,7 @@ struct FlexRun: ParsableCommand {
         abstract: "Run a GGUF language model on the CPU, within a memory limit.",
         discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
         version: "flexrun \(version) (\(Platform.libraryVersions))",
-        subcommands: [Generate.self, Perplexity.self, Plan.self, Prune.self, Pack.self, Calibrate.self],
+        subcommands: [Generate.self, Perplexity.self, Plan.self, Prune.self, Pack.self, Calibrate.self, Tokenize.self],
         defaultSubcommand: Generate.self)
 }
 
@@ -103,16 +103,7 @@ struct ModelOptions: ParsableArguments {
     var ringSlots: Int?
 
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
-        let path: String
-        if let model {
-            path = model
-        } else {
-            path = ModelCache.defaultModelPath
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw CLIError("default model not found at \(path); fetch it with: bash Tools/fetch-model.sh (from the FlexRun repository), or pass --model PATH")
-            }
-        }
-        var options = EngineOptions(modelPath: path)
+        var options = EngineOptions(modelPath: try modelPath(model))
         if let memLimit {
             do { options.memoryLimit = try ByteSize(parsing: memLimit).bytes } catch { throw CLIError("--mem-limit: \(error)") }
         }
@@ -161,6 +152,16 @@ struct ModelOptions: ParsableArguments {
         }
         return options
     }
+}
+
+/// `--model`, else the default model, which must have been fetched.
+func modelPath(_ model: String?) throws -> String {
+    if let model { return model }
+    let path = ModelCache.defaultModelPath
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw CLIError("default model not found at \(path); fetch it with: bash Tools/fetch-model.sh (from the FlexRun repository), or pass --model PATH")
+    }
+    return path
 }
 
 /// RAP's trained agent from `path`, its error as one line.

@@ -334,4 +334,66 @@ import Testing
         #expect(try Self.run(["--model", out, "-n", "4", "--temp", "0", prompt]).status == 0)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["m.gguf"])
     }
+
+    // MARK: tokenize
+
+    /// A real model in the local model cache (the rule of FlexEngine's `ModelCache`), or nil.
+    static func cachedModel(_ name: String) -> String? {
+        let env = ProcessInfo.processInfo.environment
+        let dir = env["FLEXRUN_MODELS"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/flexrun/models")
+        let path = dir + "/" + name
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+    static let modelRequired = ProcessInfo.processInfo.environment["FLEXRUN_REQUIRE_MODEL"] == "1"
+    static let smolLM2 = cachedModel("SmolLM2-135M-Instruct.Q4_1.gguf")
+    static let gemma3 = cachedModel("gemma-3-270m-q4_k_m.gguf")
+
+    /// Runs `tokenize` on every golden case of a model, through a file and through stdin, and
+    /// compares the printed array with llama.cpp's ids.
+    func tokenizeMatchesFixture(model: String?, fixture: String) throws {
+        guard let model else {
+            Issue.record("model for \(fixture) missing: run Tools/fetch-model.sh")
+            return
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures.appendingPathComponent(fixture))) as! [String: Any]
+        let cases = json["cases"] as! [[String: Any]]
+        #expect(cases.count == 16)
+        for c in cases {
+            let text = c["text"] as! String, ids = c["ids"] as! [Int]
+            let file = try Self.tempFile(Array(text.utf8))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let r = try Self.run(["tokenize", "--model", model, file])
+            #expect(r.status == 0 && r.stderr.isEmpty, "\(text.debugDescription): \(r.stderr)")
+            #expect(r.stdout.hasSuffix("]\n") && r.stdout.split(separator: "\n").count == 1, "\(r.stdout)")
+            let printed = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [Int]
+            #expect(printed == ids, "\(text.debugDescription)")
+        }
+        let last = try #require(cases.last.map { ($0["text"] as! String, $0["ids"] as! [Int]) })
+        let piped = try Self.run(["tokenize", "--model", model, "-"], stdin: last.0)
+        #expect(try JSONSerialization.jsonObject(with: Data(piped.stdout.utf8)) as? [Int] == last.1)
+    }
+
+    @Test(.enabled(if: smolLM2 != nil || modelRequired)) func tokenizeSmolLM2MatchesLlamaCpp() throws {
+        try tokenizeMatchesFixture(model: Self.smolLM2, fixture: "smollm2/tokenizer-cases.json")
+    }
+
+    @Test(.enabled(if: gemma3 != nil || modelRequired)) func tokenizeGemma3MatchesLlamaCpp() throws {
+        try tokenizeMatchesFixture(model: Self.gemma3, fixture: "gemma3/tokenizer-cases.json")
+    }
+
+    @Test func tokenizePrintsOneArrayAndRefusesBadInput() throws {
+        let text = try Self.tempFile(Array("the other".utf8))
+        let r = try Self.run(["tokenize", "--model", synthModel, text])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ids = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [Int])
+        #expect(!ids.isEmpty && ids.allSatisfy { $0 >= 0 && $0 < 266 })
+        expectOneLineError(try Self.run(["tokenize", "--model", synthModel, "/nonexistent/text.txt"]), containing: "No such file")
+        expectOneLineError(try Self.run(["tokenize", "--model", synthModel, "/tmp"]), containing: "directory")
+        expectOneLineError(try Self.run(["tokenize", "--model", synthModel, try Self.tempFile([0x66, 0xFF])]), containing: "not valid UTF-8")
+        expectOneLineError(try Self.run(["tokenize", "--model", "/nonexistent.gguf", text]), containing: "No such file")
+        var notGGUF = Array(try Data(contentsOf: URL(fileURLWithPath: synthModel)))
+        notGGUF[0] = 0
+        expectOneLineError(try Self.run(["tokenize", "--model", try Self.tempFile(notGGUF), text]), containing: "not a GGUF file")
+        expectOneLineError(try Self.run(["tokenize", "--model", synthModel]), containing: "Missing expected argument")
+    }
 }

@@ -29,7 +29,7 @@ public final class Engine: @unchecked Sendable {
 
     public var options: EngineOptions { session.options }
     public var config: ModelConfig { model.config }
-    public var tokenizer: BPETokenizer { model.tokenizer }
+    public var tokenizer: any Tokenizer { model.tokenizer }
     public var chatTemplate: ChatTemplate? { model.chatTemplate }
     public var memory: MemoryEstimate { session.memory }
     public var loadSeconds: Double { model.loadSeconds }

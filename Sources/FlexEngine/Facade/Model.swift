@@ -14,7 +14,8 @@ public final class Model: @unchecked Sendable {
     // reference, which only the `interleaved` mutex reaches.
     public let path: String
     public let config: ModelConfig
-    public let tokenizer: BPETokenizer
+    /// The file's tokenizer, whichever family `tokenizer.ggml.model` names (``TokenizerModel``).
+    public let tokenizer: any Tokenizer
     public let chatTemplate: ChatTemplate?
     let weights: ModelWeights
 
@@ -39,8 +40,8 @@ public final class Model: @unchecked Sendable {
         } catch {
             throw .model(path: path, error)
         }
-        let tokenizer: BPETokenizer
-        do { tokenizer = try BPETokenizer(gguf: file) } catch { throw .tokenizer(error) }
+        let tokenizer: any Tokenizer
+        do { tokenizer = try TokenizerModel.tokenizer(for: file) } catch { throw .tokenizer(error) }
         guard tokenizer.vocabularySize <= weights.config.vocabularySize else {
             throw .model(path: path, .badKey("tokenizer.ggml.tokens", reason: "\(tokenizer.vocabularySize) tokens but the embedding has \(weights.config.vocabularySize) rows"))
         }
@@ -54,6 +55,14 @@ public final class Model: @unchecked Sendable {
         self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"))
         interleaved = Mutex(!streaming && interleave ? InterleavedWeights(weights) : nil)
         loadSeconds = Platform.now() - start
+    }
+
+    /// The tokenizer of the model at `path`, without reading its weights (`flexrun tokenize`):
+    /// any file whose vocabulary FlexRun reads, whatever its architecture.
+    public static func tokenizer(path: String) throws(EngineError) -> any Tokenizer {
+        let file: GGUFFile
+        do { file = try GGUFFile(path: path) } catch { throw .model(path: path, error) }
+        do { return try TokenizerModel.tokenizer(for: file) } catch { throw .tokenizer(error) }
     }
 
     /// Tensor bytes as stored.
