@@ -53,4 +53,37 @@ import FlexFormat
         print("gemma3 greedy: \(checked)/\(reference.count) steps clear; margins \(steps.map { String(format: "%.2f", $0.margin) }.joined(separator: " "))")
         print("gemma3 greedy: ours \(steps.map(\.id))")
     }
+
+    /// The plan counts the KV a long context really costs: at ctx 8192 the three global layers
+    /// hold every position, the fifteen local ones a ring of their 512-position window.
+    @Test func longContextKVIsTheWindowedFigure() throws {
+        let model = try Model(path: try Fixtures.requireGemma3())
+        var options = EngineOptions(modelPath: model.path)
+        options.contextLength = 8192
+        let session = try Session(model: model, options: options)
+        let kvRow = 2 * 256 * 2                      // K and V of one position in one layer, f16
+        let pages = 8192 / 16                        // one sequence's full-context pages
+        let ring = 512 / 16 + 1                      // ring pages per slot (window + the page being written)
+        let slots = 2                                // the sequence and the scoring slot
+        let expected = 3 * pages * 16 * kvRow + 15 * slots * ring * 16 * kvRow
+        #expect(session.memory.kvCache == expected)
+        let dense = 18 * 8192 * kvRow
+        #expect(session.memory.kvCache * 3 < dense, "windowed \(session.memory.kvCache) vs dense \(dense)")
+    }
+
+    /// Perplexity of the whole devtext within 1% of llama-perplexity's on the same file.
+    @Test(arguments: [512, 256])
+    func perplexityMatchesLlamaCppWithinOnePercent(_ ctx: Int) throws {
+        let fixture = try Fixtures.json("gemma3/perplexity.json") as! [String: Any]
+        let expected = ((fixture["ppl"] as! [String: Any])["\(ctx)"] as! [String: Any])
+        let value = expected["value"] as! Double
+        var o = EngineOptions(modelPath: try Fixtures.requireGemma3())
+        o.contextLength = ctx
+        let engine = try Engine(options: o)
+        let text = try String(contentsOf: Fixtures.url("text/devtext.txt"), encoding: .utf8)
+        let r = try engine.perplexity(of: text, context: ctx)
+        #expect(r.chunks == expected["chunks"] as! Int)
+        #expect(abs(r.perplexity - value) / value < 0.01, "flexrun \(r.perplexity) vs llama.cpp \(value)")
+        print("gemma3 perplexity ctx \(ctx): \(r.perplexity) vs llama.cpp \(value) (\(r.tokensPerSecond) tok/s)")
+    }
 }
