@@ -23,6 +23,23 @@ import FlexSystem
         #expect(throws: MemoryPlan.PlanError.self) { _ = try MemoryPlan(m.inputs(skipping: attn, cap: minimum - 1)) }
     }
 
+    /// Sliding-window layers hold their ring whatever the load: Gemma-like layers 0–4 of every 6
+    /// local (window 512: 33 pages of 16 positions per slot, 2 slots), the rest full.
+    @Test func windowedLayersCountTheirRingNotTheLoad() throws {
+        let windows: [Int?] = (0..<30).map { $0 % 6 < 5 ? 512 : nil }
+        let ring = PagedKVCache.windowedTokens(layers: 30, windows: windows, capacity: 8192, slots: 2)
+        #expect(ring.compactMap { $0 } == Array(repeating: 2 * 33 * 16, count: 25) && ring.filter { $0 == nil }.count == 5)
+        let m = MemoryModel(layout: MemoryPlanTests.layout(), kvBytesPerTokenPerLayer: 768, kvTokens: 8 * 2048,
+                            bufferBytes: 2 << 20, runtimeBytes: 20 << 20, windowedTokens: ring)
+        #expect(m.kvBytes(skipping: .none) == (5 * 8 * 2048 + 25 * 2 * 33 * 16) * 768)
+        // Dropping a local layer's attention frees its ring; a global one's, the load's positions.
+        #expect(m.kvBytes(skipping: .none) - m.kvBytes(skipping: try BlockMask(parsing: "attn:0")) == 2 * 33 * 16 * 768)
+        #expect(m.kvBytes(skipping: .none) - m.kvBytes(skipping: try BlockMask(parsing: "attn:5")) == 8 * 2048 * 768)
+        // The same counts as the cache itself reserves for its windowed layers.
+        let cacheRing = PagedKVCache.capacityBytes(layers: 30, kvDim: 192, floor: .none, windows: windows, sequences: 2, capacity: 8192, pages: 0)
+        #expect(cacheRing == 25 * 2 * 33 * 16 * 768)
+    }
+
     /// The per-block table gives the planner's own numbers for any mask, to the byte.
     @Test func tableEqualsThePlannerForRandomMasks() {
         let m = Self.model

@@ -16,6 +16,9 @@ public struct MemoryModel: Sendable, Equatable {
     public let bufferBytes: Int
     public let runtimeBytes: Int
     public let ringSlots: Int
+    /// Per layer, the KV positions a sliding-window layer's ring holds over all slots, whatever
+    /// the load (nil: the layer holds ``kvTokens``). Empty: no windowed layers.
+    public let windowedTokens: [Int?]
     /// Per-block byte counts, so a mask's minimum is O(layers) arithmetic with no allocation
     /// (a policy tries many masks per decision); nil when the layout has compressed blocks,
     /// whose scratch and all-or-nothing residency only the planner itself accounts.
@@ -31,8 +34,10 @@ public struct MemoryModel: Sendable, Equatable {
         var headRowSlot = 0
     }
 
-    public init(layout: ModelLayout, kvBytesPerTokenPerLayer: Int, kvTokens: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2) {
+    public init(layout: ModelLayout, kvBytesPerTokenPerLayer: Int, kvTokens: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2,
+                windowedTokens: [Int?] = []) {
         self.layout = layout
+        self.windowedTokens = windowedTokens
         self.kvBytesPerTokenPerLayer = kvBytesPerTokenPerLayer
         self.kvTokens = kvTokens
         self.bufferBytes = bufferBytes
@@ -63,7 +68,11 @@ public struct MemoryModel: Sendable, Equatable {
 
     /// KV bytes with the attention layers `mask` keeps.
     public func kvBytes(skipping mask: BlockMask) -> Int {
-        (layers - mask.skippedAttentionLayers.filter { $0 < layers }.count) * kvTokens * kvBytesPerTokenPerLayer
+        var tokens = 0
+        for l in 0..<layers where !mask.skipsAttention(l) {
+            tokens += (l < windowedTokens.count ? windowedTokens[l] : nil) ?? kvTokens
+        }
+        return tokens * kvBytesPerTokenPerLayer
     }
 
     /// The planner's inputs for `mask` under `cap`.

@@ -174,6 +174,14 @@ public struct PagedKVCache: ~Copyable {
             + (g.ringLayers > 0 ? bytes(keptLayers: g.ringLayers, kvDim: kvDim, pages: sequences * g.ringLength, pageTokens: pageTokens) : 0)
     }
 
+    /// Per layer, the positions a windowed layer's ring holds over `slots` slots (nil: a layer
+    /// holding every position): what a memory model counts for it whatever the load.
+    public static func windowedTokens(layers: Int, windows: [Int?], capacity: Int, slots: Int,
+                                      pageTokens: Int = PagedKVCache.defaultPageTokens) -> [Int?] {
+        let g = Geometry(layers: layers, floor: .none, windows: windows, capacity: capacity, pageTokens: pageTokens)
+        return g.windows.map { $0 == nil ? nil : slots * g.ringLength * pageTokens }
+    }
+
     /// Bytes one position takes in `keptLayers` layers (keys and values, f16).
     public static func bytesPerToken(keptLayers: Int, kvDim: Int) -> Int { 2 * keptLayers * kvDim * MemoryLayout<Float16>.stride }
 

@@ -95,7 +95,10 @@ public final class Session: @unchecked Sendable {
             let memory = MemoryModel(layout: try model.weights.layout(skipping: .none),
                                      kvBytesPerTokenPerLayer: PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim), kvTokens: 0,
                                      bufferBytes: buffers(logitRows: logitRows(roomy: false)), runtimeBytes: runtime,
-                                     ringSlots: options.ringSlots)
+                                     ringSlots: options.ringSlots,
+                                     windowedTokens: PagedKVCache.windowedTokens(layers: config.layerCount,
+                                                                                 windows: options.attentionWindows ?? config.attentionWindows,
+                                                                                 capacity: context, slots: sequences + 1))
             if options.prune == .auto {
                 guard options.minTokensPerSecond != nil else { throw .invalidOption("--prune auto needs a throughput target (--min-tps)") }
                 guard options.throughput != nil else {
