@@ -57,11 +57,13 @@ def main():
 
     tok = Llama(model_path=a.model, vocab_only=True, verbose=False)
     short = "Explain what artificial intelligence is."
-    short_ids = tok.tokenize(short.encode(), add_bos=False, special=True)
+    # BOS as the model adds it (Gemma does, SmolLM2 does not): both engines then see the same ids.
+    bos = len(tok.tokenize(b"", add_bos=True, special=True))
+    short_ids = tok.tokenize(short.encode(), add_bos=True, special=True)
     text = open(DEVTEXT, encoding="utf-8").read()
-    ids = tok.tokenize(text.encode(), add_bos=False, special=False)[:128]
+    ids = tok.tokenize(text.encode(), add_bos=False, special=False)[:128 - bos]
     long_text = tok.detokenize(ids).decode("utf-8")
-    long_ids = tok.tokenize(long_text.encode(), add_bos=False, special=False)
+    long_ids = tok.tokenize(long_text.encode(), add_bos=True, special=False)
     assert len(long_ids) == 128, len(long_ids)
     tmp = tempfile.mkdtemp()
     short_file, long_file = os.path.join(tmp, "short.txt"), os.path.join(tmp, "long.txt")
