@@ -237,7 +237,7 @@ from llama_cpp import Llama
 model, threads, n, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=128, n_batch=128,
             use_mmap=True, use_mlock=False, verbose=False, seed=0)
-ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)   # BOS as the model adds it, like flexrun
 llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
 t0 = time.monotonic(); llm.eval(ids); t1 = time.monotonic()
 out = []
