@@ -154,6 +154,34 @@ import FlexKernels
         return it.tokens
     }
 
+    /// A model file truncated under running engines: the streamed read fails, and both the
+    /// synchronous iterator and the async stream report it (the stream used to end with a quiet
+    /// `.finished`, so a failing disk looked like a short answer).
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func truncatedFileSurfacesFromIteratorAndStream() async throws {
+        let source = try Fixtures.requireSmolLM2()
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-truncated-\(getpid()).gguf").path
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: source, toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        let sync = try Engine(options: Self.options(copy, limit: 64 << 20))
+        let async = try Engine(options: Self.options(copy, limit: 64 << 20))
+        #expect(sync.plan.map { !$0.isFullyResident } == true, "the weights must stream for this test")
+        let size = try FileManager.default.attributesOfItem(atPath: copy)[.size] as! Int
+        #expect(truncate(copy, off_t(size / 3)) == 0)
+
+        #expect(throws: EngineError.self) { _ = try Self.greedyIDs(sync) }
+        var p = GenerateParameters(maxTokens: 8)
+        p.sampling = SamplingParameters(temperature: 0)
+        var finished = false, thrown: (any Error)?
+        do {
+            for try await event in async.stream(prompt: "The capital of France is", parameters: p) {
+                if case .finished = event { finished = true }
+            }
+        } catch { thrown = error }
+        #expect(!finished, "a failed read must not end the stream with .finished")
+        #expect("\(thrown.map { String(describing: $0) } ?? "nothing")".contains("short read"))
+    }
+
     /// Logits of every position for `tokens`, through the engine's transformer.
     static func logits(_ engine: Engine, _ tokens: [Int32]) throws -> [[Float]] {
         let tf = engine.transformer

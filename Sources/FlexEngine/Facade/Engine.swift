@@ -102,6 +102,8 @@ public final class Engine: @unchecked Sendable {
         detachedStream(parameters) { params, yield throws(EngineError) in
             var it = try self.generate(prompt: prompt, parameters: params)
             while let t = it.next() { yield(.token(id: t.id, text: t.text)) }
+            // A failed weight read ends the iterator early: surface it, never a quiet `.finished`.
+            if let error = it.error { throw error }
             yield(.finished(it.stats))
         }
     }
