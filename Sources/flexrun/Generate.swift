@@ -69,6 +69,7 @@ struct Generate: ParsableCommand {
         let cancel = CancellationToken()
         let params = parameters(seed: seed, cancel: cancel)
         installSignals(engine: engine, cancel: cancel)
+        warnIfUnlocked(engine)
 
         var it = try engine.generate(prompt: prompt, parameters: params)
         while let token = it.next() {
@@ -98,6 +99,14 @@ struct Generate: ParsableCommand {
         params.cancellation = cancel
         params.stopAtEndOfGeneration = !ignoreEOS
         return params
+    }
+
+    /// Says once, without --stats, that the resident weights could not be locked: the kernel may
+    /// then page them out under pressure, and a capped run gets slower with no other sign.
+    func warnIfUnlocked(_ engine: Engine) {
+        guard let refusal = engine.offloadSummary?.lockRefusal else { return }
+        FileHandle.standardError.write(Data(("flexrun: warning: mlock refused (\(refusal)): the resident weights are not locked and may be "
+                                             + "paged out; raise the memlock limit (ulimit -l) or pass --no-mlock to silence this\n").utf8))
     }
 
     func installSignals(engine: Engine, cancel: CancellationToken) {

@@ -36,6 +36,7 @@ extension Generate {
         let cancel = CancellationToken()
         let params = parameters(seed: seed, cancel: cancel)
         installSignals(engine: engine, cancel: cancel)
+        warnIfUnlocked(engine)
 
         var texts = Array(repeating: "", count: prompts.count)
         var ids = Array(repeating: [Int32](), count: prompts.count)

@@ -18,9 +18,9 @@ import Testing
 
     struct Result { let status: Int32; let stdout: String; let stderr: String }
 
-    static func run(_ args: [String], stdin: String? = nil) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, executable: URL? = nil) throws -> Result {
         let p = Process()
-        p.executableURL = binary
+        p.executableURL = executable ?? binary
         p.arguments = args
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
@@ -115,6 +115,19 @@ import Testing
         let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         expectOneLineError(Result(status: p.terminationStatus, stdout: "", stderr: e), containing: "cannot write the output")
+    }
+
+    /// A refused mlock is said once on stderr without --stats, and the run still succeeds: the
+    /// memlock limit is 0 and CAP_IPC_LOCK is dropped (setpriv, util-linux), as for a normal user.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func refusedMlockWarnsOnce() throws {
+        let prompt = try Self.tempFile(Array("hi".utf8))
+        let r = try Self.run(["-c", "ulimit -l 0 && exec /usr/bin/setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \"$@\"",
+                              "sh", Self.binary.path, "--model", synthModel, "--mem-limit", "64M", "-n", "2", "--temp", "0", prompt],
+                             executable: URL(fileURLWithPath: "/bin/bash"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let warnings = r.stderr.split(separator: "\n").filter { $0.contains("warning: mlock refused") }
+        #expect(warnings.count == 1, "\(r.stderr)")
     }
 
     /// `pack` never writes over its own input (it would replace the model with its block file).
