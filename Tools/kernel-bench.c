@@ -94,5 +94,46 @@ int main(void) {
         free(w);
         free(g);
     }
+
+    // Prefill: four row-major rows against BATCH activation rows, the batched kernel (weights
+    // widened once per block for 8 activation rows) against the four-row kernel once per row.
+    // GMAC/s (multiply-adds of weights by activations), and whether both give the same bits.
+    enum { BATCH = 64, BPASSES = 40 };
+    cflex_q16_block *xs = malloc(sizeof(cflex_q16_block) * NB * BATCH);
+    for (int j = 0; j < BATCH; j++) {
+        for (int i = 0; i < COLS; i++) xf[i] = (float)(((i + 31 * j) * 7919) % 2001) / 1000.0f - 1;
+        cflex_quantize_q16(xf, xs + (size_t)j * NB, COLS);
+    }
+    float *yb = malloc(sizeof(float) * ROWS * BATCH), *yn = malloc(sizeof(float) * ROWS * BATCH);
+    const struct { const char *name; int bytes, nscales, scales[2]; four_fn four;
+                   void (*batched)(const void *const *, const cflex_q16_block *, int, int, int, float *, int); } rb4[] = {
+        {"Q4_1", 20, 2, {0, 2}, cflex_gemv4_q4_1, cflex_gemv4n_q4_1}, {"Q5_0", 22, 1, {0, 0}, cflex_gemv4_q5_0, cflex_gemv4n_q5_0},
+        {"Q5_1", 24, 2, {0, 2}, cflex_gemv4_q5_1, cflex_gemv4n_q5_1}, {"Q8_0", 34, 1, {0, 0}, cflex_gemv4_q8_0, cflex_gemv4n_q8_0}};
+    printf("batch %d, row-major, GMAC/s:  four-row per activation row | batched (same bits)\n", BATCH);
+    for (int k = 0; k < 4; k++) {
+        size_t rbytes = (size_t)NB * rb4[k].bytes;
+        w = matrix(rb4[k].bytes, 32, rb4[k].scales, rb4[k].nscales);
+        double best1 = 1e9, bestn = 1e9;
+        for (int pass = 0; pass < BPASSES; pass++) {
+            double t0 = now();
+            for (int r = 0; r < ROWS; r += 4) {
+                const void *p[4] = {w + rbytes * r, w + rbytes * (r + 1), w + rbytes * (r + 2), w + rbytes * (r + 3)};
+                for (int j = 0; j < BATCH; j++) rb4[k].four(p, xs + (size_t)j * NB, NB, yb + (size_t)j * ROWS + r);
+            }
+            double t1 = now();
+            for (int r = 0; r < ROWS; r += 4) {
+                const void *p[4] = {w + rbytes * r, w + rbytes * (r + 1), w + rbytes * (r + 2), w + rbytes * (r + 3)};
+                rb4[k].batched(p, xs, NB, BATCH, NB, yn + r, ROWS);
+            }
+            double t2 = now();
+            if (t1 - t0 < best1) best1 = t1 - t0;
+            if (t2 - t1 < bestn) bestn = t2 - t1;
+        }
+        double macs = (double)ROWS * COLS * BATCH;
+        printf("%s                          %5.1f | %5.1f  (%s)\n", rb4[k].name, macs / best1 / 1e9, macs / bestn / 1e9,
+               memcmp(yb, yn, sizeof(float) * ROWS * BATCH) ? "NO" : "yes");
+        free(w);
+    }
+    free(xs); free(yb); free(yn);
     return 0;
 }

@@ -156,7 +156,7 @@ public enum MatMul {
                     for b in 0..<batch { y[b * ldy + r] = dot(row, activations + b * activationStride, nb) }
                     r += 1
                 }
-            case .rows(let four, let group, let groupN):
+            case .rows(let four, let group, let groupN, let fourN):
                 // Tasks start on multiples of 8, so x8 groups never straddle two.
                 while r + 8 <= min(end, w.interleavedRows) {
                     let g = w.row(r)
@@ -173,7 +173,7 @@ public enum MatMul {
                     }
                     r += 8
                 }
-                rowMajor(four, from: r, to: end)
+                if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(fourN, from: r, to: end) }
             case .four(let four, let batched):
                 if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(batched, from: r, to: end) }
             }
@@ -438,7 +438,7 @@ public enum IntegerDot {
     /// against one activation row or (`batched`) several, again with the same bits.
     public enum Kernel: Sendable {
         case row(RowKernel)
-        case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
+        case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel, fourN: FourRowBatchKernel)
         case four(FourRowKernel, batched: FourRowBatchKernel)
 
         /// Whether prompt rows take this kernel too (``MatMul/Path/prefill``): the K-quants, whose
@@ -447,18 +447,20 @@ public enum IntegerDot {
         /// 170 -> 277 tok/s, one run, alternating). The other
         /// formats' float path is kept: it is what their prompt rows have always computed.
         public var prefills: Bool {
-            if case .four = self { return true }
-            return false
+            switch self {
+            case .four: return true
+            case .rows, .row: return false
+            }
         }
     }
 
     public static func kernel(for type: GGMLType) -> Kernel? {
         switch type {
         case .q4_0: return .row(cflex_dot_q4_0)
-        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
-        case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0)
-        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1)
-        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
+        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1, fourN: cflex_gemv4n_q4_1)
+        case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0, fourN: cflex_gemv4n_q5_0)
+        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1, fourN: cflex_gemv4n_q5_1)
+        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0, fourN: cflex_gemv4n_q8_0)
         case .q4_K: return .four(cflex_gemv4_q4_K, batched: cflex_gemv4n_q4_K)
         case .q5_K: return .four(cflex_gemv4_q5_K, batched: cflex_gemv4n_q5_K)
         case .q6_K: return .four(cflex_gemv4_q6_K, batched: cflex_gemv4n_q6_K)
