@@ -31,13 +31,13 @@ import FlexFormat
         }
     }
 
-    /// Odd block counts (1, 3, 7) and SmolLM2's 18; batch sizes below, at and past the kernel's
-    /// chunk of 8 activation rows. Activation rows are strided (xstride > the row's blocks), their
+    /// Odd block counts (1, 3, 7) and SmolLM2's 18; odd batch sizes, and 67: past the kernel's chunk
+    /// of 64 activation rows (and its pairs of rows, with one left over). Activation rows are strided (xstride > the row's blocks), their
     /// blocks' magnitudes spread over four orders (so the float steps' order shows), and results land
     /// with a row stride, as ``MatMul`` passes them.
     @Test(arguments: types, [1, 3, 7, 18])
     func batchedMatchesDecodeKernelPerActivationRow(_ type: GGMLType, _ nb: Int) {
-        let cols = 32 * nb, xstride = nb + 3, ldy = 7, maxN = 17
+        let cols = 32 * nb, xstride = nb + 3, ldy = 7, maxN = 67
         let rowBytes = nb * type.blockBytes
         let weights = randomBlocks(type, blocks: 4 * nb, seed: 77 &+ UInt64(nb))
         var rng = TestRNG(seed: 4243 &+ UInt64(type.rawValue))
@@ -70,7 +70,7 @@ import FlexFormat
                     #expect(abs(Double(y[r]) - s) <= 1e-5 * m + 1e-30, "\(type) decode kernel row \(r) activation \(j): \(y[r]) vs \(s)")
                 }
             }
-            for n in [1, 3, 5, 8, 9, 17] {
+            for n in [1, 3, 5, 8, 9, 17, 67] {
                 for isa in Self.isas {
                     var y = [Float](repeating: .nan, count: n * ldy)
                     let ok = cflex_gemv4n_q32_isa(Int32(type.rawValue), isa, rows, blocks, Int32(xstride), Int32(n), Int32(nb), &y, Int32(ldy))
