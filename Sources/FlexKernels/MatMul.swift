@@ -446,11 +446,12 @@ public enum IntegerDot {
         /// batched kernel. The K-quants' unpacks a super-block once for several activation rows and
         /// beats dequantizing to floats (a 7B-width 2-layer Q4_K_M file, 2 threads, a 279-token
         /// prompt: 170 -> 277 tok/s, one run, alternating). Q4_1, Q5_0, Q5_1 and Q8_0's
-        /// (`rows4n.c`, and the x8 groups' `cflex_gemv8n_*`) measured at least even with the float
-        /// path on SmolLM2's and Gemma 3 270M's shapes (batch 128, one core, best of 60: int/float
-        /// 1.01-1.09 for Q5_0 at 576 and 640 columns, 1.4 at 2,048; 1.25-1.6 for Q8_0; 1.2-1.7 for
-        /// Q4_1; 1.04-1.57 for Q5_1); docs/BENCHMARKS.md has the end-to-end numbers. Q4_0 (`.row`)
-        /// keeps the float path: its one-row kernel's lane-wise sums have no batched form yet.
+        /// (`rows4n.c`, and the x8 groups' `cflex_gemv8n_*`) measured about even with the float
+        /// path or faster on SmolLM2's and Gemma 3 270M's shapes (batch 128, one core, best of 60, in the
+        /// engine's layout: int/float 0.99-1.09 for Q5_0 at 576 and 640 columns, 1.41 at 2,048;
+        /// 1.16-1.56 for Q8_0; 0.97-1.58 for Q4_1; 1.02-1.58 for Q5_1; docs/BENCHMARKS.md), and give
+        /// prompt rows the decode kernels' bits. Q4_0 (`.row`) keeps the float path: its one-row
+        /// kernel's lane-wise sums have no batched form yet.
         public var prefills: Bool {
             switch self {
             case .four, .rows: return true
