@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <immintrin.h>
 
 enum { ROWS = 128, COLS = 4096, NB = COLS / 32, PASSES = 3000 };
 
@@ -44,6 +45,35 @@ static double best_four(four_fn f, int type, int isa, const unsigned char *w, si
         if (t < best) best = t;
     }
     return (double)rb * ROWS / best / 1e9;
+}
+
+/// The engine's float prefill path (MatMul.computeFloat), for comparison: Q8_0 rows dequantized to
+/// floats, then two rows against four activation rows with eight 8-lane FMA accumulators.
+static void float_path_q8_0(const unsigned char *w, size_t rb, int rows, const float *x, int n, int cols, float *y, float *buf) {
+    for (int r = 0; r + 2 <= rows; r += 2) {
+        for (int k = 0; k < 2; k++)
+            for (int b = 0; b < cols / 32; b++) {
+                const unsigned char *q = w + rb * (r + k) + 34 * b;
+                float d = _cvtsh_ss(*(const unsigned short *)q);
+                for (int i = 0; i < 32; i++) buf[k * cols + 32 * b + i] = d * (signed char)q[2 + i];
+            }
+        for (int j = 0; j + 4 <= n; j += 4) {
+            __m256 s[8];
+            for (int i = 0; i < 8; i++) s[i] = _mm256_setzero_ps();
+            for (int i = 0; i < cols; i += 8) {
+                __m256 v0 = _mm256_loadu_ps(buf + i), v1 = _mm256_loadu_ps(buf + cols + i);
+                for (int a = 0; a < 4; a++) {
+                    __m256 xa = _mm256_loadu_ps(x + (size_t)(j + a) * cols + i);
+                    s[a] = _mm256_fmadd_ps(v0, xa, s[a]);
+                    s[4 + a] = _mm256_fmadd_ps(v1, xa, s[4 + a]);
+                }
+            }
+            for (int a = 0; a < 4; a++) {
+                y[(size_t)(j + a) * rows + r] = s[a][0] + s[a][1] + s[a][2] + s[a][3] + s[a][4] + s[a][5] + s[a][6] + s[a][7];
+                y[(size_t)(j + a) * rows + r + 1] = s[4 + a][0] + s[4 + a][1] + s[4 + a][2] + s[4 + a][3] + s[4 + a][4] + s[4 + a][5] + s[4 + a][6] + s[4 + a][7];
+            }
+        }
+    }
 }
 
 int main(void) {
@@ -94,5 +124,60 @@ int main(void) {
         free(w);
         free(g);
     }
+
+    // Prefill: four row-major rows against BATCH activation rows, the batched kernel (weights
+    // widened once per block for 8 activation rows) against the four-row kernel once per row.
+    // GMAC/s (multiply-adds of weights by activations), and whether both give the same bits.
+    enum { BATCH = 128, BPASSES = 60, BCOLS = 1536, BNB = BCOLS / 32 };
+    cflex_q16_block *xs = malloc(sizeof(cflex_q16_block) * BNB * BATCH);
+    for (int j = 0; j < BATCH; j++) {
+        for (int i = 0; i < BCOLS; i++) xf[i] = (float)(((i + 31 * j) * 7919) % 2001) / 1000.0f - 1;
+        cflex_quantize_q16(xf, xs + (size_t)j * BNB, BCOLS);
+    }
+    float *yb = malloc(sizeof(float) * ROWS * BATCH), *yn = malloc(sizeof(float) * ROWS * BATCH);
+    const struct { const char *name; int bytes, nscales, scales[2]; four_fn four;
+                   void (*batched)(const void *const *, const cflex_q16_block *, int, int, int, float *, int); } rb4[] = {
+        {"Q4_1", 20, 2, {0, 2}, cflex_gemv4_q4_1, cflex_gemv4n_q4_1}, {"Q5_0", 22, 1, {0, 0}, cflex_gemv4_q5_0, cflex_gemv4n_q5_0},
+        {"Q5_1", 24, 2, {0, 2}, cflex_gemv4_q5_1, cflex_gemv4n_q5_1}, {"Q8_0", 34, 1, {0, 0}, cflex_gemv4_q8_0, cflex_gemv4n_q8_0}};
+    printf("%d x %d, batch %d, row-major, GMAC/s:  four-row per activation row | batched (same bits)\n", ROWS, BCOLS, BATCH);
+    for (int k = 0; k < 4; k++) {
+        size_t rbytes = (size_t)BNB * rb4[k].bytes;
+        w = matrix(rb4[k].bytes, 32, rb4[k].scales, rb4[k].nscales);
+        double best1 = 1e9, bestn = 1e9;
+        for (int pass = 0; pass < BPASSES; pass++) {
+            double t0 = now();
+            for (int r = 0; r < ROWS; r += 4) {
+                const void *p[4] = {w + rbytes * r, w + rbytes * (r + 1), w + rbytes * (r + 2), w + rbytes * (r + 3)};
+                for (int j = 0; j < BATCH; j++) rb4[k].four(p, xs + (size_t)j * BNB, BNB, yb + (size_t)j * ROWS + r);
+            }
+            double t1 = now();
+            for (int r = 0; r < ROWS; r += 4) {
+                const void *p[4] = {w + rbytes * r, w + rbytes * (r + 1), w + rbytes * (r + 2), w + rbytes * (r + 3)};
+                rb4[k].batched(p, xs, BNB, BATCH, BNB, yn + r, ROWS);
+            }
+            double t2 = now();
+            if (t1 - t0 < best1) best1 = t1 - t0;
+            if (t2 - t1 < bestn) bestn = t2 - t1;
+        }
+        double macs = (double)ROWS * BCOLS * BATCH;
+        printf("%s                          %5.1f | %5.1f  (%s)\n", rb4[k].name, macs / best1 / 1e9, macs / bestn / 1e9,
+               memcmp(yb, yn, sizeof(float) * ROWS * BATCH) ? "NO" : "yes");
+        free(w);
+    }
+    {
+        float *xfb = malloc(sizeof(float) * BCOLS * BATCH), *buf = malloc(sizeof(float) * 2 * BCOLS);
+        for (int i = 0; i < BCOLS * BATCH; i++) xfb[i] = (float)((i * 7919) % 2001) / 1000.0f - 1;
+        w = matrix(34, 32, rb4[3].scales, 1);
+        double best = 1e9;
+        for (int pass = 0; pass < BPASSES; pass++) {
+            double t0 = now();
+            float_path_q8_0(w, (size_t)BNB * 34, ROWS, xfb, BATCH, BCOLS, yb, buf);
+            double t = now() - t0;
+            if (t < best) best = t;
+        }
+        printf("Q8_0 float path (dequantize, 2x4 FMA)  %5.1f\n", (double)ROWS * BCOLS * BATCH / best / 1e9);
+        free(w); free(xfb); free(buf);
+    }
+    free(xs); free(yb); free(yn);
     return 0;
 }

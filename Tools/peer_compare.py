@@ -8,6 +8,8 @@ compares two runs made seconds apart.
 - decode: a 6-token prompt, then 64 greedy tokens; tok/s over the generated tokens.
 - prefill: a 128-token prompt (pp128); tok/s over the prompt.
 llama.cpp's own counters (llama_perf_context) give its times; flexrun's come from --stats.
+--baseline BINARY runs a second flexrun (say, main's build) in every pair too, for before/after ratios
+measured in the same window.
 """
 import argparse, os, re, statistics, subprocess, sys, tempfile, json
 
@@ -53,6 +55,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--json", help="also write the raw numbers here")
+    ap.add_argument("--baseline", help="a second flexrun binary (e.g. main's), run in every pair right after the first: "
+                    "its medians and the paired ratios flexrun / baseline are printed too")
     a = ap.parse_args()
 
     tok = Llama(model_path=a.model, vocab_only=True, verbose=False)
@@ -71,18 +75,24 @@ def main():
     open(long_file, "w").write(long_text)
 
     rows = {"decode": ([], []), "prefill": ([], [])}
+    base = {"decode": [], "prefill": []}
     for i in range(a.pairs):
         # decode pair: llama.cpp then flexrun
         _, ld = llama_run(a.model, a.threads, short_ids, 64)
         _, fd, n = flexrun_run(a.flexrun, a.model, a.threads, short_file, 64)
         assert n == len(short_ids), (n, len(short_ids))
         rows["decode"][0].append(ld); rows["decode"][1].append(fd)
+        if a.baseline:
+            base["decode"].append(flexrun_run(a.baseline, a.model, a.threads, short_file, 64)[1])
         # prefill pair
         lp, _ = llama_run(a.model, a.threads, long_ids, 1)
         fp, _, n = flexrun_run(a.flexrun, a.model, a.threads, long_file, 1)
         assert n == 128, n
         rows["prefill"][0].append(lp); rows["prefill"][1].append(fp)
-        print(f"pair {i + 1}: decode llama.cpp {ld:.1f} flexrun {fd:.1f} | prefill llama.cpp {lp:.1f} flexrun {fp:.1f}", file=sys.stderr)
+        if a.baseline:
+            base["prefill"].append(flexrun_run(a.baseline, a.model, a.threads, long_file, 1)[0])
+        extra = f" | baseline decode {base['decode'][-1]:.1f} prefill {base['prefill'][-1]:.1f}" if a.baseline else ""
+        print(f"pair {i + 1}: decode llama.cpp {ld:.1f} flexrun {fd:.1f} | prefill llama.cpp {lp:.1f} flexrun {fp:.1f}{extra}", file=sys.stderr)
 
     print(f"\n{os.path.basename(a.model)}, {a.threads} threads, {a.pairs} pairs, llama-cpp-python {llama_cpp.__version__}\n")
     print("| figure | llama.cpp tok/s (median) | flexrun tok/s (median) | ratio flexrun/llama.cpp (median of pairs) | ratios per pair |")
@@ -92,8 +102,19 @@ def main():
         ratios = [fi / li for fi, li in zip(f, l)]
         print(f"| {label} | {statistics.median(l):.1f} | {statistics.median(f):.1f} | {statistics.median(ratios):.2f} | "
               + " ".join(f"{r:.2f}" for r in ratios) + " |")
+    if a.baseline:
+        print(f"\nbaseline {a.baseline}, run right after flexrun in each pair\n")
+        print("| figure | baseline tok/s (median) | baseline/llama.cpp (median of pairs) | flexrun/baseline (median of pairs) | flexrun/baseline per pair |")
+        print("|---|---|---|---|---|")
+        for name in ("decode", "prefill"):
+            l, f = rows[name]
+            b = base[name]
+            bl = [bi / li for bi, li in zip(b, l)]
+            fb = [fi / bi for fi, bi in zip(f, b)]
+            print(f"| {name} | {statistics.median(b):.1f} | {statistics.median(bl):.2f} | {statistics.median(fb):.2f} | "
+                  + " ".join(f"{r:.2f}" for r in fb) + " |")
     if a.json:
-        json.dump(rows, open(a.json, "w"), indent=1)
+        json.dump({"engines": rows, "baseline": base}, open(a.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -35,15 +35,16 @@ public struct MatMulWorkspace {
 ///   resident rows) and four row-major rows per call elsewhere, with bit-identical results; the
 ///   K-quants four row-major rows per call, resident or streamed (a 256-element super-block
 ///   against 8 activation blocks, `kquants.c`).
-/// - Integer path, prefill, K-quants (AVX2 builds): as decode, but four weight rows against all the
-///   batch's activation rows per call (`cflex_gemv4n_*`, each super-block unpacked once for up to
-///   eight of them), with the bits of the decode kernels: for these formats a prompt row gets the
-///   numbers of a generated one.
+/// - Integer path, prefill (AVX2 builds; Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants): as decode, but
+///   row-major rows go four at a time against all the batch's activation rows (`cflex_gemv4n_*`:
+///   a K-quant super-block, or a 32-element block's four rows rearranged into quad vectors, unpacked
+///   once for 8 or 16 of them) and x8 groups against up to eight (`cflex_gemv8n_*`), with the bits of
+///   the decode kernels: for these formats a prompt row gets the numbers of a generated one.
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
 ///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
 ///   fallback there (not measured on such a machine).
-/// - Float path (prefill batches of the other formats, and formats without a decode kernel: F32, F16, BF16; and the
-///   K-quants on builds without AVX2, which have no ``FusedDot`` kernel):
+/// - Float path (prefill batches of Q4_0, whose one-row kernel has no batched form; formats without
+///   a decode kernel: F32, F16, BF16; and every prefill on builds without AVX2):
 ///   each weight row is dequantized once into per-thread scratch and dotted with up to four
 ///   activation rows at a time.
 /// Rows are split into tasks handed out by the pool's atomic counter.
@@ -59,8 +60,8 @@ public enum MatMul {
         /// The decode paths (integer or fused) where the format has one, whatever the batch size:
         /// one token per sequence, weights read once for all rows.
         case decode
-        /// The float path: each weight row dequantized once and dotted with every activation row;
-        /// for the K-quants, the batched integer kernels (``IntegerDot/Kernel/prefills``).
+        /// The batched integer kernels where the format has them (``IntegerDot/Kernel/prefills``),
+        /// else the float path: each weight row dequantized once and dotted with every activation row.
         case prefill
         /// Decode below ``decodeBatchLimit`` rows, prefill from there on (scoring text).
         case bySize
@@ -156,7 +157,7 @@ public enum MatMul {
                     for b in 0..<batch { y[b * ldy + r] = dot(row, activations + b * activationStride, nb) }
                     r += 1
                 }
-            case .rows(let four, let group, let groupN):
+            case .rows(let four, let group, let groupN, let fourN):
                 // Tasks start on multiples of 8, so x8 groups never straddle two.
                 while r + 8 <= min(end, w.interleavedRows) {
                     let g = w.row(r)
@@ -173,7 +174,7 @@ public enum MatMul {
                     }
                     r += 8
                 }
-                rowMajor(four, from: r, to: end)
+                if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(fourN, from: r, to: end) }
             case .four(let four, let batched):
                 if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(batched, from: r, to: end) }
             }
@@ -433,32 +434,39 @@ public enum IntegerDot {
                                                         UnsafeMutablePointer<Float>?, Int32) -> Void
 
     /// A row at a time (Q4_0); or (Q4_1, Q8_0, Q5_0, Q5_1) four row-major rows or one x8 group at a
-    /// time (against one activation row, or up to eight with `groupN`), with bit-identical results
-    /// between them; or (the K-quants, which have no x8 layout) four row-major rows at a time,
-    /// against one activation row or (`batched`) several, again with the same bits.
+    /// time (against one activation row, or several with `fourN` and up to eight with `groupN`),
+    /// with bit-identical results between them; or (the K-quants, which have no x8 layout) four
+    /// row-major rows at a time, against one activation row or (`batched`) several, again with the same bits.
     public enum Kernel: Sendable {
         case row(RowKernel)
-        case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel)
+        case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel, fourN: FourRowBatchKernel)
         case four(FourRowKernel, batched: FourRowBatchKernel)
 
-        /// Whether prompt rows take this kernel too (``MatMul/Path/prefill``): the K-quants, whose
-        /// batched kernel unpacks a super-block once for several activation rows and beats
-        /// dequantizing to floats (a 7B-width 2-layer Q4_K_M file, 2 threads, a 279-token prompt:
-        /// 170 -> 277 tok/s, one run, alternating). The other
-        /// formats' float path is kept: it is what their prompt rows have always computed.
+        /// Whether prompt rows take this kernel too (``MatMul/Path/prefill``): every format with a
+        /// batched kernel. The K-quants' unpacks a super-block once for several activation rows and
+        /// beats dequantizing to floats (a 7B-width 2-layer Q4_K_M file, 2 threads, a 279-token
+        /// prompt: 170 -> 277 tok/s, one run, alternating). Q4_1, Q5_0, Q5_1 and Q8_0's
+        /// (`rows4n.c`, and the x8 groups' `cflex_gemv8n_*`) measured about even with the float
+        /// path or faster on SmolLM2's and Gemma 3 270M's shapes (batch 128, one core, best of 60, in the
+        /// engine's layout: int/float 0.99-1.09 for Q5_0 at 576 and 640 columns, 1.41 at 2,048;
+        /// 1.16-1.56 for Q8_0; 0.97-1.58 for Q4_1; 1.02-1.58 for Q5_1; docs/BENCHMARKS.md), and give
+        /// prompt rows the decode kernels' bits. Q4_0 (`.row`) keeps the float path: its one-row
+        /// kernel's lane-wise sums have no batched form yet.
         public var prefills: Bool {
-            if case .four = self { return true }
-            return false
+            switch self {
+            case .four, .rows: return true
+            case .row: return false
+            }
         }
     }
 
     public static func kernel(for type: GGMLType) -> Kernel? {
         switch type {
         case .q4_0: return .row(cflex_dot_q4_0)
-        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1)
-        case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0)
-        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1)
-        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0)
+        case .q4_1: return .rows(four: cflex_gemv4_q4_1, group: cflex_gemv8_q4_1, groupN: cflex_gemv8n_q4_1, fourN: cflex_gemv4n_q4_1)
+        case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0, fourN: cflex_gemv4n_q5_0)
+        case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1, fourN: cflex_gemv4n_q5_1)
+        case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0, fourN: cflex_gemv4n_q8_0)
         case .q4_K: return .four(cflex_gemv4_q4_K, batched: cflex_gemv4n_q4_K)
         case .q5_K: return .four(cflex_gemv4_q5_K, batched: cflex_gemv4n_q5_K)
         case .q6_K: return .four(cflex_gemv4_q6_K, batched: cflex_gemv4n_q6_K)

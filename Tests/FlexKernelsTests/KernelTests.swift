@@ -141,8 +141,8 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
     enum Path: String, CaseIterable, Sendable { case engine, integer, fused }
 
     /// A matmul against a plain double-precision one over reference-dequantized rows.
-    /// `engine` is what `MatMul.compute` picks (integer or fused below `decodeBatchLimit`,
-    /// dequantize-then-FMA above, integer at any batch for the K-quants); `fused` is the Swift decode kernel, float throughout. `integer` is the C 16-bit-activation path: its
+    /// `engine` is what `MatMul.compute` picks (integer or fused below `decodeBatchLimit`; above it
+    /// integer where the format has a batched kernel, else dequantize-then-FMA); `fused` is the Swift decode kernel, float throughout. `integer` is the C 16-bit-activation path: its
     /// reference uses the activations as that path sees them (16-bit round trip), so the same
     /// bound checks the kernel's arithmetic exactly.
     @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_0, .q5_0, .q5_1, .q6_K, .q4_K, .q5_K, .f16, .bf16], [1, 3, 4, 9])

@@ -85,6 +85,14 @@ void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride,
 void cflex_gemv8n_q4_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 void cflex_gemv8n_q8_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 
+/// Q4_1, Q5_0, Q5_1, Q8_0, four row-major rows against several activation rows (rows4n.c):
+/// y[j*ldy + 0..4) = four rows · x + j*xstride (in blocks), for j < n (any n >= 1), the bits of n
+/// calls of cflex_gemv4_* (prefill, and the row-major rows of a batched decode).
+void cflex_gemv4n_q4_1(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv4n_q5_0(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv4n_q5_1(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+void cflex_gemv4n_q8_0(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
+
 // The K-quants (Q4_K, Q5_K, Q6_K; kquants.c): a 256-element super-block against 8 activation
 // blocks. `nb` counts activation blocks, as everywhere here (cols / 32, a multiple of 8). Row-major
 // only, one row or four per call; both give the same bits (the arithmetic is at the top of kquants.c).
@@ -113,6 +121,11 @@ int cflex_gemv4_kquant_isa(int type, int isa, const void *const *rows, const cfl
 /// cflex_gemv4n_q4_K/q5_K/q6_K on a named instruction set (the same contract).
 int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb,
                             float *y, int ldy);
+
+/// cflex_gemv4n_q4_1/q5_0/q5_1/q8_0 on a named instruction set (scalar or AVX2; `type` the ggml id:
+/// 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0). Returns 0 (and leaves y alone) when the type or set is not there.
+int cflex_gemv4n_q32_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb,
+                         float *y, int ldy);
 
 /// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
 int cflex_kernels_simd(void);
