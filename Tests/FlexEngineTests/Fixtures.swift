@@ -61,3 +61,18 @@ enum Fixtures {
         }
     }
 }
+
+/// One golden encoding from llama.cpp (`llama_tokenize`, add_special and parse_special on).
+struct TokenizerCase: Sendable, CustomTestStringConvertible {
+    let text: String
+    let ids: [Int32]
+    var testDescription: String { text.debugDescription }
+
+    /// The cases of a `{"cases": [{"text", "ids"}]}` fixture; empty when it is missing (the
+    /// suites that use them check the count).
+    static func load(_ relative: String) -> [TokenizerCase] {
+        guard let json = try? Fixtures.json(relative) as? [String: Any],
+              let cases = json["cases"] as? [[String: Any]] else { return [] }
+        return cases.map { TokenizerCase(text: $0["text"] as! String, ids: ($0["ids"] as! [Int]).map(Int32.init)) }
+    }
+}

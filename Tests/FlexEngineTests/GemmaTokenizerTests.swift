@@ -6,17 +6,8 @@ import FlexFormat
 /// Gemma 3's SentencePiece vocabulary against llama.cpp (`llama_tokenize`, add_special and
 /// parse_special on), on the real 262k-token file.
 @Suite(.enabled(if: Fixtures.gemma3Available)) struct GemmaTokenizerTests {
-    struct Case: Sendable, CustomTestStringConvertible {
-        let text: String
-        let ids: [Int32]
-        var testDescription: String { text.debugDescription }
-    }
-
-    static let cases: [Case] = {
-        guard let json = try? Fixtures.json("gemma3/tokenizer-cases.json") as? [String: Any],
-              let cases = json["cases"] as? [[String: Any]] else { return [] }
-        return cases.map { Case(text: $0["text"] as! String, ids: ($0["ids"] as! [Int]).map(Int32.init)) }
-    }()
+    typealias Case = TokenizerCase
+    static let cases = TokenizerCase.load("gemma3/tokenizer-cases.json")
 
     static let file: GGUFFile? = Fixtures.gemma3.flatMap { try? GGUFFile(path: $0) }
     static let tokenizer: SentencePieceTokenizer? = file.flatMap { try? SentencePieceTokenizer(gguf: $0) }

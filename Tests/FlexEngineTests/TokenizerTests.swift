@@ -5,17 +5,8 @@ import FlexFormat
 
 /// Golden encodings from llama.cpp (`llama_tokenize`, add_special and parse_special on).
 @Suite(.enabled(if: Fixtures.smolLM2Available)) struct SmolLM2TokenizerTests {
-    struct Case: Sendable, CustomTestStringConvertible {
-        let text: String
-        let ids: [Int32]
-        var testDescription: String { text.debugDescription }
-    }
-
-    static let cases: [Case] = {
-        guard let json = try? Fixtures.json("smollm2/tokenizer-cases.json") as? [String: Any],
-              let cases = json["cases"] as? [[String: Any]] else { return [] }
-        return cases.map { Case(text: $0["text"] as! String, ids: ($0["ids"] as! [Int]).map(Int32.init)) }
-    }()
+    typealias Case = TokenizerCase
+    static let cases = TokenizerCase.load("smollm2/tokenizer-cases.json")
 
     static let tokenizer: BPETokenizer? = {
         guard let path = Fixtures.smolLM2 else { return nil }
