@@ -33,12 +33,21 @@ public struct ModelConfig: Sendable, Equatable {
         public var ropeScale: Double = 1
     }
 
-    /// Distinct ropes over the layers (base and scale): one cos/sin table each per pass.
-    public var ropeCount: Int {
-        var seen: [(Double, Double)] = []
-        for l in layers where !seen.contains(where: { $0 == (l.ropeBase, l.ropeScale) }) { seen.append((l.ropeBase, l.ropeScale)) }
-        return seen.count
+    /// A rope's identity: layers with the same base and scale share one cos/sin table per pass.
+    public struct RopeShape: Sendable, Equatable { public let base: Double, scale: Double }
+
+    /// The distinct ropes over the layers, in order of first use, and each layer's index into them.
+    public var ropes: (shapes: [RopeShape], ofLayer: [Int]) {
+        var shapes: [RopeShape] = [], ofLayer: [Int] = []
+        for l in layers {
+            let r = RopeShape(base: l.ropeBase, scale: l.ropeScale)
+            if let i = shapes.firstIndex(of: r) { ofLayer.append(i) } else { ofLayer.append(shapes.count); shapes.append(r) }
+        }
+        return (shapes, ofLayer)
     }
+
+    /// Distinct ropes over the layers: one cos/sin table each per pass.
+    public var ropeCount: Int { ropes.shapes.count }
 
     /// Per layer, the sliding attention window in positions (nil: every earlier position).
     public var attentionWindows: [Int?] {

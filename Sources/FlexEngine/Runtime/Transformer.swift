@@ -56,13 +56,12 @@ public final class Transformer {
         floor = prefillMask.attentionOnly
         pool = WorkerPool(threads: threads)
         let config = weights.config
-        let ropeKeys = config.layers.map { RopeKey(base: $0.ropeBase, scale: $0.ropeScale) }
-        let distinct = ropeKeys.reduce(into: [RopeKey]()) { if !$0.contains($1) { $0.append($1) } }
         let spec = weights.spec
-        ropes = distinct.map {
+        let (shapes, ofLayer) = config.ropes
+        ropes = shapes.map {
             Rope(style: spec.ropeStyle, dims: config.headDim, base: $0.base, frequencyFactors: weights.ropeFrequencyFactors, scale: $0.scale)
         }
-        ropeOfLayer = ropeKeys.map { distinct.firstIndex(of: $0)! }
+        ropeOfLayer = ofLayer
         embeddingScale = spec.scalesEmbedding ? Float(config.embeddingLength).squareRoot() : nil
         state = RunState(config: config, maxBatch: maxBatch, logitRows: min(maxBatch, logitRows ?? maxBatch), context: contextLength,
                          threads: threads, maxRow: weights.maxRowLength)
@@ -304,9 +303,6 @@ public final class Transformer {
         withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
     }
 }
-
-/// A rope's identity: layers with the same base and scale share one table per pass.
-private struct RopeKey: Equatable { let base: Double, scale: Double }
 
 /// One layer's attention over a batch as a pool job: task = (row, KV head), which serves the
 /// query heads sharing that KV head (GQA). Each row attends to positions 0…its own of its own
