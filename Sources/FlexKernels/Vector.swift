@@ -46,21 +46,59 @@ public enum Vector {
         for i in 0..<n { x[i] *= inv }
     }
 
-    /// a[i] = silu(a[i]) · b[i], the SwiGLU gate.
-    public static func swiglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
-        for i in 0..<n {
-            let g = a[i]
-            a[i] = g / (1 + expf(-g)) * b[i]
+    /// e^x in eight lanes: Cephes' expf (range reduction by ln 2 in two parts, a degree-6
+    /// polynomial, the exponent set in the bits), within 2 ulp of `expf` for x in [-87.3, 88]
+    /// and clamped outside it (0 and large stay 0 and large for the gates below).
+    /// Why: the gates called libm's `expf`/`tanhf` one element at a time; on a Gemma 3 270M
+    /// prompt that was 9 % of the whole run (perf), more than attention.
+    @inline(__always)
+    public static func exp8(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let x = v.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.0))
+        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+        var r = x.addingProduct(n, SIMD8(repeating: -0.693359375))
+        r = r.addingProduct(n, SIMD8(repeating: 2.12194440e-4))
+        var p = SIMD8<Float>(repeating: 1.9875691500e-4)
+        p = (p * r) + 1.3981999507e-3
+        p = (p * r) + 8.3334519073e-3
+        p = (p * r) + 4.1665795894e-2
+        p = (p * r) + 1.6666665459e-1
+        p = (p * r) + 5.0000001201e-1
+        let e = (p * (r * r)) + r + 1
+        let bits = (SIMD8<Int32>(n, rounding: .toNearestOrEven) &+ 127) &<< 23
+        return e * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    }
+
+    /// Applies `gate` to a[i] and multiplies by b[i], eight lanes at a time; the last partial
+    /// vector goes through the same lanes, so an element's value never depends on where it falls.
+    @inline(__always)
+    static func gated(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int,
+                      _ gate: (SIMD8<Float>) -> SIMD8<Float>) {
+        var i = 0
+        while i + 8 <= n {
+            store8(gate(load8(a + i)) * load8(b + i), a + i)
+            i += 8
+        }
+        if i < n {
+            var g = SIMD8<Float>(), h = SIMD8<Float>()
+            for k in 0..<(n - i) { g[k] = a[i + k]; h[k] = b[i + k] }
+            let r = gate(g) * h
+            for k in 0..<(n - i) { a[i + k] = r[k] }
         }
     }
 
+    /// a[i] = silu(a[i]) · b[i], the SwiGLU gate: g / (1 + e^-g).
+    public static func swiglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        gated(a, b, n) { g in g / (1 + exp8(-g)) }
+    }
+
     /// a[i] = gelu(a[i]) · b[i], the GeGLU gate (Gemma), GELU in its tanh approximation
-    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as the models were trained.
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as the models were trained; computed as
+    /// x / (1 + e^(-2u)), the same function (0.5·(1 + tanh u) is the logistic of 2u).
     public static func geglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
         let c: Float = 0.7978845608028654   // √(2/π)
-        for i in 0..<n {
-            let g = a[i]
-            a[i] = 0.5 * g * (1 + tanhf(c * (g + 0.044715 * g * g * g))) * b[i]
+        gated(a, b, n) { g in
+            let u = c * (g + 0.044715 * g * g * g)
+            return g / (1 + exp8(-2 * u))
         }
     }
 

@@ -350,3 +350,55 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         #expect(abs(w[0] - cosf(1)) < 1e-6 && abs(w[2] - sinf(1)) < 1e-6)
     }
 }
+
+@Suite struct VectorGateTests {
+    /// Units in the last place between two positive floats.
+    func ulps(_ a: Float, _ b: Float) -> Int { abs(Int(a.bitPattern) - Int(b.bitPattern)) }
+
+    @Test func exp8IsWithinTwoUlpOfLibm() {
+        var worst = 0, at: Float = 0
+        var x: Float = -87
+        while x < 88 {
+            let v = SIMD8<Float>((0..<8).map { x + Float($0) * 1e-3 })
+            let e = Vector.exp8(v)
+            for k in 0..<8 where ulps(e[k], expf(v[k])) > worst { worst = ulps(e[k], expf(v[k])); at = v[k] }
+            x += 0.0371
+        }
+        #expect(worst <= 2, "exp8 is \(worst) ulp from expf at \(at)")
+        // Far outside the range the gates stay finite: e^-200 is 0, e^200 large but finite.
+        let far = Vector.exp8(SIMD8(-200, 200, -1000, 1000, 0, 1, -1, 88))
+        #expect(far[0] < 1e-37 && far[2] < 1e-37 && far[1].isFinite && far[3].isFinite && far[1] > 1e38)
+        #expect(far[4] == 1 && ulps(far[5], expf(1)) <= 2)
+    }
+
+    /// The gates against libm's formulas (tanh for GELU), including a length that leaves a partial
+    /// last vector, and each element the same whatever its position (the tail takes the same lanes).
+    @Test(arguments: [1, 7, 8, 37, 2048])
+    func gatesMatchTheScalarFormulas(n: Int) {
+        var rng = TestRNG(seed: UInt64(n))
+        let a = (0..<n).map { _ in Float(Int(rng.next() % 20_001) - 10_000) / 1_000 }   // [-10, 10]
+        let b = (0..<n).map { _ in Float(Int(rng.next() % 2_001) - 1_000) / 1_000 }
+        var silu = a, gelu = a
+        silu.withUnsafeMutableBufferPointer { Vector.swiglu($0.baseAddress!, b, n) }
+        gelu.withUnsafeMutableBufferPointer { Vector.geglu($0.baseAddress!, b, n) }
+        let c = 0.7978845608028654
+        var worstSilu = 0.0, worstGelu = 0.0
+        for i in 0..<n {
+            let g = Double(a[i]), h = Double(b[i])
+            let s = g / (1 + Foundation_exp(-g)) * h
+            let t = 0.5 * g * (1 + tanh(c * (g + 0.044715 * g * g * g))) * h
+            worstSilu = max(worstSilu, abs(Double(silu[i]) - s) / max(abs(s), 1e-3))
+            worstGelu = max(worstGelu, abs(Double(gelu[i]) - t) / max(abs(t), 1e-3))
+        }
+        #expect(worstSilu < 2e-6, "swiglu relative error \(worstSilu)")
+        #expect(worstGelu < 2e-6, "geglu relative error \(worstGelu)")
+        // Position independence: element i alone gives the same bits as inside the run.
+        for i in [0, n / 2, n - 1] {
+            var one = [a[i]]
+            one.withUnsafeMutableBufferPointer { Vector.geglu($0.baseAddress!, [b[i]], 1) }
+            #expect(one[0].bitPattern == gelu[i].bitPattern)
+        }
+    }
+}
+
+private func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
