@@ -102,6 +102,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ring-slots"), help: "Staging slots for streamed weights (default 2).")
     var ringSlots: Int?
 
+    @Option(name: .long, help: "Under a cap that cannot hold every weight, keep resident first: head-first (default) or layers-first.")
+    var residency: String = "head-first"
+
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
         var options = EngineOptions(modelPath: try modelPath(model))
         if let memLimit {
@@ -112,6 +115,8 @@ struct ModelOptions: ParsableArguments {
         options.readBackend = backend
         options.lockMemory = !noMlock
         if let ringSlots { options.ringSlots = ringSlots }
+        guard let order = Residency(rawValue: residency) else { throw CLIError("--residency must be head-first or layers-first") }
+        options.residency = order
         options.contextLength = context ?? ctx
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }

@@ -86,6 +86,37 @@ import FlexKernels
         #expect(small.totalBytes <= small.inputs.cap)
     }
 
+    /// Layers first: at a cap that holds every layer but not the head, the layers are whole and
+    /// only head rows stream; the bytes streamed per token exceed head-first's at the same cap by
+    /// the larger ring (to within a head row and alignment), since every weight is read once a pass
+    /// either way.
+    @Test func layersFirstKeepsTheLayersWholeAndStreamsTheHead() throws {
+        let l = Self.layout()
+        let layerBytes = l.layers.flatMap(\.tensors).reduce(0) { $0 + $1.bytes }
+        let cap = (32 + 3 + 2 + 8) << 20 + layerBytes + l.head.bytes / 2
+        var inputs = Self.inputs(cap: cap)
+        inputs.residency = .layersFirst
+        let p = try MemoryPlan(inputs)
+        for t in l.layers.flatMap(\.tensors) { #expect(p.resident[t.name]?.rows == t.rows, "\(t.name) not whole") }
+        let headRows = p.resident[l.head.name]?.rows ?? 0
+        #expect(headRows > 0 && headRows < l.head.rows)
+        #expect(p.stages.allSatisfy { if case .head = $0.kind { true } else { false } })
+        #expect(p.totalBytes <= cap)
+        let headFirst = try MemoryPlan(Self.inputs(cap: cap))
+        #expect(headFirst.resident[l.head.name]?.rows == l.head.rows)
+        // Every byte not resident is read once a pass in either order; what differs is the ring,
+        // whose slots hold slot-sized head chunks here and smaller layer remainders head-first.
+        let extraRing = p.ringBytes - headFirst.ringBytes
+        #expect(extraRing > 0)
+        #expect(abs(p.streamedBytesPerToken - headFirst.streamedBytesPerToken - extraRing) <= 2 * l.head.rowBytes + 64 * 4096,
+                "\(p.streamedBytesPerToken) against \(headFirst.streamedBytesPerToken) with \(extraRing) more ring")
+        // At the minimum both orders plan (the ring is the same) and stay under the cap.
+        var tight = Self.inputs(cap: MemoryPlan.minimumCap(Self.inputs(cap: 0)) + (4 << 20))
+        tight.residency = .layersFirst
+        let small = try MemoryPlan(tight)
+        #expect(small.totalBytes <= tight.cap)
+    }
+
     @Test func belowTheMinimumThrowsTheMinimum() throws {
         let minimum = MemoryPlan.minimumCap(Self.inputs(cap: 0))
         #expect(throws: MemoryPlan.PlanError.capTooSmall(minimum: minimum)) { try MemoryPlan(Self.inputs(cap: minimum - 1)) }
@@ -227,6 +258,16 @@ import FlexKernels
             #expect(!e.plan!.isFullyResident)
             #expect(try Self.greedyIDs(e) == reference, "fraction \(fraction)")
         }
+    }
+
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func layersFirstGivesTheSameIDs() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let reference = try Self.greedyIDs(Engine(options: Self.options(path, limit: nil)), tokens: 12)
+        var o = Self.options(path, limit: 100 << 20)
+        o.residency = .layersFirst
+        let e = try Engine(options: o)
+        #expect(e.plan!.stages.contains { if case .head = $0.kind { true } else { false } })
+        #expect(try Self.greedyIDs(e, tokens: 12) == reference)
     }
 
     @Test(.enabled(if: Fixtures.smolLM2Available)) func preadFallbackAndRefusedMlockStillRun() throws {

@@ -16,6 +16,7 @@ public struct MemoryModel: Sendable, Equatable {
     public let bufferBytes: Int
     public let runtimeBytes: Int
     public let ringSlots: Int
+    public let residency: Residency
     /// Per layer, the KV positions a sliding-window layer's ring holds over all slots, whatever
     /// the load (nil: the layer holds ``kvTokens``). Empty: no windowed layers.
     public let windowedTokens: [Int?]
@@ -35,7 +36,8 @@ public struct MemoryModel: Sendable, Equatable {
     }
 
     public init(layout: ModelLayout, kvBytesPerTokenPerLayer: Int, kvTokens: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2,
-                windowedTokens: [Int?] = []) {
+                windowedTokens: [Int?] = [], residency: Residency = .headFirst) {
+        self.residency = residency
         self.layout = layout
         self.windowedTokens = windowedTokens
         self.kvBytesPerTokenPerLayer = kvBytesPerTokenPerLayer
@@ -78,7 +80,7 @@ public struct MemoryModel: Sendable, Equatable {
     /// The planner's inputs for `mask` under `cap`.
     public func inputs(skipping mask: BlockMask, cap: Int) -> MemoryPlan.Inputs {
         .init(layout: layout.skipping(mask), cap: cap, kvCacheBytes: kvBytes(skipping: mask), bufferBytes: bufferBytes,
-              runtimeBytes: runtimeBytes, ringSlots: ringSlots)
+              runtimeBytes: runtimeBytes, ringSlots: ringSlots, residency: residency)
     }
 
     /// The smallest cap at which the model runs with `mask` skipped, streaming what does not fit:

@@ -71,7 +71,8 @@ extension Session {
         // plan covers the union.
         let skip = options.skip.intersection(options.prefillSkip ?? options.skip)
         return try MemoryPlan.make(.init(layout: try model.weights.layout(skipping: skip), cap: cap, kvCacheBytes: estimate.kvCache,
-                                         bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots))
+                                         bufferBytes: estimate.buffers, runtimeBytes: estimate.runtime, ringSlots: options.ringSlots,
+                                         residency: options.residency))
     }
 
     /// Applies a plan queued by ``setMemoryLimit(_:)``.

@@ -30,6 +30,8 @@ public struct EngineOptions: Sendable {
     /// Staging slots for streamed weights: 2 overlaps one layer's reads with the previous
     /// layer's compute; more smooths uneven layers at the cost of resident bytes.
     public var ringSlots = 2
+    /// Under a cap that cannot hold every weight: the head first (the default) or the layers.
+    public var residency: Residency = .headFirst
     /// Batch rows a pass may return logits for; nil means the whole batch when the model fits in
     /// memory (no limit, or a limit above the in-memory estimate) and 1 under a tighter cap
     /// (generation needs 1; perplexity is faster with more).

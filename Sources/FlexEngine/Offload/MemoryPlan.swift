@@ -28,14 +28,18 @@ public struct MemoryPlan: Sendable, Equatable {
         public var runtimeBytes: Int
         /// Staging slots: 2 lets layer i+1 load while layer i computes.
         public var ringSlots: Int = 2
+        /// Which weights the budget keeps resident first when not everything fits.
+        public var residency: Residency = .headFirst
 
-        public init(layout: ModelLayout, cap: Int, kvCacheBytes: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2) {
+        public init(layout: ModelLayout, cap: Int, kvCacheBytes: Int, bufferBytes: Int, runtimeBytes: Int, ringSlots: Int = 2,
+                    residency: Residency = .headFirst) {
             self.layout = layout
             self.cap = cap
             self.kvCacheBytes = kvCacheBytes
             self.bufferBytes = bufferBytes
             self.runtimeBytes = runtimeBytes
             self.ringSlots = ringSlots
+            self.residency = residency
         }
 
         /// Everything that does not depend on the resident/streamed split.
@@ -202,12 +206,12 @@ public struct MemoryPlan: Sendable, Equatable {
         guard available >= inputs.forcedResidentBytes + inputs.ringSlots * slot else {
             throw .capTooSmall(minimum: MemoryPlan.minimumCap(inputs))
         }
-        var best = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
+        var best = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot, residency: inputs.residency)
         for _ in 0..<16 {
             let used = best.maxStageBytes
             if used >= slot { break }
             slot = used
-            let next = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot)
+            let next = Builder.assign(layout, budget: available - inputs.ringSlots * slot, slotLimit: slot, residency: inputs.residency)
             if next.maxStageBytes > slot { break }
             best = next
         }
@@ -346,8 +350,9 @@ enum Builder {
 
     /// Spends `budget` bytes: the head first (read in full every token, and it also serves the
     /// token-embedding lookup when tied), then an equal share per layer, attention matrices
-    /// smallest first, then FFN row prefixes. Streamed head rows are cut into slot-sized chunks.
-    static func assign(_ layout: ModelLayout, budget: Int, slotLimit: Int) -> Assignment {
+    /// smallest first, then FFN row prefixes; or, `.layersFirst`, the layers' stored matrices
+    /// first and the head with what they leave. Streamed head rows are cut into slot-sized chunks.
+    static func assign(_ layout: ModelLayout, budget: Int, slotLimit: Int, residency: Residency = .headFirst) -> Assignment {
         var a = Assignment()
         var left = max(0, budget)
         for b in layout.residentDecoded {
@@ -356,7 +361,9 @@ enum Builder {
         }
         let head = layout.head
         let headDecoded = layout.residentDecoded.contains { $0.members.contains { $0.tensor.name == head.name } }
-        let headRows = headDecoded ? head.rows : rowsFitting(head, budget: left)
+        let layerBytes = layout.layers.reduce(0) { sum, l in (l.attention + l.ffn).reduce(sum) { $0 + span($1.fileOffset, $1.bytes) } }
+        let headBudget = residency == .headFirst ? left : max(0, left - layerBytes)
+        let headRows = headDecoded ? head.rows : rowsFitting(head, budget: headBudget)
         if !headDecoded {
             a.keep(head, rows: headRows)
             left -= span(head.fileOffset, headRows * head.rowBytes)
@@ -410,4 +417,16 @@ enum Builder {
         }
         return a
     }
+}
+
+/// Which weights a memory plan keeps resident first when the cap cannot hold them all. Every
+/// weight byte not resident is read once per token either way, so the bytes read are the same;
+/// what differs is where the reads fall in the pass (the head at its end, layers spread through
+/// it) and how fast the kernels that meet them run. docs/GEMMA.md has the measurement behind the
+/// default.
+public enum Residency: String, Sendable, Equatable, CaseIterable {
+    /// The output head (and the embedding it serves when tied) first, then an equal share per layer.
+    case headFirst = "head-first"
+    /// The layers' matrices first, the head with what is left.
+    case layersFirst = "layers-first"
 }

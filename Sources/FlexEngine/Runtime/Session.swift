@@ -98,7 +98,8 @@ public final class Session: @unchecked Sendable {
                                      ringSlots: options.ringSlots,
                                      windowedTokens: PagedKVCache.windowedTokens(layers: config.layerCount,
                                                                                  windows: options.attentionWindows ?? config.attentionWindows,
-                                                                                 capacity: context, slots: sequences + 1))
+                                                                                 capacity: context, slots: sequences + 1),
+                                     residency: options.residency)
             if options.prune == .auto {
                 guard options.minTokensPerSecond != nil else { throw .invalidOption("--prune auto needs a throughput target (--min-tps)") }
                 guard options.throughput != nil else {
