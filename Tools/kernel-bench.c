@@ -135,11 +135,17 @@ int main(void) {
         cflex_quantize_q16(xf, xs + (size_t)j * BNB, BCOLS);
     }
     float *yb = malloc(sizeof(float) * ROWS * BATCH), *yn = malloc(sizeof(float) * ROWS * BATCH);
+    typedef void (*group_n_fn)(const void *, const cflex_q16_block *, int, int, int, float *, int);
     const struct { const char *name; int bytes, nscales, scales[2]; four_fn four;
-                   void (*batched)(const void *const *, const cflex_q16_block *, int, int, int, float *, int); } rb4[] = {
-        {"Q4_1", 20, 2, {0, 2}, cflex_gemv4_q4_1, cflex_gemv4n_q4_1}, {"Q5_0", 22, 1, {0, 0}, cflex_gemv4_q5_0, cflex_gemv4n_q5_0},
-        {"Q5_1", 24, 2, {0, 2}, cflex_gemv4_q5_1, cflex_gemv4n_q5_1}, {"Q8_0", 34, 1, {0, 0}, cflex_gemv4_q8_0, cflex_gemv4n_q8_0}};
-    printf("%d x %d, batch %d, row-major, GMAC/s:  four-row per activation row | batched (same bits)\n", ROWS, BCOLS, BATCH);
+                   void (*batched)(const void *const *, const cflex_q16_block *, int, int, int, float *, int);
+                   void (*interleave)(const void *, int, void *); group_n_fn groupn; } rb4[] = {
+        {"Q4_1", 20, 2, {0, 2}, cflex_gemv4_q4_1, cflex_gemv4n_q4_1, cflex_interleave8_q4_1, cflex_gemv8n_q4_1},
+        {"Q5_0", 22, 1, {0, 0}, cflex_gemv4_q5_0, cflex_gemv4n_q5_0, cflex_interleave8_q5_0, cflex_gemv8n_q5_0},
+        {"Q5_1", 24, 2, {0, 2}, cflex_gemv4_q5_1, cflex_gemv4n_q5_1, cflex_interleave8_q5_1, cflex_gemv8n_q5_1},
+        {"Q8_0", 34, 1, {0, 0}, cflex_gemv4_q8_0, cflex_gemv4n_q8_0, cflex_interleave8_q8_0, cflex_gemv8n_q8_0}};
+    printf("%d x %d, batch %d, GMAC/s:  row-major four-row per activation row | row-major batched | x8 groups, %d activation rows per call (same bits)\n",
+           ROWS, BCOLS, BATCH, CFLEX_X8_BATCH);
+    float *yx = malloc(sizeof(float) * ROWS * BATCH);
     for (int k = 0; k < 4; k++) {
         size_t rbytes = (size_t)BNB * rb4[k].bytes;
         w = matrix(rb4[k].bytes, 32, rb4[k].scales, rb4[k].nscales);
@@ -159,10 +165,23 @@ int main(void) {
             if (t1 - t0 < best1) best1 = t1 - t0;
             if (t2 - t1 < bestn) bestn = t2 - t1;
         }
+        unsigned char *g = malloc(rbytes * ROWS);
+        for (int r = 0; r < ROWS; r += 8) rb4[k].interleave(w + rbytes * r, BNB, g + rbytes * r);
+        double bestx = 1e9;
+        for (int pass = 0; pass < BPASSES; pass++) {
+            double t0 = now();
+            for (int r = 0; r < ROWS; r += 8)
+                for (int j = 0; j < BATCH; j += CFLEX_X8_BATCH)
+                    rb4[k].groupn(g + rbytes * r, xs + (size_t)j * BNB, BNB, CFLEX_X8_BATCH, BNB, yx + (size_t)j * ROWS + r, ROWS);
+            double t = now() - t0;
+            if (t < bestx) bestx = t;
+        }
         double macs = (double)ROWS * BCOLS * BATCH;
-        printf("%s                          %5.1f | %5.1f  (%s)\n", rb4[k].name, macs / best1 / 1e9, macs / bestn / 1e9,
-               memcmp(yb, yn, sizeof(float) * ROWS * BATCH) ? "NO" : "yes");
+        printf("%s                          %5.1f | %5.1f | %5.1f  (%s, %s)\n", rb4[k].name, macs / best1 / 1e9, macs / bestn / 1e9,
+               macs / bestx / 1e9, memcmp(yb, yn, sizeof(float) * ROWS * BATCH) ? "NO" : "yes",
+               memcmp(yb, yx, sizeof(float) * ROWS * BATCH) ? "NO" : "yes");
         free(w);
+        free(g);
     }
     {
         float *xfb = malloc(sizeof(float) * BCOLS * BATCH), *buf = malloc(sizeof(float) * 2 * BCOLS);
@@ -178,6 +197,6 @@ int main(void) {
         printf("Q8_0 float path (dequantize, 2x4 FMA)  %5.1f\n", (double)ROWS * BCOLS * BATCH / best / 1e9);
         free(w); free(xfb); free(buf);
     }
-    free(xs); free(yb); free(yn);
+    free(xs); free(yb); free(yn); free(yx);
     return 0;
 }

@@ -1,5 +1,5 @@
-// Q5_0 and Q5_1 four rows per call (row-major), and eight interleaved rows per call (x8, used on
-// AVX-512 CPUs), against 16-bit activations.
+// Q5_0 and Q5_1 four rows per call (row-major), and eight interleaved rows per call (x8, the
+// resident rows; AVX-512 and AVX2 bodies), against 16-bit activations.
 //
 // Why C: as for the other formats (cflex_kernels.h), the hot loop is vpmaddwd over widened
 // weights. Why four rows: the one-row kernels (cflex_dot_q5_0/q5_1) convert each block's scale,
@@ -107,12 +107,14 @@ void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb,
 // 192 (m at 16, qh at 32, quants at 64). The same per-row arithmetic as the four-row kernels
 // above, so a matrix may mix both layouts.
 //
-// Why AVX-512 only: a lane's fifth bit must come from its own row's qh. With AVX-512 BW one
-// vpermw spreads the 8 rows' qh halves over the 32 lanes of a chunk pair once per block, and per
-// chunk pair one vptestmw + one masked vpaddw set the bits (a nibble is below 16, so adding 16
-// sets the bit); AVX2 would need a shuffle, a compare and two logic ops per 16 lanes, about the
-// four-row kernel's cost (counted, not measured). Interleave.rows keeps Q5 rows row-major on
-// other CPUs, so the portable body below serves only tests and other builds.
+// A lane's fifth bit must come from its own row's qh. With AVX-512 BW one vpermw spreads the 8
+// rows' qh halves over the 32 lanes of a chunk pair once per block, and per chunk pair one
+// vptestmw + one masked vpaddw set the bits (a nibble is below 16, so adding 16 sets the bit).
+// AVX2 has neither, so per block it spreads each row's qh halves over that row's four lanes of a
+// quad (one vpermd per chunk, one vpshufb per half) and pre-shifts lane i left by 3 - i (one
+// vpmullw by 8, 4, 2, 1): bit 4t+i of every lane then sits at 4t+3, and per t one shift and one
+// mask put it at bit 4, ready to OR into the nibble. Three ops per 16 lanes per t instead of the
+// four-row kernel's five, and no per-row reduction (gemv8_q5_avx2 below; measured in its comment).
 
 /// Geometry of a Q5 x8 group block: `m` 1 for Q5_1.
 #define Q5_GROUP(m) ((m) ? 192 : 176)
@@ -135,7 +137,7 @@ void cflex_interleave8_q5_0(const void *src, int nb, void *dst) { interleave8_q5
 void cflex_interleave8_q5_1(const void *src, int nb, void *dst) { interleave8_q5((const uint8_t *)src, nb, (uint8_t *)dst, 1); }
 
 #if CFLEX_AVX2
-static int use_avx512 = 0;
+static int use_avx512 = 0, use_avx2 = 1;
 __attribute__((constructor)) static void cflex_pick_q5_isa(void) { use_avx512 = cflex_cpu_avx512(); }
 
 __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -234,6 +236,112 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void gemv8n_q5_1_avx512(const uint8_t *p, const cflex_q16_block *x, int xs, int n, int nb, float *y, int ldy) { gemv8n_q5_avx512(p, x, xs, n, nb, y, ldy, 1); }
 #endif
 
+#if CFLEX_AVX2
+/// A block's qh spread for the AVX2 x8 kernels: per chunk (h = 0: rows 0, 1, 4, 5; h = 1: rows
+/// 2, 3, 6, 7) and half (low 16 qh bits for the low nibbles, high 16 for the high ones), each i16
+/// lane holds its row's half shifted left by 3 - i, i its place in the quad.
+static inline void q5_spread(const uint8_t *qhp, __m256i *l0, __m256i *h0, __m256i *l1, __m256i *h1) {
+    const __m256i rep_lo = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9, 0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9);
+    const __m256i rep_hi = _mm256_setr_epi8(2, 3, 2, 3, 2, 3, 2, 3, 10, 11, 10, 11, 10, 11, 10, 11,
+                                            2, 3, 2, 3, 2, 3, 2, 3, 10, 11, 10, 11, 10, 11, 10, 11);
+    const __m256i pre = _mm256_setr_epi16(8, 4, 2, 1, 8, 4, 2, 1, 8, 4, 2, 1, 8, 4, 2, 1);
+    __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+    __m256i r0 = _mm256_permutevar8x32_epi32(qh, _mm256_setr_epi32(0, 0, 1, 1, 4, 4, 5, 5));
+    __m256i r1 = _mm256_permutevar8x32_epi32(qh, _mm256_setr_epi32(2, 2, 3, 3, 6, 6, 7, 7));
+    *l0 = _mm256_mullo_epi16(_mm256_shuffle_epi8(r0, rep_lo), pre);
+    *h0 = _mm256_mullo_epi16(_mm256_shuffle_epi8(r0, rep_hi), pre);
+    *l1 = _mm256_mullo_epi16(_mm256_shuffle_epi8(r1, rep_lo), pre);
+    *h1 = _mm256_mullo_epi16(_mm256_shuffle_epi8(r1, rep_hi), pre);
+}
+/// The fifth bits of quad t from a spread half: bit 4t+i of lane i moved to bit 4 (16 or 0).
+__attribute__((always_inline)) static inline __m256i q5_fifth(__m256i spread, int t) {
+    __m256i v = t == 0 ? _mm256_slli_epi16(spread, 1) : _mm256_srli_epi16(spread, 4 * t - 1);
+    return _mm256_and_si256(v, _mm256_set1_epi16(16));
+}
+/// Quad t of a group block's chunk pair, widened, with the fifth bits: lo/hi nibbles of chunks
+/// 2t (rows 0, 1, 4, 5) and 2t+1 (rows 2, 3, 6, 7).
+__attribute__((always_inline)) static inline void q5_quads(const uint8_t *qs, int t, __m256i sl0, __m256i sh0, __m256i sl1, __m256i sh1,
+                                                           __m256i *lo0, __m256i *hi0, __m256i *lo1, __m256i *hi1) {
+    const __m256i mask = _mm256_set1_epi16(0x0F);
+    __m256i v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 32 * t)));
+    __m256i v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16 + 32 * t)));
+    __asm__("" : "+x"(v0), "+x"(v1));   // as in nibbles16
+    *lo0 = _mm256_or_si256(_mm256_and_si256(v0, mask), q5_fifth(sl0, t));
+    *hi0 = _mm256_or_si256(_mm256_srli_epi16(v0, 4), q5_fifth(sh0, t));
+    *lo1 = _mm256_or_si256(_mm256_and_si256(v1, mask), q5_fifth(sl1, t));
+    *hi1 = _mm256_or_si256(_mm256_srli_epi16(v1, 4), q5_fifth(sh1, t));
+}
+
+/// x8 Q5_0/Q5_1 on AVX2, the arithmetic of the four-row kernels per row (same bits).
+/// Measured with Tools/kernel-bench.c (one core, 128 x 4096 from L2, best of 3000; AVX2-only Zen 3):
+/// see the comment at cflex_gemv8_q5_0 in cflex_kernels.h and docs/BENCHMARKS.md.
+__attribute__((always_inline)) static inline void gemv8_q5_avx2(const uint8_t *p, const cflex_q16_block *x, int nb, float *y, int m) {
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += Q5_GROUP(m)) {
+        for (int k = 0; k < Q5_GROUP(m); k += 64) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + k), _MM_HINT_T0);
+        const int16_t *q = x[b].qs;
+        __m256i sl0, sh0, sl1, sh1;
+        q5_spread(p + Q5_QH(m), &sl0, &sh0, &sl1, &sh1);
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        for (int t = 0; t < 4; t++) {
+            __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+            __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
+            __m256i lo0, hi0, lo1, hi1;
+            q5_quads(p + Q5_QS(m), t, sl0, sh0, sl1, sh1, &lo0, &hi0, &lo1, &hi1);
+            a0 = _mm256_add_epi32(a0, _mm256_add_epi32(_mm256_madd_epi16(lo0, xl), _mm256_madd_epi16(hi0, xh)));
+            a1 = _mm256_add_epi32(a1, _mm256_add_epi32(_mm256_madd_epi16(lo1, xl), _mm256_madd_epi16(hi1, xh)));
+        }
+        __m256i s = _mm256_hadd_epi32(a0, a1);   // rows 0-7 in order
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), _mm256_cvtepi32_ps(s), acc);
+        __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : d;
+        off = _mm256_fmadd_ps(o, _mm256_set1_ps(x[b].s), off);
+    }
+    _mm256_storeu_ps(y, m ? _mm256_add_ps(acc, off) : _mm256_fnmadd_ps(_mm256_set1_ps(16), off, acc));
+}
+static void gemv8_q5_0_avx2(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx2(p, x, nb, y, 0); }
+static void gemv8_q5_1_avx2(const uint8_t *p, const cflex_q16_block *x, int nb, float *y) { gemv8_q5_avx2(p, x, nb, y, 1); }
+
+/// The AVX2 x8 kernel against up to CFLEX_X8_BATCH activation rows (batched decode and prompt
+/// rows): each quad widened and its fifth bits set once, then multiplied with every activation
+/// row; per row and activation the steps of gemv8_q5_avx2, so the same bits.
+__attribute__((always_inline)) static inline void gemv8n_q5_avx2(const uint8_t *p, const cflex_q16_block *x, int xstride, int n, int nb,
+                                                                  float *y, int ldy, int m) {
+    const cflex_q16_block *xj[CFLEX_X8_BATCH];
+    __m256 acc[CFLEX_X8_BATCH], off[CFLEX_X8_BATCH];
+    for (int j = 0; j < n; j++) { xj[j] = x + (size_t)j * xstride; acc[j] = _mm256_setzero_ps(); off[j] = _mm256_setzero_ps(); }
+    for (int b = 0; b < nb; b++, p += Q5_GROUP(m)) {
+        for (int k = 0; k < Q5_GROUP(m); k += 64) _mm_prefetch((const char *)(p + CFLEX_PREFETCH + k), _MM_HINT_T0);
+        __m256i sl0, sh0, sl1, sh1;
+        q5_spread(p + Q5_QH(m), &sl0, &sh0, &sl1, &sh1);
+        __m256i a0[CFLEX_X8_BATCH], a1[CFLEX_X8_BATCH];
+        for (int j = 0; j < n; j++) { a0[j] = _mm256_setzero_si256(); a1[j] = _mm256_setzero_si256(); }
+        for (int t = 0; t < 4; t++) {
+            __m256i lo0, hi0, lo1, hi1;
+            q5_quads(p + Q5_QS(m), t, sl0, sh0, sl1, sh1, &lo0, &hi0, &lo1, &hi1);
+            for (int j = 0; j < n; j++) {
+                const int16_t *q = xj[j][b].qs;
+                __m256i xl = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 4 * t)));
+                __m256i xh = _mm256_set1_epi64x((long long)load_u64((const uint8_t *)(q + 16 + 4 * t)));
+                a0[j] = _mm256_add_epi32(a0[j], _mm256_add_epi32(_mm256_madd_epi16(lo0, xl), _mm256_madd_epi16(hi0, xh)));
+                a1[j] = _mm256_add_epi32(a1[j], _mm256_add_epi32(_mm256_madd_epi16(lo1, xl), _mm256_madd_epi16(hi1, xh)));
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : d;
+        for (int j = 0; j < n; j++) {
+            __m256i s = _mm256_hadd_epi32(a0[j], a1[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xj[j][b].d)), _mm256_cvtepi32_ps(s), acc[j]);
+            off[j] = _mm256_fmadd_ps(o, _mm256_set1_ps(xj[j][b].s), off[j]);
+        }
+    }
+    for (int j = 0; j < n; j++)
+        _mm256_storeu_ps(y + (size_t)j * ldy, m ? _mm256_add_ps(acc[j], off[j]) : _mm256_fnmadd_ps(_mm256_set1_ps(16), off[j], acc[j]));
+}
+static void gemv8n_q5_0_avx2(const uint8_t *p, const cflex_q16_block *x, int xs, int n, int nb, float *y, int ldy) { gemv8n_q5_avx2(p, x, xs, n, nb, y, ldy, 0); }
+static void gemv8n_q5_1_avx2(const uint8_t *p, const cflex_q16_block *x, int xs, int n, int nb, float *y, int ldy) { gemv8n_q5_avx2(p, x, xs, n, nb, y, ldy, 1); }
+#endif
+
 /// The portable x8 body: the same arithmetic, one row at a time.
 static void gemv8_q5_portable(const uint8_t *p, const cflex_q16_block *x, int nb, float *y, int m) {
     for (int r = 0; r < 8; r++) {
@@ -261,12 +369,14 @@ static void gemv8_q5_portable(const uint8_t *p, const cflex_q16_block *x, int nb
 void cflex_gemv8_q5_0(const void *group, const cflex_q16_block *x, int nb, float *y) {
 #if CFLEX_AVX2
     if (use_avx512) { gemv8_q5_0_avx512((const uint8_t *)group, x, nb, y); return; }
+    if (use_avx2) { gemv8_q5_0_avx2((const uint8_t *)group, x, nb, y); return; }
 #endif
     gemv8_q5_portable((const uint8_t *)group, x, nb, y, 0);
 }
 void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float *y) {
 #if CFLEX_AVX2
     if (use_avx512) { gemv8_q5_1_avx512((const uint8_t *)group, x, nb, y); return; }
+    if (use_avx2) { gemv8_q5_1_avx2((const uint8_t *)group, x, nb, y); return; }
 #endif
     gemv8_q5_portable((const uint8_t *)group, x, nb, y, 1);
 }
@@ -274,12 +384,14 @@ void cflex_gemv8_q5_1(const void *group, const cflex_q16_block *x, int nb, float
 void cflex_gemv8n_q5_0(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
     if (use_avx512 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_0_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
+    if (use_avx2 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_0_avx2((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
 #endif
     for (int j = 0; j < n; j++) cflex_gemv8_q5_0(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
 }
 void cflex_gemv8n_q5_1(const void *group, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
     if (use_avx512 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_1_avx512((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
+    if (use_avx2 && n > 1 && n <= CFLEX_X8_BATCH) { gemv8n_q5_1_avx2((const uint8_t *)group, x, xstride, n, nb, y, ldy); return; }
 #endif
     for (int j = 0; j < n; j++) cflex_gemv8_q5_1(group, x + (size_t)j * xstride, nb, y + (size_t)j * ldy);
 }

@@ -1,7 +1,7 @@
 import CFlexKernels
 import FlexFormat
 
-/// Rearranges resident Q4_1 and Q8_0 matrices (and Q5_0, Q5_1 on AVX-512 CPUs) into the x8 layout,
+/// Rearranges resident Q4_1, Q5_0, Q5_1 and Q8_0 matrices into the x8 layout,
 /// where the decode kernels compute 8 rows at once (layout and measurements in `cflex_kernels.h`
 /// and `q5rows.c`).
 ///
@@ -10,12 +10,10 @@ import FlexFormat
 /// rearranging; it costs one pass over them at open. A group keeps the bytes of its 8 rows, so
 /// the rearranged matrix takes no more memory and can be rearranged in place.
 public enum Interleave {
-    /// Formats with x8 kernels. Q5_0's and Q5_1's need AVX-512 BW to set each lane's fifth bit
-    /// cheaply; elsewhere their four-row kernels are about as fast, so their rows stay row-major.
+    /// Formats with x8 kernels (AVX2 and AVX-512; Q5's fifth bits are spread per block, `q5rows.c`).
     public static func supports(_ type: GGMLType) -> Bool {
         switch type {
-        case .q4_1, .q8_0: return true
-        case .q5_0, .q5_1: return IntegerDot.avx512
+        case .q4_1, .q8_0, .q5_0, .q5_1: return true
         default: return false
         }
     }

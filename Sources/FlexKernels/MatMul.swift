@@ -30,7 +30,7 @@ public struct MatMulWorkspace {
 ///   K-quants Q4_K, Q5_K, Q6_K; AVX2 builds): each activation row is quantized once to 16-bit
 ///   blocks, then every weight row is dotted with it by the C kernels (vpmaddwd). ggml uses 8-bit activations here; on SmolLM2
 ///   that broke the logit bounds, 16 bits does not (the header of `cflex_kernels.h` has the numbers).
-///   Q4_1 and Q8_0 (and Q5_0, Q5_1 on AVX-512 CPUs) take 8 rows per call where the matrix holds x8
+///   Q4_1, Q5_0, Q5_1 and Q8_0 take 8 rows per call where the matrix holds x8
 ///   groups (``Interleave``, the
 ///   resident rows) and four row-major rows per call elsewhere, with bit-identical results; the
 ///   K-quants four row-major rows per call, resident or streamed (a 256-element super-block

@@ -233,7 +233,7 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1], [1, 2, 3])
     func decodeIsBitIdenticalToRowMajor(_ type: GGMLType, _ batch: Int) throws {
-        guard Interleave.supports(type) else { return }   // Q5_0, Q5_1: AVX-512 CPUs only
+        guard Interleave.supports(type) else { return }
         try #require(IntegerDot.simd || Interleave.rows(type, 8) == 0)
         let rows = 45, cols = 96   // 5 groups, then 5 row-major rows (one four, one left over)
         var rng = TestRNG(seed: 5)

@@ -69,8 +69,8 @@ void cflex_gemv4_q8_0(const void *const *rows, const cflex_q16_block *x, int nb,
 void cflex_gemv4_q5_0(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 void cflex_gemv4_q5_1(const void *const *rows, const cflex_q16_block *x, int nb, float *y);
 /// Q5_0/Q5_1 x8 groups (176/192 bytes per block column: d[8], Q5_1's m[8], qh[8] as u32, then
-/// the x8 chunk pairs), with the four-row kernels' per-row arithmetic; AVX-512 (the engine
-/// interleaves Q5 rows only there).
+/// the x8 chunk pairs), with the four-row kernels' per-row arithmetic; AVX-512 and AVX2 bodies
+/// (q5rows.c says how each sets the fifth bits).
 void cflex_interleave8_q5_0(const void *src, int nb, void *dst);
 void cflex_interleave8_q5_1(const void *src, int nb, void *dst);
 void cflex_gemv8_q5_0(const void *group, const cflex_q16_block *x, int nb, float *y);
