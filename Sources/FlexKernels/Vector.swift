@@ -54,7 +54,12 @@ public enum Vector {
     @inline(__always)
     public static func exp8(_ v: SIMD8<Float>) -> SIMD8<Float> {
         let x = v.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.0))
-        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+        // Rounding by the 1.5·2²³ shift, and 2^n from the sum's own bits: Swift's generic
+        // SIMD conversions (`rounded`, `SIMD8<Int32>(_:rounding:)`) ran element by element and
+        // cost more than the polynomial (perf on a Gemma prompt).
+        let shifter = SIMD8<Float>(repeating: 12582912)   // 1.5 · 2²³
+        let t = x * 1.44269504088896341 + shifter
+        let n = t - shifter                                // round-to-nearest-even of x·log2(e)
         var r = x.addingProduct(n, SIMD8(repeating: -0.693359375))
         r = r.addingProduct(n, SIMD8(repeating: 2.12194440e-4))
         var p = SIMD8<Float>(repeating: 1.9875691500e-4)
@@ -64,7 +69,7 @@ public enum Vector {
         p = (p * r) + 1.6666665459e-1
         p = (p * r) + 5.0000001201e-1
         let e = (p * (r * r)) + r + 1
-        let bits = (SIMD8<Int32>(n, rounding: .toNearestOrEven) &+ 127) &<< 23
+        let bits = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
         return e * unsafeBitCast(bits, to: SIMD8<Float>.self)
     }
 
