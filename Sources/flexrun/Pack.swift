@@ -38,6 +38,8 @@ struct Pack: ParsableCommand {
     var lambda: Double?
 
     func run() throws {
+        // SIGINT and SIGTERM remove the partial output before the signal ends the process.
+        SignalCleanup.install()
         guard let choice = BlockPacker.CodecChoice(parsing: codec) else { throw CLIError("--codec must be auto, none, lz4, zstd or zstd:1…22") }
         var file: GGUFFile
         do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }

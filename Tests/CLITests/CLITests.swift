@@ -50,7 +50,8 @@ import Testing
         #expect(r.stderr.contains(needle), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
     }
 
-    var synthModel: String { Self.fixtures.appendingPathComponent("synth/synth-llama-mixed.gguf").path }
+    static var synthModelPath: String { fixtures.appendingPathComponent("synth/synth-llama-mixed.gguf").path }
+    var synthModel: String { Self.synthModelPath }
 
     @Test func badMemLimit() throws {
         let prompt = try Self.tempFile(Array("hi".utf8))
