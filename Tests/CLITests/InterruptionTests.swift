@@ -127,4 +127,38 @@ final class BackgroundRun {
         let checkpoint = try Data(contentsOf: URL(fileURLWithPath: dir + "/gsi.json.checkpoint"))
         #expect((try? JSONSerialization.jsonObject(with: checkpoint)) is [String: Any], "the checkpoint must be whole JSON")
     }
+
+    /// Ctrl-C once tokens are streaming: generation stops at the next token, the text so far
+    /// and the --stats lines are printed, and the exit status is 130 (the shell's for SIGINT).
+    @Test(.enabled(if: CLITests.smolLM2 != nil || CLITests.modelRequired))
+    func interruptedGenerationPrintsStatsAndExits130() throws {
+        _ = try #require(CLITests.smolLM2, "default model missing: run Tools/fetch-model.sh")
+        let prompt = try CLITests.tempFile(Array("Write a long story about a lighthouse keeper.".utf8))
+        let run = try BackgroundRun(["-n", "1500", "--ctx", "2048", "--temp", "0", "--ignore-eos", "--stats", prompt])
+        let started = run.wait { run.stdout.count > 40 }
+        try #require(started, "no output before the end: \(run.stderr)")
+        run.signal(SIGINT)
+        let end = run.end()
+        #expect(!end.signalled && end.status == 130, "ended with \(end): \(run.stderr)")
+        let err = run.stderr
+        #expect(err.contains("flexrun: decode: ") && err.contains("flexrun: peak RSS: ") && err.contains("flexrun: stop: cancelled"), "\(err)")
+        #expect(!err.contains("decode: 1500 tokens"), "the run was not interrupted")
+        #expect(run.stdout.count > 40 && run.stdout.hasSuffix("\n"))
+    }
+
+    /// The same under `--parallel`: every sequence's JSON line says it was cancelled.
+    @Test(.enabled(if: CLITests.smolLM2 != nil || CLITests.modelRequired))
+    func interruptedBatchExits130WithEverySequenceCancelled() throws {
+        _ = try #require(CLITests.smolLM2, "default model missing: run Tools/fetch-model.sh")
+        let prompts = try CLITests.tempFile(Array("Tell me about the sea.\nTell me about the mountains.\n".utf8))
+        let run = try BackgroundRun(["--parallel", "2", "-n", "1500", "--ctx", "2048", "--temp", "0", "--ignore-eos", "--stats", prompts])
+        // Nothing is printed until a sequence ends: give it time to load and start decoding.
+        usleep(3_000_000)
+        try #require(run.process.isRunning, "ended before the signal: \(run.stderr)")
+        run.signal(SIGINT)
+        let end = run.end()
+        #expect(!end.signalled && end.status == 130, "ended with \(end): \(run.stderr)")
+        let lines = run.stdout.split(separator: "\n")
+        #expect(lines.count == 2 && lines.allSatisfy { $0.contains("\"stop\":\"cancelled\"") }, "\(run.stdout)")
+    }
 }

@@ -282,14 +282,18 @@ public struct BatchIterator: Sequence, IteratorProtocol {
             if done { return nil }
             pending.removeAll(keepingCapacity: true)
             cursor = 0
-            guard engine.isCurrent(generation), parameters.cancellation?.isCancelled != true else {
+            // A newer generation took the session: end without events. A cancellation instead
+            // runs one more step, in which the session ends every running sequence with a
+            // `.finished` event saying so (their text so far is not lost); no new prompt starts.
+            guard engine.isCurrent(generation) else {
                 engine.session.cancelAll()
                 done = true
                 return nil
             }
+            let cancelled = parameters.cancellation?.isCancelled == true
             let session = engine.session
             if nextPrompt == 0 { session.cancelAll() }
-            while nextPrompt < prompts.count && session.activeCount < session.maxSequences {
+            while !cancelled && nextPrompt < prompts.count && session.activeCount < session.maxSequences {
                 do {
                     let id = try session.add(tokens: prompts[nextPrompt], parameters: parameters)
                     indexOf[id] = nextPrompt
@@ -303,7 +307,7 @@ public struct BatchIterator: Sequence, IteratorProtocol {
                     case .finished(let id, let s): pending.append(.finished(prompt: indexOf[id]!, s, heldBack: session.flushText(id)))
                     }
                 }
-                if !more && nextPrompt == prompts.count { done = true }
+                if cancelled || (!more && nextPrompt == prompts.count) { done = true }
             } catch {
                 self.error = error
                 done = true
