@@ -18,6 +18,8 @@ struct FlexRunMain {
             fail(error.description)
         } catch let error as EngineError {
             fail(error.description)
+        } catch let error as SystemError {
+            fail(error.description)
         } catch {
             let code = FlexRun.exitCode(for: error)
             if code == .success || error is CleanExit { FlexRun.exit(withError: error) }

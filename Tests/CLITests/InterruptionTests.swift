@@ -161,4 +161,68 @@ final class BackgroundRun {
         let lines = run.stdout.split(separator: "\n")
         #expect(lines.count == 2 && lines.allSatisfy { $0.contains("\"stop\":\"cancelled\"") }, "\(run.stdout)")
     }
+
+    /// A full disk during `pack` (a 1 MiB tmpfs, mounted here as root): one line naming the output
+    /// and the cause, a non-zero exit, and nothing left on the disk. Skips where mount is refused.
+    @Test(.enabled(if: TmpfsMount.canMount, "mounting a small tmpfs needs root and mount(8); refused here"))
+    func packToAFullDiskFailsInOneLineAndLeavesNothing() throws {
+        let mount = try #require(TmpfsMount(size: "1m"))
+        let out = mount.path + "/m.flex"
+        let r = try CLITests.run(["pack", CLITests.synthModelPath, "-o", out, "--codec", "none", "--disk-bandwidth", "1G"])
+        Self.expectErrorLineAfterProgress(r, exactly: "flexrun: error: cannot write \(out): No space left on device")
+        #expect(Self.files(in: mount.path).isEmpty, "left behind: \(Self.files(in: mount.path))")
+        // The same for a requantized GGUF written whole.
+        let gguf = mount.path + "/m.gguf"
+        let g = try CLITests.run(["pack", CLITests.synthModelPath, "-o", gguf, "--requant", "q8_0", "--gguf"])
+        Self.expectErrorLineAfterProgress(g, exactly: "flexrun: error: cannot write \(gguf): No space left on device")
+        #expect(Self.files(in: mount.path).isEmpty, "left behind: \(Self.files(in: mount.path))")
+    }
+
+    /// A failure after progress output: a non-zero exit, and the error is the last line of stderr,
+    /// on a line of its own (not glued to a progress bar), and the only error.
+    static func expectErrorLineAfterProgress(_ r: CLITests.Result, exactly line: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status != 0 && r.status < 128, "status \(r.status)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n").map { $0.split(separator: "\r").last.map(String.init) ?? "" }
+        #expect(lines.last == line, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(r.stderr.components(separatedBy: "error:").count == 2, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    }
+}
+
+/// A small tmpfs (or a ramfs, which refuses O_DIRECT) mounted for a test and unmounted when
+/// dropped (root only, with mount(8)).
+final class TmpfsMount {
+    let path: String
+
+    init?(size: String, type: String = "tmpfs") {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-\(type)-\(UUID().uuidString)").path
+        guard (try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)) != nil else { return nil }
+        guard Self.tool("/bin/mount", ["-t", type] + (type == "tmpfs" ? ["-o", "size=\(size)"] : []) + [type, path]) else {
+            try? FileManager.default.removeItem(atPath: path)
+            return nil
+        }
+    }
+
+    deinit {
+        // An io_uring that read a file here lets go of it a moment after its process exits (the
+        // kernel tears rings down on a workqueue): until then the mount is busy.
+        for _ in 0..<100 {
+            if Self.tool("/bin/umount", [path]) { break }
+            usleep(100_000)
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    static func tool(_ path: String, _ args: [String]) -> Bool {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return false }
+        p.waitUntilExit()
+        return p.terminationStatus == 0
+    }
+
+    /// Whether this process may mount a tmpfs: root, and a mount that works (probed once).
+    static let canMount: Bool = geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/bin/mount") && TmpfsMount(size: "64k") != nil
 }
