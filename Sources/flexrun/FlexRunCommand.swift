@@ -152,6 +152,12 @@ struct ModelOptions: ParsableArguments {
         if let prefillSkip {
             do { options.prefillSkip = try BlockMask(parsing: prefillSkip) } catch { throw CLIError("--prefill-skip: \(error)") }
         }
+        // Tests only: fail the N-th streamed read (eio:N or short:N), to check that a failing
+        // disk ends the run with its cause and a non-zero exit.
+        if let spec = ProcessInfo.processInfo.environment["FLEXRUN_READ_FAULT"] {
+            guard let fault = ReadFault(parsing: spec) else { throw CLIError("FLEXRUN_READ_FAULT must be eio:N or short:N") }
+            options.readFault = fault
+        }
         return options
     }
 }

@@ -241,6 +241,16 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         return finish(.error)
     }
 
+    /// ``next()`` that throws the error a generation ended with (a streamed read that failed),
+    /// for `while let token = try iterator.nextToken() { … }`. A `for` loop over the iterator
+    /// cannot see that error (`IteratorProtocol.next()` cannot throw); it must check ``error``
+    /// after the loop.
+    public mutating func nextToken() throws(EngineError) -> GeneratedToken? {
+        if let token = next() { return token }
+        if let error { throw error }
+        return nil
+    }
+
     /// Text held back at the end (an incomplete character), to print after the last token.
     public mutating func flushText() -> String {
         defer { heldBack = "" }
@@ -315,5 +325,12 @@ public struct BatchIterator: Sequence, IteratorProtocol {
         }
         defer { cursor += 1 }
         return pending[cursor]
+    }
+
+    /// ``next()`` that throws the error the batch ended with (see ``TokenIterator/nextToken()``).
+    public mutating func nextEvent() throws(EngineError) -> BatchEvent? {
+        if let event = next() { return event }
+        if let error { throw error }
+        return nil
     }
 }

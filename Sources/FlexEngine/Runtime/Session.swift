@@ -143,7 +143,7 @@ public final class Session: @unchecked Sendable {
             }
             model.dropInterleaved()
             source = try WeightStreamer(plan: plan, weights: model.weights, backend: options.readBackend, locker: locker,
-                                        interleave: options.interleaveWeights)
+                                        interleave: options.interleaveWeights, fault: options.readFault)
         } else {
             source = model.inMemorySource()
         }
