@@ -36,6 +36,13 @@ public enum Platform {
     /// Whether this kernel lets the process create an io_uring (ENOSYS/EPERM otherwise).
     public static var ioUringAvailable: Bool { cflex_uring_probe() == 0 }
 
+    /// Why this kernel refuses io_uring (`io_uring_setup`'s error: ENOSYS, EPERM under seccomp or
+    /// `kernel.io_uring_disabled`), or nil when it accepts it.
+    public static var ioUringRefusal: String? {
+        let rc = cflex_uring_probe()
+        return rc == 0 ? nil : "io_uring_setup: \(String(cString: strerror(-rc)))"
+    }
+
     /// Monotonic clock in seconds, for stats.
     public static func now() -> Double {
         var ts = timespec()

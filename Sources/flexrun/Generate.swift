@@ -139,7 +139,8 @@ struct Generate: ParsableCommand {
         lines.append("memory: " + memorySummary(engine))
         if let o = engine.offloadSummary {
             let lock = o.lockRefusal.map { "mlock refused (\($0)), running unlocked" } ?? "\(ByteSize.format(o.lockedBytes)) locked"
-            lines.append("offload: reads via \(o.reader), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
+            let buffered = o.directIO ? "" : ", buffered (the filesystem refuses O_DIRECT: reads go through the page cache)"
+            lines.append("offload: reads via \(o.reader)\(buffered), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
         }
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")

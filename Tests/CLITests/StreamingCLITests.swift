@@ -26,4 +26,22 @@ import Testing
                 "printed \(printed.debugDescription) of \(full.stdout.debugDescription)")
         CLITests().expectOneLineError(try CLITests.run(args, environment: ["FLEXRUN_READ_FAULT": "sometimes"]), containing: "FLEXRUN_READ_FAULT")
     }
+
+    /// A model on a filesystem that refuses O_DIRECT (a ramfs) still streams, with the same
+    /// text, and `--stats` says the reads are buffered; on the usual disk it does not.
+    @Test(.enabled(if: TmpfsMount.canMount, "mounting a ramfs needs root and mount(8); refused here"))
+    func bufferedReadsAreReported() throws {
+        let ramfs = try #require(TmpfsMount(size: "", type: "ramfs"))
+        let copy = ramfs.path + "/synth.gguf"
+        try FileManager.default.copyItem(atPath: Self.model, toPath: copy)
+        let prompt = try CLITests.tempFile(Array("The quick brown fox".utf8))
+        let args = ["--mem-limit", Self.cap, "-t", "2", "--no-mlock", "-n", "12", "--temp", "0", "--ctx", "64", "--stats", prompt]
+        let direct = try CLITests.run(["--model", Self.model] + args)
+        let buffered = try CLITests.run(["--model", copy] + args)
+        #expect(direct.status == 0 && buffered.status == 0, "\(direct.stderr)\n\(buffered.stderr)")
+        #expect(buffered.stdout == direct.stdout)
+        let note = "buffered (the filesystem refuses O_DIRECT"
+        #expect(buffered.stderr.contains(note) && !direct.stderr.contains(note), "\(buffered.stderr)")
+        #expect(buffered.stderr.contains("disk: ") && !buffered.stderr.contains("disk: 0 B read"), "the weights must stream")
+    }
 }

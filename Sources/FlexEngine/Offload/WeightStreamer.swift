@@ -59,6 +59,8 @@ final class WeightStreamer: WeightSource {
     let lockRefusal: SystemError?
     let readerDescription: String
     let loadSeconds: Double
+    /// Whether the model file is read with O_DIRECT (``DirectFile/isDirect``).
+    var directIO: Bool { file.isDirect }
 
     /// Opens `path` for direct reads, loads the resident set and primes the ring.
     /// `interleave` rearranges the resident rows of Q4_1/Q8_0 matrices into x8 groups in place

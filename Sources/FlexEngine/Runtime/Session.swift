@@ -194,7 +194,7 @@ public final class Session: @unchecked Sendable {
     public var offloadSummary: OffloadSummary? {
         transformer.streamer.map { s in
             OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
-                           residentLoadSeconds: s.loadSeconds)
+                           residentLoadSeconds: s.loadSeconds, directIO: s.directIO)
         }
     }
 
