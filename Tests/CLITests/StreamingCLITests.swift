@@ -44,4 +44,101 @@ import Testing
         #expect(buffered.stderr.contains(note) && !direct.stderr.contains(note), "\(buffered.stderr)")
         #expect(buffered.stderr.contains("disk: ") && !buffered.stderr.contains("disk: 0 B read"), "the weights must stream")
     }
+
+    /// `--mem-limit 100M --stats` on the default model, alone in a fresh memory cgroup: beside
+    /// peak RSS (which counts shared code pages and passes 100 MiB) the line gives the cgroup's
+    /// own peak, and that is within the cap. Root only (it makes a child cgroup).
+    @Test(.enabled(if: (CLITests.smolLM2 != nil || CLITests.modelRequired) && ChildCgroup.canCreate,
+                   "needs the default model, root and a memory cgroup to make a child in"))
+    func statsShowTheCgroupPeakWithinTheCap() throws {
+        _ = try #require(CLITests.smolLM2, "default model missing: run Tools/fetch-model.sh")
+        let group = try #require(ChildCgroup())
+        let prompt = try CLITests.tempFile(Array("The capital of France is".utf8))
+        let r = try group.run([CLITests.binary.path, "--mem-limit", "100M", "-n", "16", "--temp", "0", "--stats", prompt])
+        #expect(r.status == 0, "\(r.stderr)")
+        let line = try #require(r.stderr.split(separator: "\n").first { $0.hasPrefix("flexrun: peak RSS: ") }.map(String.init))
+        #expect(line.contains("cgroup peak ") && line.contains("this process alone") && line.contains("RSS also counts shared code pages"), "\(line)")
+        let peak = try #require(Self.bytes(after: "cgroup peak ", in: line))
+        #expect(peak <= 100 << 20, "\(line)")
+        // The group's own counter: the one printed, or a little more from the exit after it.
+        let after = try #require(group.peak)
+        #expect(peak <= after + 52_429 && after - peak < 1 << 20, "printed \(peak), the group's counter \(after) after the run")
+        #expect(r.stderr.contains("planned of 100.0 MiB limit"), "the weights must stream under the cap")
+    }
+
+    /// Outside a cgroup of its own the same line gives anonymous plus model pages at the end,
+    /// also within the cap (the test process's group here is shared, or has its own limit).
+    @Test(.enabled(if: CLITests.smolLM2 != nil || CLITests.modelRequired))
+    func statsShowWhatTheCapGoverns() throws {
+        _ = try #require(CLITests.smolLM2, "default model missing: run Tools/fetch-model.sh")
+        let prompt = try CLITests.tempFile(Array("The capital of France is".utf8))
+        let r = try CLITests.run(["--mem-limit", "100M", "-n", "16", "--temp", "0", "--stats", prompt])
+        #expect(r.status == 0, "\(r.stderr)")
+        let line = try #require(r.stderr.split(separator: "\n").first { $0.hasPrefix("flexrun: peak RSS: ") }.map(String.init))
+        if line.contains("; charged ") {
+            let charged = try #require(Self.bytes(after: "; charged ", in: line))
+            #expect(charged <= 100 << 20, "\(line)")
+        } else {
+            #expect(line.contains("cgroup peak "), "\(line)")
+        }
+    }
+
+    /// "87.4 MiB" after `prefix` in `line`, in bytes.
+    static func bytes(after prefix: String, in line: String) -> Int? {
+        guard let r = line.range(of: prefix) else { return nil }
+        let words = line[r.upperBound...].split(separator: " ")
+        guard words.count >= 2, let v = Double(words[0]) else { return nil }
+        let unit: [String: Double] = ["B": 1, "KiB": 1024, "MiB": 1_048_576, "GiB": 1_073_741_824]
+        return unit[String(words[1]).trimmingCharacters(in: .punctuationCharacters)].map { Int(v * $0) }
+    }
+}
+
+/// A child memory cgroup of this process's own group, made for one test and removed after
+/// (root; v1, or v2 with the memory controller delegated to children).
+final class ChildCgroup {
+    let directory: String
+    let version: Int
+
+    init?() {
+        guard geteuid() == 0, let cgroups = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+              let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return nil }
+        let lines = cgroups.split(separator: "\n").map { $0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false) }
+        let table = mounts.split(separator: "\n").map { $0.split(separator: " ") }
+        var base: String?
+        if let m = table.first(where: { $0.count > 3 && $0[2] == "cgroup" && $0[3].split(separator: ",").contains("memory") }),
+           let own = lines.first(where: { $0.count == 3 && $0[1].split(separator: ",").contains("memory") }) {
+            let path = String(m[1]) + String(own[2])
+            base = FileManager.default.fileExists(atPath: path + "/memory.limit_in_bytes") ? path : String(m[1])
+            version = 1
+        } else if let m = table.first(where: { $0.count > 2 && $0[2] == "cgroup2" }), let own = lines.first(where: { $0.count == 3 && $0[0] == "0" }) {
+            let path = String(m[1]) + String(own[2])
+            base = FileManager.default.fileExists(atPath: path) ? path : String(m[1])
+            try? "+memory".write(toFile: base! + "/cgroup.subtree_control", atomically: false, encoding: .utf8)
+            version = 2
+        } else {
+            return nil
+        }
+        directory = base! + "/flexrun-test-\(UUID().uuidString.prefix(8))"
+        guard mkdir(directory, 0o755) == 0 else { return nil }
+        guard FileManager.default.fileExists(atPath: directory + (version == 1 ? "/memory.max_usage_in_bytes" : "/memory.peak")) else {
+            rmdir(directory)
+            return nil
+        }
+    }
+
+    deinit { rmdir(directory) }
+
+    /// The group's own peak counter now.
+    var peak: Int? {
+        (try? String(contentsOfFile: directory + (version == 1 ? "/memory.max_usage_in_bytes" : "/memory.peak"), encoding: .utf8))
+            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Runs `command` inside the group: a shell joins it, then execs the command.
+    func run(_ command: [String]) throws -> CLITests.Result {
+        try CLITests.run(["-c", "echo $$ > \(directory)/cgroup.procs && exec \"$@\"", "sh"] + command,
+                         executable: URL(fileURLWithPath: "/bin/sh"))
+    }
+
+    static let canCreate: Bool = ChildCgroup() != nil
 }
