@@ -83,3 +83,62 @@ int cflex_read_queue_wait(cflex_read_queue *q, uint64_t *tag, int *result) {
 }
 
 int cflex_o_direct(void) { return O_DIRECT; }
+
+// ---------------------------------------------------------------------------------------------
+// Paths unlinked on SIGINT/SIGTERM. A slot is 0 (free), 1 (being filled) or 2 (live); the
+// handler reads only live slots, whose bytes were written before the release store made them so.
+
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CFLEX_CLEANUP_SLOTS 16
+static char cleanup_paths[CFLEX_CLEANUP_SLOTS][PATH_MAX];
+static int cleanup_state[CFLEX_CLEANUP_SLOTS];
+
+int cflex_cleanup_register(const char *path) {
+    size_t n = strlen(path);
+    if (n >= PATH_MAX) return -1;
+    for (int i = 0; i < CFLEX_CLEANUP_SLOTS; i++) {
+        int expected = 0;
+        if (__atomic_compare_exchange_n(&cleanup_state[i], &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            memcpy(cleanup_paths[i], path, n + 1);
+            __atomic_store_n(&cleanup_state[i], 2, __ATOMIC_RELEASE);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void cflex_cleanup_unregister(int slot) {
+    if (slot < 0 || slot >= CFLEX_CLEANUP_SLOTS) return;
+    __atomic_store_n(&cleanup_state[slot], 0, __ATOMIC_RELEASE);
+}
+
+static void cleanup_handler(int sig) {
+    int saved = errno;
+    for (int i = 0; i < CFLEX_CLEANUP_SLOTS; i++) {
+        if (__atomic_load_n(&cleanup_state[i], __ATOMIC_ACQUIRE) == 2) unlink(cleanup_paths[i]);
+    }
+    // SA_RESETHAND put the default action back on entry; the signal is blocked until this
+    // handler returns, and is then delivered again with that default action.
+    raise(sig);
+    errno = saved;
+}
+
+int cflex_cleanup_install(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cleanup_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    if (sigaction(sig, &sa, NULL) != 0) return -1;
+    // A parent may have started us with the signal blocked (a mask is inherited across exec;
+    // Foundation's Process launched from a test runner does this), and then it would stay
+    // pending forever. Threads started from now on inherit this thread's unblocked mask.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}

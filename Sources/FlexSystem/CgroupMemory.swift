@@ -75,6 +75,20 @@ public struct CgroupMemory: Sendable, Equatable {
         }
     }
 
+    /// The group's high-water mark of charged memory (v2 `memory.peak`, Linux 5.19 and later;
+    /// v1 `memory.max_usage_in_bytes`), and the file it came from; nil where unreadable (the v2
+    /// root group has none).
+    public var peak: (bytes: Int, file: String)? {
+        let file = version == .v1 ? "memory.max_usage_in_bytes" : "memory.peak"
+        guard let text = CgroupMemory.readSmallFile(directory + "/" + file), let v = Int(text.trimmingWhitespace) else { return nil }
+        return (v, file)
+    }
+
+    /// How many processes the group holds (`cgroup.procs`); nil where unreadable.
+    public var processCount: Int? {
+        CgroupMemory.readSmallFile(directory + "/cgroup.procs").map { $0.split(separator: "\n").count }
+    }
+
     /// Parses a limit file's content: digits, or "max"; 2^62 and above count as unlimited.
     public static func parseLimit(_ text: String) -> Int? {
         let t = text.trimmingWhitespace

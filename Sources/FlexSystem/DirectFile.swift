@@ -5,8 +5,9 @@ import Glibc
 ///
 /// Streamed weights must not go through the page cache: under a cgroup limit the cache is
 /// charged to the reader and evicted LRU-first, which is exactly how llama.cpp's mmap mode
-/// thrashes (DESIGN.md §4). Filesystems without O_DIRECT (tmpfs) fall back to buffered reads,
-/// reported by ``isDirect``; reads stay page aligned either way.
+/// thrashes (DESIGN.md §4). Filesystems without O_DIRECT (ramfs, tmpfs before Linux 6.6, some
+/// FUSE and network filesystems) fall back to buffered reads, reported by ``isDirect``; reads
+/// stay page aligned either way.
 public struct DirectFile: ~Copyable {
     public let descriptor: Int32
     public let path: String

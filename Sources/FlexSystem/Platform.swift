@@ -12,6 +12,33 @@ public enum Platform {
     /// Anonymous resident memory (RssAnon): heap, stacks, buffers; not code or file pages.
     public static func anonymousResidentBytes() -> Int? { procStatusKiB("RssAnon:").map { $0 * 1024 } }
 
+    /// Resident shared memory (RssShmem): shared anonymous mappings, charged like anonymous memory.
+    public static func shmemResidentBytes() -> Int? { procStatusKiB("RssShmem:").map { $0 * 1024 } }
+
+    /// Resident pages of every mapping of the file at `path` (summed `Rss:` of its entries in
+    /// /proc/self/smaps), in bytes; nil where smaps cannot be read. A model run from its mapping
+    /// holds its weights here, not in anonymous memory.
+    public static func residentFileBytes(mappedFrom path: String) -> Int? {
+        guard let f = try? FileHandle(readingFrom: "/proc/self/smaps"), let bytes = try? f.readAll() else { return nil }
+        var target = path
+        if let resolved = realpath(path, nil) {
+            target = String(cString: resolved)
+            free(resolved)
+        }
+        var total = 0, inside = false
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            // A mapping's header starts with its address range ("7f12…-7f34… r--s …  /path"); its
+            // fields ("Rss:    1234 kB") follow.
+            let head = line.prefix { $0 != " " }
+            if head.contains("-") && head.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                inside = line.hasSuffix(" " + target)
+            } else if inside && line.hasPrefix("Rss:") {
+                total += (Int(line.dropFirst(4).filter { $0.isNumber }) ?? 0) * 1024
+            }
+        }
+        return total
+    }
+
     /// Current resident set size (VmRSS), in bytes.
     public static func residentBytes() -> Int? { procStatusKiB("VmRSS:").map { $0 * 1024 } }
 
@@ -35,6 +62,13 @@ public enum Platform {
 
     /// Whether this kernel lets the process create an io_uring (ENOSYS/EPERM otherwise).
     public static var ioUringAvailable: Bool { cflex_uring_probe() == 0 }
+
+    /// Why this kernel refuses io_uring (`io_uring_setup`'s error: ENOSYS, EPERM under seccomp or
+    /// `kernel.io_uring_disabled`), or nil when it accepts it.
+    public static var ioUringRefusal: String? {
+        let rc = cflex_uring_probe()
+        return rc == 0 ? nil : "io_uring_setup: \(String(cString: strerror(-rc)))"
+    }
 
     /// Monotonic clock in seconds, for stats.
     public static func now() -> Double {

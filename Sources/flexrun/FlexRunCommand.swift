@@ -18,6 +18,8 @@ struct FlexRunMain {
             fail(error.description)
         } catch let error as EngineError {
             fail(error.description)
+        } catch let error as SystemError {
+            fail(error.description)
         } catch {
             let code = FlexRun.exitCode(for: error)
             if code == .success || error is CleanExit { FlexRun.exit(withError: error) }
@@ -154,6 +156,12 @@ struct ModelOptions: ParsableArguments {
         }
         if let prefillSkip {
             do { options.prefillSkip = try BlockMask(parsing: prefillSkip) } catch { throw CLIError("--prefill-skip: \(error)") }
+        }
+        // Tests only: fail the N-th streamed read (eio:N or short:N), to check that a failing
+        // disk ends the run with its cause and a non-zero exit.
+        if let spec = ProcessInfo.processInfo.environment["FLEXRUN_READ_FAULT"] {
+            guard let fault = ReadFault(parsing: spec) else { throw CLIError("FLEXRUN_READ_FAULT must be eio:N or short:N") }
+            options.readFault = fault
         }
         return options
     }

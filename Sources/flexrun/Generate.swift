@@ -139,13 +139,14 @@ struct Generate: ParsableCommand {
         lines.append("memory: " + memorySummary(engine))
         if let o = engine.offloadSummary {
             let lock = o.lockRefusal.map { "mlock refused (\($0)), running unlocked" } ?? "\(ByteSize.format(o.lockedBytes)) locked"
-            lines.append("offload: reads via \(o.reader), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
+            let buffered = o.directIO ? "" : ", buffered (the filesystem refuses O_DIRECT: reads go through the page cache)"
+            lines.append("offload: reads via \(o.reader)\(buffered), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
         }
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
         lines += sessionLines(engine.session)
-        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(anonymousSuffix()), blocks skipped: \(s.blocksSkipped)")
+        lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(chargedSuffix(engine)), blocks skipped: \(s.blocksSkipped)")
         // Share of the forward passes' time spent computing rather than waiting for reads: 100%
         // means every read was hidden behind compute.
         let busy = s.promptSeconds + s.decodeSeconds
@@ -180,10 +181,11 @@ func sessionLines(_ session: Session) -> [String] {
            + "(\(ByteSize.format(kv.capacityBytes))), \(kv.pageTokens) tokens a page"]
 }
 
-/// VmHWM counts mapped code and file pages too, which a cgroup reclaims under pressure; the
-/// anonymous part is what a cap must hold, so it is shown beside it.
-func anonymousSuffix() -> String {
-    Platform.anonymousResidentBytes().map { ", \(ByteSize.format($0)) of it anonymous at the end" } ?? ""
+/// Peak RSS counts shared code pages that a cgroup does not charge to this process, so beside
+/// it goes what the cap governs: the cgroup's own peak, or anonymous plus model file pages
+/// (``ChargedMemory``; docs/CLI.md).
+func chargedSuffix(_ engine: Engine) -> String {
+    ChargedMemory.measure(modelPath: engine.options.modelPath).map { "; \($0.summary)" } ?? ""
 }
 
 /// One line per controller decision: when, why, what the policy skipped, and what it predicted

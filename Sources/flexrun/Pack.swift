@@ -38,6 +38,8 @@ struct Pack: ParsableCommand {
     var lambda: Double?
 
     func run() throws {
+        // SIGINT and SIGTERM remove the partial output before the signal ends the process.
+        SignalCleanup.install()
         guard let choice = BlockPacker.CodecChoice(parsing: codec) else { throw CLIError("--codec must be auto, none, lz4, zstd or zstd:1…22") }
         var file: GGUFFile
         do { file = try GGUFFile(path: model) } catch { throw CLIError("\(model): \(error)") }
@@ -86,12 +88,14 @@ struct Pack: ParsableCommand {
         packer.bytePlanes = !noPlanes
         let start = Platform.now()
         FileHandle.standardError.write(Data("flexrun: packing \(model) (\(choice), disk \(String(format: "%.2f", bandwidth / 1e9)) GB/s)\n".utf8))
-        let reports = try packer.pack(file, to: output) { done, total, r in
+        var barShown = false
+        let reports = try writing(after: { barShown }) { () throws(SystemError) in try packer.pack(file, to: output) { done, total, r in
+            barShown = true
             let width = 30, filled = done * width / total
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             let ratio = Double(r.rawSize) / Double(max(1, r.storedSize))
             FileHandle.standardError.write(Data(String(format: "\rflexrun: pack [%@] %d/%d %@ %@ %.2f×        ", bar, done, total, r.name, r.codec.description, ratio).utf8))
-        }
+        } }
         FileHandle.standardError.write(Data("\n".utf8))
         let raw = reports.reduce(0) { $0 + $1.rawSize }, stored = reports.reduce(0) { $0 + $1.storedSize }
         let weights = file.tensors.reduce(0) { $0 + $1.elementCount }
@@ -116,10 +120,24 @@ struct Pack: ParsableCommand {
 
     /// The requantized model as a plain GGUF at `output`, written to a temporary file and renamed.
     func writeGGUF(_ file: GGUFFile) throws {
-        var out = try OutputFile(path: output)
-        try out.write(file.imageBytes)
-        try out.commit()
+        try writing { () throws(SystemError) in
+            var out = try OutputFile(path: output)
+            try out.write(file.imageBytes)
+            try out.commit()
+        }
         print("\(output): GGUF, \(file.tensors.count) tensors, \(ByteSize.format(file.imageBytes.count))")
+    }
+
+    /// Runs `body`, which writes the output, and turns its failure into one sentence naming the
+    /// output (a full disk: "cannot write m.flex: No space left on device"). The partial file is
+    /// already gone by then: ``OutputFile`` removes it when dropped uncommitted.
+    /// `progressShown` says whether a progress bar is on the current stderr line: the error
+    /// then starts a line of its own.
+    func writing<T>(after progressShown: () -> Bool = { false }, _ body: () throws(SystemError) -> T) throws -> T {
+        do { return try body() } catch {
+            if progressShown() { FileHandle.standardError.write(Data("\n".utf8)) }
+            throw CLIError("cannot write \(output): \(String(cString: strerror(error.code)))")
+        }
     }
 
     /// O_DIRECT sequential read of up to 256 MiB of the model, 4 MiB at a time: what a block

@@ -96,7 +96,7 @@ extension Generate {
             lines.append("per sequence: decode tok/s min \(f(rates.first!, 1)), median \(f(rates[rates.count / 2], 1)), max \(f(rates.last!, 1))")
         }
         lines += sessionLines(s)
-        lines.append("peak RSS: \(Platform.peakResidentBytes().map(ByteSize.format) ?? "unknown")\(anonymousSuffix())")
+        lines.append("peak RSS: \(Platform.peakResidentBytes().map(ByteSize.format) ?? "unknown")\(chargedSuffix(engine))")
         let read = s.streamCounters.bytesRead
         if read > 0 { lines.append("disk: \(ByteSize.format(read)) read, prefetch stalls \(f(s.streamCounters.stallSeconds, 3)) s") }
         var reasons: [String: Int] = [:]

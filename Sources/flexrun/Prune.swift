@@ -107,6 +107,9 @@ extension Prune {
         var output: String
 
         func run() throws {
+            // SIGINT and SIGTERM remove a half-written profile or checkpoint save; the last
+            // complete checkpoint stays, so the same command resumes.
+            SignalCleanup.install()
             guard let method = PruningMethod(rawValue: method) else {
                 throw CLIError("--method must be one of: \(PruningMethod.allCases.map(\.rawValue).joined(separator: ", "))")
             }
@@ -183,7 +186,12 @@ extension Prune {
         static func read(_ path: String) throws -> Checkpoint {
             try JSONDecoder().decode(Checkpoint.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
         }
-        func write(_ path: String) throws { try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: path), options: .atomic) }
+        /// Through an ``OutputFile``, like the profile: an interrupted save leaves the previous checkpoint.
+        func write(_ path: String) throws {
+            var out = try OutputFile(path: path)
+            try out.write(Array(try JSONEncoder().encode(self)))
+            try out.commit()
+        }
     }
 }
 

@@ -18,10 +18,11 @@ import Testing
 
     struct Result { let status: Int32; let stdout: String; let stderr: String }
 
-    static func run(_ args: [String], stdin: String? = nil, executable: URL? = nil) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, executable: URL? = nil, environment: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = executable ?? binary
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -50,7 +51,8 @@ import Testing
         #expect(r.stderr.contains(needle), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
     }
 
-    var synthModel: String { Self.fixtures.appendingPathComponent("synth/synth-llama-mixed.gguf").path }
+    static var synthModelPath: String { fixtures.appendingPathComponent("synth/synth-llama-mixed.gguf").path }
+    var synthModel: String { Self.synthModelPath }
 
     @Test func badMemLimit() throws {
         let prompt = try Self.tempFile(Array("hi".utf8))

@@ -10,7 +10,8 @@ import FlexEngine
 
         var params = GenerateParameters(maxTokens: 16, sampling: .greedy, chat: true)
         var text = ""
-        for token in try engine.generate(prompt: "What is a GGUF file?", parameters: params) {
+        var tokens = try engine.generate(prompt: "What is a GGUF file?", parameters: params)
+        while let token = try tokens.nextToken() {
             text += token.text
         }
         #expect(!text.isEmpty)

@@ -35,6 +35,24 @@ static inline void cflex_cpu_relax(void) {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// Files removed when SIGINT or SIGTERM kills the process. A signal handler may only make
+// async-signal-safe calls (unlink, sigaction, raise: POSIX.1-2008 §2.4.3); Swift code cannot
+// promise that (its runtime may lock or allocate), so the handler and the table it reads are C.
+
+/// Copies `path` into a fixed table of paths the handler unlinks. Returns the slot (release it
+/// with cflex_cleanup_unregister), or -1 when the path is too long or the table (16) is full.
+int cflex_cleanup_register(const char *path);
+
+/// Takes a path out of the table; -1 is ignored.
+void cflex_cleanup_unregister(int slot);
+
+/// sigaction(sig) with a handler that unlinks every registered path, then restores the default
+/// action and raises `sig` again, so the process still ends as killed by that signal (a shell
+/// sees 128 + sig); then pthread_sigmask(SIG_UNBLOCK, sig) on the calling thread, in case the
+/// parent left it blocked. Returns 0 or -1 with errno set.
+int cflex_cleanup_install(int sig);
+
 #endif
 
 // ---------------------------------------------------------------------------------------------

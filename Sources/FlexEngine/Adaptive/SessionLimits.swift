@@ -91,10 +91,10 @@ extension Session {
 
     private func replaceSource(_ plan: MemoryPlan) throws(EngineError) {
         let weights = model.weights, backend = options.readBackend
-        let locker = self.locker, interleave = options.interleaveWeights
+        let locker = self.locker, interleave = options.interleaveWeights, fault = options.readFault
         model.dropInterleaved()
         try transformer.replaceSource { () throws(EngineError) in
-            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave)
+            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave, fault: fault)
         }
     }
 

@@ -241,6 +241,16 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         return finish(.error)
     }
 
+    /// ``next()`` that throws the error a generation ended with (a streamed read that failed),
+    /// for `while let token = try iterator.nextToken() { … }`. A `for` loop over the iterator
+    /// cannot see that error (`IteratorProtocol.next()` cannot throw); it must check ``error``
+    /// after the loop.
+    public mutating func nextToken() throws(EngineError) -> GeneratedToken? {
+        if let token = next() { return token }
+        if let error { throw error }
+        return nil
+    }
+
     /// Text held back at the end (an incomplete character), to print after the last token.
     public mutating func flushText() -> String {
         defer { heldBack = "" }
@@ -282,14 +292,18 @@ public struct BatchIterator: Sequence, IteratorProtocol {
             if done { return nil }
             pending.removeAll(keepingCapacity: true)
             cursor = 0
-            guard engine.isCurrent(generation), parameters.cancellation?.isCancelled != true else {
+            // A newer generation took the session: end without events. A cancellation instead
+            // runs one more step, in which the session ends every running sequence with a
+            // `.finished` event saying so (their text so far is not lost); no new prompt starts.
+            guard engine.isCurrent(generation) else {
                 engine.session.cancelAll()
                 done = true
                 return nil
             }
+            let cancelled = parameters.cancellation?.isCancelled == true
             let session = engine.session
             if nextPrompt == 0 { session.cancelAll() }
-            while nextPrompt < prompts.count && session.activeCount < session.maxSequences {
+            while !cancelled && nextPrompt < prompts.count && session.activeCount < session.maxSequences {
                 do {
                     let id = try session.add(tokens: prompts[nextPrompt], parameters: parameters)
                     indexOf[id] = nextPrompt
@@ -303,7 +317,7 @@ public struct BatchIterator: Sequence, IteratorProtocol {
                     case .finished(let id, let s): pending.append(.finished(prompt: indexOf[id]!, s, heldBack: session.flushText(id)))
                     }
                 }
-                if !more && nextPrompt == prompts.count { done = true }
+                if cancelled || (!more && nextPrompt == prompts.count) { done = true }
             } catch {
                 self.error = error
                 done = true
@@ -311,5 +325,12 @@ public struct BatchIterator: Sequence, IteratorProtocol {
         }
         defer { cursor += 1 }
         return pending[cursor]
+    }
+
+    /// ``next()`` that throws the error the batch ended with (see ``TokenIterator/nextToken()``).
+    public mutating func nextEvent() throws(EngineError) -> BatchEvent? {
+        if let event = next() { return event }
+        if let error { throw error }
+        return nil
     }
 }

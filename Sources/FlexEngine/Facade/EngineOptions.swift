@@ -61,6 +61,8 @@ public struct EngineOptions: Sendable {
     package var attentionWindows: [Int?]? = nil
     /// The mlock call; tests substitute a refusing one.
     package var memoryLocker: MemoryLocker? = nil
+    /// A streamed read that fails on purpose (tests, and the CLI's `FLEXRUN_READ_FAULT`).
+    package var readFault: ReadFault? = nil
     /// Sequences a session holds at once (``Session``, `--parallel`): each gets its own KV
     /// pages, one logits row and one row of every pass. 1 for a single generation.
     public var maxSequences = 1

@@ -43,4 +43,8 @@ public struct OffloadSummary: Sendable, Equatable {
     /// The mlock error when locking was refused (the engine runs unlocked).
     public let lockRefusal: String?
     public let residentLoadSeconds: Double
+    /// Whether weights are read with O_DIRECT. False where the filesystem refuses it (ramfs,
+    /// tmpfs before Linux 6.6, some FUSE and network filesystems): the reads then go through
+    /// the page cache, which a cgroup charges to the process until it reclaims it.
+    public let directIO: Bool
 }

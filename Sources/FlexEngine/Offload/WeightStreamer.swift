@@ -59,11 +59,15 @@ final class WeightStreamer: WeightSource {
     let lockRefusal: SystemError?
     let readerDescription: String
     let loadSeconds: Double
+    /// Whether the model file is read with O_DIRECT (``DirectFile/isDirect``).
+    var directIO: Bool { file.isDirect }
 
     /// Opens `path` for direct reads, loads the resident set and primes the ring.
     /// `interleave` rearranges the resident rows of Q4_1/Q8_0 matrices into x8 groups in place
     /// (``Interleave``): the kernels are faster on them and give the same results.
-    init(plan: MemoryPlan, weights: ModelWeights, backend: ReadBackend, locker: MemoryLocker?, interleave: Bool = true) throws(EngineError) {
+    /// `fault` puts a ``FaultInjectingReader`` in front of the reader (tests).
+    init(plan: MemoryPlan, weights: ModelWeights, backend: ReadBackend, locker: MemoryLocker?, interleave: Bool = true,
+         fault: ReadFault? = nil) throws(EngineError) {
         let start = Platform.now()
         self.plan = plan
         let path = weights.file.path
@@ -182,7 +186,7 @@ final class WeightStreamer: WeightSource {
         if chosen == nil && !plan.stages.isEmpty {
             chosen = PreadReader(descriptor: file.descriptor, buffer: ringBuffer.base, slots: slots, chunksPerSlot: perSlot, reason: reason)
         }
-        reader = chosen
+        if let r = chosen, let fault { reader = FaultInjectingReader(r, fault: fault, path: path) } else { reader = chosen }
         let perStage = plan.stages.map(\.decodes.count).max() ?? 0
         if perStage > 0 {
             let planes = plan.stages.flatMap(\.decodes).map { BlockFile.planeScratchBytes($0.block.entry) }.max() ?? 0

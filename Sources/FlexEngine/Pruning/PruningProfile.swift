@@ -1,3 +1,4 @@
+import FlexSystem
 import Foundation
 
 /// The pruning methods `flexrun prune analyze` offers (DESIGN.md §3; docs/PRUNING.md).
@@ -129,11 +130,14 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         }
     }
 
-    /// Writes the profile atomically (temporary file, then rename), so no half profile is left.
+    /// Writes the profile through an ``OutputFile`` (temporary file, then rename), so no half
+    /// profile is left, not even when SIGINT or SIGTERM lands mid-write.
     public func write(path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        var out = try OutputFile(path: path)
+        try out.write(Array(try encoder.encode(self)))
+        try out.commit()
     }
 
     /// Every block in the order the method would remove them: `order` where the method produced

@@ -144,7 +144,7 @@ public final class Session: @unchecked Sendable {
             }
             model.dropInterleaved()
             source = try WeightStreamer(plan: plan, weights: model.weights, backend: options.readBackend, locker: locker,
-                                        interleave: options.interleaveWeights)
+                                        interleave: options.interleaveWeights, fault: options.readFault)
         } else {
             source = model.inMemorySource()
         }
@@ -195,7 +195,7 @@ public final class Session: @unchecked Sendable {
     public var offloadSummary: OffloadSummary? {
         transformer.streamer.map { s in
             OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
-                           residentLoadSeconds: s.loadSeconds)
+                           residentLoadSeconds: s.loadSeconds, directIO: s.directIO)
         }
     }
 
