@@ -152,9 +152,9 @@ final class BackgroundRun {
         _ = try #require(CLITests.smolLM2, "default model missing: run Tools/fetch-model.sh")
         let prompts = try CLITests.tempFile(Array("Tell me about the sea.\nTell me about the mountains.\n".utf8))
         let run = try BackgroundRun(["--parallel", "2", "-n", "1500", "--ctx", "2048", "--temp", "0", "--ignore-eos", "--stats", prompts])
-        // Nothing is printed until a sequence ends: give it time to load and start decoding.
-        usleep(3_000_000)
-        try #require(run.process.isRunning, "ended before the signal: \(run.stderr)")
+        // No sequence ends before the signal; --stats prints a progress line after 5 s of decoding.
+        let decoding = run.wait { run.stderr.contains("flexrun: progress: ") }
+        try #require(decoding, "no progress line before the end: \(run.stderr)")
         run.signal(SIGINT)
         let end = run.end()
         #expect(!end.signalled && end.status == 130, "ended with \(end): \(run.stderr)")
