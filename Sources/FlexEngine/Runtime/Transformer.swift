@@ -192,6 +192,22 @@ public final class Transformer {
             }
         }
 
+        /// xb = rmsNorm(x) per batch row: a block's input.
+        func normRows(weight: UnsafePointer<Float>) {
+            eachRows(n, work: d) { rows in
+                for b in rows { Vector.rmsNorm(x + b * d, weight: weight, eps: c.rmsEpsilon, into: xb + b * d, d) }
+            }
+        }
+        /// x += xb per batch row (a block's output), through the block's post-norm where it has one.
+        func addResidual(postNorm: UnsafePointer<Float>?) {
+            eachRows(n, work: d) { rows in
+                for b in rows {
+                    if let postNorm { Vector.rmsNorm(xb + b * d, weight: postNorm, eps: c.rmsEpsilon, into: xb + b * d, d) }
+                    Vector.add(x + b * d, xb + b * d, d)
+                }
+            }
+        }
+
         let source = self.source
         // Stages issued from here on read only the blocks this mask runs; the next pass most
         // likely runs the same one.
@@ -215,9 +231,7 @@ public final class Transformer {
             let resumedPast = attentionBlock < resumeAt   // resuming at this layer's FFN
             if !resumedPast { probe?.before(block: attentionBlock, x: x, rows: n) }
             if !resumedPast && !mask.skipsAttention(l) {
-                eachRows(n, work: d) { rows in
-                    for b in rows { Vector.rmsNorm(x + b * d, weight: lw.attentionNorm, eps: c.rmsEpsilon, into: xb + b * d, d) }
-                }
+                normRows(weight: lw.attentionNorm)
                 shared(lw.query, q, lw.key, k, lw.value, v, xb)
                 if let bias = lw.queryBias { for b in 0..<n { Vector.add(q + b * qd, bias, qd) } }
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
@@ -246,19 +260,12 @@ public final class Transformer {
                 }
                 attend(layer: l, batch: batch)
                 matmul(lw.output, att, xb)
-                eachRows(n, work: d) { rows in
-                    for b in rows {
-                        if let norm = lw.postAttentionNorm { Vector.rmsNorm(xb + b * d, weight: norm, eps: c.rmsEpsilon, into: xb + b * d, d) }
-                        Vector.add(x + b * d, xb + b * d, d)   // residual
-                    }
-                }
+                addResidual(postNorm: lw.postAttentionNorm)
             }
             if !resumedPast { probe?.after(block: attentionBlock, x: x, rows: n) }
             probe?.before(block: attentionBlock + 1, x: x, rows: n)
             if !mask.skipsFFN(l) {
-                eachRows(n, work: d) { rows in
-                    for b in rows { Vector.rmsNorm(x + b * d, weight: lw.ffnNorm, eps: c.rmsEpsilon, into: xb + b * d, d) }
-                }
+                normRows(weight: lw.ffnNorm)
                 shared(lw.gate, hb, lw.up, hb2, nil, nil, xb)
                 let activation = weights.spec.ffnActivation
                 eachRows(n, work: ff) { rows in
@@ -269,12 +276,7 @@ public final class Transformer {
                     }
                 }
                 matmul(lw.down, hb, xb)
-                eachRows(n, work: d) { rows in
-                    for b in rows {
-                        if let norm = lw.postFFNNorm { Vector.rmsNorm(xb + b * d, weight: norm, eps: c.rmsEpsilon, into: xb + b * d, d) }
-                        Vector.add(x + b * d, xb + b * d, d)   // residual
-                    }
-                }
+                addResidual(postNorm: lw.postFFNNorm)
             }
             probe?.after(block: attentionBlock + 1, x: x, rows: n)
             try source.finishLayer(l)
