@@ -111,7 +111,7 @@ public final class WorkerPool: @unchecked Sendable {
         var spins = 0
         while busyWorkers.load(ordering: .acquiring) > 0 {
             spins += 1
-            if spins % WorkerPool.yieldEvery == 0 { sched_yield() } else { spinPause() }
+            spinPause(spins)
         }
     }
 
@@ -139,10 +139,7 @@ public final class WorkerPool: @unchecked Sendable {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen && !stopping.load(ordering: .relaxed) {
                 spins += 1
-                if spins < WorkerPool.spinLimit {
-                    if spins % WorkerPool.yieldEvery == 0 { sched_yield() } else { spinPause() }
-                    continue
-                }
+                if spins < WorkerPool.spinLimit { spinPause(spins); continue }
                 pthread_mutex_lock(parkLock)
                 while generation.load(ordering: .acquiring) == seen && !stopping.load(ordering: .relaxed) {
                     pthread_cond_wait(parkCond, parkLock)
@@ -156,8 +153,11 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// One wait of a spin loop on its `spins`-th turn: a PAUSE, or every ``yieldEvery`` turns the core.
     @inline(__always)
-    private func spinPause() { cflex_cpu_relax() }
+    private func spinPause(_ spins: Int) {
+        if spins % WorkerPool.yieldEvery == 0 { sched_yield() } else { cflex_cpu_relax() }
+    }
 
     deinit {
         stopping.store(true, ordering: .releasing)
