@@ -361,8 +361,11 @@ enum Builder {
         }
         let head = layout.head
         let headDecoded = layout.residentDecoded.contains { $0.members.contains { $0.tensor.name == head.name } }
-        let layerBytes = layout.layers.reduce(0) { sum, l in (l.attention + l.ffn).reduce(sum) { $0 + span($1.fileOffset, $1.bytes) } }
-        let headBudget = residency == .headFirst ? left : max(0, left - layerBytes)
+        let headBudget: Int
+        switch residency {
+        case .headFirst: headBudget = left
+        case .layersFirst: headBudget = max(0, left - layout.layers.reduce(0) { sum, l in l.tensors.reduce(sum) { $0 + span($1.fileOffset, $1.bytes) } })
+        }
         let headRows = headDecoded ? head.rows : rowsFitting(head, budget: headBudget)
         if !headDecoded {
             a.keep(head, rows: headRows)
