@@ -158,9 +158,11 @@ def run_in_cgroup(cmd, limit, name, timeout, read_bps=None, device=None):
         cg.remove()
 
 
-def flexrun_cmd(a, prompt_file, limit, model=None):
+def flexrun_cmd(a, prompt_file, limit, model=None, speculate=None):
     cmd = [a.flexrun, "--model", model or a.model, "--threads", str(a.threads), "-n", str(a.tokens), "--temp", "0",
            "--stats", "--print-ids", prompt_file]
+    if speculate:
+        cmd[1:1] = ["--speculate", speculate]
     if limit is not None:
         cmd[1:1] = ["--mem-limit", str(limit)]
     return cmd
@@ -227,6 +229,9 @@ def parse_flexrun(r):
     out["planned_per_token"] = m.group(1) if m else ("0 B" if "all weights resident" in e else None)
     m = re.search(r"prefetch stalls ([\d.]+) s", e)
     out["stall_s"] = float(m.group(1)) if m else None
+    m = re.search(r"speculation \(\w+\): (\d+) drafted, (\d+) accepted \((\d+)%\), (\d+) passes, ([\d.]+) tokens per pass", e)
+    if m:
+        out["drafted"], out["accepted"], out["passes"], out["tokens_per_pass"] = int(m.group(1)), int(m.group(2)), int(m.group(4)), float(m.group(5))
     out["error"] = next((l for l in e.splitlines() if "error:" in l), None)
     return out
 
@@ -306,7 +311,7 @@ def svg_plot(rows, path, title):
         s.append(f'<text x="{X(f):.1f}" y="{H - B + 16}" text-anchor="middle">{int(f * 100)}%</text>')
     s.append(f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">cap (fraction of the model file + allowance)</text>')
     s.append(f'<text x="16" y="{(T + H - B) / 2}" transform="rotate(-90 16 {(T + H - B) / 2})" text-anchor="middle">decode tok/s (log)</text>')
-    colors = {"flexrun": "#1f77b4", "flexrun packed": "#2ca02c", "llama.cpp mmap": "#d62728"}
+    colors = {"flexrun": "#1f77b4", "flexrun packed": "#2ca02c", "flexrun speculate": "#9467bd", "llama.cpp mmap": "#d62728"}
     palette = {"flexrun": ["#08306b", "#2171b5", "#6baed6", "#9ecae1"], "llama.cpp mmap": ["#67000d", "#cb181d", "#fb6a4a", "#fcbba1"]}
     batched = sorted({r["engine"] for r in rows if " ×" in r["engine"]}, key=lambda e: (e.split(" ×")[0], int(e.split(" ×")[1])))
     if batched:
@@ -341,6 +346,8 @@ def main():
                     "--parallel, llama.cpp through its batch API), -n tokens each with EOS ignored")
     ap.add_argument("--packed", help="a block file of the model (flexrun pack): also run it under each cap, "
                     "alternating with the GGUF, to compare packed against raw side by side")
+    ap.add_argument("--speculate", choices=["auto", "lookup"], help="also run flexrun with --speculate MODE under each cap "
+                    "(row `flexrun speculate`, its ratio against the plain flexrun row of the same repeats)")
     ap.add_argument("--peer-python", help="a python with llama_cpp installed: also run llama.cpp (mmap) under each cap")
     ap.add_argument("--read-bps", help="throttle disk reads to this rate (e.g. 100M), standing in for slow storage")
     ap.add_argument("--repeat", type=int, default=3, help="runs per engine and cap; the table shows the median")
@@ -398,6 +405,8 @@ def main():
                 engines.append(("flexrun", None, flexrun_cmd(a, prompt_file, cap), parse_flexrun))
                 if a.packed:
                     engines.append(("flexrun packed", None, flexrun_cmd(a, prompt_file, cap, a.packed), parse_flexrun))
+                if a.speculate:
+                    engines.append(("flexrun speculate", None, flexrun_cmd(a, prompt_file, cap, speculate=a.speculate), parse_flexrun))
                 if a.peer_python:
                     peer_script = os.path.join(a.out, ".peer.py")
                     open(peer_script, "w").write(PEER)
@@ -454,6 +463,8 @@ def main():
              + (f" The peer runs llama.cpp through llama-cpp-python with mmap; its caps are raised by the "
                 f"interpreter's own footprint ({fmt_bytes(overhead)}, measured in the same run) so it gets the "
                 f"same room for the model as the llama.cpp binary would." if a.peer_python else "")
+             + (f" `flexrun speculate` is flexrun with `--speculate {a.speculate}` (prompt lookup drafts verified several per pass; "
+                f"its ids must equal the uncapped plain run's)." if a.speculate else "")
              + (f" `flexrun packed` runs `{os.path.basename(a.packed)}` ({os.path.getsize(a.packed) / 1e6:.1f} MB), "
                 f"the same model packed by `flexrun pack`, under the same caps (computed from `--model`'s size); "
                 f"its ratio is against the `--model` row, from the same repeats." if a.packed else ""), "",
@@ -472,6 +483,10 @@ def main():
                 ratio += ("; " if ratio else "") + f"{r['decode_tps'] / single['decode_tps']:.2f}× its ×1"
             if r["engine"] == "flexrun packed" and raw and raw.get("decode_tps") and r.get("decode_tps"):
                 ratio = f"{r['decode_tps'] / raw['decode_tps']:.2f}× the row above"
+            if r["engine"] == "flexrun speculate" and raw and raw.get("decode_tps") and r.get("decode_tps"):
+                ratio += f"; {r['decode_tps'] / raw['decode_tps']:.2f}× plain flexrun"
+                if r.get("tokens_per_pass"):
+                    ratio += f" ({r['tokens_per_pass']:.2f} tokens per pass, {r['accepted']}/{r['drafted']} drafts accepted)"
             tps = f"{r['decode_tps']:.2f}" if r.get("decode_tps") else "–"
             if len(r.get("decode_runs", [])) > 1:
                 tps += " (" + ", ".join(f"{x:.1f}" if x else "–" for x in r["decode_runs"]) + ")"

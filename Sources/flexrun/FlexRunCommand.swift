@@ -107,6 +107,12 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Under a cap that cannot hold every weight, keep resident first: head-first (default) or layers-first.")
     var residency: String = "head-first"
 
+    @Option(name: .long, help: "Speculative decoding: off (default), auto (prompt lookup where it pays) or lookup (always draft). Output stays exact.")
+    var speculate: String = "off"
+
+    @Option(name: .customLong("draft-max"), help: "Most tokens drafted per pass with --speculate (1-32, default 8).")
+    var draftMax: Int = 8
+
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
         var options = EngineOptions(modelPath: try modelPath(model))
         if let memLimit {
@@ -119,6 +125,10 @@ struct ModelOptions: ParsableArguments {
         if let ringSlots { options.ringSlots = ringSlots }
         guard let order = Residency(rawValue: residency) else { throw CLIError("--residency must be head-first or layers-first") }
         options.residency = order
+        guard let speculation = SpeculationMode(rawValue: speculate) else { throw CLIError("--speculate must be off, auto or lookup") }
+        guard (1...32).contains(draftMax) else { throw CLIError("--draft-max must be between 1 and 32") }
+        options.speculation = speculation
+        options.maxDraft = draftMax
         options.contextLength = context ?? ctx
         if let skip {
             do { options.skip = try BlockMask(parsing: skip) } catch { throw CLIError("--skip: \(error)") }

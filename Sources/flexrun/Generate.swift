@@ -145,6 +145,12 @@ struct Generate: ParsableCommand {
         lines.append("load: \(f(s.loadSeconds)) s")
         lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
+        if engine.options.speculation != .off {
+            let share = s.decodeSeconds > 0 ? 100 * s.draftSeconds / s.decodeSeconds : 0
+            lines.append("speculation (\(engine.options.speculation.rawValue)): \(s.draftedTokens) drafted, \(s.acceptedTokens) accepted "
+                         + "(\(Int((100 * s.acceptanceRate).rounded()))%), \(s.decodePasses) passes, \(f(s.tokensPerPass)) tokens per pass, "
+                         + "drafting \(f(share, 1))% of decode time")
+        }
         lines += sessionLines(engine.session)
         lines.append("peak RSS: \(s.peakResidentBytes.map(ByteSize.format) ?? "unknown")\(chargedSuffix(engine)), blocks skipped: \(s.blocksSkipped)")
         // Share of the forward passes' time spent computing rather than waiting for reads: 100%

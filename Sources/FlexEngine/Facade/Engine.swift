@@ -171,6 +171,9 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     public private(set) var tokens: [Int32] = []
     private var heldBack = ""
     private var endedAfterToken: GenerationStats?
+    /// Tokens of the last step not yet returned: a speculative step can yield several.
+    private var queued: [GeneratedToken] = []
+    private var queuedHead = 0
 
     init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters) {
         self.engine = engine
@@ -184,6 +187,12 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     }
 
     public mutating func next() -> GeneratedToken? {
+        if queuedHead < queued.count {
+            let token = queued[queuedHead]
+            queuedHead += 1
+            tokens.append(token.id)
+            return token
+        }
         if finished { return nil }
         guard engine.isCurrent(generation) else { return finish(.cancelled) }
         if parameters.cancellation?.isCancelled == true { return finish(.cancelled) }
@@ -193,13 +202,14 @@ public struct TokenIterator: Sequence, IteratorProtocol {
             do { sequence = try session.add(tokens: prompt, parameters: parameters) } catch { return fail(error) }
         }
         let mine = sequence!
-        var token: GeneratedToken?
+        queued.removeAll(keepingCapacity: true)
+        queuedHead = 0
         var ended: GenerationStats? = endedAfterToken
-        while token == nil && ended == nil {
+        while queued.isEmpty && ended == nil {
             do throws(EngineError) {
                 let more = try session.step { event in
                     switch event {
-                    case .token(let id, let t) where id == mine: token = t
+                    case .token(let id, let t) where id == mine: queued.append(t)
                     case .finished(let id, let s) where id == mine: ended = s
                     default: break
                     }
@@ -210,11 +220,12 @@ public struct TokenIterator: Sequence, IteratorProtocol {
                 if ended == nil { ended = stats }
             }
         }
-        if let token {
+        if !queued.isEmpty {
             // The sequence may have ended in the same step (its last token): report that next time.
             endedAfterToken = ended
-            tokens.append(token.id)
-            return token
+            queuedHead = 1
+            tokens.append(queued[0].id)
+            return queued[0]
         }
         finished = true
         stats = ended!

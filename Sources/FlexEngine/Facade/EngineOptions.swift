@@ -70,6 +70,13 @@ public struct EngineOptions: Sendable {
     /// context. Under a cap the plan holds back the whole pool; without one, memory follows the
     /// pages in use.
     public var kvPages: Int? = nil
+    /// Speculative decoding (`--speculate`): draft tokens by prompt lookup and verify them
+    /// several per pass. Output stays exact (greedy ids unchanged; sampled tokens follow the
+    /// same distribution, though not the same draws for a seed). Pays most under a cap, where a
+    /// pass is bound by the disk; `.auto` turns itself off where it does not pay.
+    public var speculation: SpeculationMode = .off
+    /// Most tokens drafted for one pass (`--draft-max`).
+    public var maxDraft = 8
     /// Blocks to skip (identity on the residual stream) when decoding and scoring text.
     public var skip: BlockMask = .none
     /// Blocks to skip when processing the prompt; nil means ``skip``. An attention block skipped

@@ -19,12 +19,22 @@ public struct GenerationStats: Sendable, Equatable {
     /// Caps applied during the engine's life by ``Engine/setMemoryLimit(_:)``.
     public var replans = 0
     public var blocksSkipped = 0
+    /// Speculative decoding: decode passes run, tokens drafted and drafts accepted, and the
+    /// time spent finding drafts (``SpeculationMode``). Without speculation a pass is a token.
+    public var decodePasses = 0
+    public var draftedTokens = 0
+    public var acceptedTokens = 0
+    public var draftSeconds: Double = 0
     public var stopReason: StopReason = .maxTokens
 
     public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens) / promptSeconds : 0 }
     /// Decode rate over tokens after the first (the first comes from the prompt pass).
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(max(0, generatedTokens - 1)) / decodeSeconds : 0 }
     /// Disk bytes per decoded token (the first token comes from the prompt pass).
+    /// Tokens per decode pass (1 without speculation).
+    public var tokensPerPass: Double { decodePasses > 0 ? Double(max(0, generatedTokens - 1)) / Double(decodePasses) : 0 }
+    /// Share of drafted tokens accepted.
+    public var acceptanceRate: Double { draftedTokens > 0 ? Double(acceptedTokens) / Double(draftedTokens) : 0 }
     public var decodeBytesPerToken: Double { generatedTokens > 1 ? Double(decodeBytesRead) / Double(generatedTokens - 1) : 0 }
 }
 

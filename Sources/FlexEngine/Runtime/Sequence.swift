@@ -43,6 +43,12 @@ struct SequenceState {
     var cancelled = false
     var stop: GenerationStats.StopReason? = nil
     var pendingToken: Int32? = nil
+    /// This pass's drafted tokens (speculative decoding): where they start in the session's
+    /// draft buffer, how many, how many were accepted, and whether the chain has been resolved.
+    var draftStart = 0
+    var draftCount = 0
+    var acceptedThisStep = 0
+    var verifiedThisStep = false
     var tokens: [Int32] = []
     /// Attention layers skipped by some pass over this sequence: their keys have holes.
     var attentionHoles: Set<Int> = []

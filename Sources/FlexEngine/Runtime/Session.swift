@@ -54,6 +54,11 @@ public final class Session: @unchecked Sendable {
     private var rowOwner: [Int]
     /// Whether the last step ran generated rows, for alternating when the stage masks differ.
     private var lastStepDecoded = false
+    /// Speculative decoding: the draft length of each pass, the drafter, and this pass's drafted
+    /// tokens of every sequence (preallocated; a sequence's are at its `draftStart`).
+    private var drafting: DraftLengthController
+    private let lookup = PromptLookup()
+    private var passDrafts: [Int32]
 
     /// Blocks skipped to fit the cap at open (`--prune fit`), nil when none were needed.
     public let pruneDecision: PruneDecision?
@@ -68,6 +73,7 @@ public final class Session: @unchecked Sendable {
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
+        guard (1...32).contains(options.maxDraft) else { throw .invalidOption("--draft-max must be between 1 and 32") }
         let config = model.config
         try Session.check(options.skip, prefill: options.prefillSkip ?? options.skip, layers: config.layerCount)
         let context = options.contextLength ?? min(2048, config.trainedContextLength)
@@ -86,7 +92,9 @@ public final class Session: @unchecked Sendable {
         // Logits for a whole batch (perplexity) only when the model fits in memory with them;
         // under a tighter cap those bytes are better spent on resident weights. Generation needs
         // one row per sequence.
-        func logitRows(roomy: Bool) -> Int { min(batch, max(sequences, options.logitRows ?? (roomy ? batch : 1))) }
+        // Speculation verifies a sequence's drafted tokens in one pass: a logits row for each.
+        let rowsPerSequence = options.speculation == .off ? 1 : options.maxDraft + 1
+        func logitRows(roomy: Bool) -> Int { min(batch, max(sequences * rowsPerSequence, options.logitRows ?? (roomy ? batch : 1))) }
         // The pruning controller plans with the dense layout, the KV to a horizon and the
         // buffers of one logit row per sequence (a pruned session is never roomy).
         let policy = options.prune == .off ? nil : try Session.policy(options, layers: config.layerCount)
@@ -161,6 +169,9 @@ public final class Session: @unchecked Sendable {
                                       threads: options.threads, mask: options.skip, prefillMask: prefillSkip, logitRows: logitRows,
                                       sequences: sequences, kvPages: pages, windows: options.attentionWindows)
         rowOwner = Array(repeating: 0, count: batch)
+        drafting = DraftLengthController(mode: options.speculation, maxDraft: options.maxDraft)
+        passDrafts = []
+        passDrafts.reserveCapacity(options.speculation == .off ? 0 : batch)
         self.sequences.reserveCapacity(options.maxSequences)
     }
 
@@ -293,19 +304,55 @@ public final class Session: @unchecked Sendable {
         let mixing = mask == prefillMask
         let anyPrompt = sequences.contains { !$0.decoding }
         let decodeNow = mixing || !anyPrompt || !lastStepDecoded
-        // Generated rows first: they take the decode path.
+        // Generated rows first: they take the decode path. A sequence's drafted tokens follow
+        // its pending token as decode rows too, so each gets the numbers it would get alone.
+        passDrafts.removeAll(keepingCapacity: true)
         if decodeNow {
+            let decoding = sequences.reduce(0) { $0 + ($1.decoding ? 1 : 0) }
+            let draftLength = drafting.mode == .off || decoding == 0 ? 0 : drafting.length()
+            var seen = 0
             i = 0
             while i < sequences.count {
                 guard sequences[i].decoding else { i += 1; continue }
+                seen += 1
                 let s = sequences[i]
-                let position: Int
-                do { position = try transformer.cache.append(s.slot, count: 1) } catch {
-                    finish(i, .contextFull, emit)
-                    continue
+                let t0 = draftLength > 0 ? Platform.now() : 0
+                var drafts = 0
+                if draftLength > 0 {
+                    // Room: the token limit, the pass's rows and logit rows (every other sequence
+                    // still to place keeps one of each), and how far a ring can be cut back.
+                    let others = sequences.count - seen
+                    var room = min(draftLength, s.parameters.maxTokens - s.tokens.count - 1,
+                                   batch.free - 1 - others, transformer.maxLogitRows - batch.logitCount - 1 - others)
+                    if transformer.cache.ringLength > 0 { room = min(room, transformer.cache.ringSlack) }
+                    let held = s.prompt.count
+                    if room > 0, let found = lookup.find(count: held + s.tokens.count, limit: room, token: { j in
+                        j < held ? s.prompt[j] : s.tokens[j - held]
+                    }) {
+                        sequences[i].draftStart = passDrafts.count
+                        for j in found.start..<(found.start + found.length) { passDrafts.append(j < held ? s.prompt[j] : s.tokens[j - held]) }
+                        drafts = found.length
+                    }
+                    sequences[i].stats.draftSeconds += Platform.now() - t0
                 }
+                var position: Int
+                do { position = try transformer.cache.append(s.slot, count: 1 + drafts) } catch {
+                    // No room for the drafts: a plain row, if that fits.
+                    guard drafts > 0, let p = try? transformer.cache.append(s.slot, count: 1) else {
+                        finish(i, .contextFull, emit)
+                        continue
+                    }
+                    position = p
+                    drafts = 0
+                }
+                sequences[i].draftCount = drafts
+                sequences[i].verifiedThisStep = false
                 rowOwner[batch.logitCount] = i
                 batch.add(token: s.pendingToken!, position: position, slot: s.slot, logits: true)
+                for j in 0..<drafts {
+                    rowOwner[batch.logitCount] = i
+                    batch.add(token: passDrafts[sequences[i].draftStart + j], position: position + 1 + j, slot: s.slot, logits: true)
+                }
                 i += 1
             }
         }
@@ -352,13 +399,22 @@ public final class Session: @unchecked Sendable {
                 if !holes.isEmpty { sequences[k].attentionHoles.formUnion(holes) }
             } else if sequences[k].decoding && batch.decodeRows > 0 {
                 sequences[k].stats.decodeSeconds += seconds
+                sequences[k].stats.decodePasses += 1
                 if !holes.isEmpty { sequences[k].attentionHoles.formUnion(holes) }
             }
         }
-        // Sample every logit row; a sequence whose prompt just ended starts generating.
+        // Sample every logit row; a sequence whose prompt just ended starts generating. A
+        // sequence with drafts has consecutive rows: row j verifies draft j, and the first
+        // token that differs from its draft (or the row after the last draft) ends its pass.
         var ended = 0
+        var draftRow = 0, lastOwner = -1
+        let onlyDecodeRows = batch.count == batch.decodeRows
         for r in 0..<batch.logitCount {
             let k = rowOwner[r]
+            draftRow = k == lastOwner ? draftRow + 1 : 0
+            lastOwner = k
+            // Rows after the chain broke (or after the sequence stopped) are discarded.
+            if sequences[k].draftCount > 0 && (sequences[k].verifiedThisStep || sequences[k].stop != nil) { continue }
             if !sequences[k].decoding && sequences[k].consumed == sequences[k].prompt.count {
                 sequences[k].decoding = true
                 sequences[k].countersAtDecode = streamCounters
@@ -367,7 +423,20 @@ public final class Session: @unchecked Sendable {
                 sequences[k].stop = .maxTokens; ended += 1; continue
             }
             let logits = UnsafeMutableBufferPointer(mutating: transformer.logits(row: r))
-            let next = sequences[k].sampler.sample(logits)
+            let drafts = sequences[k].draftCount
+            let next: Int32
+            if drafts > 0 {
+                let draft: Int32? = draftRow < drafts ? passDrafts[sequences[k].draftStart + draftRow] : nil
+                next = draft.map { sequences[k].sampler.verify(logits, draft: $0) } ?? sequences[k].sampler.sample(logits)
+                if next == draft {
+                    sequences[k].acceptedThisStep += 1
+                } else {
+                    // The chain ends here: positions after this row's input hold rejected drafts.
+                    endChain(k, keeping: draftRow)
+                }
+            } else {
+                next = sequences[k].sampler.sample(logits)
+            }
             sequences[k].sampler.accept(next)
             if sequences[k].parameters.stopAtEndOfGeneration && model.tokenizer.endOfGenerationTokens.contains(next) {
                 sequences[k].stop = .endOfGeneration; ended += 1; continue
@@ -378,6 +447,20 @@ public final class Session: @unchecked Sendable {
             let text = sequences[k].decoder.append(model.tokenizer.pieceBytes(next))
             emit(.token(sequences[k].id, GeneratedToken(id: next, text: text)))
             if sequences[k].tokens.count >= sequences[k].parameters.maxTokens { sequences[k].stop = .maxTokens; ended += 1 }
+        }
+        // Speculation's bookkeeping: counts, and the pass cost and acceptance for `auto`.
+        if batch.decodeRows > 0 && drafting.mode != .off {
+            var decoding = 0, drafted = 0, accepted = 0
+            for k in sequences.indices where sequences[k].decoding {
+                decoding += 1
+                drafted += sequences[k].draftCount
+                accepted += sequences[k].acceptedThisStep
+                sequences[k].stats.draftedTokens += sequences[k].draftCount
+                sequences[k].stats.acceptedTokens += sequences[k].acceptedThisStep
+                sequences[k].draftCount = 0
+                sequences[k].acceptedThisStep = 0
+            }
+            if decoding == 1 && onlyDecodeRows { drafting.record(seconds: seconds, drafted: drafted, accepted: accepted) }
         }
         if ended > 0 {
             i = 0
@@ -414,6 +497,15 @@ public final class Session: @unchecked Sendable {
         let rest = s.decoder.flush()
         if !rest.isEmpty { flushed[s.id] = rest }
         emit(.finished(s.id, s.stats))
+    }
+
+    /// Ends sequence `k`'s drafted chain after `keeping` accepted drafts: its KV cache keeps the
+    /// pending token and those drafts, and the rejected positions return.
+    private func endChain(_ k: Int, keeping: Int) {
+        let s = sequences[k]
+        let length = transformer.cache.length(s.slot) - (s.draftCount - keeping)
+        if length < transformer.cache.length(s.slot) { transformer.cache.truncate(s.slot, to: length) }
+        sequences[k].verifiedThisStep = true
     }
 
     private func failAll(_ emit: (SequenceEvent) -> Void) {

@@ -30,6 +30,36 @@ public struct Sampler {
 
     /// Picks the next token from raw logits (which are modified in place by the penalty).
     public mutating func sample(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32 {
+        if let greedy = candidates(logits) { return greedy }
+        return pick(rng.nextUnit())
+    }
+
+    /// Speculative sampling of a drafted token: returns `draft` with probability p(draft) under
+    /// this chain's distribution, and otherwise a token drawn from p with the draft removed and
+    /// renormalised. For a draft that costs nothing to propose (prompt lookup: the draft's own
+    /// distribution puts all its mass on `draft`) the returned token is distributed exactly as
+    /// ``sample(_:)``'s: p(d) + 0 for d, and (1 − p(d)) · p(x) / (1 − p(d)) for every other x.
+    /// Greedy returns the argmax, as ``sample(_:)`` does; the draft is accepted when equal.
+    public mutating func verify(_ logits: UnsafeMutableBufferPointer<Float>, draft: Int32) -> Int32 {
+        if let greedy = candidates(logits) { return greedy }
+        guard let at = ids.firstIndex(of: draft) else { return pick(rng.nextUnit()) }
+        let pd = probs[at]
+        if rng.nextUnit() < pd { return draft }
+        let rest = 1 - pd
+        guard rest > 0 else { return draft }
+        let r = rng.nextUnit() * rest
+        var cum: Float = 0, last = at
+        for i in 0..<probs.count where i != at {
+            cum += probs[i]
+            last = i
+            if r < cum { return ids[i] }
+        }
+        return ids[last]
+    }
+
+    /// Applies the chain up to the pick: the argmax when greedy, else nil with `ids`/`probs`
+    /// holding the candidates and their final probabilities.
+    private mutating func candidates(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32? {
         let p = parameters
         if p.repetitionPenalty != 1 {
             for (i, t) in recent.enumerated() where !recent[..<i].contains(t) {
@@ -67,9 +97,13 @@ public struct Sampler {
             for i in 1..<probs.count where probs[i] < p.minP * top { keep = i; break }
             truncate(keep)
         }
-        // temperature, then pick
+        // temperature
         softmax(temperature: p.temperature)
-        let r = rng.nextUnit()
+        return nil
+    }
+
+    /// The candidate whose cumulative probability first exceeds `r` (uniform in [0, 1)).
+    private func pick(_ r: Float) -> Int32 {
         var cum: Float = 0
         for i in 0..<probs.count {
             cum += probs[i]
