@@ -61,11 +61,12 @@ def main():
         prompt = PROMPTS[name]
         pf = os.path.join(a.out, f".prompt-{name}.txt")
         open(pf, "w").write(prompt)
-        ref = sweep.parse_flexrun(sweep.run_in_cgroup(sweep.flexrun_cmd(a, pf, None), None, f"spec-{os.getpid()}-ref", a.timeout))
+        ref = sweep.parse_flexrun(sweep.run_in_cgroup(sweep.flexrun_cmd(a, pf, None) + ["--ignore-eos"], None, f"spec-{os.getpid()}-ref", a.timeout))
         for f in a.fractions.split(","):
             cap = None if f == "none" else int(float(f) * size + a.allowance_mib * 2**20)
-            engines = [("off", sweep.flexrun_cmd(a, pf, cap), sweep.parse_flexrun),
-                       (a.speculate, sweep.flexrun_cmd(a, pf, cap, speculate=a.speculate), sweep.parse_flexrun)]
+            # EOS ignored, as the peer does: every run decodes --tokens tokens.
+            engines = [("off", sweep.flexrun_cmd(a, pf, cap) + ["--ignore-eos"], sweep.parse_flexrun),
+                       (a.speculate, sweep.flexrun_cmd(a, pf, cap, speculate=a.speculate) + ["--ignore-eos"], sweep.parse_flexrun)]
             if a.peer_python:
                 engines.append(("llama.cpp", [a.peer_python, peer_script, a.model, str(a.threads), str(a.tokens), prompt], sweep.parse_peer))
             runs = {e: [] for e, _, _ in engines}

@@ -14,6 +14,7 @@ import FlexSystem
         // The last 3 tokens (1 2 3) occur ending at 4 and at 8; the latest (8) wins: 7 1 2 3.
         let found = l.find(count: h.count, limit: 8) { h[$0] }
         #expect(found?.start == 8)
+        #expect(found?.n == 3)
         #expect(found?.length == 4)
         #expect(l.find(count: h.count, limit: 2) { h[$0] }?.length == 2)
         #expect(l.find(count: h.count, limit: 0) { h[$0] } == nil)
@@ -24,6 +25,7 @@ import FlexSystem
         // below minNGram 2, so nil; with minNGram 1, 6 → 8.
         let short: [Int32] = [6, 8, 4, 6]
         #expect(l.find(count: short.count, limit: 4) { short[$0] } == nil)
+        #expect(PromptLookup().find(count: short.count, limit: 4) { short[$0] }?.n == 1)
         #expect(PromptLookup(maxNGram: 3, minNGram: 1).find(count: short.count, limit: 4) { short[$0] }.map { [$0.start, $0.length] } == [1, 3])
     }
 

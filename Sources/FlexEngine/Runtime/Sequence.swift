@@ -47,6 +47,8 @@ struct SequenceState {
     /// draft buffer, how many, how many were accepted, and whether the chain has been resolved.
     var draftStart = 0
     var draftCount = 0
+    /// The draft came from a one-token match (accepted far less often).
+    var weakDraft = false
     var acceptedThisStep = 0
     var verifiedThisStep = false
     var tokens: [Int32] = []

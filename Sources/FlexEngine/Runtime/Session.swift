@@ -309,47 +309,49 @@ public final class Session: @unchecked Sendable {
         passDrafts.removeAll(keepingCapacity: true)
         if decodeNow {
             let decoding = sequences.reduce(0) { $0 + ($1.decoding ? 1 : 0) }
-            let draftLength = drafting.mode == .off || decoding == 0 ? 0 : drafting.length()
+            let drafts = drafting.mode != .off && decoding > 0
             var seen = 0
             i = 0
             while i < sequences.count {
                 guard sequences[i].decoding else { i += 1; continue }
                 seen += 1
                 let s = sequences[i]
-                let t0 = draftLength > 0 ? Platform.now() : 0
-                var drafts = 0
-                if draftLength > 0 {
+                let t0 = drafts ? Platform.now() : 0
+                var drafted = 0
+                if drafts {
                     // Room: the token limit, the pass's rows and logit rows (every other sequence
                     // still to place keeps one of each), and how far a ring can be cut back.
                     let others = sequences.count - seen
-                    var room = min(draftLength, s.parameters.maxTokens - s.tokens.count - 1,
+                    var room = min(drafting.maxDraft, s.parameters.maxTokens - s.tokens.count - 1,
                                    batch.free - 1 - others, transformer.maxLogitRows - batch.logitCount - 1 - others)
                     if transformer.cache.ringLength > 0 { room = min(room, transformer.cache.ringSlack) }
                     let held = s.prompt.count
                     if room > 0, let found = lookup.find(count: held + s.tokens.count, limit: room, token: { j in
                         j < held ? s.prompt[j] : s.tokens[j - held]
                     }) {
+                        let weak = found.n < 2
+                        drafted = min(found.length, drafting.length(weak: weak))
                         sequences[i].draftStart = passDrafts.count
-                        for j in found.start..<(found.start + found.length) { passDrafts.append(j < held ? s.prompt[j] : s.tokens[j - held]) }
-                        drafts = found.length
+                        sequences[i].weakDraft = weak
+                        for j in found.start..<(found.start + drafted) { passDrafts.append(j < held ? s.prompt[j] : s.tokens[j - held]) }
                     }
                     sequences[i].stats.draftSeconds += Platform.now() - t0
                 }
                 var position: Int
-                do { position = try transformer.cache.append(s.slot, count: 1 + drafts) } catch {
+                do { position = try transformer.cache.append(s.slot, count: 1 + drafted) } catch {
                     // No room for the drafts: a plain row, if that fits.
-                    guard drafts > 0, let p = try? transformer.cache.append(s.slot, count: 1) else {
+                    guard drafted > 0, let p = try? transformer.cache.append(s.slot, count: 1) else {
                         finish(i, .contextFull, emit)
                         continue
                     }
                     position = p
-                    drafts = 0
+                    drafted = 0
                 }
-                sequences[i].draftCount = drafts
+                sequences[i].draftCount = drafted
                 sequences[i].verifiedThisStep = false
                 rowOwner[batch.logitCount] = i
                 batch.add(token: s.pendingToken!, position: position, slot: s.slot, logits: true)
-                for j in 0..<drafts {
+                for j in 0..<drafted {
                     rowOwner[batch.logitCount] = i
                     batch.add(token: passDrafts[sequences[i].draftStart + j], position: position + 1 + j, slot: s.slot, logits: true)
                 }
@@ -450,9 +452,10 @@ public final class Session: @unchecked Sendable {
         }
         // Speculation's bookkeeping: counts, and the pass cost and acceptance for `auto`.
         if batch.decodeRows > 0 && drafting.mode != .off {
-            var decoding = 0, drafted = 0, accepted = 0
+            var decoding = 0, drafted = 0, accepted = 0, weak = false
             for k in sequences.indices where sequences[k].decoding {
                 decoding += 1
+                weak = sequences[k].weakDraft
                 drafted += sequences[k].draftCount
                 accepted += sequences[k].acceptedThisStep
                 sequences[k].stats.draftedTokens += sequences[k].draftCount
@@ -460,7 +463,7 @@ public final class Session: @unchecked Sendable {
                 sequences[k].draftCount = 0
                 sequences[k].acceptedThisStep = 0
             }
-            if decoding == 1 && onlyDecodeRows { drafting.record(seconds: seconds, drafted: drafted, accepted: accepted) }
+            if decoding == 1 && onlyDecodeRows { drafting.record(seconds: seconds, drafted: drafted, accepted: accepted, weak: weak) }
         }
         if ended > 0 {
             i = 0

@@ -10,7 +10,7 @@ struct PromptLookup: Sendable {
     let maxNGram: Int
     let minNGram: Int
 
-    init(maxNGram: Int = 4, minNGram: Int = 2) {
+    init(maxNGram: Int = 4, minNGram: Int = 1) {
         precondition(minNGram >= 1 && maxNGram >= minNGram)
         self.maxNGram = maxNGram
         self.minNGram = minNGram
@@ -19,8 +19,9 @@ struct PromptLookup: Sendable {
     /// Where a draft of at most `limit` tokens lies in the history: the tokens `start ..< start
     /// + length` followed an earlier occurrence of the history's last n tokens, so they are
     /// proposed to follow now. `count` tokens are read through `token(i)`. The longest n-gram
-    /// wins, and among its matches the latest (recent text predicts best). Nil when none matches.
-    func find(count: Int, limit: Int, token: (Int) -> Int32) -> (start: Int, length: Int)? {
+    /// wins, and among its matches the latest (recent text predicts best); `n` is its length (a
+    /// one-token match predicts far worse than a longer one). Nil when none matches.
+    func find(count: Int, limit: Int, token: (Int) -> Int32) -> (start: Int, length: Int, n: Int)? {
         guard limit > 0 else { return nil }
         var n = min(maxNGram, count - 1)
         while n >= minNGram {
@@ -29,7 +30,7 @@ struct PromptLookup: Sendable {
             while e >= n {
                 var same = true
                 for j in 1...n where token(e - j) != token(count - j) { same = false; break }
-                if same { return (e, min(limit, count - e)) }
+                if same { return (e, min(limit, count - e), n) }
                 e -= 1
             }
             n -= 1

@@ -22,16 +22,20 @@ public enum SpeculationMode: String, Sendable, CaseIterable {
 /// With acceptance rate α per drafted token, k drafts yield (1 − α^(k+1)) / (1 − α) tokens on
 /// average for a pass costing t₁ + k·Δ. The length maximising tokens per second wins, and zero
 /// wins when no draft beats a plain pass (1 / t₁), so `auto` turns itself off in memory when
-/// acceptance is low and drafts freely when a pass is bound by the disk. Every `probeEvery`
-/// passes without drafts one short draft is tried, so the estimates follow a changing cap.
+/// acceptance is low and drafts freely when a pass is bound by the disk. Drafts from a one-token
+/// match ("weak") are accepted far less often than from longer ones, so each kind has its own α:
+/// under a cap even weak drafts pay, in memory usually only strong ones. Every `probeEvery`
+/// matches of a kind that drew no draft, one short draft is tried, so the estimates follow a
+/// changing cap.
 struct DraftLengthController: Sendable {
     let mode: SpeculationMode
     let maxDraft: Int
-    /// Exponential averages: pass seconds with no drafts, seconds per drafted row, acceptance.
+    /// Exponential averages: pass seconds with no drafts, seconds per drafted row, and the
+    /// acceptance of strong (index 0) and weak (1) drafts.
     private(set) var passSeconds: Double? = nil
     private(set) var rowSeconds: Double? = nil
-    private(set) var acceptance = 0.5
-    private var plainPasses = 0
+    private(set) var acceptance = [0.5, 0.25]
+    private var plainPasses = [0, 0]
     static let probeEvery = 32
     static let weight = 0.2
 
@@ -40,8 +44,9 @@ struct DraftLengthController: Sendable {
         self.maxDraft = maxDraft
     }
 
-    /// Drafted tokens to ask for in the next pass (the drafter may find fewer).
-    mutating func length() -> Int {
+    /// Drafted tokens to use in the next pass from a match of the given kind (the drafter may
+    /// have found fewer).
+    mutating func length(weak: Bool = false) -> Int {
         switch mode {
         case .off: return 0
         case .lookup: return maxDraft
@@ -50,7 +55,8 @@ struct DraftLengthController: Sendable {
                 // Measure a plain pass first, then what a drafted row adds.
                 return passSeconds == nil ? 0 : maxDraft
             }
-            let a = min(acceptance, 0.999)
+            let kind = weak ? 1 : 0
+            let a = min(acceptance[kind], 0.999)
             var best = 0, bestRate = 1 / t1
             var expected = 1.0, power = 1.0
             for k in 1...max(1, maxDraft) {
@@ -60,15 +66,16 @@ struct DraftLengthController: Sendable {
                 if rate > bestRate * 1.02 { best = k; bestRate = rate }
             }
             if best == 0 {
-                plainPasses += 1
-                if plainPasses >= Self.probeEvery { plainPasses = 0; return 1 }
+                plainPasses[kind] += 1
+                if plainPasses[kind] >= Self.probeEvery { plainPasses[kind] = 0; return 1 }
             }
             return best
         }
     }
 
-    /// Records a decode pass of one sequence: its duration, drafted rows and accepted drafts.
-    mutating func record(seconds: Double, drafted: Int, accepted: Int) {
+    /// Records a decode pass of one sequence: its duration, drafted rows (of which kind) and
+    /// accepted drafts.
+    mutating func record(seconds: Double, drafted: Int, accepted: Int, weak: Bool = false) {
         let w = Self.weight
         if drafted == 0 {
             passSeconds = passSeconds.map { $0 + w * (seconds - $0) } ?? seconds
@@ -81,6 +88,7 @@ struct DraftLengthController: Sendable {
         // Acceptance per drafted token, counting a rejection as the end of the chain (the
         // geometric model above): `accepted` successes and at most one failure.
         let trials = Double(accepted + (accepted < drafted ? 1 : 0))
-        if trials > 0 { acceptance += w * (Double(accepted) / trials - acceptance) }
+        let kind = weak ? 1 : 0
+        if trials > 0 { acceptance[kind] += w * (Double(accepted) / trials - acceptance[kind]) }
     }
 }
