@@ -314,6 +314,19 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 }
 
 @Suite struct WorkerPoolTests {
+    /// Releasing a pool ends its threads: they hold the crew, which then goes too (a worker that
+    /// held its pool kept it, and its threads, alive for the life of the process).
+    @Test func releasingThePoolEndsItsThreads() {
+        weak var crew: WorkerCrew?
+        do {
+            let pool = WorkerPool(threads: 4)
+            crew = pool.crew
+            pool.parallelFor(16) { _, _ in }
+            #expect(crew != nil)
+        }
+        #expect(crew == nil)
+    }
+
     @Test func runsEveryTaskOnceAcrossThreads() {
         let pool = WorkerPool(threads: 3)
         for round in 0..<200 {
