@@ -71,7 +71,7 @@ extension SessionHandle {
         do {
             return try session.step { events.append($0) }
         } catch {
-            for e in events { if case .finished(let id, _) = e { sequences[Int32(id.value)] = nil } }
+            for e in events { if case .finished(let id, _) = e { sequences[Int32(truncatingIfNeeded: id.value)] = nil } }
             throw CFailure(error)
         }
     }
@@ -94,8 +94,8 @@ extension SessionHandle {
             abort.store(false, ordering: .relaxed)
             let tokens = try prompt()
             let mine = try engine { () throws(EngineError) in try session.add(tokens: tokens, parameters: parameters) }
-            sequences[Int32(mine.value)] = mine
-            defer { sequences[Int32(mine.value)] = nil }
+            sequences[Int32(truncatingIfNeeded: mine.value)] = mine
+            defer { sequences[Int32(truncatingIfNeeded: mine.value)] = nil }
             var finished: GenerationStats?
             var failure: CFailure?
             while finished == nil {
@@ -196,20 +196,20 @@ public func cSessionStep(_ session: OpaquePointer?, _ callback: flexrun_event_ca
                 case .token(let id, let t):
                     let go = callback.map { cb in
                         withText(t.text) { text, n in
-                            var event = flexrun_event(type: Int32(FLEXRUN_EVENT_TOKEN.rawValue), seq_id: Int32(id.value), token: t.id,
+                            var event = flexrun_event(type: Int32(FLEXRUN_EVENT_TOKEN.rawValue), seq_id: Int32(truncatingIfNeeded: id.value), token: t.id,
                                                       text: text, text_len: n, stats: nil)
                             return cb(&event, user)
                         }
                     } ?? true
                     if !go { h.session.cancel(id) }
                 case .finished(let id, let s):
-                    h.sequences[Int32(id.value)] = nil
+                    h.sequences[Int32(truncatingIfNeeded: id.value)] = nil
                     var stats = flexrun_stats(s)
                     let rest = h.session.flushText(id)
                     if let callback {
                         _ = withText(rest) { text, n in
                             withUnsafePointer(to: &stats) { sp in
-                                var event = flexrun_event(type: Int32(FLEXRUN_EVENT_FINISHED.rawValue), seq_id: Int32(id.value), token: -1,
+                                var event = flexrun_event(type: Int32(FLEXRUN_EVENT_FINISHED.rawValue), seq_id: Int32(truncatingIfNeeded: id.value), token: -1,
                                                           text: text, text_len: n, stats: sp)
                                 return callback(&event, user)
                             }

@@ -151,6 +151,23 @@ struct CABITests {
         #expect(r.stderr.contains("definitely lost: 0 bytes") || r.stderr.contains("All heap blocks were freed"), "\(r.stderr.suffix(3000))")
     }
 
+    /// The README's C program (the ```c block of its Embedding section), built with the README's
+    /// command line against the installed library and run under its 100 MiB cap.
+    @Test func readmeCExample() throws {
+        let i = try setUp()
+        let readme = try String(contentsOf: Self.repository.appendingPathComponent("README.md"), encoding: .utf8)
+        let block = try #require(readme.components(separatedBy: "```c\n").dropFirst().first?.components(separatedBy: "\n```").first,
+                                 "README.md has no ```c block")
+        let source = i.scratch + "/app.c", exe = i.scratch + "/app"
+        try block.write(toFile: source, atomically: true, encoding: .utf8)
+        let build = try CLITests.run([source] + i.flags + ["-o", exe], executable: URL(fileURLWithPath: CToolchain.compiler!))
+        #expect(build.status == 0, "\(build.stderr)")
+        let r = try CLITests.run([model, "The capital of France is"], executable: URL(fileURLWithPath: exe))
+        #expect(r.status == 0 && r.stdout.contains(" tokens, "), "\(r.stdout)\(r.stderr)")
+        let missing = try CLITests.run(["/nonexistent.gguf", "hi"], executable: URL(fileURLWithPath: exe))
+        #expect(missing.status == 1 && missing.stderr.contains("No such file"), "\(missing.stderr)")
+    }
+
     // MARK: examples/
 
     /// examples/minimal.cpp prints the CLI's greedy text for the same prompt.

@@ -159,7 +159,9 @@ typedef struct flexrun_session_params {
     int32_t n_seq_max;
     /* Total bytes the session may use (weights, KV cache, buffers, runtime). Weights beyond it
        stream from disk each token. 0 = no cap of its own (see follow_cgroup_limit). A cap below
-       the streaming minimum is refused with FLEXRUN_ERR_MEMORY_LIMIT and the minimum. */
+       the streaming minimum is refused with FLEXRUN_ERR_MEMORY_LIMIT and the minimum. Open the
+       model with flexrun_model_params.streaming for capped sessions: otherwise its load first makes
+       in-memory copies of weights that the capped session then drops. */
     int64_t memory_limit;
     /* With memory_limit 0, take the enclosing cgroup's memory limit as the cap. Default true. */
     bool follow_cgroup_limit;
