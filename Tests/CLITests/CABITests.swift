@@ -104,6 +104,8 @@ struct CABITests {
         #expect(want.count == 16 && got == want, "C \(got) vs CLI \(want)")
     }
 
+    /// A callback returning false after 5 tokens ends the generation there; so does
+    /// `flexrun_session_request_abort` from a second thread.
     @Test func callbackAbortsAfterNTokens() throws {
         _ = try runC(["abort", model, "5"], try setUp())
     }
@@ -130,6 +132,11 @@ struct CABITests {
 
     @Test func batchedSequencesGetTheirIdsAlone() throws {
         _ = try runC(["batch", model], try setUp())
+    }
+
+    /// Two sessions of one model generating on two threads at once each get their ids alone.
+    @Test func sessionsOfOneModelRunOnTwoThreads() throws {
+        _ = try runC(["threads", model], try setUp())
     }
 
     /// Memcheck over the C program's error paths, a generation in memory and under a cap, and a cap set

@@ -5,11 +5,13 @@
  * it on stdout ("ids: 1 2 3").
  *
  *   ids MODEL PROMPT N [CAP]     greedy ids of PROMPT (at most N), in memory or under CAP bytes
- *   abort MODEL N                a callback returning false after N tokens ends the generation
+ *   abort MODEL N                a callback returning false after N tokens ends the generation, and so
+ *                                does flexrun_session_request_abort from a second thread
  *   limit MODEL CAP              a second thread sets the cap mid-generation: same ids, replanned
  *   errors MODEL DIR             bad input: codes and messages, never a crash (DIR for scratch files)
  *   text MODEL                   tokenize/detokenize sizes, and streamed text never splits a character
  *   batch MODEL                  two sequences stepped together give the ids each gets alone
+ *   threads MODEL                two sessions of one model on two threads at once: the ids of each alone
  */
 #include "flexrun.h"
 
@@ -146,6 +148,41 @@ static int cmd_ids(const char *model, const char *prompt, int n, int64_t cap) {
     return failures ? 1 : 0;
 }
 
+/* abort: the callback lets a second thread in at token 3, and waits until it has asked to abort. */
+typedef struct {
+    collected c;
+    flexrun_session *session;
+    pthread_mutex_t lock;
+    pthread_cond_t reached;
+    int at_token;
+    int asked;
+    int status;
+} abort_run;
+
+static bool abort_callback(flexrun_token token, const char *text, size_t len, void *user) {
+    abort_run *r = user;
+    collect(token, text, len, &r->c);
+    pthread_mutex_lock(&r->lock);
+    if (r->c.n == 3) {
+        r->at_token = 1;
+        pthread_cond_broadcast(&r->reached);
+        while (!r->asked) pthread_cond_wait(&r->reached, &r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return true;
+}
+
+static void *request_abort(void *user) {
+    abort_run *r = user;
+    pthread_mutex_lock(&r->lock);
+    while (!r->at_token) pthread_cond_wait(&r->reached, &r->lock);
+    r->status = flexrun_session_request_abort(r->session);
+    r->asked = 1;
+    pthread_cond_broadcast(&r->reached);
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
 static int cmd_abort(const char *model, int n) {
     flexrun_model *m = load(model, false);
     flexrun_session *s = open_session(m, 0, 256, 1);
@@ -164,6 +201,21 @@ static int cmd_abort(const char *model, int n) {
     EXPECT_STATUS(flexrun_generate(s, "Once upon a time", gp, collect, &full, &st), FLEXRUN_OK, NULL);
     CHECK(full.n == 64 && st.stop_reason == FLEXRUN_STOP_MAX_TOKENS, "full run: %d tokens, stop %d", full.n, st.stop_reason);
     CHECK(memcmp(full.ids, c.ids, sizeof(flexrun_token) * (size_t)n) == 0, "the aborted run is not a prefix of the full one");
+
+    /* flexrun_session_request_abort from a second thread ends the generation early too. */
+    static abort_run r;
+    r.session = s;
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.reached, NULL);
+    pthread_t other;
+    CHECK(pthread_create(&other, NULL, request_abort, &r) == 0, "pthread_create");
+    EXPECT_STATUS(flexrun_generate(s, "Once upon a time", gp, abort_callback, &r, &st), FLEXRUN_OK, NULL);
+    pthread_join(other, NULL);
+    CHECK(r.status == FLEXRUN_OK, "request_abort returned %d", r.status);
+    /* Asked while token 3 was being delivered: no token after it. */
+    CHECK(st.stop_reason == FLEXRUN_STOP_ABORTED && r.c.n == 3 && st.generated_tokens == 3, "after request_abort: stop %d, %d tokens", st.stop_reason, r.c.n);
+    pthread_mutex_destroy(&r.lock);
+    pthread_cond_destroy(&r.reached);
     flexrun_session_free(s);
     flexrun_model_free(m);
     return failures ? 1 : 0;
@@ -453,6 +505,54 @@ static int cmd_text(const char *model) {
     return failures ? 1 : 0;
 }
 
+/* ---- threads: sessions of one model on two threads at once -------------------------------- */
+
+typedef struct {
+    flexrun_model *model;
+    const char *prompt;
+    collected c;
+    int status;
+} thread_run;
+
+static void *generate_on_thread(void *user) {
+    thread_run *t = user;
+    flexrun_session_params sp = flexrun_session_default_params();
+    sp.n_ctx = 256;
+    sp.n_threads = 1;
+    sp.follow_cgroup_limit = false;
+    flexrun_session *s = NULL;
+    t->status = flexrun_session_create(t->model, sp, &s);
+    if (t->status == FLEXRUN_OK) {
+        flexrun_generate_params gp = greedy(16);
+        gp.stop_at_eog = false;
+        t->status = flexrun_generate(s, t->prompt, gp, collect, &t->c, NULL);
+    }
+    flexrun_session_free(s);
+    return NULL;
+}
+
+static int cmd_threads(const char *model) {
+    flexrun_model *m = load(model, false);
+    static thread_run alone[2], together[2];
+    const char *prompts[2] = { "The capital of France is", "def fibonacci(n):" };
+    for (int k = 0; k < 2; k++) {
+        alone[k].model = together[k].model = m;
+        alone[k].prompt = together[k].prompt = prompts[k];
+        generate_on_thread(&alone[k]);
+    }
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) CHECK(pthread_create(&t[k], NULL, generate_on_thread, &together[k]) == 0, "pthread_create");
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+    /* The model handle was only shared; freeing it while no session runs is fine. */
+    flexrun_model_free(m);
+    for (int k = 0; k < 2; k++) {
+        CHECK(alone[k].status == FLEXRUN_OK && together[k].status == FLEXRUN_OK, "status %d / %d", alone[k].status, together[k].status);
+        CHECK(together[k].c.n == 16 && memcmp(together[k].c.ids, alone[k].c.ids, sizeof(flexrun_token) * 16) == 0,
+              "prompt %d: ids on two threads at once differ from its ids alone", k);
+    }
+    return failures ? 1 : 0;
+}
+
 /* ---- batch -------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -508,6 +608,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "errors") == 0) return cmd_errors(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "text") == 0) return cmd_text(argv[2]);
     if (argc == 3 && strcmp(argv[1], "batch") == 0) return cmd_batch(argv[2]);
-    fprintf(stderr, "usage: flexrun_test ids|abort|limit|errors|text|batch MODEL ...\n");
+    if (argc == 3 && strcmp(argv[1], "threads") == 0) return cmd_threads(argv[2]);
+    fprintf(stderr, "usage: flexrun_test ids|abort|limit|errors|text|batch|threads MODEL ...\n");
     return 2;
 }
