@@ -12,6 +12,7 @@
  *   text MODEL                   tokenize/detokenize sizes, and streamed text never splits a character
  *   batch MODEL                  two sequences stepped together give the ids each gets alone
  *   threads MODEL                two sessions of one model on two threads at once: the ids of each alone
+ *   lifecycle MODEL              sessions created and freed leave no thread behind
  */
 #include "flexrun.h"
 
@@ -553,6 +554,36 @@ static int cmd_threads(const char *model) {
     return failures ? 1 : 0;
 }
 
+/* ---- lifecycle: a freed session leaves no thread behind ------------------------------------ */
+
+static int thread_count(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f)) if (sscanf(line, "Threads: %d", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+static int cmd_lifecycle(const char *model) {
+    flexrun_model *m = load(model, false);
+    int before = thread_count();
+    for (int i = 0; i < 3; i++) {
+        flexrun_session_params sp = flexrun_session_default_params();
+        sp.n_ctx = 64;
+        sp.n_threads = 2;   /* one compute thread besides the caller */
+        sp.follow_cgroup_limit = false;
+        flexrun_session *s = NULL;
+        EXPECT_STATUS(flexrun_session_create(m, sp, &s), FLEXRUN_OK, NULL);
+        EXPECT_STATUS(flexrun_generate(s, "hi", greedy(2), NULL, NULL, NULL), FLEXRUN_OK, NULL);
+        flexrun_session_free(s);
+    }
+    int after = thread_count();
+    CHECK(after == before, "%d threads before three sessions, %d after they were freed", before, after);
+    flexrun_model_free(m);
+    return failures ? 1 : 0;
+}
+
 /* ---- batch -------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -609,6 +640,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "text") == 0) return cmd_text(argv[2]);
     if (argc == 3 && strcmp(argv[1], "batch") == 0) return cmd_batch(argv[2]);
     if (argc == 3 && strcmp(argv[1], "threads") == 0) return cmd_threads(argv[2]);
-    fprintf(stderr, "usage: flexrun_test ids|abort|limit|errors|text|batch|threads MODEL ...\n");
+    if (argc == 3 && strcmp(argv[1], "lifecycle") == 0) return cmd_lifecycle(argv[2]);
+    fprintf(stderr, "usage: flexrun_test ids|abort|limit|errors|text|batch|threads|lifecycle MODEL ...\n");
     return 2;
 }
