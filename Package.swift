@@ -46,7 +46,7 @@ let package = Package(
         // The C interface: the header and what Swift cannot declare (a thread-local error buffer),
         // then the Swift exports behind it.
         .target(name: "CFlexRun"),
-        .target(name: "FlexC", dependencies: ["FlexEngine", "CFlexRun"]),
+        .target(name: "FlexC", dependencies: ["FlexEngine", "FlexSystem", "CFlexRun"]),
         .executableTarget(name: "flexrun", dependencies: [
             "FlexEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

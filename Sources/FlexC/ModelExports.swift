@@ -1,12 +1,16 @@
 import CFlexRun
 import FlexEngine
+import FlexSystem
 
 // The model half of flexrun.h. Each export checks its arguments before any engine code runs:
 // engine preconditions guard programmer errors inside Swift, and C input must never reach one.
 
+/// `streaming` defaults to whether a cgroup memory limit is in force, as `Engine` decides: sessions
+/// follow that limit by default, and a model opened for memory would first copy weights out of
+/// the mapping (the x8 layout) that a capped session then drops, which can pass the limit at load.
 @_cdecl("flexrun_model_default_params")
 public func cModelDefaultParams() -> flexrun_model_params {
-    flexrun_model_params(streaming: false, interleave_weights: true)
+    flexrun_model_params(streaming: CgroupMemory.current()?.cap != nil, interleave_weights: true)
 }
 
 @_cdecl("flexrun_model_load")

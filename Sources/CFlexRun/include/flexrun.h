@@ -94,7 +94,9 @@ const char *flexrun_last_error(void);
 
 typedef struct flexrun_model_params {
     /* Sessions on this model will run under a memory cap: the file is read with O_DIRECT for the
-       most part, so no interleaved in-memory copies are made at load. Default false. */
+       most part, so no interleaved in-memory copies are made at load (a capped session would drop
+       them, and making them can pass the cap). Default: true when the process is under a cgroup
+       memory limit (which sessions follow by default), else false. */
     bool streaming;
     /* Without a cap, copy Q4_1/Q5_0/Q5_1/Q8_0 matrices into the 8-row layout the fastest kernels
        read (same logits, faster decode). Default true. */
