@@ -86,9 +86,8 @@ extension SessionHandle {
     }
 
     /// One prompt to its end, calling `callback` per token; `stats` gets the sequence's numbers.
-    func generate(_ prompt: () throws(CFailure) -> [Int32], _ params: flexrun_generate_params,
+    func generate(_ prompt: () throws(CFailure) -> [Int32], _ parameters: GenerateParameters,
                   _ callback: flexrun_token_callback?, _ user: UnsafeMutableRawPointer?, _ out: UnsafeMutablePointer<flexrun_stats>?) throws(CFailure) {
-        let parameters = try GenerateParameters(params)
         try exclusive { () throws(CFailure) in
             try endAll()
             abort.store(false, ordering: .relaxed)
@@ -130,7 +129,7 @@ public func cGenerate(_ session: OpaquePointer?, _ prompt: UnsafePointer<CChar>?
         let parameters = try GenerateParameters(params)
         try h.generate({ () throws(CFailure) in
             try engine { () throws(EngineError) in try h.session.model.promptTokens(text, parameters: parameters) }
-        }, params, callback, user, stats)
+        }, parameters, callback, user, stats)
     }
 }
 
@@ -140,7 +139,7 @@ public func cGenerateTokens(_ session: OpaquePointer?, _ prompt: UnsafePointer<I
     guarded { () throws(CFailure) in
         let h = try FlexC.session(session)
         let ids = try promptIDs(prompt, count)
-        try h.generate({ () throws(CFailure) in ids }, params, callback, user, stats)
+        try h.generate({ () throws(CFailure) in ids }, GenerateParameters(params), callback, user, stats)
     }
 }
 
