@@ -97,14 +97,16 @@ extension SessionHandle {
             defer { sequences[Int32(truncatingIfNeeded: mine.value)] = nil }
             var finished: GenerationStats?
             var failure: CFailure?
+            // After a callback says stop it sees no more tokens, even ones the same step produced.
+            var stopped = false
             while finished == nil {
                 let more: Bool
                 do throws(CFailure) { more = try step() } catch { failure = error; more = false }
                 for e in events {
                     switch e {
-                    case .token(let id, let t) where id == mine:
+                    case .token(let id, let t) where id == mine && !stopped:
                         let go = callback.map { cb in withText(t.text) { cb(t.id, $0, $1, user) } } ?? true
-                        if !go { session.cancel(mine) }
+                        if !go { session.cancel(mine); stopped = true }
                     case .finished(let id, let s) where id == mine:
                         finished = s
                     default: break
@@ -190,8 +192,11 @@ public func cSessionStep(_ session: OpaquePointer?, _ callback: flexrun_event_ca
             var failure: CFailure?
             let more: Bool
             do throws(CFailure) { more = try h.step() } catch { failure = error; more = false }
+            var stopped: Set<SequenceID> = []   // told to stop: no more of this step's tokens
             for e in h.events {
                 switch e {
+                case .token(let id, _) where stopped.contains(id):
+                    break
                 case .token(let id, let t):
                     let go = callback.map { cb in
                         withText(t.text) { text, n in
@@ -200,7 +205,7 @@ public func cSessionStep(_ session: OpaquePointer?, _ callback: flexrun_event_ca
                             return cb(&event, user)
                         }
                     } ?? true
-                    if !go { h.session.cancel(id) }
+                    if !go { h.session.cancel(id); stopped.insert(id) }
                 case .finished(let id, let s):
                     h.sequences[Int32(truncatingIfNeeded: id.value)] = nil
                     var stats = flexrun_stats(s)
