@@ -21,6 +21,10 @@ let package = Package(
         .library(name: "FlexEngine", targets: ["FlexEngine"]),
         .library(name: "FlexKernels", targets: ["FlexKernels"]),
         .executable(name: "flexrun", targets: ["flexrun"]),
+        // The C ABI (Sources/CFlexRun/include/flexrun.h) as libflexrun.so, for apps in C, C++,
+        // Rust, Go or Kotlin: Swift @_cdecl exports over Model and Session. Built as libFlexRunC.so (the
+        // name `flexrun` is the CLI's); Tools/install.sh installs it as libflexrun.so.
+        .library(name: "FlexRunC", type: .dynamic, targets: ["FlexC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,6 +43,10 @@ let package = Package(
         .target(name: "CFlexKernels", cSettings: simdCFlags + [.unsafeFlags(["-O3"])]),
         .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims", "CFlexKernels"], swiftSettings: simdFlags),
         .target(name: "FlexEngine", dependencies: ["FlexSystem", "FlexFormat", "FlexKernels"], swiftSettings: simdFlags),
+        // The C interface: the header and what Swift cannot declare (a thread-local error buffer),
+        // then the Swift exports behind it.
+        .target(name: "CFlexRun"),
+        .target(name: "FlexC", dependencies: ["FlexEngine", "FlexSystem", "CFlexRun"]),
         .executableTarget(name: "flexrun", dependencies: [
             "FlexEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

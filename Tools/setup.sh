@@ -3,7 +3,8 @@
 # Idempotent: a machine that already has them is left alone and nothing is printed but a summary.
 set -euo pipefail
 
-PKGS=(liburing-dev libzstd-dev liblz4-dev pkg-config unzip python3-pip)
+# valgrind: CABITests runs the C test program of the C interface under memcheck.
+PKGS=(liburing-dev libzstd-dev liblz4-dev pkg-config unzip python3-pip valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

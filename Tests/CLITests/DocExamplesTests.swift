@@ -25,6 +25,8 @@ import Testing
     static let skipped: [(prefix: String, reason: String)] = [
         ("bash Tools/quickstart.sh", "installs apt packages and fetches the model: needs the network and root"),
         ("bash Tools/test.sh", "the test suite itself"),
+        ("bash Tools/install.sh", "runs its own release build (the suite holds the build lock) and installs outside the scratch "
+            + "directory; CABITests runs it into a temporary prefix with --build-dir"),
         ("B=.build/release/flexrun", "sets $B, which the test sets to the built binary"),
         ("$B prune analyze --method gsi", "a GSI ranking of SmolLM2's 60 blocks takes about 45 minutes (a sweep); "
             + "the committed docs/pruning/gsi.json stands in for its gsi.json in the line after it"),
