@@ -134,18 +134,13 @@ struct CABITests {
         _ = try runC(["batch", model], try setUp())
     }
 
-    /// Sessions created and freed in a loop (an app's usual life) leave no compute thread behind.
-    ///
-    /// Known issue, outside the C interface: a `WorkerPool` worker runs `ctx.pool?.workerLoop(…)`,
-    /// which holds the weak pool strongly for the whole loop, so no pool ever deinitialises and
-    /// each freed session leaves its compute threads (and their stacks) running. This test records
-    /// that; once WorkerPool is fixed it fails with "known issue was not recorded": drop the wrapper.
+    /// Sessions created and freed in a loop (an app's usual life) leave no compute thread behind
+    /// (a `WorkerPool` worker used to hold its pool for its whole loop, so every freed session
+    /// left its threads running; the workers now hold a `WorkerCrew`).
     @Test func freedSessionsLeaveNoThreads() throws {
         let i = try setUp()
         let r = try CLITests.run(["lifecycle", model], executable: URL(fileURLWithPath: i.cTest))
-        withKnownIssue("WorkerPool threads keep their pool alive (Sources/FlexKernels/WorkerPool.swift)") {
-            #expect(r.status == 0 && r.stderr.isEmpty, "\(r.stderr)")
-        }
+        #expect(r.status == 0 && r.stderr.isEmpty, "\(r.stderr)")
     }
 
     /// Two sessions of one model generating on two threads at once each get their ids alone.
