@@ -38,11 +38,21 @@ enum FuzzTarget: String, CaseIterable {
     }
 
     /// The GGUF loader's whole parse (header, metadata, tensor infos against the length), then
-    /// what the engine reads from it: the model config and tokenizer, which must throw on
-    /// whatever metadata the bytes hold.
+    /// what the engine builds from an image that parses: the model config and weight views
+    /// (``ModelWeights``) and the tokenizer, which must throw on whatever metadata the bytes
+    /// hold; a tokenizer that builds encodes and decodes a line. The `tiny-llama` seed is a
+    /// whole one-layer model, so mutations start from metadata the engine accepts.
     static func gguf(_ bytes: UnsafeRawBufferPointer) {
         guard let h = try? GGUFFile.parseHeader(bytes) else { return }
         for t in h.tensors { check(t.fileOffset + t.byteCount <= bytes.count, "tensor \(t.name) past the end") }
+        guard var image = try? MappedRegion(anonymous: bytes.count) else { return }
+        image.mutableBytes.copyMemory(from: bytes)
+        image.seal()
+        guard let file = try? GGUFFile(path: "<fuzz>", image: image) else { return }
+        _ = try? ModelWeights(file: file)
+        if let t = try? TokenizerModel.tokenizer(for: file) {
+            _ = t.decode(t.encode("Hello, world! 123 <|im_start|>"))
+        }
     }
 
     /// Block-file header (its checksum fixed up, so mutations reach the fields behind it) and
