@@ -14,9 +14,9 @@ source Tools/env.sh
 which=${1:-all}
 
 thread_suites='ConcurrencyStressTests|ReadFaultTests|StageReaderTests|WorkerPoolTests'
-fast_suites='FlexSystemTests|GGUFReaderTests|QuantBlockLayoutTests|DequantizeTests|InterleaveTests|WorkerPoolTests|VectorTests'
-fast_suites+='|AttentionTests|BlockMaskTests|SamplerTests|PreTokenizerTests|UTF|MemoryPlanTests|MemoryModelTests'
-fast_suites+='|PruningTests|RAPTests|ReadFaultTests|StageReaderTests|LogitTests|ConcurrencyStressTests'
+fast_suites='FlexSystemTests\.|FlexFormatTests\.|FlexKernelsTests\.(DequantizeTests|InterleaveTests|WorkerPoolTests|VectorTests|AttentionTests)'
+fast_suites+='|FlexEngineTests\.(BlockMaskTests|SamplerTests|PreTokenizerTests|UTF8StreamDecoderTests|MemoryPlanTests|MemoryModelTests'
+fast_suites+='|PruningTests|RAPTests|ReadFaultTests|StageReaderTests|ConcurrencyStressTests|FuzzRegressionTests|LogitTests/synthetic)'
 
 if [ "$which" = thread ] || [ "$which" = all ]; then
   swift build --build-tests --sanitize=thread --scratch-path .build-tsan
