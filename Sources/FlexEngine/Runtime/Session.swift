@@ -12,7 +12,9 @@ import Synchronization
 /// sequence gets exactly the ids it gets alone: each row's arithmetic depends only on whether it
 /// is a prompt or a generated row (``ForwardBatch``), and its attention reads only its own pages.
 ///
-/// A session runs on one thread at a time; ``setMemoryLimit(_:)`` alone may be called from any.
+/// A session runs on one thread at a time. From any other thread only ``setMemoryLimit(_:)``
+/// and the published ``memoryLimit``, ``replanCount``, ``plan`` and ``offloadSummary`` may be
+/// used; everything else (``kvCache``, ``mask``, ``pruneDecisions``, …) belongs to the stepping thread.
 public final class Session: @unchecked Sendable {
     // @unchecked Sendable: the run state (transformer, sequences, masks, controller) is touched
     // only by the thread calling step/add/cancel. Other threads reach the session only through
