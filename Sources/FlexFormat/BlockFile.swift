@@ -194,6 +194,15 @@ public enum BlockFile {
         return entries
     }
 
+    /// Header and index from byte buffers, without a file: the checks ``readIndex(path:)`` makes
+    /// on them, except the index checksum and the payloads' place in the file (the fuzz target
+    /// `blockfile` calls it on arbitrary bytes, fixing up the header checksum first so mutations
+    /// reach the fields behind it; it must throw, never trap).
+    @_spi(Fuzzing) public static func parse(header: [UInt8], index: [UInt8]) throws(BlockFileError) -> (Header, [Entry]) {
+        let h = try decodeHeader(header, path: "<buffer>")
+        return (h, try decodeIndex(index, count: h.blockCount, imageSize: h.imageSize))
+    }
+
     /// Up to `count` bytes at `at` (fewer at the end of the file).
     static func readBytes(_ f: borrowing FileHandle, count: Int, at: Int) throws(BlockFileError) -> [UInt8] {
         guard count > 0 else { return [] }

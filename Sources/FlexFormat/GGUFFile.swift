@@ -106,7 +106,37 @@ public final class GGUFFile: @unchecked Sendable {
         self.storedBytes = storedMapping?.bytes
         self.storedMapping = storedMapping
         self.stored = stored
-        var c = ByteCursor(bytes: region.bytes)
+        let h = try GGUFFile.parseHeader(region.bytes)
+        self.path = path
+        self.version = h.version
+        self.metadata = h.metadata
+        self.metadataRanges = h.metadataRanges
+        self.tensors = h.tensors
+        self.tensorIndex = h.tensorIndex
+        self.alignment = h.alignment
+        self.tensorInfoOffset = h.tensorInfoOffset
+        self.dataOffset = h.dataOffset
+        self.fileSize = region.count
+        self.mapping = region
+    }
+
+    /// What the header, metadata and tensor infos of a GGUF image say, every field checked
+    /// against the image's length.
+    public struct Header: Sendable {
+        public let version: UInt32
+        public let metadata: [String: GGUFValue]
+        public let metadataRanges: [String: Range<Int>]
+        public let tensors: [TensorInfo]
+        public let tensorIndex: [String: Int]
+        public let alignment: Int
+        public let tensorInfoOffset: Int
+        public let dataOffset: Int
+    }
+
+    /// Parses a GGUF image from a byte buffer, without a file or a mapping: the loader's whole
+    /// parse (the fuzz target `gguf` calls it on arbitrary bytes; it must throw, never trap).
+    public static func parseHeader(_ bytes: UnsafeRawBufferPointer) throws(GGUFError) -> Header {
+        var c = ByteCursor(bytes: bytes)
         let magic = try c.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else { throw .badMagic(found: magic) }
         let version = try c.read(UInt32.self, "version")
@@ -148,7 +178,8 @@ public final class GGUFFile: @unchecked Sendable {
 
         struct RawInfo { let name: String; let shape: [Int]; let type: GGMLType; let offset: Int; let bytes: Int }
         var raw: [RawInfo] = []
-        raw.reserveCapacity(Int(tensorCount))
+        // Never trust the count for an allocation: at most what the bytes left could hold.
+        raw.reserveCapacity(min(Int(tensorCount), c.remaining / 32))
         var index: [String: Int] = [:]
         for i in 0..<Int(tensorCount) {
             let infoOffset = c.offset
@@ -192,7 +223,7 @@ public final class GGUFFile: @unchecked Sendable {
         }
 
         let dataOffset = (c.offset + alignment - 1) / alignment * alignment
-        let fileSize = region.count
+        let fileSize = bytes.count
         let available = max(0, fileSize - dataOffset)
         var infos: [TensorInfo] = []
         infos.reserveCapacity(raw.count)
@@ -204,17 +235,8 @@ public final class GGUFFile: @unchecked Sendable {
             infos.append(TensorInfo(name: r.name, shape: r.shape, type: r.type, fileOffset: dataOffset + r.offset, byteCount: r.bytes))
         }
 
-        self.path = path
-        self.version = version
-        self.metadata = metadata
-        self.metadataRanges = metadataRanges
-        self.tensors = infos
-        self.tensorIndex = index
-        self.alignment = alignment
-        self.tensorInfoOffset = tensorInfoOffset
-        self.dataOffset = dataOffset
-        self.fileSize = fileSize
-        self.mapping = region
+        return Header(version: version, metadata: metadata, metadataRanges: metadataRanges, tensors: infos, tensorIndex: index,
+                      alignment: alignment, tensorInfoOffset: tensorInfoOffset, dataOffset: dataOffset)
     }
 
     private static func readValue(_ c: inout ByteCursor, type: UInt32, key: String, depth: Int) throws(GGUFError) -> GGUFValue {

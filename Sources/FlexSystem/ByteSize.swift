@@ -44,14 +44,33 @@ public struct ByteSize: Equatable, Comparable, Sendable, CustomStringConvertible
     /// Human form with binary units, e.g. "93.8 MiB".
     public var description: String { ByteSize.format(bytes) }
 
-    public static func format(_ bytes: Int) -> String {
+    public static func format(_ bytes: Int) -> String { format(bytes, digits: 1) }
+
+    /// `bytes` in binary units with `digits` decimals, rounded by `rule`.
+    public static func format(_ bytes: Int, digits: Int, rounding rule: FloatingPointRoundingRule = .toNearestOrAwayFromZero) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(bytes)
         var i = 0
         while abs(value) >= 1024, i < units.count - 1 { value /= 1024; i += 1 }
         if i == 0 { return "\(bytes) B" }
-        let rounded = (value * 10).rounded() / 10
-        return "\(rounded) \(units[i])"
+        var scale = 1
+        for _ in 0..<max(1, digits) { scale *= 10 }
+        let scaled = Int((abs(value) * Double(scale)).rounded(rule))
+        let fraction = String(scaled % scale)
+        let sign = value < 0 ? "-" : ""
+        return "\(sign)\(scaled / scale).\(String(repeating: "0", count: max(1, digits) - fraction.count))\(fraction) \(units[i])"
+    }
+
+    /// A limit and the minimum it falls short of, with as many decimals as it takes for the two
+    /// to read differently (up to 3; past that, exact bytes); at that precision the minimum
+    /// rounds up, so raising the limit to the printed figure is enough ("memory limit 17.1 MiB is
+    /// too small … at least 17.1 MiB" helped no one). The limit rounds to nearest, as the user
+    /// wrote it; it cannot then read as the minimum, which is larger.
+    public static func format(limit: Int, below minimum: Int) -> (limit: String, minimum: String) {
+        for digits in 1...3 where format(limit, digits: digits) != format(minimum, digits: digits) {
+            return (format(limit, digits: digits), format(minimum, digits: digits, rounding: .up))
+        }
+        return ("\(limit) B", "\(minimum) B")
     }
 }
 

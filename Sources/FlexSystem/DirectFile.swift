@@ -21,12 +21,15 @@ public struct DirectFile: ~Copyable {
         var fd: Int32 = -1
         var isDirect = false
         if direct {
-            fd = open(path, O_RDONLY | O_CLOEXEC | cflex_o_direct())
-            if fd >= 0 { isDirect = true } else if errno != EINVAL { throw SystemError.current("open", path: path) }
+            // EINVAL: the filesystem refuses O_DIRECT; fall back to buffered reads below.
+            do throws(SystemError) {
+                fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC | cflex_o_direct()) }
+                isDirect = true
+            } catch where error.code == EINVAL {}
         }
         if fd < 0 { fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) } }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let e = SystemError.current("fstat", path: path); close(fd); throw e }
+        do throws(SystemError) { _ = try retryingEINTR("fstat", path: path) { fstat(fd, &st) } } catch { close(fd); throw error }
         descriptor = fd
         self.path = path
         size = Int(st.st_size)
@@ -36,24 +39,14 @@ public struct DirectFile: ~Copyable {
     /// Reads `count` bytes at `offset` into `buffer` (all aligned), retrying short reads and
     /// EINTR. Stops early only at end of file; returns the bytes read.
     public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(SystemError) -> Int {
-        var done = 0
-        while done < count {
-            let n = pread(descriptor, buffer + done, count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError.current("pread", path: path)
-            }
-            if n == 0 { break }
-            done += n
-            // O_DIRECT short reads happen only at end of file; an unaligned remainder cannot continue.
-            if isDirect && done % DirectFile.alignment != 0 { break }
-        }
-        return done
+        // O_DIRECT short reads happen only at end of file; an unaligned remainder cannot continue.
+        try preadFully(descriptor, into: buffer, count: count, at: offset, direct: isDirect, path: path)
     }
 
     /// Drops this file's pages from the page cache (POSIX_FADV_DONTNEED), so bytes touched while
     /// parsing the header are not left charged to the caller's cgroup.
     public func dropCachedPages() { _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED) }
 
+    /// close is not retried: Linux releases the descriptor even when it reports EINTR.
     deinit { close(descriptor) }
 }

@@ -13,7 +13,7 @@ public struct FileHandle: ~Copyable {
     public init(readingFrom path: String) throws(SystemError) {
         let fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
         var st = stat()
-        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+        if (try? retryingEINTR("fstat", path: path) { fstat(fd, &st) }) != nil, (st.st_mode & S_IFMT) == S_IFDIR {
             close(fd)
             throw SystemError(code: EISDIR, call: "open", path: path)
         }
@@ -31,13 +31,7 @@ public struct FileHandle: ~Copyable {
     /// Reads exactly `count` bytes at `offset` (pread, EINTR retried, short reads continued);
     /// returns fewer only at the end of the file.
     public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(SystemError) -> Int {
-        var done = 0
-        while done < count {
-            let n = try retryingEINTR("pread", path: path) { pread(descriptor, buffer + done, count - done, off_t(offset + done)) }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+        try preadFully(descriptor, into: buffer, count: count, at: offset, path: path)
     }
 
     /// Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED); advisory.
@@ -52,18 +46,17 @@ public struct FileHandle: ~Copyable {
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let fd = descriptor
+            // Typed throws do not pass through withUnsafeMutableBytes: carry the result out.
             let n = chunk.withUnsafeMutableBytes { buf in
-                while true {
-                    let r = Glibc.read(fd, buf.baseAddress, buf.count)
-                    if r >= 0 || errno != EINTR { return r }
-                }
+                Result { () throws(SystemError) in try retryingEINTR("read", path: path) { Glibc.read(fd, buf.baseAddress, buf.count) } }
             }
-            if n < 0 { throw SystemError.current("read", path: path) }
-            if n == 0 { break }
-            result.append(contentsOf: chunk[0..<n])
+            let count = try n.get()
+            if count == 0 { break }
+            result.append(contentsOf: chunk[0..<count])
         }
         return result
     }
 
+    /// close is not retried: Linux releases the descriptor even when it reports EINTR.
     deinit { close(descriptor) }
 }

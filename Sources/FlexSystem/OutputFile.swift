@@ -50,8 +50,8 @@ public struct OutputFile: ~Copyable {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             guard name.hasPrefix(prefix), let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
             // kill(pid, 0) probes without signalling: ESRCH means no such process.
-            guard kill(pid, 0) == -1 && cflex_errno() == ESRCH else { continue }
-            if unlink(parent + name) == 0 { removed.append(parent + name) }
+            do throws(SystemError) { _ = try retryingEINTR("kill") { kill(pid, 0) }; continue } catch where error.code == ESRCH {} catch { continue }
+            if (try? retryingEINTR("unlink", path: parent + name) { unlink(parent + name) }) != nil { removed.append(parent + name) }
         }
         return removed
     }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// An owned anonymous mapping, page aligned, optionally locked in RAM, unmapped in `deinit`.
 ///
@@ -40,14 +41,20 @@ public struct PinnedBuffer: ~Copyable {
 
 /// mlock with llama.cpp's latch: the first refusal (EPERM without CAP_IPC_LOCK, ENOMEM over
 /// RLIMIT_MEMLOCK) is remembered and reported once, and later buffers are not even tried.
-public final class MemoryLocker: @unchecked Sendable {
-    // @unchecked Sendable: `refusal` is written only by the thread that opens the engine.
+///
+/// Sendable without exception: a re-plan on the generating thread may latch the refusal while
+/// another thread reads it, so the latch is a mutex.
+public final class MemoryLocker: Sendable {
     /// The call that pins memory; tests substitute a refusing one to exercise the fallback.
-    public typealias LockFunction = (UnsafeRawPointer, Int) -> Int32
+    public typealias LockFunction = @Sendable (UnsafeRawPointer, Int) -> Int32
     private let function: LockFunction
-    public private(set) var refusal: SystemError?
+    private let latched = Mutex<SystemError?>(nil)
+    /// The first refusal, nil while every lock succeeded (or none was tried).
+    public var refusal: SystemError? { latched.withLock { $0 } }
 
-    public init(function: @escaping LockFunction = { p, n in mlock(p, n) == 0 ? 0 : errno }) {
+    public init(function: @escaping LockFunction = { p, n in
+        do throws(SystemError) { _ = try retryingEINTR("mlock") { mlock(p, n) }; return 0 } catch { return error.code }
+    }) {
         self.function = function
     }
 
@@ -55,11 +62,12 @@ public final class MemoryLocker: @unchecked Sendable {
     public static func refusing(_ code: Int32) -> MemoryLocker { MemoryLocker { _, _ in code } }
 
     /// Pins `count` bytes at `p`. Returns false (and latches the error) on refusal.
+    /// Two threads locking at once may both try before either latches; the first refusal wins.
     public func lock(_ p: UnsafeRawPointer, _ count: Int) -> Bool {
         if refusal != nil { return false }
         let code = function(p, count)
         if code == 0 { return true }
-        refusal = SystemError(code: code, call: "mlock")
+        latched.withLock { if $0 == nil { $0 = SystemError(code: code, call: "mlock") } }
         return false
     }
 }

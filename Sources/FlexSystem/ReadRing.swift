@@ -28,16 +28,16 @@ public struct ReadRing: ~Copyable {
 
     /// Hands every queued read to the kernel.
     public func submit() throws(SystemError) {
-        let rc = cflex_read_queue_submit(queue)
-        if rc < 0 { throw SystemError(code: -rc, call: "io_uring_enter") }
+        let queue = queue
+        _ = try retryingEINTR(negatedErrno: "io_uring_enter") { cflex_read_queue_submit(queue) }
     }
 
     /// Blocks until one read completes: its tag and its result (bytes, or a negated errno).
     public func waitCompletion() throws(SystemError) -> (tag: UInt64, result: Int32) {
         var tag: UInt64 = 0
         var result: Int32 = 0
-        let rc = cflex_read_queue_wait(queue, &tag, &result)
-        if rc < 0 { throw SystemError(code: -rc, call: "io_uring_wait_cqe") }
+        let queue = queue
+        _ = try retryingEINTR(negatedErrno: "io_uring_wait_cqe") { cflex_read_queue_wait(queue, &tag, &result) }
         return (tag, result)
     }
 

@@ -223,7 +223,7 @@ func writeStandardOutput(_ text: String) throws {
     try text.withUTF8 { buf in
         var off = 0
         while off < buf.count {
-            do throws(SystemError) { off += try retryingEINTR("write") { write(1, buf.baseAddress! + off, buf.count - off) } } catch {
+            do throws(SystemError) { off += try retryingEINTR("write", descriptorMayBeClosed: true) { write(1, buf.baseAddress! + off, buf.count - off) } } catch {
                 throw CLIError("cannot write the output: \(String(cString: strerror(error.code)))")
             }
         }

@@ -3,6 +3,7 @@ import Dispatch
 import FlexEngine
 import FlexSystem
 import Foundation
+import Synchronization
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt file (the default command).")
@@ -79,7 +80,7 @@ struct Generate: ParsableCommand {
         if let error = it.error { throw error }
         if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
         if stats { printStats(it.stats, engine: engine, seed: seed) }
-        if it.stats.stopReason == .cancelled { throw ExitCode(130) }
+        if it.stats.stopReason == .cancelled { throw Generate.cancelledExitCode }
     }
 
     /// Context for the job when --ctx is not given: a prompt has at most one token per byte,
@@ -110,11 +111,18 @@ struct Generate: ParsableCommand {
     }
 
     func installSignals(engine: Engine, cancel: CancellationToken) {
-        // Ctrl-C stops generation at the next token, and stats are still printed.
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        source.setEventHandler { cancel.cancel() }
-        source.resume()
+        // Ctrl-C (or SIGTERM) stops generation at the next token, and stats are still printed;
+        // the exit status is then 128 + the signal, as a shell reports one the signal killed.
+        let stops = [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                Generate.cancellingSignal.store(sig, ordering: .relaxed)
+                cancel.cancel()
+            }
+            source.resume()
+            return source
+        }
         // SIGHUP re-reads the enclosing cgroup's memory limit and re-plans at the next token, so
         // an orchestrator can shrink or grow the cap of a running generation.
         signal(SIGHUP, SIG_IGN)
@@ -129,9 +137,13 @@ struct Generate: ParsableCommand {
         }
         hangup.resume()
         // The sources live as long as the process: keep them from being released.
-        Generate.signalSources = [source, hangup]
+        Generate.signalSources = stops + [hangup]
     }
     nonisolated(unsafe) static var signalSources: [any DispatchSourceSignal] = []
+    /// The signal that cancelled the generation (SIGINT until one arrives).
+    static let cancellingSignal = Atomic<Int32>(SIGINT)
+    /// The exit status of a cancelled generation: 130 for SIGINT, 143 for SIGTERM.
+    static var cancelledExitCode: ExitCode { ExitCode(128 + cancellingSignal.load(ordering: .relaxed)) }
 
     func printStats(_ s: GenerationStats, engine: Engine, seed: UInt64) {
         var lines: [String] = []

@@ -66,7 +66,7 @@ extension Generate {
         let wall = Platform.now() - start
         if let error = it.error { throw error }
         if stats { printParallelStats(results.compactMap { $0 }, engine: engine, seed: seed, wall: wall, firstToken: firstToken.map { $0 - start }) }
-        if results.contains(where: { $0?.stopReason == .cancelled }) { throw ExitCode(130) }
+        if results.contains(where: { $0?.stopReason == .cancelled }) { throw Generate.cancelledExitCode }
     }
 
     /// One result as a JSON object on one line. Written by hand, not with Foundation's

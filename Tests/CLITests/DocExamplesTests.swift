@@ -27,6 +27,11 @@ import Testing
         ("bash Tools/test.sh", "the test suite itself"),
         ("bash Tools/install.sh", "runs its own release build (the suite holds the build lock) and installs outside the scratch "
             + "directory; CABITests runs it into a temporary prefix with --build-dir"),
+        ("bash Tools/sanitize.sh", "builds the package again under ThreadSanitizer or AddressSanitizer (.build-tsan, .build-asan), "
+            + "tens of minutes on 2 cores; the suites it runs are in this test run unsanitized"),
+        ("bash Tools/fuzz.sh", "builds the fuzz package with -sanitize=fuzzer (.build-fuzz) and fuzzes for a minute or more; "
+            + "FuzzRegressionTests replays what it found"),
+        ("bash Tools/soak.sh", "1,000 generations, a few minutes; SoakTests is that run, enabled by FLEXRUN_SOAK=1"),
         ("B=.build/release/flexrun", "sets $B, which the test sets to the built binary"),
         ("$B prune analyze --method gsi", "a GSI ranking of SmolLM2's 60 blocks takes about 45 minutes (a sweep); "
             + "the committed docs/pruning/gsi.json stands in for its gsi.json in the line after it"),

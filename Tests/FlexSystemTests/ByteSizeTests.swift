@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import FlexSystem
 
@@ -18,6 +19,23 @@ import FlexSystem
     @Test func formatsInBinaryUnits() {
         #expect(ByteSize.format(512) == "512 B")
         #expect(ByteSize.format(3 << 29) == "1.5 GiB")
+        #expect(ByteSize.format(17 << 20) == "17.0 MiB")
+        #expect(ByteSize.format(1536, digits: 3) == "1.500 KiB")
+    }
+
+    /// A cap just below the minimum printed both as "17.1 MiB" ("memory limit 17.1 MiB is too
+    /// small … at least 17.1 MiB"): the pair gets decimals until they differ, the minimum rounded
+    /// up so that the printed figure is enough.
+    @Test func aLimitAndItsMinimumReadDifferently() throws {
+        // 17.1M as the parser reads it, and a minimum 0.037 MiB above.
+        let limit = try ByteSize(parsing: "17.1M").bytes, minimum = Int(17.137 * 1048576)
+        #expect(ByteSize.format(limit) == ByteSize.format(minimum))
+        let (l, m) = ByteSize.format(limit: limit, below: minimum)
+        #expect(l == "17.10 MiB" && m == "17.14 MiB")
+        #expect(try ByteSize(parsing: "17.14M").bytes >= minimum)
+        #expect(ByteSize.format(limit: 16 << 20, below: minimum) == ("16.0 MiB", "17.2 MiB"))
+        let exact = (17 << 20) + 5
+        #expect(ByteSize.format(limit: exact - 1, below: exact) == ("\(exact - 1) B", "\(exact) B"))
     }
 }
 

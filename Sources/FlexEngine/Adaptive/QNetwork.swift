@@ -37,6 +37,21 @@ public struct QNetwork: Sendable, Equatable, Codable {
     }
 
     public var parameterCount: Int { weights.reduce(0) { $0 + $1.count } + biases.reduce(0) { $0 + $1.count } }
+    /// Why the shapes disagree, nil when they agree: at least two widths, each at least 1, and
+    /// per layer a weight matrix of widths[l] × widths[l + 1] and a bias per output. A network
+    /// read from a file must pass this before it runs: ``forward(_:into:scratch:)`` indexes raw
+    /// buffers (a short bias row from a file read past its end, found by the `policy` fuzz target).
+    public var shapeError: String? {
+        guard widths.count >= 2, widths.allSatisfy({ $0 >= 1 && $0 <= 1 << 16 }) else { return "widths \(widths) (2 or more, each 1 to 65536)" }
+        guard weights.count == widths.count - 1, biases.count == widths.count - 1 else {
+            return "\(weights.count) weight and \(biases.count) bias layers for \(widths.count) widths"
+        }
+        for l in weights.indices where weights[l].count != widths[l] * widths[l + 1] || biases[l].count != widths[l + 1] {
+            return "layer \(l) has \(weights[l].count) weights and \(biases[l].count) biases for \(widths[l]) → \(widths[l + 1])"
+        }
+        return nil
+    }
+
     public var inputs: Int { widths[0] }
     public var outputs: Int { widths[widths.count - 1] }
 
@@ -56,6 +71,7 @@ public struct QNetwork: Sendable, Equatable, Codable {
         var flip = 0
         for l in 0..<(widths.count - 1) {
             let n = widths[l], m = widths[l + 1], last = l == widths.count - 2
+            precondition(weights[l].count >= n * m && biases[l].count >= m, "QNetwork layer \(l): shapes disagree")
             let dst = last ? out : UnsafeMutableBufferPointer(rebasing: scratch[(flip * widest)..<(flip * widest + m)])
             weights[l].withUnsafeBufferPointer { w in
                 biases[l].withUnsafeBufferPointer { b in

@@ -123,21 +123,22 @@ public struct RLPolicy: PruningPolicy {
     /// Reads a policy written by `flexrun prune train-policy`, for a `layers`-layer model when
     /// given (a session checks its own).
     public static func read(path: String, layers: Int?) throws(FileError) -> RLPolicy {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw .unreadable(path, reason: "\(error)") }
+        return try decode(data, path: path, layers: layers)
+    }
+
+    /// A policy from its JSON bytes; `path` names them in errors (the fuzz target `policy`).
+    public static func decode(_ data: Data, path: String, layers: Int?) throws(FileError) -> RLPolicy {
         let file: File
-        do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            file = try JSONDecoder().decode(File.self, from: data)
-        } catch {
-            throw .unreadable(path, reason: "\(error)")
-        }
+        do { file = try JSONDecoder().decode(File.self, from: data) } catch { throw .unreadable(path, reason: "\(error)") }
         guard file.format == File.format, file.version == File.currentVersion else {
             throw .unreadable(path, reason: "format \(file.format) version \(file.version); this flexrun reads \(File.format) version \(File.currentVersion)")
         }
         if let layers, file.layers != layers { throw .mismatch(path, reason: "it was trained for \(file.layers) layers; this model has \(layers)") }
+        if let problem = file.network.shapeError { throw .unreadable(path, reason: "its network's shapes disagree: \(problem)") }
         guard file.candidates.count == file.nll.count, file.nll.count == file.top1.count, !file.candidates.isEmpty,
-              file.network.inputs == featureCount, file.network.outputs == file.candidates.count,
-              file.network.weights.count == file.network.widths.count - 1,
-              zip(file.network.weights.indices, file.network.weights).allSatisfy({ $1.count == file.network.widths[$0] * file.network.widths[$0 + 1] })
+              file.network.inputs == featureCount, file.network.outputs == file.candidates.count
         else { throw .unreadable(path, reason: "its network and candidates do not agree") }
         var all: [PruningCandidates.Candidate] = []
         for (i, blocks) in file.candidates.enumerated() {

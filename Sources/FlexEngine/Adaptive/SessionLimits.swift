@@ -93,6 +93,8 @@ extension Session {
         let weights = model.weights, backend = options.readBackend
         let locker = self.locker, interleave = options.interleaveWeights, fault = options.readFault
         model.dropInterleaved()
+        // Published even when the new streamer fails to open (the source is then the mapping).
+        defer { publishSource() }
         try transformer.replaceSource { () throws(EngineError) in
             try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave, fault: fault)
         }

@@ -11,9 +11,12 @@ import Synchronization
 /// that iterator on a dedicated thread (never the cooperative pool) and delivers events as an
 /// `AsyncThrowingStream`. One generation runs at a time per engine: starting a new one ends
 /// the previous iterator.
-public final class Engine: @unchecked Sendable {
-    // @unchecked Sendable: the session is only touched by the thread running the current
-    // iterator; other threads reach it only through `lock` and the session's plan mutex.
+///
+/// Sendable without exception: every stored property is a `let` of a Sendable type. The
+/// session's run state is touched only by the thread running the current iterator; other
+/// threads reach the session through its mutexes (``setMemoryLimit(_:)``, ``plan``,
+/// ``offloadSummary``, ``memoryLimit``, ``replanCount``).
+public final class Engine: Sendable {
     public let model: Model
     /// The one session the facade runs its generations on.
     public let session: Session

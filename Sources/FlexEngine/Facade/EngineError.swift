@@ -22,9 +22,10 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .model(let path, let e): return "\(path): \(e)"
         case .tokenizer(let e): return e.description
         case .memoryLimitTooSmall(let limit, let minimum, let fixed):
-            return "memory limit \(ByteSize.format(limit)) is too small: streaming this model needs at least \(ByteSize.format(minimum)) "
+            let (l, m) = ByteSize.format(limit: limit, below: minimum)
+            return "memory limit \(l) is too small: streaming this model needs at least \(m) "
                 + "(\(fixed.breakdown) + staging ring \(ByteSize.format(minimum - fixed.total))); "
-                + "raise --mem-limit to at least \(ByteSize.format(minimum)) or lower --ctx"
+                + "raise --mem-limit to at least \(m) or lower --ctx"
         case .weightRead(let m): return "cannot read model weights: \(m)"
         case .invalidOption(let m): return m
         case .emptyPrompt: return "the prompt is empty"

@@ -9,9 +9,10 @@ import Synchronization
 /// Without a memory cap the weights run from the file's read-only mapping, and the Q4_1/Q8_0
 /// matrices from x8 copies made here once (``InterleavedWeights``), which every in-memory session
 /// shares. Under a cap each session's own streamer reads what it needs from disk.
-public final class Model: @unchecked Sendable {
-    // @unchecked Sendable: every stored property is immutable after init, except the x8 copies'
-    // reference, which only the `interleaved` mutex reaches.
+///
+/// Sendable without exception: every stored property is an immutable `let` of a Sendable type;
+/// the x8 copies' reference, the one thing that changes, is reached only through a mutex.
+public final class Model: Sendable {
     public let path: String
     public let config: ModelConfig
     /// The file's tokenizer, whichever family `tokenizer.ggml.model` names (``TokenizerModel``).

@@ -48,13 +48,9 @@ final class DecodeWorkers {
         func run(_ job: Job) -> String? {
             let d = job.decode, e = d.block.entry
             let needed = max(0, min(d.read.length, fileSize - d.read.fileOffset))
-            var done = 0
-            while done < needed {
-                let n = pread(fd, job.base + d.read.slotOffset + done, d.read.length - done, off_t(d.read.fileOffset + done))
-                if n < 0 { if errno == EINTR { continue }; return SystemError(code: errno, call: "pread", path: path).description }
-                if n == 0 { break }
-                done += n
-            }
+            let done: Int
+            do throws(SystemError) { done = try preadFully(fd, into: job.base + d.read.slotOffset, count: d.read.length, at: d.read.fileOffset, atLeast: needed, path: path) }
+            catch { return error.description }
             guard d.storedSlotOffset - d.read.slotOffset + e.storedSize <= done else {
                 return BlockFileError.truncated(path, what: "block \(e.name)", needed: e.payloadOffset + e.storedSize, size: d.read.fileOffset + done).description
             }

@@ -98,13 +98,9 @@ final class PreadReader: StageReader {
         jobs = SlotWorkQueue(slots: slots, jobsPerSlot: chunksPerSlot, threads: workers) {
             { c in
                 let buffer = UnsafeMutableRawPointer(bitPattern: base)!
-                var done = 0
-                while done < c.needed {
-                    let n = pread(fd, buffer + c.bufferOffset + done, c.length - done, off_t(c.fileOffset + done))
-                    if n < 0 { if errno == EINTR { continue }; return SystemError(code: errno, call: "pread").description }
-                    if n == 0 { break }
-                    done += n
-                }
+                let done: Int
+                do throws(SystemError) { done = try preadFully(fd, into: buffer + c.bufferOffset, count: c.length, at: c.fileOffset, atLeast: c.needed) }
+                catch { return error.description }
                 return done < c.needed ? "short read: \(done) of \(c.needed) bytes (was the model file truncated?)" : nil
             }
         }

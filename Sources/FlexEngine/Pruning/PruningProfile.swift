@@ -119,6 +119,12 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw .unreadable(path, reason: (error as NSError).localizedDescription)
         }
+        return try decode(data, path: path)
+    }
+
+    /// A profile from its JSON bytes; `path` names them in errors. The fuzz target `profile`
+    /// calls it (and the profile's mask and order accessors) on arbitrary bytes.
+    public static func decode(_ data: Data, path: String) throws(ProfileError) -> PruningProfile {
         // The header first, so a future major version gets its own message, not a decoding error.
         struct Header: Decodable { let format: String; let version: Int }
         guard let header = try? JSONDecoder().decode(Header.self, from: data), header.format == formatName else {

@@ -12,18 +12,36 @@ import Synchronization
 /// sequence gets exactly the ids it gets alone: each row's arithmetic depends only on whether it
 /// is a prompt or a generated row (``ForwardBatch``), and its attention reads only its own pages.
 ///
-/// A session runs on one thread at a time; ``setMemoryLimit(_:)`` alone may be called from any.
+/// A session runs on one thread at a time. From any other thread only ``setMemoryLimit(_:)``
+/// and the published ``memoryLimit``, ``replanCount``, ``plan`` and ``offloadSummary`` may be
+/// used; everything else (``kvCache``, ``mask``, ``pruneDecisions``, …) belongs to the stepping thread.
 public final class Session: @unchecked Sendable {
-    // @unchecked Sendable: the run state is only touched by the thread calling step/add/cancel;
-    // other threads reach the session only through `pendingPlan` (a mutex).
+    // @unchecked Sendable: the run state (transformer, sequences, masks, controller) is touched
+    // only by the thread calling step/add/cancel. Other threads reach the session only through
+    // two mutexes: `pendingPlan` (setMemoryLimit) and `published` (memoryLimit, replanCount, plan,
+    // offloadSummary), which the stepping thread rewrites whenever it swaps the source or the cap.
     public let model: Model
     public let options: EngineOptions
     public let memory: MemoryEstimate
     let transformer: Transformer
     let locker: MemoryLocker?
     /// The cap in force (explicit, or the cgroup's); nil runs from memory without a limit.
-    public internal(set) var memoryLimit: Int?
+    /// Safe to read from any thread.
+    public internal(set) var memoryLimit: Int? {
+        get { published.withLock { $0.memoryLimit } }
+        set { published.withLock { $0.memoryLimit = newValue } }
+    }
     let pendingPlan = Mutex<PendingLimit?>(nil)
+    /// What other threads may read while a generation runs. The stepping thread writes it (after
+    /// each source swap and cap change); readers take a copy under the lock, so they never see
+    /// the transformer's source half-swapped.
+    struct Published: Sendable {
+        var memoryLimit: Int?
+        var replanCount = 0
+        var plan: MemoryPlan?
+        var offload: OffloadSummary?
+    }
+    let published: Mutex<Published>
     /// `--prune fit|auto`: the pruning controller (nil when off or without a cap), and the
     /// user's own skips, which every mask it chooses keeps.
     var controller: PruningController?
@@ -33,8 +51,11 @@ public final class Session: @unchecked Sendable {
     let openedAt = Platform.now()
     /// Decode rows and seconds since the last decision, and whether its RSS is yet to be read.
     var measuringDecision = DecisionMeter()
-    /// How many times a new cap has been applied.
-    public internal(set) var replanCount = 0
+    /// How many times a new cap has been applied. Safe to read from any thread.
+    public internal(set) var replanCount: Int {
+        get { published.withLock { $0.replanCount } }
+        set { published.withLock { $0.replanCount = newValue } }
+    }
     /// Blocks skipped when generating (and scoring), and when processing prompts. Held by the
     /// transformer, whose scoring path runs them too.
     public internal(set) var mask: BlockMask {
@@ -161,7 +182,7 @@ public final class Session: @unchecked Sendable {
         self.model = model
         self.options = options
         self.memory = estimate
-        self.memoryLimit = limit
+        published = Mutex(Session.publishing(source, memoryLimit: limit, replanCount: 0))
         self.locker = locker
         maskHoles = options.skip.skippedAttentionLayers
         prefillHoles = prefillSkip.skippedAttentionLayers
@@ -199,15 +220,28 @@ public final class Session: @unchecked Sendable {
                      pageCapacity: transformer.cache.pageCapacity)
     }
 
-    /// The memory plan in force, nil when running from memory without a limit.
-    public var plan: MemoryPlan? { transformer.streamer?.plan }
+    /// The memory plan in force, nil when running from memory without a limit. Safe to read
+    /// from any thread.
+    public var plan: MemoryPlan? { published.withLock { $0.plan } }
 
     /// What the offload runtime did: reader, locked bytes, mlock refusal (nil when unlimited).
-    public var offloadSummary: OffloadSummary? {
-        transformer.streamer.map { s in
-            OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
-                           residentLoadSeconds: s.loadSeconds, directIO: s.directIO)
-        }
+    /// Safe to read from any thread.
+    public var offloadSummary: OffloadSummary? { published.withLock { $0.offload } }
+
+    /// The snapshot other threads read, for `source` in force.
+    static func publishing(_ source: any WeightSource, memoryLimit: Int?, replanCount: Int) -> Published {
+        let streamer = source as? WeightStreamer
+        return Published(memoryLimit: memoryLimit, replanCount: replanCount, plan: streamer?.plan,
+                         offload: streamer.map { s in
+                             OffloadSummary(reader: s.readerDescription, lockedBytes: s.lockedBytes, lockRefusal: s.lockRefusal?.description,
+                                            residentLoadSeconds: s.loadSeconds, directIO: s.directIO)
+                         })
+    }
+
+    /// Rewrites the published plan and offload summary after the stepping thread swapped the source.
+    func publishSource() {
+        let now = Session.publishing(transformer.source, memoryLimit: nil, replanCount: 0)
+        published.withLock { $0.plan = now.plan; $0.offload = now.offload }
     }
 
     /// The streamer's running totals (zero when nothing streams).
