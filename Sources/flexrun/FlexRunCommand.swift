@@ -110,7 +110,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Speculative decoding: off (default), auto (prompt lookup where it pays) or lookup (always draft). Output stays exact.")
     var speculate: String = "off"
 
-    @Option(name: .customLong("draft-max"), help: "Most tokens drafted per pass with --speculate (1-32, default 8).")
+    @Option(name: .customLong("draft-max"), help: "Most tokens drafted per pass with --speculate (1-8, default 8).")
     var draftMax: Int = 8
 
     func engineOptions(context: Int? = nil) throws -> EngineOptions {
@@ -126,7 +126,7 @@ struct ModelOptions: ParsableArguments {
         guard let order = Residency(rawValue: residency) else { throw CLIError("--residency must be head-first or layers-first") }
         options.residency = order
         guard let speculation = SpeculationMode(rawValue: speculate) else { throw CLIError("--speculate must be off, auto or lookup") }
-        guard (1...32).contains(draftMax) else { throw CLIError("--draft-max must be between 1 and 32") }
+        guard (1...8).contains(draftMax) else { throw CLIError("--draft-max must be between 1 and 8") }
         options.speculation = speculation
         options.maxDraft = draftMax
         options.contextLength = context ?? ctx

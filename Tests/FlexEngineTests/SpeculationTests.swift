@@ -159,13 +159,20 @@ import FlexSystem
         try Self.check(o, modes: [.lookup, .auto])
     }
 
-    /// Windowed layers: a rejected chain is cut back in the ring too, so later tokens still
-    /// attend to the right window (the ring wraps several times over 48 tokens).
-    @Test func greedyIdsAreUnchangedWithWindowedLayers() throws {
+    /// Windowed layers: speculation is off there for now (one CI run saw different ids with 16
+    /// drafts a pass, cause not found), so a session with a ring drafts nothing and gives the
+    /// plain ids.
+    @Test func windowedLayersDraftNothingYet() throws {
         var o = try SessionTests.options(context: 256)
         o.attentionWindows = (0..<30).map { $0 % 2 == 1 ? 12 : nil }
-        o.maxDraft = 16
-        try Self.check(o, modes: [.lookup])
+        let plain = try Engine(options: o)
+        o.speculation = .lookup
+        let spec = try Engine(options: o)
+        for p in Self.prompts.prefix(2) {
+            let (ids, stats) = try Self.generate(spec, p)
+            #expect(stats.draftedTokens == 0)
+            #expect(ids == (try Self.generate(plain, p).ids))
+        }
     }
 
     /// Batched sequences each draft on their own and still get their alone ids.

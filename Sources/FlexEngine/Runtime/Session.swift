@@ -94,7 +94,7 @@ public final class Session: @unchecked Sendable {
         guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
         guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
-        guard (1...32).contains(options.maxDraft) else { throw .invalidOption("--draft-max must be between 1 and 32") }
+        guard (1...8).contains(options.maxDraft) else { throw .invalidOption("--draft-max must be between 1 and 8") }
         let config = model.config
         try Session.check(options.skip, prefill: options.prefillSkip ?? options.skip, layers: config.layerCount)
         let context = options.contextLength ?? min(2048, config.trainedContextLength)
@@ -343,7 +343,9 @@ public final class Session: @unchecked Sendable {
         passDrafts.removeAll(keepingCapacity: true)
         if decodeNow {
             let decoding = sequences.reduce(0) { $0 + ($1.decoding ? 1 : 0) }
-            let drafts = drafting.mode != .off && decoding > 0
+            // Not with windowed layers yet: one CI run saw ids differ there (16 drafts a pass) and
+            // the cause is not found; until it is, those sessions decode one token per pass.
+            let drafts = drafting.mode != .off && decoding > 0 && transformer.cache.ringLength == 0
             var seen = 0
             i = 0
             while i < sequences.count {
