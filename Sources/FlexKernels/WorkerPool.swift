@@ -15,7 +15,7 @@ import CFlexShims
 /// threads behind (a worker once held its pool strongly for its whole loop, and every session
 /// leaked its compute threads).
 public final class WorkerPool: Sendable {
-    public let threadCount: Int
+    public var threadCount: Int { crew.threadCount }
     /// Internal for the test that checks the threads end with the pool.
     let crew: WorkerCrew
 
@@ -33,8 +33,6 @@ public final class WorkerPool: Sendable {
     static let yieldEvery = 16_384
 
     public init(threads: Int) {
-        precondition(threads >= 1)
-        threadCount = threads
         crew = WorkerCrew(threads: threads)
     }
 

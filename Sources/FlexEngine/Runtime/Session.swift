@@ -355,21 +355,20 @@ public final class Session: @unchecked Sendable {
                 let t0 = drafts ? Platform.now() : 0
                 var drafted = 0
                 if drafts {
-                    // Room: the token limit, the pass's rows and logit rows (every other sequence
-                    // still to place keeps one of each), and how far a ring can be cut back.
+                    // Room: the token limit, and the pass's rows and logit rows (every other
+                    // sequence still to place keeps one of each).
                     let others = sequences.count - seen
-                    var room = min(drafting.maxDraft, s.parameters.maxTokens - s.tokens.count - 1,
+                    let room = min(drafting.maxDraft, s.parameters.maxTokens - s.tokens.count - 1,
                                    batch.free - 1 - others, transformer.maxLogitRows - batch.logitCount - 1 - others)
-                    if transformer.cache.ringLength > 0 { room = min(room, transformer.cache.ringSlack) }
                     let held = s.prompt.count
-                    if room > 0, let found = lookup.find(count: held + s.tokens.count, limit: room, token: { j in
-                        j < held ? s.prompt[j] : s.tokens[j - held]
-                    }) {
+                    /// Token `j` of the sequence's history: its prompt, then what it generated.
+                    func history(_ j: Int) -> Int32 { j < held ? s.prompt[j] : s.tokens[j - held] }
+                    if room > 0, let found = lookup.find(count: held + s.tokens.count, limit: room, token: history) {
                         let weak = found.n < 2
                         drafted = min(found.length, drafting.length(weak: weak))
                         sequences[i].draftStart = passDrafts.count
                         sequences[i].weakDraft = weak
-                        for j in found.start..<(found.start + drafted) { passDrafts.append(j < held ? s.prompt[j] : s.tokens[j - held]) }
+                        for j in found.start..<(found.start + drafted) { passDrafts.append(history(j)) }
                     }
                     sequences[i].stats.draftSeconds += Platform.now() - t0
                 }
