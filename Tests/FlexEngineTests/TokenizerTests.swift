@@ -37,6 +37,56 @@ import FlexFormat
         #expect(tok.endOfGenerationTokens.contains(imEnd))
     }
 
+    /// The merge queue against the rule it implements, written the slow, obvious way (the first
+    /// version of `BPETokenizer`): rescan every adjacent pair, merge the lowest-ranked, leftmost on
+    /// ties. Seeded random words of 1–300 bytes: ASCII, accented and CJK text, emoji and raw
+    /// byte-level characters, including the bytes SmolLM2's vocabulary lacks.
+    @Test func mergeQueueMatchesRescanningEveryPair() throws {
+        let path = try Fixtures.requireSmolLM2()
+        let tok = try #require(Self.tokenizer)
+        let gguf = try GGUFFile(path: path)
+        let merges = try #require(gguf.stringArray("tokenizer.ggml.merges"))
+        var ranks: [String: Int] = [:]
+        for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
+        func slow(_ word: Substring) -> [Int32] {
+            var symbols = ByteLevel.encode(word)
+            while symbols.count > 1 {
+                var best = Int.max, at = -1
+                for i in 0..<symbols.count - 1 {
+                    if let r = ranks[symbols[i] + " " + symbols[i + 1]], r < best { best = r; at = i }
+                }
+                if at < 0 { break }
+                symbols[at] += symbols[at + 1]
+                symbols.remove(at: at + 1)
+            }
+            return symbols.flatMap { s in
+                tok.tokenID(s).map { [$0] } ?? s.unicodeScalars.compactMap { tok.tokenID(String($0)) }
+            }
+        }
+        let alphabet = Array("the quick brown fox jumps over 0123456789 éàüß ñ — 日本語の文字 🙂🚀 \n\t".unicodeScalars)
+            + (0..<256).map { ByteLevel.byteToScalar[$0] }
+        var rng = RandomSource(seed: 0x5EED_B9E)
+        var words = 0, tokens = 0
+        for _ in 0..<300 {
+            let n = Int(rng.next() % 300) + 1
+            var s = ""
+            // Runs of one kind, so that long merge chains form, with random breaks between them.
+            while s.unicodeScalars.count < n {
+                let run = Int(rng.next() % 12) + 1, base = Int(rng.next() % UInt64(alphabet.count))
+                for k in 0..<run { s.unicodeScalars.append(alphabet[(base + k * Int(rng.next() % 3)) % alphabet.count]) }
+            }
+            var fast: [Int32] = [], reference: [Int32] = []
+            for word in tok.preTokenizer.split(Substring(s)) {
+                reference += slow(word)
+                words += 1
+            }
+            fast = tok.encode(s, addSpecial: false, parseSpecial: false)
+            tokens += fast.count
+            #expect(fast == reference, "\(s.debugDescription)")
+        }
+        #expect(words > 1_000 && tokens > 5_000)
+    }
+
     @Test func specialTextIsLiteralWhenNotParsed() throws {
         _ = try Fixtures.requireSmolLM2()
         let tok = try #require(Self.tokenizer)

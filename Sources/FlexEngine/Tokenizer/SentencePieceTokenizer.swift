@@ -169,7 +169,7 @@ extension SentencePieceTokenizer {
         var text: [UInt8] = []
         /// A doubly linked list of symbols over `text`; a symbol merged into its left neighbour has length 0.
         var start: [Int32] = [], length: [Int32] = [], prev: [Int32] = [], next: [Int32] = []
-        var queue = PairQueue()
+        var queue = MergeQueue<Pair>()
 
         mutating func run(_ tok: SentencePieceTokenizer, into out: inout [Int32]) {
             let n = text.count
@@ -225,7 +225,7 @@ extension SentencePieceTokenizer {
         }
     }
 
-    struct Pair {
+    struct Pair: MergeCandidate {
         var score: Float
         var left: Int32
         var right: Int32
@@ -235,41 +235,5 @@ extension SentencePieceTokenizer {
         /// Pops first: the higher score, then the leftmost (llama.cpp `llm_bigram_spm::comparator`).
         @inline(__always)
         func precedes(_ o: Pair) -> Bool { score > o.score || (score == o.score && left < o.left) }
-    }
-
-    /// A binary max-heap of pairs by ``Pair/precedes(_:)``.
-    struct PairQueue {
-        private var heap: [Pair] = []
-
-        mutating func removeAll() { heap.removeAll(keepingCapacity: true) }
-
-        mutating func push(_ p: Pair) {
-            heap.append(p)
-            var i = heap.count - 1
-            while i > 0 {
-                let parent = (i - 1) / 2
-                guard heap[i].precedes(heap[parent]) else { break }
-                heap.swapAt(i, parent)
-                i = parent
-            }
-        }
-
-        mutating func pop() -> Pair? {
-            guard let top = heap.first else { return nil }
-            let last = heap.removeLast()
-            if heap.isEmpty { return top }
-            heap[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var best = i
-                if l < heap.count, heap[l].precedes(heap[best]) { best = l }
-                if r < heap.count, heap[r].precedes(heap[best]) { best = r }
-                if best == i { break }
-                heap.swapAt(i, best)
-                i = best
-            }
-            return top
-        }
     }
 }
