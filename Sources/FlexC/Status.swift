@@ -17,7 +17,7 @@ struct CFailure: Error {
     /// which file, option or limit.
     init(_ error: EngineError) {
         // A system error already names its file: say the path once.
-        if case .model(let path, .io(let e)) = error, e.path == path { message = e.description } else { message = error.description }
+        if case .model(let path, .io(let e)) = error, e.path == path { message = e.description } else { message = error.message(naming: \.cField) }
         switch error {
         case .model(_, .io): status = FLEXRUN_ERR_IO
         case .model, .tokenizer: status = FLEXRUN_ERR_MODEL
@@ -46,6 +46,21 @@ func guarded(_ body: () throws(CFailure) -> Void) -> Int32 {
         return FLEXRUN_OK.rawValue
     } catch {
         return error.report()
+    }
+}
+
+extension OptionField {
+    /// The params field a C caller sets, for library errors seen through the ABI; options the
+    /// ABI does not expose keep the Swift name.
+    var cField: String {
+        switch self {
+        case .memoryLimit: "memory_limit"
+        case .contextLength: "n_ctx"
+        case .threads: "n_threads"
+        case .maxSequences: "n_seq_max"
+        case .chat: "chat"
+        case .maxDraft, .prune, .pruneOrder, .prunePolicy, .minTokensPerSecond, .throughput, .residentOnly, .skip: description
+        }
     }
 }
 

@@ -17,7 +17,7 @@ struct FlexRunMain {
         } catch let error as PruningProfile.ProfileError {
             fail(error.description)
         } catch let error as EngineError {
-            fail(error.description)
+            fail(error.cliMessage)
         } catch let error as SystemError {
             fail(error.description)
         } catch {

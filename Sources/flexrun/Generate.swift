@@ -132,7 +132,7 @@ struct Generate: ParsableCommand {
                 FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: no cgroup memory limit to follow\n".utf8)); return
             }
             do { try engine.setMemoryLimit(limit) } catch {
-                FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: \(error)\n".utf8))
+                FileHandle.standardError.write(Data("flexrun: warning: SIGHUP: \((error as? EngineError)?.cliMessage ?? "\(error)")\n".utf8))
             }
         }
         hangup.resume()

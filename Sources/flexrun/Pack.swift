@@ -62,7 +62,7 @@ struct Pack: ParsableCommand {
             if let l = ca, !(l >= 0 && l.isFinite) { throw CLIError("--lambda must be a number ≥ 0") }
             var requantizer: Requantizer
             do { requantizer = try Requantizer(mix: mix, compressionAware: ca.map { .init(lambda: $0) }) } catch {
-                throw CLIError(error.description)
+                throw CLIError("--compression-aware works on q8_0 codes (one per byte): use --requant q8_0")
             }
             requantizer.threads = Platform.onlineCPUs
             let t0 = Platform.now()

@@ -221,6 +221,16 @@ import Testing
         expectOneLineError(try Self.run(["--model", synthModel, "--parallel", "0", prompts]), containing: "--parallel")
     }
 
+    /// The library names option fields (`maxDraft`); the CLI shows its own flags instead.
+    @Test func libraryRefusalsNameFlags() throws {
+        let prompt = try Self.tempFile(Array("Hello".utf8))
+        let draft = try Self.run(["--model", synthModel, "--draft-max", "9", prompt])
+        expectOneLineError(draft, containing: "--draft-max must be between 1 and 8")
+        let cap = try Self.run(["--model", synthModel, "--mem-limit", "1M", prompt])
+        expectOneLineError(cap, containing: "raise --mem-limit to at least")
+        for r in [draft, cap] { #expect(!r.stderr.contains("`"), "\(r.stderr)") }
+    }
+
     @Test func perplexityRejectsShortText() throws {
         let text = try Self.tempFile(Array("too short".utf8))
         expectOneLineError(try Self.run(["perplexity", "--model", synthModel, "--ctx", "64", text]), containing: "needs at least 64")

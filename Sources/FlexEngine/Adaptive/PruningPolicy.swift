@@ -132,7 +132,7 @@ public struct OraclePolicy: PruningPolicy {
 public struct PruneDecision: Sendable, Equatable {
     public enum Reason: String, Sendable {
         case capBelowStreamingMinimum = "the cap is below the dense model's streaming minimum"
-        case capBelowResidentFootprint = "the cap is below the dense model's resident footprint (--resident-only)"
+        case capBelowResidentFootprint = "the cap is below the dense model's resident footprint (`residentOnly`)"
         case capChanged = "the cap changed"
         case kvGrowth = "the KV cache grew"
         case sequencesChanged = "sequences joined or left"

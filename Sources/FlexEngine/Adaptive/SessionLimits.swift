@@ -15,7 +15,7 @@ extension Session {
         }
         if let p = options.prunePolicy { return p }
         guard let order = options.pruneOrder, !order.isEmpty else {
-            throw .invalidOption("--prune \(options.prune.rawValue) needs a pruning profile (--profile) for the order to drop blocks in")
+            throw .invalidOption("\(OptionField.prune) \(options.prune.rawValue) needs \(OptionField.pruneOrder), the order to drop blocks in (from a pruning profile)")
         }
         return GreedyPolicy(order: order)
     }
@@ -27,7 +27,7 @@ extension Session {
         let (chosen, state, micros) = controller.choose(cap: cap, base: base, batch: options.maxSequences, current: base)
         guard let mask = chosen else {
             throw .invalidOption("memory limit \(ByteSize.format(cap)) is too small even with every block skipped "
-                                 + "(that needs \(ByteSize.format(controller.floor))); raise --mem-limit or lower --ctx or --parallel")
+                                 + "(that needs \(ByteSize.format(controller.floor))); raise \(OptionField.memoryLimit) or lower \(OptionField.contextLength) or \(OptionField.maxSequences)")
         }
         let denseNeed = state.denseNeed
         guard denseNeed > cap || controller.minTokensPerSecond != nil else { return nil }

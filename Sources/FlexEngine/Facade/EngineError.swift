@@ -25,13 +25,13 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
             let (l, m) = ByteSize.format(limit: limit, below: minimum)
             return "memory limit \(l) is too small: streaming this model needs at least \(m) "
                 + "(\(fixed.breakdown) + staging ring \(ByteSize.format(minimum - fixed.total))); "
-                + "raise --mem-limit to at least \(m) or lower --ctx"
+                + "raise \(OptionField.memoryLimit) to at least \(m) or lower \(OptionField.contextLength)"
         case .weightRead(let m): return "cannot read model weights: \(m)"
         case .invalidOption(let m): return m
         case .emptyPrompt: return "the prompt is empty"
-        case .promptTooLong(let n, let ctx): return "the prompt is \(n) tokens but the context holds \(ctx); raise --ctx or shorten the prompt"
+        case .promptTooLong(let n, let ctx): return "the prompt is \(n) tokens but the context holds \(ctx); raise \(OptionField.contextLength) or shorten the prompt"
         case .invalidToken(let t): return "token id \(t) is outside the vocabulary"
-        case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML or Gemma); run without --chat"
+        case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML or Gemma); run without \(OptionField.chat)"
         case .textTooShort(let n, let needed): return "the text is \(n) tokens; perplexity at this context needs at least \(needed)"
         }
     }

@@ -20,7 +20,7 @@ public struct Requantizer: Sendable {
 
     public init(mix: QuantMix, compressionAware: Quantize.CompressionAware? = nil) throws(EngineError) {
         guard compressionAware == nil || mix.recipe == .uniform(.q8_0) else {
-            throw .invalidOption("--compression-aware works on q8_0 codes (one per byte): use --requant q8_0")
+            throw .invalidOption("`compressionAware` works on q8_0 codes (one per byte): use the q8_0 mix")
         }
         self.mix = mix
         self.compressionAware = compressionAware

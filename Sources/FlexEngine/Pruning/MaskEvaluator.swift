@@ -24,9 +24,9 @@ public final class MaskEvaluator {
     /// The engine must run in memory (no limit), skip nothing, and hold a whole chunk with its
     /// scored logits in one pass (`batchSize` and `logitRows` ≥ the sample's context).
     public init(engine: Engine) throws(EngineError) {
-        guard engine.memoryLimit == nil else { throw .invalidOption("pruning analysis runs the model in memory: drop --mem-limit") }
+        guard engine.memoryLimit == nil else { throw .invalidOption("pruning analysis runs the model in memory: drop \(OptionField.memoryLimit)") }
         guard engine.options.skip.skipped.isEmpty, engine.options.prefillSkip == nil else {
-            throw .invalidOption("pruning analysis starts from the dense model: drop --skip")
+            throw .invalidOption("pruning analysis starts from the dense model: drop \(OptionField.skip)")
         }
         self.engine = engine
         engine.lock.withLock { g in g += 1 }   // the evaluator takes the session's transformer

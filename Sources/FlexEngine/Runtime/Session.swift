@@ -91,14 +91,14 @@ public final class Session: @unchecked Sendable {
         userSkip = options.skip
         userPrefillSkip = options.prefillSkip ?? options.skip
         let limit = options.memoryLimit ?? (options.followCgroupLimit ? CgroupMemory.current()?.cap : nil)
-        guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("--threads must be between 1 and 256") }
+        guard options.threads >= 1, options.threads <= 256 else { throw .invalidOption("\(OptionField.threads) must be between 1 and 256") }
         guard options.batchSize >= 1, options.batchSize <= 4096 else { throw .invalidOption("batch size must be between 1 and 4096") }
-        guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("--parallel must be between 1 and 1024") }
-        guard (1...8).contains(options.maxDraft) else { throw .invalidOption("--draft-max must be between 1 and 8") }
+        guard options.maxSequences >= 1, options.maxSequences <= 1024 else { throw .invalidOption("\(OptionField.maxSequences) must be between 1 and 1024") }
+        guard (1...8).contains(options.maxDraft) else { throw .invalidOption("\(OptionField.maxDraft) must be between 1 and 8") }
         let config = model.config
         try Session.check(options.skip, prefill: options.prefillSkip ?? options.skip, layers: config.layerCount)
         let context = options.contextLength ?? min(2048, config.trainedContextLength)
-        guard context >= 1, context <= 1 << 20 else { throw .invalidOption("--ctx must be between 1 and 1048576") }
+        guard context >= 1, context <= 1 << 20 else { throw .invalidOption("\(OptionField.contextLength) must be between 1 and 1048576") }
         guard (1...16).contains(options.ringSlots) else { throw .invalidOption("ring slots must be between 1 and 16") }
         let sequences = options.maxSequences
         // A pass holds every sequence's generated row, plus prompt rows.
@@ -130,9 +130,9 @@ public final class Session: @unchecked Sendable {
                                                                                  capacity: context, slots: sequences + 1),
                                      residency: options.residency)
             if options.prune == .auto {
-                guard options.minTokensPerSecond != nil else { throw .invalidOption("--prune auto needs a throughput target (--min-tps)") }
+                guard options.minTokensPerSecond != nil else { throw .invalidOption("\(OptionField.prune) auto needs a throughput target (\(OptionField.minTokensPerSecond))") }
                 guard options.throughput != nil else {
-                    throw .invalidOption("--prune auto needs this machine's calibration: run flexrun calibrate --model \(options.modelPath) first")
+                    throw .invalidOption("\(OptionField.prune) auto needs \(OptionField.throughput) for this machine: run `flexrun calibrate --model \(options.modelPath)` first")
                 }
             }
             let c = PruningController(policy: policy, memory: memory, residentOnly: options.residentOnly,
@@ -168,8 +168,8 @@ public final class Session: @unchecked Sendable {
             else { plan = try Session.plan(cap: limit, model: model, estimate: estimate, options: options) }
             if options.residentOnly && !plan.isFullyResident {
                 let need = plan.fixedBytes + Builder.allResident(plan.inputs.layout).residentBytes
-                throw .invalidOption("--resident-only: the weights, KV cache, buffers and runtime need \(ByteSize.format(need)) but the limit is "
-                                     + "\(ByteSize.format(limit)); raise --mem-limit, lower --ctx, or add --prune fit to skip blocks")
+                throw .invalidOption("\(OptionField.residentOnly): the weights, KV cache, buffers and runtime need \(ByteSize.format(need)) but the limit is "
+                                     + "\(ByteSize.format(limit)); raise \(OptionField.memoryLimit), lower \(OptionField.contextLength), or set \(OptionField.prune) fit to skip blocks")
             }
             model.dropInterleaved()
             source = try WeightStreamer(plan: plan, weights: model.weights, backend: options.readBackend, locker: locker,
@@ -283,7 +283,7 @@ public final class Session: @unchecked Sendable {
         try validate(prompt: tokens)
         transformer.releaseScoring()
         guard sequences.count < maxSequences, let slot = transformer.cache.open() else {
-            throw .invalidOption("the session already holds \(maxSequences) sequences (raise --parallel)")
+            throw .invalidOption("the session already holds \(maxSequences) sequences (raise \(OptionField.maxSequences))")
         }
         let id = SequenceID(value: nextID)
         nextID += 1
