@@ -213,6 +213,36 @@ import FlexKernels
         #expect("\(thrown.map { String(describing: $0) } ?? "nothing")".contains("short read"))
     }
 
+    /// A new cap whose stream cannot open (the file was truncated under the session) is refused
+    /// by the next pass, and every later pass throws too: the session must neither run from the
+    /// mapping, ignoring its cap (it read past the end of a truncated mapping and died of
+    /// SIGBUS), nor go quiet.
+    @Test(.enabled(if: Fixtures.smolLM2Available)) func failedReplanKeepsRefusing() throws {
+        let source = try Fixtures.requireSmolLM2()
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-replan-\(getpid()).gguf").path
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: source, toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        let engine = try Engine(options: Self.options(copy, limit: 64 << 20))
+        #expect(engine.plan.map { !$0.isFullyResident } == true, "the weights must stream for this test")
+        var p = GenerateParameters(maxTokens: 4)
+        p.sampling = SamplingParameters(temperature: 0)
+        p.stopAtEndOfGeneration = false
+        var it = try engine.generate(prompt: "The capital of France is", parameters: p)
+        while try it.nextToken() != nil {}
+        #expect(it.tokens.count == 4)
+
+        let size = try FileManager.default.attributesOfItem(atPath: copy)[.size] as! Int
+        #expect(truncate(copy, off_t(size / 3)) == 0)
+        try engine.setMemoryLimit(96 << 20)
+        for attempt in 0..<3 {
+            var again = try engine.generate(prompt: "Once upon a time", parameters: p)
+            let error = #expect(throws: EngineError.self, "attempt \(attempt)") { while try again.nextToken() != nil {} }
+            #expect(error.map { "\($0)".contains("short read") || "\($0)".contains("truncated") } == true, "\(String(describing: error))")
+        }
+        #expect(engine.memoryLimit == 64 << 20, "the refused cap must not be reported as in force")
+    }
+
     /// Logits of every position for `tokens`, through the engine's transformer.
     static func logits(_ engine: Engine, _ tokens: [Int32]) throws -> [[Float]] {
         let tf = engine.transformer

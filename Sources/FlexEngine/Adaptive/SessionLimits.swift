@@ -77,6 +77,7 @@ extension Session {
 
     /// Applies a plan queued by ``setMemoryLimit(_:)``.
     func applyPendingPlan() throws(EngineError) {
+        if let lostStream { throw lostStream }
         guard let pending = pendingPlan.withLock({ p -> PendingLimit? in defer { p = nil }; return p }) else { return }
         switch pending {
         case .plan(let plan):
@@ -89,14 +90,35 @@ extension Session {
         }
     }
 
+    /// Streams the weights by `plan`. The old stream closes first (two would not fit under the
+    /// cap). When the new one cannot open, the old plan's opens again, so the cap in force is
+    /// still honoured, and the error is thrown; when that fails too, the session has lost its
+    /// stream (``lostStream``). From memory (no old stream) a failure leaves the mapping, as before.
     private func replaceSource(_ plan: MemoryPlan) throws(EngineError) {
         let weights = model.weights, backend = options.readBackend
         let locker = self.locker, interleave = options.interleaveWeights, fault = options.readFault
+        let previous = transformer.streamer?.plan
         model.dropInterleaved()
-        // Published even when the new streamer fails to open (the source is then the mapping).
         defer { publishSource() }
-        try transformer.replaceSource { () throws(EngineError) in
-            try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave, fault: fault)
+        func open(_ plan: MemoryPlan) throws(EngineError) {
+            try transformer.replaceSource { () throws(EngineError) in
+                try WeightStreamer(plan: plan, weights: weights, backend: backend, locker: locker, interleave: interleave, fault: fault)
+            }
+        }
+        do {
+            try open(plan)
+        } catch {
+            guard let previous else { throw error }
+            do {
+                try open(previous)
+            } catch {
+                var cause = error.description
+                if case .weightRead(let m) = error { cause = m }
+                let lost = EngineError.weightRead("\(cause); the weight stream could not be reopened after a re-plan, so this session cannot run: open the model again")
+                lostStream = lost
+                throw lost
+            }
+            throw error
         }
     }
 
@@ -161,12 +183,13 @@ extension Session {
         let plan = try MemoryPlan.make(controller.memory.inputs(skipping: chosen, cap: cap))
         let released = chosen.skippedAttentionLayers.subtracting(mask.skippedAttentionLayers).sorted()
         let changed = chosen != mask
-        mask = userSkip.union(chosen)
-        prefillMask = userPrefillSkip.union(chosen)
+        // The plan first: when its stream cannot open, the old mask stays with the old plan.
         if plan != transformer.streamer?.plan {
             try replaceSource(plan)
             replanCount += 1
         }
+        mask = userSkip.union(chosen)
+        prefillMask = userPrefillSkip.union(chosen)
         for l in released { transformer.cache.release(layer: l) }
         controller.decidedBatch = sequences.count
         self.controller = controller

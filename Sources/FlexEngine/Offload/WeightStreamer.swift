@@ -79,6 +79,11 @@ final class WeightStreamer: WeightSource {
         } catch {
             throw .weightRead(error.description)
         }
+        // A re-plan opens the file again: one truncated since the model was opened would read
+        // as zeros past its new end (every read is clipped to the file's size) and give garbage.
+        guard file.size >= weights.file.fileSize else {
+            throw .weightRead("short read: \(path) is \(file.size) bytes but was \(weights.file.fileSize) when the model was opened (was the model file truncated?)")
+        }
         lockedBytes = residentBuffer.lockedBytes + ringBuffer.lockedBytes
         lockRefusal = locker?.refusal
 

@@ -51,6 +51,11 @@ public final class Session: @unchecked Sendable {
     let openedAt = Platform.now()
     /// Decode rows and seconds since the last decision, and whether its RSS is yet to be read.
     var measuringDecision = DecisionMeter()
+    /// Set when a re-plan closed the weight stream and neither the new plan's stream nor the
+    /// old one could open again (the file changed under the session): every later pass throws
+    /// it, rather than run from the mapping, which would ignore the cap (and fault on a
+    /// truncated file).
+    var lostStream: EngineError?
     /// How many times a new cap has been applied. Safe to read from any thread.
     public internal(set) var replanCount: Int {
         get { published.withLock { $0.replanCount } }
