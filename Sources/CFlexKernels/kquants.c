@@ -841,3 +841,225 @@ int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cf
     return 0;
 #endif
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prompt rows with the activation rows in the lanes (AVX-512 VNNI). The batched kernels above
+// keep a row's elements in the lanes, so every 32-element block ends in a horizontal sum and a
+// float tail per (row, activation row): about 20 shuffles and adds for 8 multiply-adds. Here the
+// lanes hold 16 activation rows instead: the activations are rearranged once per matmul
+// (cflex_kq_lanes_pack: per block, 16 vectors whose lane j is activation row j's element pair),
+// each weight row's element pair is broadcast, and vpdpwssd leaves block k's int32 sums for 16
+// activation rows in one vector, with no reduction at all. The float tail is then lane-wise: the
+// same products, fma, tree and accumulation as the top of this file prescribes per (row,
+// activation row), so the results are the four-row kernels' bits (tested against them).
+
+#define KQL_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+
+void cflex_kq_lanes_pack(const cflex_q16_block *x, int xstride, int n, int nb, void *out) {
+    uint8_t *o = (uint8_t *)out;
+    const int groups = (n + 15) / 16;
+    for (int g = 0; g < groups; g++) {
+        for (int b = 0; b < nb; b++) {
+            int32_t *pairs = (int32_t *)(o + ((size_t)g * nb + b) * CFLEX_KQ_LANES_BLOCK);
+            float *d = (float *)(pairs + 256), *s = d + 16;
+            for (int j = 0; j < 16; j++) {
+                const int row = 16 * g + j;
+                if (row < n) {
+                    const cflex_q16_block *blk = x + (size_t)row * xstride + b;
+                    for (int p = 0; p < 16; p++) memcpy(pairs + 16 * p + j, blk->qs + 2 * p, 4);
+                    d[j] = blk->d;
+                    s[j] = blk->s;
+                } else {
+                    for (int p = 0; p < 16; p++) pairs[16 * p + j] = 0;
+                    d[j] = 0;
+                    s[j] = 0;
+                }
+            }
+        }
+    }
+}
+
+#if CFLEX_AVX2
+static int use_lanes = 0;
+__attribute__((constructor)) static void cflex_pick_lanes(void) {
+    const char *env = getenv("FLEXRUN_KERNELS");
+    use_lanes = cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
+}
+
+/// How many activation groups (of 16 rows) one pass keeps accumulators for: 64 rows, the engine's batch.
+#define KQL_GROUPS 4
+
+/// The (row, activation lanes) accumulation shared by the three formats: block k's Q vector
+/// enters the tree ((Q0+Q1)+(Q4+Q5)) + ((Q2+Q3)+(Q6+Q7)) in order (A: pairs 0-1 and 4-5, B: 2-3, 6-7).
+#define KQL_TREE(k, Q, P, A, B)                                          \
+    do {                                                                 \
+        if (((k) & 1) == 0) P = (Q);                                     \
+        else if ((k) == 1) A = _mm512_add_ps(P, (Q));                    \
+        else if ((k) == 3) B = _mm512_add_ps(P, (Q));                    \
+        else if ((k) == 5) A = _mm512_add_ps(A, _mm512_add_ps(P, (Q)));  \
+        else B = _mm512_add_ps(B, _mm512_add_ps(P, (Q)));                \
+    } while (0)
+
+/// Scatters lanes of four rows' accumulators to y[(16g + j) * ldy + r] for the real rows j.
+__attribute__((target(KQL_TARGET))) static void kql_store(const float *acc, int g, int n, float *y, int ldy) {
+    const int m = n - 16 * g < 16 ? n - 16 * g : 16;
+    for (int j = 0; j < m; j++)
+        for (int r = 0; r < 4; r++) y[(size_t)(16 * g + j) * ldy + r] = acc[16 * r + j];
+}
+
+/// Q4_K (high 0) / Q5_K (high 1).
+__attribute__((target(KQL_TARGET))) static void kql_q45(const void *const *rows, const uint8_t *xt, int n, int nb, float *y,
+                                                       int ldy, int bytes, int high) {
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * bytes);
+    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
+    const int groups = (n + 15) / 16;
+    int32_t wq[4][128] __attribute__((aligned(64)));
+    float fd[4][8], fm[4][8];
+    float acc[KQL_GROUPS][64] __attribute__((aligned(64)));
+    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
+        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
+        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
+        for (int i = 0; i < nb / 8; i++) {
+            const size_t o = (size_t)i * bytes;
+            if (g0 == 0) for (int c = 0; c < bytes; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
+            for (int r = 0; r < 4; r++) {
+                __m512i W[8];
+                __m512 F;
+                if (high) q5k_unpack512(p[r] + o, W, &F); else q4k_unpack512(p[r] + o, W, &F);
+                for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq[r] + 16 * k), W[k]);
+                uint64_t sc, mn;
+                k4_scales(p[r] + o + 4, &sc, &mn);
+                const float d = f16_to_f32(load_u16(p[r] + o)), dmin = f16_to_f32(load_u16(p[r] + o + 2));
+                for (int k = 0; k < 8; k++) {
+                    fd[r][k] = d * (float)(uint8_t)(sc >> (8 * k));
+                    fm[r][k] = dmin * (float)(uint8_t)(mn >> (8 * k));
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
+                __m512 P[4], A[4], B[4];
+                for (int k = 0; k < 8; k++) {
+                    const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK);
+                    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+                    for (int q = 0; q < 16; q++) {
+                        const __m512i a = _mm512_load_si512((const __m512i *)(xp + 16 * q));
+                        s0 = _mm512_dpwssd_epi32(s0, a, _mm512_set1_epi32(wq[0][16 * k + q]));
+                        s1 = _mm512_dpwssd_epi32(s1, a, _mm512_set1_epi32(wq[1][16 * k + q]));
+                        s2 = _mm512_dpwssd_epi32(s2, a, _mm512_set1_epi32(wq[2][16 * k + q]));
+                        s3 = _mm512_dpwssd_epi32(s3, a, _mm512_set1_epi32(wq[3][16 * k + q]));
+                    }
+                    const __m512 xd = _mm512_load_ps((const float *)(xp + 256)), xs = _mm512_load_ps((const float *)(xp + 272));
+                    const __m512i S[4] = {s0, s1, s2, s3};
+                    for (int r = 0; r < 4; r++) {
+                        __m512 D = _mm512_mul_ps(_mm512_set1_ps(fd[r][k]), xd), O = _mm512_mul_ps(_mm512_set1_ps(fm[r][k]), xs);
+                        __m512 Q = _mm512_fmsub_ps(D, _mm512_cvtepi32_ps(S[r]), O);
+                        KQL_TREE(k, Q, P[r], A[r], B[r]);
+                    }
+                }
+                for (int r = 0; r < 4; r++)
+                    _mm512_store_ps(acc[g] + 16 * r, _mm512_add_ps(_mm512_load_ps(acc[g] + 16 * r), _mm512_add_ps(A[r], B[r])));
+            }
+        }
+        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+    }
+}
+
+__attribute__((target(KQL_TARGET))) static void kql_q6(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy) {
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * 210);
+    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
+    const int groups = (n + 15) / 16;
+    int32_t wq[4][128] __attribute__((aligned(64)));
+    float fa[4][8], fb[4][8];
+    float acc[KQL_GROUPS][64] __attribute__((aligned(64)));
+    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
+        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
+        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
+        for (int i = 0; i < nb / 8; i++) {
+            const size_t o = (size_t)i * 210;
+            if (g0 == 0) for (int c = 0; c < 210; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
+            for (int r = 0; r < 4; r++) {
+                __m512i W[8];
+                __m512 F;
+                q6k_unpack512(p[r] + o, W, &F);
+                for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq[r] + 16 * k), W[k]);
+                const int8_t *sc = (const int8_t *)(p[r] + o + 192);
+                const float d = f16_to_f32(load_u16(p[r] + o + 208));
+                for (int k = 0; k < 8; k++) {
+                    fa[r][k] = d * (float)sc[2 * k];
+                    fb[r][k] = d * (float)sc[2 * k + 1];
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
+                __m512 P[4], A[4], B[4];
+                for (int k = 0; k < 8; k++) {
+                    const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK);
+                    __m512i S[2][4];
+                    for (int h = 0; h < 2; h++) {
+                        __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+                        for (int q = 8 * h; q < 8 * h + 8; q++) {
+                            const __m512i a = _mm512_load_si512((const __m512i *)(xp + 16 * q));
+                            s0 = _mm512_dpwssd_epi32(s0, a, _mm512_set1_epi32(wq[0][16 * k + q]));
+                            s1 = _mm512_dpwssd_epi32(s1, a, _mm512_set1_epi32(wq[1][16 * k + q]));
+                            s2 = _mm512_dpwssd_epi32(s2, a, _mm512_set1_epi32(wq[2][16 * k + q]));
+                            s3 = _mm512_dpwssd_epi32(s3, a, _mm512_set1_epi32(wq[3][16 * k + q]));
+                        }
+                        S[h][0] = s0; S[h][1] = s1; S[h][2] = s2; S[h][3] = s3;
+                    }
+                    const __m512 xd = _mm512_load_ps((const float *)(xp + 256));
+                    for (int r = 0; r < 4; r++) {
+                        __m512 da = _mm512_mul_ps(_mm512_set1_ps(fa[r][k]), xd), db = _mm512_mul_ps(_mm512_set1_ps(fb[r][k]), xd);
+                        __m512 Q = _mm512_fmadd_ps(db, _mm512_cvtepi32_ps(S[1][r]), _mm512_mul_ps(da, _mm512_cvtepi32_ps(S[0][r])));
+                        KQL_TREE(k, Q, P[r], A[r], B[r]);
+                    }
+                }
+                for (int r = 0; r < 4; r++)
+                    _mm512_store_ps(acc[g] + 16 * r, _mm512_add_ps(_mm512_load_ps(acc[g] + 16 * r), _mm512_add_ps(A[r], B[r])));
+            }
+        }
+        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+    }
+}
+#endif
+
+int cflex_kq_lanes_available(void) {
+#if CFLEX_AVX2
+    return use_lanes;
+#else
+    return 0;
+#endif
+}
+
+int cflex_kq_lanes_cpu(void) {
+#if CFLEX_AVX2
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (!cflex_kq_lanes_cpu()) return 0;
+    switch (type) {
+    case 12: kql_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 144, 0); return 1;
+    case 13: kql_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 176, 1); return 1;
+    case 14: kql_q6(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    default: return 0;
+    }
+#else
+    (void)type; (void)rows; (void)xt; (void)n; (void)nb; (void)y; (void)ldy;
+    return 0;
+#endif
+}
+void cflex_gemm4_q4_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+    cflex_gemm4_kquant_lanes(12, rows, xt, n, nb, y, ldy);
+}
+void cflex_gemm4_q5_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+    cflex_gemm4_kquant_lanes(13, rows, xt, n, nb, y, ldy);
+}
+void cflex_gemm4_q6_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+    cflex_gemm4_kquant_lanes(14, rows, xt, n, nb, y, ldy);
+}

@@ -12,14 +12,19 @@ public struct MatMulWorkspace {
     public let activationStride: Int
     /// `maxBatch` × `maxCols/32` per-block sums of the float activations (fused path).
     public let blockSums: UnsafeMutablePointer<Float>
+    /// The activations rearranged for the K-quant lane kernels (``IntegerDot/lanes(for:)``):
+    /// `maxBatch` rounded up to 16 × `maxCols/32` blocks of `CFLEX_KQ_LANES_BLOCK` bytes, 64-byte
+    /// aligned; nil where the CPU has no lane kernels.
+    public let lanes: UnsafeMutableRawPointer?
 
     public init(rows: UnsafeMutablePointer<Float>, rowStride: Int, activations: UnsafeMutablePointer<cflex_q16_block>,
-                activationStride: Int, blockSums: UnsafeMutablePointer<Float>) {
+                activationStride: Int, blockSums: UnsafeMutablePointer<Float>, lanes: UnsafeMutableRawPointer? = nil) {
         self.rows = rows
         self.rowStride = rowStride
         self.activations = activations
         self.activationStride = activationStride
         self.blockSums = blockSums
+        self.lanes = lanes
     }
 }
 
@@ -80,7 +85,7 @@ public enum MatMul {
                                batch: Int, pool: WorkerPool, workspace ws: MatMulWorkspace, path: Path = .bySize) {
         let decode = path.decodes(batch)
         if IntegerDot.simd, let dot = IntegerDot.kernel(for: w.type), decode || dot.prefills {
-            computeInteger(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
+            computeInteger(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws, prompt: !decode)
         } else if decode, let dot = FusedDot.kernel(for: w.type) {
             computeFused(w, dot: dot, x: x, ldx: ldx, y: y, ldy: ldy, batch: batch, pool: pool, workspace: ws)
         } else {
@@ -109,12 +114,30 @@ public enum MatMul {
             return
         }
         quantize(x, ldx: cols, cols: cols, batch: batch, ws)
-        let j0 = IntegerJob(w0, d0, y0, w0.rows, batch, ws, split(w0.rows, pool).rowsPerTask)
-        let j1 = IntegerJob(w1, d1, y1, w1.rows, batch, ws, split(w1.rows, pool).rowsPerTask)
-        let j2 = w2.map { IntegerJob($0, IntegerDot.kernel(for: $0.type)!, y2!, $0.rows, batch, ws, split($0.rows, pool).rowsPerTask) }
+        let packed = !decode && packLanes(cols: cols, batch: batch, w0.type, w1.type, w2?.type, ws)
+        let j0 = IntegerJob(w0, d0, y0, w0.rows, batch, ws, split(w0.rows, pool).rowsPerTask, packed: packed)
+        let j1 = IntegerJob(w1, d1, y1, w1.rows, batch, ws, split(w1.rows, pool).rowsPerTask, packed: packed)
+        let j2 = w2.map { IntegerJob($0, IntegerDot.kernel(for: $0.type)!, y2!, $0.rows, batch, ws, split($0.rows, pool).rowsPerTask,
+                                     packed: packed) }
         var job = SharedJob(jobs: (j0, j1, j2 ?? j1), t0: j0.tasks, t1: j1.tasks)
         let total = j0.tasks + j1.tasks + (j2?.tasks ?? 0)
         withUnsafePointer(to: &job) { pool.parallelFor(total, context: $0, SharedJob.run) }
+    }
+
+    /// Prompt batches from this size take the K-quant lane kernels where the CPU has them: 16
+    /// activation rows fill a vector, and one pass over four weight rows at 12 already beat the
+    /// row-wise batched kernels (one core, 64 rows × 4,096 from L2, best of 20: 1.5-1.9× at 12 rows,
+    /// 2.2-2.8× at 64; about even at 8; docs/BENCHMARKS.md).
+    public static let lanesMinBatch = 12
+
+    /// Rearranges the quantized activations for the lane kernels when this batch takes them
+    /// (a prompt batch of at least ``lanesMinBatch`` rows and a K-quant among `types`); once per
+    /// matmul, shared by every task and matrix.
+    static func packLanes(cols: Int, batch: Int, _ t0: GGMLType, _ t1: GGMLType?, _ t2: GGMLType?, _ ws: MatMulWorkspace) -> Bool {
+        func lanes(_ t: GGMLType?) -> Bool { t.map { IntegerDot.lanes(for: $0) != nil } ?? false }
+        guard batch >= lanesMinBatch, let buffer = ws.lanes, lanes(t0) || lanes(t1) || lanes(t2) else { return false }
+        cflex_kq_lanes_pack(ws.activations, Int32(ws.activationStride), Int32(batch), Int32(cols / 32), buffer)
+        return true
     }
 
     static func quantize(_ x: UnsafePointer<Float>, ldx: Int, cols: Int, batch: Int, _ ws: MatMulWorkspace) {
@@ -136,11 +159,18 @@ public enum MatMul {
     struct IntegerJob {
         let w: QuantMatrix, dot: IntegerDot.Kernel, y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int
         let activations: UnsafeMutablePointer<cflex_q16_block>, activationStride: Int, rowsPerTask: Int
+        /// The lane kernel and the rearranged activations, when this batch takes them.
+        let lanes: (kernel: IntegerDot.LanesKernel, activations: UnsafeRawPointer)?
 
         init(_ w: QuantMatrix, _ dot: IntegerDot.Kernel, _ y: UnsafeMutablePointer<Float>, _ ldy: Int, _ batch: Int,
-             _ ws: MatMulWorkspace, _ rowsPerTask: Int) {
+             _ ws: MatMulWorkspace, _ rowsPerTask: Int, packed: Bool = false) {
             self.w = w; self.dot = dot; self.y = y; self.ldy = ldy; self.batch = batch
             activations = ws.activations; activationStride = ws.activationStride; self.rowsPerTask = rowsPerTask
+            if packed, let kernel = IntegerDot.lanes(for: w.type), let buffer = ws.lanes {
+                lanes = (kernel, UnsafeRawPointer(buffer))
+            } else {
+                lanes = nil
+            }
         }
 
         var tasks: Int { (w.rows + rowsPerTask - 1) / rowsPerTask }
@@ -176,7 +206,13 @@ public enum MatMul {
                 }
                 if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(fourN, from: r, to: end) }
             case .four(let four, let batched):
-                if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(batched, from: r, to: end) }
+                if let lanes {
+                    rowMajorLanes(lanes.kernel, lanes.activations, fallback: batched, from: r, to: end)
+                } else if batch == 1 {
+                    rowMajor(four, from: r, to: end)
+                } else {
+                    rowMajorBatched(batched, from: r, to: end)
+                }
             }
         }
 
@@ -239,6 +275,16 @@ public enum MatMul {
             }
         }
 
+        /// Row-major rows against the activations in lanes (``IntegerDot/LanesKernel``): four weight
+        /// rows per call against the whole batch; 1–3 rows left over take `fallback`. The same bits.
+        @inline(__always)
+        func rowMajorLanes(_ kernel: IntegerDot.LanesKernel, _ packed: UnsafeRawPointer, fallback: IntegerDot.FourRowBatchKernel,
+                           from start: Int, to end: Int) {
+            let nb = Int32(w.cols / 32), full = start + (end - start) / 4 * 4
+            eachFour(from: start, to: full) { p, r, _ in kernel(p, packed, Int32(batch), nb, y + r, Int32(ldy)) }
+            if full < end { rowMajorBatched(fallback, from: full, to: end) }
+        }
+
         static let run: WorkerPool.TaskFunction = { ctx, task, _ in
             ctx.assumingMemoryBound(to: IntegerJob.self).pointee.run(task)
         }
@@ -258,9 +304,10 @@ public enum MatMul {
     /// The integer path: 16-bit activations, C dot kernels.
     public static func computeInteger(_ w: QuantMatrix, dot: IntegerDot.Kernel, x: UnsafePointer<Float>, ldx: Int,
                                       y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int, pool: WorkerPool,
-                                      workspace ws: MatMulWorkspace) {
+                                      workspace ws: MatMulWorkspace, prompt: Bool = false) {
         quantize(x, ldx: ldx, cols: w.cols, batch: batch, ws)
-        var job = IntegerJob(w, dot, y, ldy, batch, ws, split(w.rows, pool).rowsPerTask)
+        let packed = prompt && packLanes(cols: w.cols, batch: batch, w.type, nil, nil, ws)
+        var job = IntegerJob(w, dot, y, ldy, batch, ws, split(w.rows, pool).rowsPerTask, packed: packed)
         let tasks = job.tasks
         withUnsafePointer(to: &job) { pool.parallelFor(tasks, context: $0, IntegerJob.run) }
     }
@@ -474,6 +521,26 @@ public enum IntegerDot {
         }
     }
 
+    /// Four row-major K-quant rows against a batch whose activations ``MatMul`` rearranged into
+    /// vector lanes (`cflex_kq_lanes_pack`): rows, packed activations, batch, blocks, y, ldy.
+    public typealias LanesKernel = @convention(c) (UnsafePointer<UnsafeRawPointer?>?, UnsafeRawPointer?, Int32, Int32,
+                                                   UnsafeMutablePointer<Float>?, Int32) -> Void
+
+    /// Whether this CPU runs the lane kernels (AVX-512 with VNNI).
+    public static let lanesAvailable: Bool = cflex_kq_lanes_available() != 0
+
+    /// The lane kernel for a K-quant prompt batch, where the CPU has one: the bits of the
+    /// batched kernel, 2-3× its speed from 16 activation rows on (docs/BENCHMARKS.md).
+    public static func lanes(for type: GGMLType) -> LanesKernel? {
+        guard lanesAvailable else { return nil }
+        switch type {
+        case .q4_K: return cflex_gemm4_q4_K_lanes
+        case .q5_K: return cflex_gemm4_q5_K_lanes
+        case .q6_K: return cflex_gemm4_q6_K_lanes
+        default: return nil
+        }
+    }
+
     /// Whether the kernels were built with AVX2 (else the portable scalar code runs, and
     /// ``MatMul`` prefers the Swift ``FusedDot`` kernels).
     public static let simd: Bool = cflex_kernels_simd() != 0
@@ -488,6 +555,7 @@ public struct MatMulScratch: ~Copyable {
     let rows: UnsafeMutablePointer<Float>
     let activations: UnsafeMutablePointer<cflex_q16_block>
     let blockSums: UnsafeMutablePointer<Float>
+    let lanes: UnsafeMutableRawPointer?
     public let rowStride: Int
     public let activationStride: Int
     public let byteCount: Int
@@ -501,21 +569,38 @@ public struct MatMulScratch: ~Copyable {
         activations.initialize(repeating: cflex_q16_block(), count: maxBatch * activationStride)
         blockSums = .allocate(capacity: maxBatch * activationStride)
         blockSums.initialize(repeating: 0, count: maxBatch * activationStride)
+        let laneBytes = Self.laneBytes(maxCols: maxCols, maxBatch: maxBatch)
+        if laneBytes > 0 {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: laneBytes, alignment: 64)
+            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: laneBytes)
+            lanes = buffer
+        } else {
+            lanes = nil
+        }
         byteCount = Self.bytes(threads: threads, maxCols: maxCols, maxBatch: maxBatch)
+    }
+
+    /// The lane kernels' rearranged activations: none where the CPU has no lane kernels or the
+    /// batch never reaches ``MatMul/lanesMinBatch``.
+    static func laneBytes(maxCols: Int, maxBatch: Int) -> Int {
+        guard IntegerDot.lanesAvailable, maxBatch >= MatMul.lanesMinBatch else { return 0 }
+        return (maxBatch + 15) / 16 * ((maxCols + 31) / 32) * Int(CFLEX_KQ_LANES_BLOCK)
     }
 
     public static func bytes(threads: Int, maxCols: Int, maxBatch: Int) -> Int {
         threads * 2 * ((maxCols + 15) / 16 * 16) * 4 + maxBatch * ((maxCols + 31) / 32) * (MemoryLayout<cflex_q16_block>.stride + 4)
+            + laneBytes(maxCols: maxCols, maxBatch: maxBatch)
     }
 
     public var workspace: MatMulWorkspace {
         MatMulWorkspace(rows: rows, rowStride: rowStride, activations: activations, activationStride: activationStride,
-                        blockSums: blockSums)
+                        blockSums: blockSums, lanes: lanes)
     }
 
     deinit {
         rows.deallocate()
         activations.deallocate()
         blockSums.deallocate()
+        lanes?.deallocate()
     }
 }

@@ -37,7 +37,8 @@ import FlexFormat
             Interleave.inPlace(type, copy, rows: grouped, cols: cols, scratch: scratch)
         }
         let x8 = QuantMatrix(type: type, data: UnsafeRawPointer(copy), rows: rows, cols: cols).interleaved(rows: grouped)
-        let maxBatch = 9
+        // K-quants past MatMul.lanesMinBatch, so prompt batches take the lane kernels where the CPU has them.
+        let maxBatch = kquant ? 20 : 9
         let x = (0..<maxBatch * cols).map { _ in Float.random(in: -2...2, using: &rng) }
         let pool = WorkerPool(threads: 2)
         let scratch = MatMulScratch(threads: 2, maxCols: cols, maxBatch: maxBatch)

@@ -194,6 +194,46 @@ import FlexFormat
             }
         }
     }
+
+    /// The lane kernels (activation rows in the vector lanes, AVX-512 VNNI): for every activation
+    /// row, the bits of the four-row kernel on that row alone, for batches that fill 16 lanes,
+    /// leave some empty, and pass the 64 rows one pass holds; 1 and 3 super-blocks; results with a
+    /// row stride, nothing written past the four. Skips where the CPU has no VNNI.
+    @Test(.enabled(if: cflex_kq_lanes_cpu() != 0), arguments: types, [1, 3])
+    func lanesMatchFourRowsPerActivationRow(_ type: GGMLType, _ superBlocks: Int) throws {
+        let c = Self.makeCase(type, superBlocks: superBlocks, seed: 77 &+ UInt64(superBlocks), spread: 2)
+        let nb = c.cols / 32, xstride = nb + 3, ldy = 7, maxN = 70
+        var rng = TestRNG(seed: 999 &+ UInt64(type.rawValue))
+        var blocks = [cflex_q16_block](repeating: cflex_q16_block(), count: maxN * xstride)
+        for j in 0..<maxN {
+            let x = (0..<c.cols).map { i in Float(rng.next() % 20001) / 10_000 - 1 + (i % 32 == 0 ? Float(j % 9) : 0) }
+            blocks.withUnsafeMutableBufferPointer { cflex_quantize_q16(x, $0.baseAddress! + j * xstride, Int32(c.cols)) }
+        }
+        let packed = UnsafeMutableRawPointer.allocate(byteCount: (maxN + 15) / 16 * nb * Int(CFLEX_KQ_LANES_BLOCK), alignment: 64)
+        defer { packed.deallocate() }
+        try c.weights.withUnsafeBytes { w in
+            let rows: [UnsafeRawPointer?] = (0..<4).map { UnsafeRawPointer(w.baseAddress! + $0 * c.rowBytes) }
+            var single = [[Float]]()
+            for j in 0..<maxN {
+                var y = [Float](repeating: .nan, count: 4)
+                blocks.withUnsafeBufferPointer {
+                    #expect(cflex_gemv4_kquant_isa(Int32(c.type.rawValue), Int32(CFLEX_ISA_SCALAR), rows, $0.baseAddress! + j * xstride, Int32(nb), &y) == 1)
+                }
+                single.append(y)
+            }
+            for n in [1, 12, 16, 17, 33, 64, 70] {
+                cflex_kq_lanes_pack(blocks, Int32(xstride), Int32(n), Int32(nb), packed)
+                var y = [Float](repeating: .nan, count: n * ldy)
+                let ok = cflex_gemm4_kquant_lanes(Int32(c.type.rawValue), rows, packed, Int32(n), Int32(nb), &y, Int32(ldy))
+                try #require(ok == 1, "no VNNI: the test should have been skipped")
+                for j in 0..<n {
+                    #expect(y[j * ldy..<j * ldy + 4].map(\.bitPattern) == single[j].map(\.bitPattern),
+                            "\(type) \(superBlocks) super-blocks n \(n) activation row \(j)")
+                    #expect(y[j * ldy + 4..<j * ldy + ldy].allSatisfy { $0.isNaN }, "wrote past its four results")
+                }
+            }
+        }
+    }
 }
 
 extension Float {
