@@ -44,7 +44,9 @@ public struct MatMulWorkspace {
 ///   row-major rows go four at a time against all the batch's activation rows (`cflex_gemv4n_*`:
 ///   a K-quant super-block, or a 32-element block's four rows rearranged into quad vectors, unpacked
 ///   once for 8 or 16 of them) and x8 groups against up to eight (`cflex_gemv8n_*`), with the bits of
-///   the decode kernels: for these formats a prompt row gets the numbers of a generated one.
+///   the decode kernels: for these formats a prompt row gets the numbers of a generated one. With
+///   AVX-512 VNNI, K-quant prompt batches of ``lanesMinBatch`` rows or more take the lane kernels
+///   (``IntegerDot/lanes(for:)``: activation rows in the vector lanes), with the same bits.
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
 ///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
 ///   fallback there (not measured on such a machine).
