@@ -843,7 +843,7 @@ int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cf
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prompt rows with the activation rows in the lanes (AVX-512 VNNI). The batched kernels above
+// Prompt rows with the activation rows in the lanes (AVX-512 VNNI, and AVX2). The batched kernels above
 // keep a row's elements in the lanes, so every 32-element block ends in a horizontal sum and a
 // float tail per (row, activation row): about 20 shuffles and adds for 8 multiply-adds. Here the
 // lanes hold 16 activation rows instead: the activations are rearranged once per matmul
@@ -880,10 +880,12 @@ void cflex_kq_lanes_pack(const cflex_q16_block *x, int xstride, int n, int nb, v
 }
 
 #if CFLEX_AVX2
-static int use_lanes = 0;
+/// Which lane kernels run: the VNNI ones where the CPU has AVX-512 VNNI and FLEXRUN_KERNELS is
+/// neither "avx2" nor "avx512" (as for the x8 kernels' VNNI), else the AVX2 ones.
+static int use_lanes_vnni = 0;
 __attribute__((constructor)) static void cflex_pick_lanes(void) {
     const char *env = getenv("FLEXRUN_KERNELS");
-    use_lanes = cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
+    use_lanes_vnni = cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
 }
 
 /// How many activation groups (of 16 rows) one pass keeps accumulators for: 64 rows, the engine's batch.
@@ -901,7 +903,7 @@ __attribute__((constructor)) static void cflex_pick_lanes(void) {
     } while (0)
 
 /// Scatters lanes of four rows' accumulators to y[(16g + j) * ldy + r] for the real rows j.
-__attribute__((target(KQL_TARGET))) static void kql_store(const float *acc, int g, int n, float *y, int ldy) {
+static void kql_store(const float *acc, int g, int n, float *y, int ldy) {
     const int m = n - 16 * g < 16 ? n - 16 * g : 16;
     for (int j = 0; j < m; j++)
         for (int r = 0; r < 4; r++) y[(size_t)(16 * g + j) * ldy + r] = acc[16 * r + j];
@@ -1022,15 +1024,158 @@ __attribute__((target(KQL_TARGET))) static void kql_q6(const void *const *rows, 
         for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
     }
 }
+
+// AVX2 (no VNNI): the same rearranged activations, each 16-row group as two halves of 8 lanes;
+// vpmaddwd then vpaddd in place of vpdpwssd. The same arithmetic per lane, so the same bits.
+#define KQL2_TREE(k, Q, P, A, B)                                         \
+    do {                                                                 \
+        if (((k) & 1) == 0) P = (Q);                                     \
+        else if ((k) == 1) A = _mm256_add_ps(P, (Q));                    \
+        else if ((k) == 3) B = _mm256_add_ps(P, (Q));                    \
+        else if ((k) == 5) A = _mm256_add_ps(A, _mm256_add_ps(P, (Q)));  \
+        else B = _mm256_add_ps(B, _mm256_add_ps(P, (Q)));                \
+    } while (0)
+#define KQL2_DOT(s, a, w) s = _mm256_add_epi32(s, _mm256_madd_epi16(a, _mm256_set1_epi32(w)))
+
+static void kql2_q45(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy, int bytes, int high) {
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * bytes);
+    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
+    const int groups = (n + 15) / 16;
+    int32_t wq[4][128] __attribute__((aligned(32)));
+    float fd[4][8], fm[4][8];
+    float acc[KQL_GROUPS][64] __attribute__((aligned(32)));
+    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
+        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
+        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
+        for (int i = 0; i < nb / 8; i++) {
+            const size_t o = (size_t)i * bytes;
+            if (g0 == 0) for (int c = 0; c < bytes; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
+            for (int r = 0; r < 4; r++) {
+                __m256i W[16];
+                __m256 F[2];
+                if (high) q5k_unpack256(p[r] + o, W, F); else q4k_unpack256(p[r] + o, W, F);
+                for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq[r] + 8 * h), W[h]);
+                uint64_t sc, mn;
+                k4_scales(p[r] + o + 4, &sc, &mn);
+                const float d = f16_to_f32(load_u16(p[r] + o)), dmin = f16_to_f32(load_u16(p[r] + o + 2));
+                for (int k = 0; k < 8; k++) {
+                    fd[r][k] = d * (float)(uint8_t)(sc >> (8 * k));
+                    fm[r][k] = dmin * (float)(uint8_t)(mn >> (8 * k));
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
+                for (int half = 0; half < 2; half++) {
+                    __m256 P[4], A[4], B[4];
+                    for (int k = 0; k < 8; k++) {
+                        const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK) + 8 * half;
+                        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+                        for (int q = 0; q < 16; q++) {
+                            const __m256i a = _mm256_load_si256((const __m256i *)(xp + 16 * q));
+                            KQL2_DOT(s0, a, wq[0][16 * k + q]);
+                            KQL2_DOT(s1, a, wq[1][16 * k + q]);
+                            KQL2_DOT(s2, a, wq[2][16 * k + q]);
+                            KQL2_DOT(s3, a, wq[3][16 * k + q]);
+                        }
+                        const __m256 xd = _mm256_load_ps((const float *)(xp + 256)), xs = _mm256_load_ps((const float *)(xp + 272));
+                        const __m256i S[4] = {s0, s1, s2, s3};
+                        for (int r = 0; r < 4; r++) {
+                            __m256 D = _mm256_mul_ps(_mm256_set1_ps(fd[r][k]), xd), O = _mm256_mul_ps(_mm256_set1_ps(fm[r][k]), xs);
+                            __m256 Q = _mm256_fmsub_ps(D, _mm256_cvtepi32_ps(S[r]), O);
+                            KQL2_TREE(k, Q, P[r], A[r], B[r]);
+                        }
+                    }
+                    for (int r = 0; r < 4; r++) {
+                        float *a = acc[g] + 16 * r + 8 * half;
+                        _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), _mm256_add_ps(A[r], B[r])));
+                    }
+                }
+            }
+        }
+        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+    }
+}
+
+static void kql2_q6(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy) {
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * 210);
+    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
+    const int groups = (n + 15) / 16;
+    int32_t wq[4][128] __attribute__((aligned(32)));
+    float fa[4][8], fb[4][8];
+    float acc[KQL_GROUPS][64] __attribute__((aligned(32)));
+    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
+        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
+        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
+        for (int i = 0; i < nb / 8; i++) {
+            const size_t o = (size_t)i * 210;
+            if (g0 == 0) for (int c = 0; c < 210; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
+            for (int r = 0; r < 4; r++) {
+                __m256i W[16];
+                __m256 F[2];
+                q6k_unpack256(p[r] + o, W, F);
+                for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq[r] + 8 * h), W[h]);
+                const int8_t *sc = (const int8_t *)(p[r] + o + 192);
+                const float d = f16_to_f32(load_u16(p[r] + o + 208));
+                for (int k = 0; k < 8; k++) {
+                    fa[r][k] = d * (float)sc[2 * k];
+                    fb[r][k] = d * (float)sc[2 * k + 1];
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
+                for (int half = 0; half < 2; half++) {
+                    __m256 P[4], A[4], B[4];
+                    for (int k = 0; k < 8; k++) {
+                        const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK) + 8 * half;
+                        __m256i S[2][4];
+                        for (int h = 0; h < 2; h++) {
+                            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+                            for (int q = 8 * h; q < 8 * h + 8; q++) {
+                                const __m256i a = _mm256_load_si256((const __m256i *)(xp + 16 * q));
+                                KQL2_DOT(s0, a, wq[0][16 * k + q]);
+                                KQL2_DOT(s1, a, wq[1][16 * k + q]);
+                                KQL2_DOT(s2, a, wq[2][16 * k + q]);
+                                KQL2_DOT(s3, a, wq[3][16 * k + q]);
+                            }
+                            S[h][0] = s0; S[h][1] = s1; S[h][2] = s2; S[h][3] = s3;
+                        }
+                        const __m256 xd = _mm256_load_ps((const float *)(xp + 256));
+                        for (int r = 0; r < 4; r++) {
+                            __m256 da = _mm256_mul_ps(_mm256_set1_ps(fa[r][k]), xd), db = _mm256_mul_ps(_mm256_set1_ps(fb[r][k]), xd);
+                            __m256 Q = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(S[1][r]), _mm256_mul_ps(da, _mm256_cvtepi32_ps(S[0][r])));
+                            KQL2_TREE(k, Q, P[r], A[r], B[r]);
+                        }
+                    }
+                    for (int r = 0; r < 4; r++) {
+                        float *a = acc[g] + 16 * r + 8 * half;
+                        _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), _mm256_add_ps(A[r], B[r])));
+                    }
+                }
+            }
+        }
+        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+    }
+}
+
 #endif
 
-int cflex_kq_lanes_available(void) {
+int cflex_gemm4_kquant_lanes_avx2(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
-    return use_lanes;
+    switch (type) {
+    case 12: kql2_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 144, 0); return 1;
+    case 13: kql2_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 176, 1); return 1;
+    case 14: kql2_q6(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    default: return 0;
+    }
 #else
+    (void)type; (void)rows; (void)xt; (void)n; (void)nb; (void)y; (void)ldy;
     return 0;
 #endif
 }
+
+int cflex_kq_lanes_available(void) { return CFLEX_AVX2; }
 
 int cflex_kq_lanes_cpu(void) {
 #if CFLEX_AVX2
@@ -1054,12 +1199,14 @@ int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, 
     return 0;
 #endif
 }
-void cflex_gemm4_q4_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
-    cflex_gemm4_kquant_lanes(12, rows, xt, n, nb, y, ldy);
+static void lanes_by_isa(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+#if CFLEX_AVX2
+    if (use_lanes_vnni) cflex_gemm4_kquant_lanes(type, rows, xt, n, nb, y, ldy);
+    else cflex_gemm4_kquant_lanes_avx2(type, rows, xt, n, nb, y, ldy);
+#else
+    (void)type; (void)rows; (void)xt; (void)n; (void)nb; (void)y; (void)ldy;
+#endif
 }
-void cflex_gemm4_q5_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
-    cflex_gemm4_kquant_lanes(13, rows, xt, n, nb, y, ldy);
-}
-void cflex_gemm4_q6_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
-    cflex_gemm4_kquant_lanes(14, rows, xt, n, nb, y, ldy);
-}
+void cflex_gemm4_q4_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) { lanes_by_isa(12, rows, xt, n, nb, y, ldy); }
+void cflex_gemm4_q5_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) { lanes_by_isa(13, rows, xt, n, nb, y, ldy); }
+void cflex_gemm4_q6_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) { lanes_by_isa(14, rows, xt, n, nb, y, ldy); }

@@ -14,7 +14,7 @@ public struct MatMulWorkspace {
     public let blockSums: UnsafeMutablePointer<Float>
     /// The activations rearranged for the K-quant lane kernels (``IntegerDot/lanes(for:)``):
     /// `maxBatch` rounded up to 16 × `maxCols/32` blocks of `CFLEX_KQ_LANES_BLOCK` bytes, 64-byte
-    /// aligned; nil where the CPU has no lane kernels.
+    /// aligned; nil in builds without the lane kernels.
     public let lanes: UnsafeMutableRawPointer?
 
     public init(rows: UnsafeMutablePointer<Float>, rowStride: Int, activations: UnsafeMutablePointer<cflex_q16_block>,
@@ -44,8 +44,8 @@ public struct MatMulWorkspace {
 ///   row-major rows go four at a time against all the batch's activation rows (`cflex_gemv4n_*`:
 ///   a K-quant super-block, or a 32-element block's four rows rearranged into quad vectors, unpacked
 ///   once for 8 or 16 of them) and x8 groups against up to eight (`cflex_gemv8n_*`), with the bits of
-///   the decode kernels: for these formats a prompt row gets the numbers of a generated one. With
-///   AVX-512 VNNI, K-quant prompt batches of ``lanesMinBatch`` rows or more take the lane kernels
+///   the decode kernels: for these formats a prompt row gets the numbers of a generated one.
+///   K-quant prompt batches of ``lanesMinBatch`` rows or more take the lane kernels
 ///   (``IntegerDot/lanes(for:)``: activation rows in the vector lanes), with the same bits.
 /// - Fused path, decode where the C kernels were built without AVX2 (other architectures): the
 ///   Swift ``FusedDot`` kernels, which LLVM vectorises for the target; expected to beat the scalar C
@@ -128,8 +128,8 @@ public enum MatMul {
 
     /// Prompt batches from this size take the K-quant lane kernels where the CPU has them: 16
     /// activation rows fill a vector, and one pass over four weight rows at 12 already beat the
-    /// row-wise batched kernels (one core, 64 rows × 4,096 from L2, best of 20: 1.5-1.9× at 12 rows,
-    /// 2.2-2.8× at 64; about even at 8; docs/BENCHMARKS.md).
+    /// row-wise batched kernels (one core, 64 rows × 4,096 from L2, best of 20; VNNI: 1.5-1.9× at
+    /// 12 rows, 2.2-2.8× at 64, about even at 8; AVX2: 1.3-1.6× at 12, 1.5-2.2× at 64; docs/BENCHMARKS.md).
     public static let lanesMinBatch = 12
 
     /// Rearranges the quantized activations for the lane kernels when this batch takes them
@@ -528,7 +528,7 @@ public enum IntegerDot {
     public typealias LanesKernel = @convention(c) (UnsafePointer<UnsafeRawPointer?>?, UnsafeRawPointer?, Int32, Int32,
                                                    UnsafeMutablePointer<Float>?, Int32) -> Void
 
-    /// Whether this CPU runs the lane kernels (AVX-512 with VNNI).
+    /// Whether the lane kernels run (AVX2 builds: with AVX-512 VNNI where the CPU has it).
     public static let lanesAvailable: Bool = cflex_kq_lanes_available() != 0
 
     /// The lane kernel for a K-quant prompt batch, where the CPU has one: the bits of the
@@ -582,8 +582,8 @@ public struct MatMulScratch: ~Copyable {
         byteCount = Self.bytes(threads: threads, maxCols: maxCols, maxBatch: maxBatch)
     }
 
-    /// The lane kernels' rearranged activations: none where the CPU has no lane kernels or the
-    /// batch never reaches ``MatMul/lanesMinBatch``.
+    /// The lane kernels' rearranged activations: none in builds without them or where the batch
+    /// never reaches ``MatMul/lanesMinBatch``.
     static func laneBytes(maxCols: Int, maxBatch: Int) -> Int {
         guard IntegerDot.lanesAvailable, maxBatch >= MatMul.lanesMinBatch else { return 0 }
         return (maxBatch + 15) / 16 * ((maxCols + 31) / 32) * Int(CFLEX_KQ_LANES_BLOCK)

@@ -110,15 +110,16 @@ void cflex_gemv4n_q4_K(const void *const *rows, const cflex_q16_block *x, int xs
 void cflex_gemv4n_q5_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 void cflex_gemv4n_q6_K(const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb, float *y, int ldy);
 
-/// Prompt rows of the K-quants with the activation rows in the vector lanes (AVX-512 VNNI,
-/// kquants.c): the n activation rows are rearranged once per matmul into groups of 16
+/// Prompt rows of the K-quants with the activation rows in the vector lanes (AVX-512 VNNI's
+/// vpdpwssd where the CPU has it, else AVX2's vpmaddwd; kquants.c): the n activation rows are rearranged once per matmul into groups of 16
 /// (cflex_kq_lanes_pack: per group and block, CFLEX_KQ_LANES_BLOCK bytes, 64-byte aligned: 16
 /// vectors of element pairs, then the 16 rows' d and s), then each call computes
 /// y[j*ldy + 0..4) = four row-major rows · activation row j for j < n, the bits of
 /// cflex_gemv4n_* (and so of the decode kernels).
 #define CFLEX_KQ_LANES_BLOCK 1152
 void cflex_kq_lanes_pack(const cflex_q16_block *x, int xstride, int n, int nb, void *out);
-/// 1 when the lane kernels run on this CPU (AVX-512 with VNNI, FLEXRUN_KERNELS neither avx2 nor avx512).
+/// 1 in AVX2 builds: the lane kernels run (the VNNI form where the CPU has AVX-512 VNNI and
+/// FLEXRUN_KERNELS is neither avx2 nor avx512, else the AVX2 form).
 int cflex_kq_lanes_available(void);
 void cflex_gemm4_q4_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
 void cflex_gemm4_q5_K_lanes(const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
@@ -127,6 +128,8 @@ void cflex_gemm4_q6_K_lanes(const void *const *rows, const void *xt, int n, int 
 int cflex_kq_lanes_cpu(void);
 /// The lane kernel of ggml type `type` (12-14) whenever the CPU has AVX-512 VNNI (tests); 0 when not.
 int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
+/// The AVX2 form of the lane kernels (vpmaddwd, 8 lanes; any AVX2 build), by type; 0 when not built.
+int cflex_gemm4_kquant_lanes_avx2(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
 
 /// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
 /// has (the unsuffixed kernels pick one at load) and check they give the same bits.
