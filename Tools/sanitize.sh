@@ -16,7 +16,7 @@ source Tools/env.sh
 which=${1:-all}
 
 thread_suites='ConcurrencyStressTests|ReadFaultTests|StageReaderTests|WorkerPoolTests'
-fast_suites='FlexSystemTests\.|FlexFormatTests\.|FlexKernelsTests\.(DequantizeTests|InterleaveTests|WorkerPoolTests|VectorTests|AttentionTests)'
+fast_suites='FlexSystemTests\.|FlexFormatTests\.|FlexKernelsTests\.(DequantizeTests|InterleaveTests|WorkerPoolTests|VectorTests|AttentionTests|KQuantKernelTests|BatchInvarianceTests)'
 fast_suites+='|FlexEngineTests\.(BlockMaskTests|SamplerTests|PreTokenizerTests|UTF8StreamDecoderTests|MemoryPlanTests|MemoryModelTests'
 fast_suites+='|PruningTests|RAPTests|ReadFaultTests|StageReaderTests|ConcurrencyStressTests|FuzzRegressionTests|LogitTests/synthetic)'
 

@@ -10,7 +10,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: [.customShort("n"), .customLong("max-tokens")], parsing: .unconditional, help: "Tokens to generate at most.")
+    @Option(name: [.customShort("n"), .customLong("max-tokens")], parsing: .unconditional,
+            help: "Tokens to generate at most; -1: until end of generation or a full context.")
     var maxTokens = 256
 
     @Option(name: .customLong("temp"), parsing: .unconditional, help: "Temperature; 0 is greedy.")
@@ -49,11 +50,26 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "Generate for every prompt in the file at once, N sequences batched per pass: one prompt per line, or JSONL lines {\"prompt\": ...}; writes one JSON line per sequence.")
     var parallel: Int?
 
-    @Argument(help: "Prompt file, or - for stdin.")
-    var promptFile: String
+    @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt text itself, instead of a prompt file.")
+    var promptText: String?
+
+    @Option(name: .customLong("stop"), help: "Stop when the output would contain this text, which is not printed (repeatable).")
+    var stop: [String] = []
+
+    @Flag(name: .long, help: "Write one JSON object instead of streaming text: text, ids, stop reason and stats.")
+    var json = false
+
+    @Argument(help: "Prompt file, or - for stdin (or give -p TEXT).")
+    var promptFile: String?
 
     func validate() throws {
-        guard maxTokens >= 0 else { throw CLIError("-n must be 0 or more") }
+        guard maxTokens >= -1 else { throw CLIError("-n must be 0 or more, or -1 for no limit") }
+        switch (promptText, promptFile) {
+        case (nil, nil): throw CLIError("no prompt: give a prompt file, - for stdin, or -p TEXT")
+        case (.some, .some): throw CLIError("give either -p TEXT or a prompt file, not both")
+        default: break
+        }
+        if parallel != nil, json || !stop.isEmpty { throw CLIError("--json and --stop are for one prompt; --parallel already writes one JSON line per sequence") }
         if let parallel { guard (1...1024).contains(parallel) else { throw CLIError("--parallel must be between 1 and 1024") } }
         guard temperature.isFinite, temperature >= 0, topK >= 0, (0...1).contains(topP), (0...1).contains(minP), repeatPenalty > 0 else {
             throw CLIError("sampling options out of range: --temp ≥ 0, --top-k ≥ 0, --top-p and --min-p in 0…1, --repeat-penalty > 0")
@@ -62,7 +78,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try validate()
-        let prompt = try readText(promptFile, what: "prompt file")
+        let prompt = try promptText ?? readText(promptFile ?? "-", what: "prompt file")
         guard !prompt.isEmpty else { throw CLIError("the prompt is empty") }
         if let parallel { return try runParallel(prompts: try parsePrompts(prompt), sequences: parallel) }
         let engine = try Engine(options: model.engineOptions(context: jobContext(longestPromptBytes: prompt.utf8.count)))
@@ -73,14 +89,48 @@ struct Generate: ParsableCommand {
         warnIfUnlocked(engine)
 
         var it = try engine.generate(prompt: prompt, parameters: params)
-        while let token = it.next() {
-            if !token.text.isEmpty { try writeStandardOutput(token.text) }
+        var filter = StopStrings(stop)
+        var text = "", ids: [Int32] = []
+        func emit(_ piece: String) throws {
+            if json { text += piece } else if !piece.isEmpty { try writeStandardOutput(piece) }
         }
-        try writeStandardOutput(it.flushText() + "\n")
+        while let token = it.next() {
+            if filter.matched != nil { continue }   // tokens a pass produced past the stop string
+            ids.append(token.id)
+            try emit(filter.feed(token.text))
+            // The stop string ends generation at the next token boundary; what follows is dropped.
+            if filter.matched != nil { cancel.cancel() }
+        }
+        try emit(filter.feed(it.flushText()) + filter.flush())
         if let error = it.error { throw error }
-        if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(it.tokens.map(String.init).joined(separator: " "))\n".utf8)) }
-        if stats { printStats(it.stats, engine: engine, seed: seed) }
-        if it.stats.stopReason == .cancelled { throw Generate.cancelledExitCode }
+        var s = it.stats
+        if filter.matched != nil { s.generatedTokens = ids.count }
+        let reason = filter.matched != nil ? "stop string" : s.stopReason.rawValue
+        if json {
+            try writeStandardOutput(jsonResult(text: text, ids: ids, reason: reason, stats: s, stop: filter.matched) + "\n")
+        } else {
+            try writeStandardOutput("\n")
+        }
+        if printIDs { FileHandle.standardError.write(Data("flexrun: ids: \(ids.map(String.init).joined(separator: " "))\n".utf8)) }
+        if stats { printStats(s, engine: engine, seed: seed, reason: reason) }
+        if filter.matched == nil, s.stopReason == .cancelled { throw Generate.cancelledExitCode }
+    }
+
+    /// `--json`: the run as one object (snake_case keys, as llama.cpp's and OpenAI's JSON).
+    func jsonResult(text: String, ids: [Int32], reason: String, stats s: GenerationStats, stop: String?) throws -> String {
+        var object: [String: Any] = [
+            "text": text, "ids": ids.map(Int.init), "stop_reason": reason,
+            "stats": [
+                "load_seconds": s.loadSeconds, "prompt_tokens": s.promptTokens, "prompt_seconds": s.promptSeconds,
+                "prompt_tokens_per_second": s.promptTokensPerSecond, "generated_tokens": s.generatedTokens,
+                "decode_seconds": s.decodeSeconds, "decode_tokens_per_second": s.decodeTokensPerSecond,
+                "bytes_read_from_disk": s.bytesReadFromDisk, "peak_resident_bytes": s.peakResidentBytes ?? 0,
+                "blocks_skipped": s.blocksSkipped,
+            ] as [String: Any],
+        ]
+        if let stop { object["stop"] = stop }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// Context for the job when --ctx is not given: a prompt has at most one token per byte,
@@ -88,12 +138,13 @@ struct Generate: ParsableCommand {
     /// weights that must be streamed instead.
     func jobContext(longestPromptBytes: Int) -> Int? {
         guard model.ctx == nil else { return nil }
+        guard maxTokens >= 0 else { return nil }   // -1: as long as the default context allows
         let needed = longestPromptBytes + (chat ? 512 + (system?.utf8.count ?? 0) : 0) + maxTokens + 2
         return needed < 2048 ? (needed + 63) / 64 * 64 : nil
     }
 
     func parameters(seed: UInt64, cancel: CancellationToken) -> GenerateParameters {
-        var params = GenerateParameters(maxTokens: maxTokens, chat: chat)
+        var params = GenerateParameters(maxTokens: maxTokens < 0 ? Int.max : maxTokens, chat: chat)
         params.sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
                                              repetitionPenalty: repeatPenalty, seed: seed)
         params.system = system
@@ -145,7 +196,7 @@ struct Generate: ParsableCommand {
     /// The exit status of a cancelled generation: 130 for SIGINT, 143 for SIGTERM.
     static var cancelledExitCode: ExitCode { ExitCode(128 + cancellingSignal.load(ordering: .relaxed)) }
 
-    func printStats(_ s: GenerationStats, engine: Engine, seed: UInt64) {
+    func printStats(_ s: GenerationStats, engine: Engine, seed: UInt64, reason: String? = nil) {
         var lines: [String] = []
         lines.append("model: \(engine.config.architecture), \(engine.config.layerCount) layers, context \(engine.contextLength), threads \(engine.options.threads), seed \(seed)")
         lines.append("memory: " + memorySummary(engine))
@@ -171,7 +222,7 @@ struct Generate: ParsableCommand {
         let overlap = s.bytesReadFromDisk > 0 && busy > 0 ? " (computing \(Int((100 * (1 - s.stallSeconds / busy)).rounded()))% of the time)" : ""
         lines.append("disk: \(ByteSize.format(s.bytesReadFromDisk)) read, \(ByteSize.format(Int(s.decodeBytesPerToken))) per decoded token, "
                      + "prefetch stalls \(f(s.stallSeconds, 3)) s" + overlap + (s.replans > 0 ? ", re-planned \(s.replans)×" : ""))
-        lines.append("stop: \(s.stopReason.rawValue)")
+        lines.append("stop: \(reason ?? s.stopReason.rawValue)")
         FileHandle.standardError.write(Data(lines.map { "flexrun: " + $0 }.joined(separator: "\n").appending("\n").utf8))
     }
 }

@@ -9,6 +9,7 @@ import Foundation
 extension Generate {
     /// One prompt per non-empty line, or JSONL lines `{"prompt": "..."}` (a line starting with `{`).
     func parsePrompts(_ text: String) throws -> [String] {
+        let promptFile = promptFile ?? "-p"
         var prompts: [String] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let trimmed = line.drop { $0 == " " || $0 == "\t" || $0 == "\r" }
@@ -46,7 +47,7 @@ extension Generate {
         var it = try engine.generate(prompts: prompts, parameters: params)
         // With --stats, a long batch shows its progress every few seconds and each controller
         // decision as it is made (a cap step or KV growth is visible while it happens).
-        var progress = LiveProgress(total: prompts.count * maxTokens, start: start)
+        var progress = LiveProgress(total: prompts.count * (maxTokens < 0 ? engine.contextLength : maxTokens), start: start)
         var generated = 0, longest = 0
         while let event = it.next() {
             if stats { progress.report(engine.session, longest: longest, generated: generated) }
