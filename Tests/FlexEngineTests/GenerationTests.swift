@@ -74,6 +74,8 @@ import Testing
         }
         #expect(n == 3)
         #expect(it.stats.stopReason == .cancelled)
+        // A cancelled run still reports the time its passes took (it used to report zeros).
+        #expect(it.stats.promptSeconds > 0 && it.stats.decodeSeconds > 0 && it.stats.generatedTokens == 3, "\(it.stats)")
     }
 
     @Test func chatTemplateIsChatMLWithDefaultSystem() throws {

@@ -240,12 +240,20 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     private mutating func finish(_ reason: GenerationStats.StopReason) -> GeneratedToken? {
         if !finished {
             finished = true
+            if let s = sequence, engine.isCurrent(generation) {
+                // The sequence's own record (prompt and decode time so far) comes with its end.
+                engine.session.cancel(s)
+                var final: GenerationStats?
+                _ = try? engine.session.step { event in
+                    if case .finished(let id, let st) = event, id == s { final = st }
+                }
+                if let final { stats = final }
+            }
             stats.stopReason = reason
             stats.generatedTokens = tokens.count
             stats.peakResidentBytes = Platform.peakResidentBytes()
             stats.memoryLimit = engine.memoryLimit
             stats.replans = engine.replanCount
-            if let s = sequence, engine.isCurrent(generation) { engine.session.cancel(s); _ = try? engine.session.step { _ in } }
         }
         return nil
     }
