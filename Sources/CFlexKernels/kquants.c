@@ -891,17 +891,6 @@ __attribute__((constructor)) static void cflex_pick_lanes(void) {
 /// How many activation groups (of 16 rows) one pass keeps accumulators for: 64 rows, the engine's batch.
 #define KQL_GROUPS 4
 
-/// The (row, activation lanes) accumulation shared by the three formats: block k's Q vector
-/// enters the tree ((Q0+Q1)+(Q4+Q5)) + ((Q2+Q3)+(Q6+Q7)) in order (A: pairs 0-1 and 4-5, B: 2-3, 6-7).
-#define KQL_TREE(k, Q, P, A, B)                                          \
-    do {                                                                 \
-        if (((k) & 1) == 0) P = (Q);                                     \
-        else if ((k) == 1) A = _mm512_add_ps(P, (Q));                    \
-        else if ((k) == 3) B = _mm512_add_ps(P, (Q));                    \
-        else if ((k) == 5) A = _mm512_add_ps(A, _mm512_add_ps(P, (Q)));  \
-        else B = _mm512_add_ps(B, _mm512_add_ps(P, (Q)));                \
-    } while (0)
-
 /// Scatters lanes of four rows' accumulators to y[(16g + j) * ldy + r] for the real rows j.
 static void kql_store(const float *acc, int g, int n, float *y, int ldy) {
     const int m = n - 16 * g < 16 ? n - 16 * g : 16;
@@ -909,264 +898,164 @@ static void kql_store(const float *acc, int g, int n, float *y, int ldy) {
         for (int r = 0; r < 4; r++) y[(size_t)(16 * g + j) * ldy + r] = acc[16 * r + j];
 }
 
-/// Q4_K (high 0) / Q5_K (high 1).
-__attribute__((target(KQL_TARGET))) static void kql_q45(const void *const *rows, const uint8_t *xt, int n, int nb, float *y,
-                                                       int ldy, int bytes, int high) {
-    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
-    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * bytes);
-    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
-    const int groups = (n + 15) / 16;
-    int32_t wq[4][128] __attribute__((aligned(64)));
-    float fd[4][8], fm[4][8];
-    float acc[KQL_GROUPS][64] __attribute__((aligned(64)));
-    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
-        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
-        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
-        for (int i = 0; i < nb / 8; i++) {
-            const size_t o = (size_t)i * bytes;
-            if (g0 == 0) for (int c = 0; c < bytes; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
-            for (int r = 0; r < 4; r++) {
-                __m512i W[8];
-                __m512 F;
-                if (high) q5k_unpack512(p[r] + o, W, &F); else q4k_unpack512(p[r] + o, W, &F);
-                for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq[r] + 16 * k), W[k]);
-                uint64_t sc, mn;
-                k4_scales(p[r] + o + 4, &sc, &mn);
-                const float d = f16_to_f32(load_u16(p[r] + o)), dmin = f16_to_f32(load_u16(p[r] + o + 2));
-                for (int k = 0; k < 8; k++) {
-                    fd[r][k] = d * (float)(uint8_t)(sc >> (8 * k));
-                    fm[r][k] = dmin * (float)(uint8_t)(mn >> (8 * k));
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
-                __m512 P[4], A[4], B[4];
-                for (int k = 0; k < 8; k++) {
-                    const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK);
-                    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-                    for (int q = 0; q < 16; q++) {
-                        const __m512i a = _mm512_load_si512((const __m512i *)(xp + 16 * q));
-                        s0 = _mm512_dpwssd_epi32(s0, a, _mm512_set1_epi32(wq[0][16 * k + q]));
-                        s1 = _mm512_dpwssd_epi32(s1, a, _mm512_set1_epi32(wq[1][16 * k + q]));
-                        s2 = _mm512_dpwssd_epi32(s2, a, _mm512_set1_epi32(wq[2][16 * k + q]));
-                        s3 = _mm512_dpwssd_epi32(s3, a, _mm512_set1_epi32(wq[3][16 * k + q]));
-                    }
-                    const __m512 xd = _mm512_load_ps((const float *)(xp + 256)), xs = _mm512_load_ps((const float *)(xp + 272));
-                    const __m512i S[4] = {s0, s1, s2, s3};
-                    for (int r = 0; r < 4; r++) {
-                        __m512 D = _mm512_mul_ps(_mm512_set1_ps(fd[r][k]), xd), O = _mm512_mul_ps(_mm512_set1_ps(fm[r][k]), xs);
-                        __m512 Q = _mm512_fmsub_ps(D, _mm512_cvtepi32_ps(S[r]), O);
-                        KQL_TREE(k, Q, P[r], A[r], B[r]);
-                    }
-                }
-                for (int r = 0; r < 4; r++)
-                    _mm512_store_ps(acc[g] + 16 * r, _mm512_add_ps(_mm512_load_ps(acc[g] + 16 * r), _mm512_add_ps(A[r], B[r])));
-            }
-        }
-        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+/// A row's super-block for the lane kernels: its quants as i16 in natural order (`wq`, 128 pairs),
+/// and the float factors of its blocks, formed as the top of this file prescribes: Q4_K/Q5_K
+/// f1 = fl(d*sc_k), f2 = fl(dmin*m_k); Q6_K f1 = fl(d*sc_2k), f2 = fl(d*sc_2k+1).
+static inline void kql_factors45(const uint8_t *p, float *f1, float *f2) {
+    uint64_t sc, mn;
+    k4_scales(p + 4, &sc, &mn);
+    const float d = f16_to_f32(load_u16(p)), dmin = f16_to_f32(load_u16(p + 2));
+    for (int k = 0; k < 8; k++) {
+        f1[k] = d * (float)(uint8_t)(sc >> (8 * k));
+        f2[k] = dmin * (float)(uint8_t)(mn >> (8 * k));
     }
 }
-
-__attribute__((target(KQL_TARGET))) static void kql_q6(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy) {
-    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
-    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * 210);
-    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
-    const int groups = (n + 15) / 16;
-    int32_t wq[4][128] __attribute__((aligned(64)));
-    float fa[4][8], fb[4][8];
-    float acc[KQL_GROUPS][64] __attribute__((aligned(64)));
-    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
-        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
-        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
-        for (int i = 0; i < nb / 8; i++) {
-            const size_t o = (size_t)i * 210;
-            if (g0 == 0) for (int c = 0; c < 210; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
-            for (int r = 0; r < 4; r++) {
-                __m512i W[8];
-                __m512 F;
-                q6k_unpack512(p[r] + o, W, &F);
-                for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq[r] + 16 * k), W[k]);
-                const int8_t *sc = (const int8_t *)(p[r] + o + 192);
-                const float d = f16_to_f32(load_u16(p[r] + o + 208));
-                for (int k = 0; k < 8; k++) {
-                    fa[r][k] = d * (float)sc[2 * k];
-                    fb[r][k] = d * (float)sc[2 * k + 1];
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
-                __m512 P[4], A[4], B[4];
-                for (int k = 0; k < 8; k++) {
-                    const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK);
-                    __m512i S[2][4];
-                    for (int h = 0; h < 2; h++) {
-                        __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-                        for (int q = 8 * h; q < 8 * h + 8; q++) {
-                            const __m512i a = _mm512_load_si512((const __m512i *)(xp + 16 * q));
-                            s0 = _mm512_dpwssd_epi32(s0, a, _mm512_set1_epi32(wq[0][16 * k + q]));
-                            s1 = _mm512_dpwssd_epi32(s1, a, _mm512_set1_epi32(wq[1][16 * k + q]));
-                            s2 = _mm512_dpwssd_epi32(s2, a, _mm512_set1_epi32(wq[2][16 * k + q]));
-                            s3 = _mm512_dpwssd_epi32(s3, a, _mm512_set1_epi32(wq[3][16 * k + q]));
-                        }
-                        S[h][0] = s0; S[h][1] = s1; S[h][2] = s2; S[h][3] = s3;
-                    }
-                    const __m512 xd = _mm512_load_ps((const float *)(xp + 256));
-                    for (int r = 0; r < 4; r++) {
-                        __m512 da = _mm512_mul_ps(_mm512_set1_ps(fa[r][k]), xd), db = _mm512_mul_ps(_mm512_set1_ps(fb[r][k]), xd);
-                        __m512 Q = _mm512_fmadd_ps(db, _mm512_cvtepi32_ps(S[1][r]), _mm512_mul_ps(da, _mm512_cvtepi32_ps(S[0][r])));
-                        KQL_TREE(k, Q, P[r], A[r], B[r]);
-                    }
-                }
-                for (int r = 0; r < 4; r++)
-                    _mm512_store_ps(acc[g] + 16 * r, _mm512_add_ps(_mm512_load_ps(acc[g] + 16 * r), _mm512_add_ps(A[r], B[r])));
-            }
-        }
-        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+static inline void kql_factors6(const uint8_t *p, float *f1, float *f2) {
+    const int8_t *sc = (const int8_t *)(p + 192);
+    const float d = f16_to_f32(load_u16(p + 208));
+    for (int k = 0; k < 8; k++) {
+        f1[k] = d * (float)sc[2 * k];
+        f2[k] = d * (float)sc[2 * k + 1];
     }
 }
-
-// AVX2 (no VNNI): the same rearranged activations, each 16-row group as two halves of 8 lanes;
-// vpmaddwd then vpaddd in place of vpdpwssd. The same arithmetic per lane, so the same bits.
-#define KQL2_TREE(k, Q, P, A, B)                                         \
-    do {                                                                 \
-        if (((k) & 1) == 0) P = (Q);                                     \
-        else if ((k) == 1) A = _mm256_add_ps(P, (Q));                    \
-        else if ((k) == 3) B = _mm256_add_ps(P, (Q));                    \
-        else if ((k) == 5) A = _mm256_add_ps(A, _mm256_add_ps(P, (Q)));  \
-        else B = _mm256_add_ps(B, _mm256_add_ps(P, (Q)));                \
-    } while (0)
-#define KQL2_DOT(s, a, w) s = _mm256_add_epi32(s, _mm256_madd_epi16(a, _mm256_set1_epi32(w)))
-
-static void kql2_q45(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy, int bytes, int high) {
-    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
-    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * bytes);
-    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
-    const int groups = (n + 15) / 16;
-    int32_t wq[4][128] __attribute__((aligned(32)));
-    float fd[4][8], fm[4][8];
-    float acc[KQL_GROUPS][64] __attribute__((aligned(32)));
-    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
-        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
-        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
-        for (int i = 0; i < nb / 8; i++) {
-            const size_t o = (size_t)i * bytes;
-            if (g0 == 0) for (int c = 0; c < bytes; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
-            for (int r = 0; r < 4; r++) {
-                __m256i W[16];
-                __m256 F[2];
-                if (high) q5k_unpack256(p[r] + o, W, F); else q4k_unpack256(p[r] + o, W, F);
-                for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq[r] + 8 * h), W[h]);
-                uint64_t sc, mn;
-                k4_scales(p[r] + o + 4, &sc, &mn);
-                const float d = f16_to_f32(load_u16(p[r] + o)), dmin = f16_to_f32(load_u16(p[r] + o + 2));
-                for (int k = 0; k < 8; k++) {
-                    fd[r][k] = d * (float)(uint8_t)(sc >> (8 * k));
-                    fm[r][k] = dmin * (float)(uint8_t)(mn >> (8 * k));
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
-                for (int half = 0; half < 2; half++) {
-                    __m256 P[4], A[4], B[4];
-                    for (int k = 0; k < 8; k++) {
-                        const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK) + 8 * half;
-                        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-                        for (int q = 0; q < 16; q++) {
-                            const __m256i a = _mm256_load_si256((const __m256i *)(xp + 16 * q));
-                            KQL2_DOT(s0, a, wq[0][16 * k + q]);
-                            KQL2_DOT(s1, a, wq[1][16 * k + q]);
-                            KQL2_DOT(s2, a, wq[2][16 * k + q]);
-                            KQL2_DOT(s3, a, wq[3][16 * k + q]);
-                        }
-                        const __m256 xd = _mm256_load_ps((const float *)(xp + 256)), xs = _mm256_load_ps((const float *)(xp + 272));
-                        const __m256i S[4] = {s0, s1, s2, s3};
-                        for (int r = 0; r < 4; r++) {
-                            __m256 D = _mm256_mul_ps(_mm256_set1_ps(fd[r][k]), xd), O = _mm256_mul_ps(_mm256_set1_ps(fm[r][k]), xs);
-                            __m256 Q = _mm256_fmsub_ps(D, _mm256_cvtepi32_ps(S[r]), O);
-                            KQL2_TREE(k, Q, P[r], A[r], B[r]);
-                        }
-                    }
-                    for (int r = 0; r < 4; r++) {
-                        float *a = acc[g] + 16 * r + 8 * half;
-                        _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), _mm256_add_ps(A[r], B[r])));
-                    }
-                }
-            }
-        }
-        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
-    }
+AVX512_INLINE void kql_unpack_q4_512(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m512i W[8]; __m512 F;
+    q4k_unpack512(p, W, &F);
+    for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq + 16 * k), W[k]);
+    kql_factors45(p, f1, f2);
+}
+AVX512_INLINE void kql_unpack_q5_512(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m512i W[8]; __m512 F;
+    q5k_unpack512(p, W, &F);
+    for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq + 16 * k), W[k]);
+    kql_factors45(p, f1, f2);
+}
+AVX512_INLINE void kql_unpack_q6_512(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m512i W[8]; __m512 F;
+    q6k_unpack512(p, W, &F);
+    for (int k = 0; k < 8; k++) _mm512_store_si512((__m512i *)(wq + 16 * k), W[k]);
+    kql_factors6(p, f1, f2);
+}
+static inline void kql_unpack_q4_256(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m256i W[16]; __m256 F[2];
+    q4k_unpack256(p, W, F);
+    for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq + 8 * h), W[h]);
+    kql_factors45(p, f1, f2);
+}
+static inline void kql_unpack_q5_256(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m256i W[16]; __m256 F[2];
+    q5k_unpack256(p, W, F);
+    for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq + 8 * h), W[h]);
+    kql_factors45(p, f1, f2);
+}
+static inline void kql_unpack_q6_256(const uint8_t *p, int32_t *wq, float *f1, float *f2) {
+    __m256i W[16]; __m256 F[2];
+    q6k_unpack256(p, W, F);
+    for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq + 8 * h), W[h]);
+    kql_factors6(p, f1, f2);
 }
 
-static void kql2_q6(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy) {
-    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]};
-    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * 210);
-    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;
-    const int groups = (n + 15) / 16;
-    int32_t wq[4][128] __attribute__((aligned(32)));
-    float fa[4][8], fb[4][8];
-    float acc[KQL_GROUPS][64] __attribute__((aligned(32)));
-    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {
-        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;
-        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;
-        for (int i = 0; i < nb / 8; i++) {
-            const size_t o = (size_t)i * 210;
-            if (g0 == 0) for (int c = 0; c < 210; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead);
-            for (int r = 0; r < 4; r++) {
-                __m256i W[16];
-                __m256 F[2];
-                q6k_unpack256(p[r] + o, W, F);
-                for (int h = 0; h < 16; h++) _mm256_store_si256((__m256i *)(wq[r] + 8 * h), W[h]);
-                const int8_t *sc = (const int8_t *)(p[r] + o + 192);
-                const float d = f16_to_f32(load_u16(p[r] + o + 208));
-                for (int k = 0; k < 8; k++) {
-                    fa[r][k] = d * (float)sc[2 * k];
-                    fb[r][k] = d * (float)sc[2 * k + 1];
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                const uint8_t *xg = xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK;
-                for (int half = 0; half < 2; half++) {
-                    __m256 P[4], A[4], B[4];
-                    for (int k = 0; k < 8; k++) {
-                        const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK) + 8 * half;
-                        __m256i S[2][4];
-                        for (int h = 0; h < 2; h++) {
-                            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-                            for (int q = 8 * h; q < 8 * h + 8; q++) {
-                                const __m256i a = _mm256_load_si256((const __m256i *)(xp + 16 * q));
-                                KQL2_DOT(s0, a, wq[0][16 * k + q]);
-                                KQL2_DOT(s1, a, wq[1][16 * k + q]);
-                                KQL2_DOT(s2, a, wq[2][16 * k + q]);
-                                KQL2_DOT(s3, a, wq[3][16 * k + q]);
-                            }
-                            S[h][0] = s0; S[h][1] = s1; S[h][2] = s2; S[h][3] = s3;
-                        }
-                        const __m256 xd = _mm256_load_ps((const float *)(xp + 256));
-                        for (int r = 0; r < 4; r++) {
-                            __m256 da = _mm256_mul_ps(_mm256_set1_ps(fa[r][k]), xd), db = _mm256_mul_ps(_mm256_set1_ps(fb[r][k]), xd);
-                            __m256 Q = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(S[1][r]), _mm256_mul_ps(da, _mm256_cvtepi32_ps(S[0][r])));
-                            KQL2_TREE(k, Q, P[r], A[r], B[r]);
-                        }
-                    }
-                    for (int r = 0; r < 4; r++) {
-                        float *a = acc[g] + 16 * r + 8 * half;
-                        _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), _mm256_add_ps(A[r], B[r])));
-                    }
-                }
-            }
-        }
-        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);
+/// Block sums of four rows against the lanes of one block's rearranged activations, pairs
+/// [q0, q1): vpdpwssd on the broadcast weight pair (AVX-512 VNNI).
+static inline __attribute__((always_inline, target(KQL_TARGET))) void kql_sums512(const int32_t (*wq)[128], int k, const int32_t *xp, int q0, int q1, __m512i *S) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (int q = q0; q < q1; q++) {
+        const __m512i a = _mm512_load_si512((const __m512i *)(xp + 16 * q));
+        s0 = _mm512_dpwssd_epi32(s0, a, _mm512_set1_epi32(wq[0][16 * k + q]));
+        s1 = _mm512_dpwssd_epi32(s1, a, _mm512_set1_epi32(wq[1][16 * k + q]));
+        s2 = _mm512_dpwssd_epi32(s2, a, _mm512_set1_epi32(wq[2][16 * k + q]));
+        s3 = _mm512_dpwssd_epi32(s3, a, _mm512_set1_epi32(wq[3][16 * k + q]));
     }
+    S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3;
+}
+/// The same with vpmaddwd and vpaddd over 8 lanes (AVX2).
+static inline void kql_sums256(const int32_t (*wq)[128], int k, const int32_t *xp, int q0, int q1, __m256i *S) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (int q = q0; q < q1; q++) {
+        const __m256i a = _mm256_load_si256((const __m256i *)(xp + 16 * q));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a, _mm256_set1_epi32(wq[0][16 * k + q])));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a, _mm256_set1_epi32(wq[1][16 * k + q])));
+        s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(a, _mm256_set1_epi32(wq[2][16 * k + q])));
+        s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(a, _mm256_set1_epi32(wq[3][16 * k + q])));
+    }
+    S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3;
 }
 
+/// One super-block of four rows against one group of 16 activation rows (`xg`: its first block),
+/// added lane-wise to `acc` (row r at acc + 16r). V: the vector type and its ops (512: all 16
+/// lanes at once; 256: two halves of 8). Q6 selects Q6_K's two half-block sums and tail.
+#define KQL_GROUP(NAME, ATTR, V, VI, WIDTH, SUMS, SET1, LOAD, MUL, FMADD, FMSUB, CVT, ADD, STORE)         \
+ATTR static inline __attribute__((always_inline)) void NAME(const int32_t (*wq)[128], const float (*f1)[8],  \
+                                                            const float (*f2)[8], const uint8_t *xg, float *acc, int q6) { \
+    for (int half = 0; half < 16 / WIDTH; half++) {                                                        \
+        V P[4], A[4], B[4];                                                                                  \
+        for (int k = 0; k < 8; k++) {                                                                        \
+            const int32_t *xp = (const int32_t *)(xg + (size_t)k * CFLEX_KQ_LANES_BLOCK) + WIDTH * half;     \
+            const V xd = LOAD((const float *)(xp + 256));                                                    \
+            VI S[4], T[4];                                                                                   \
+            if (q6) { SUMS(wq, k, xp, 0, 8, S); SUMS(wq, k, xp, 8, 16, T); } else SUMS(wq, k, xp, 0, 16, S);  \
+            const V xs = q6 ? xd : LOAD((const float *)(xp + 272));                                          \
+            for (int r = 0; r < 4; r++) {                                                                    \
+                const V D = MUL(SET1(f1[r][k]), xd), E = MUL(SET1(f2[r][k]), q6 ? xd : xs);                  \
+                /* Q4_K/Q5_K: fma(D, s, -O); Q6_K: fma(db, sb, da * sa). */                                  \
+                const V Q = q6 ? FMADD(E, CVT(T[r]), MUL(D, CVT(S[r]))) : FMSUB(D, CVT(S[r]), E);             \
+                if ((k & 1) == 0) P[r] = Q;                                                                  \
+                else if (k == 1) A[r] = ADD(P[r], Q);                                                        \
+                else if (k == 3) B[r] = ADD(P[r], Q);                                                        \
+                else if (k == 5) A[r] = ADD(A[r], ADD(P[r], Q));                                             \
+                else B[r] = ADD(B[r], ADD(P[r], Q));                                                         \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int r = 0; r < 4; r++) {                                                                        \
+            float *a = acc + 16 * r + WIDTH * half;                                                          \
+            STORE(a, ADD(LOAD(a), ADD(A[r], B[r])));                                                         \
+        }                                                                                                    \
+    }                                                                                                        \
+}
+KQL_GROUP(kql_group512, __attribute__((target(KQL_TARGET))), __m512, __m512i, 16, kql_sums512, _mm512_set1_ps, _mm512_load_ps,
+          _mm512_mul_ps, _mm512_fmadd_ps, _mm512_fmsub_ps, _mm512_cvtepi32_ps, _mm512_add_ps, _mm512_store_ps)
+KQL_GROUP(kql_group256, , __m256, __m256i, 8, kql_sums256, _mm256_set1_ps, _mm256_load_ps,
+          _mm256_mul_ps, _mm256_fmadd_ps, _mm256_fmsub_ps, _mm256_cvtepi32_ps, _mm256_add_ps, _mm256_store_ps)
+
+/// The lane kernel's driver: per pass over up to KQL_GROUPS groups of 16 activation rows, each
+/// super-block of the four rows unpacked once (UNPACK) and met by every group (GROUP).
+#define KQL_KERNEL(NAME, ATTR, UNPACK, GROUP, BYTES, Q6)                                                     \
+ATTR static void NAME(const void *const *rows, const uint8_t *xt, int n, int nb, float *y, int ldy) {        \
+    const uint8_t *p[4] = {(const uint8_t *)rows[0], (const uint8_t *)rows[1], (const uint8_t *)rows[2], (const uint8_t *)rows[3]}; \
+    const size_t ahead = prefetch_rows4((size_t)(nb / 8) * BYTES);                                          \
+    const size_t gstride = (size_t)nb * CFLEX_KQ_LANES_BLOCK;                                                \
+    const int groups = (n + 15) / 16;                                                                        \
+    int32_t wq[4][128] __attribute__((aligned(64)));                                                         \
+    float f1[4][8], f2[4][8];                                                                                \
+    float acc[KQL_GROUPS][64] __attribute__((aligned(64)));                                                  \
+    for (int g0 = 0; g0 < groups; g0 += KQL_GROUPS) {                                                        \
+        const int G = groups - g0 < KQL_GROUPS ? groups - g0 : KQL_GROUPS;                                   \
+        for (int g = 0; g < G; g++) for (int l = 0; l < 64; l++) acc[g][l] = 0;                              \
+        for (int i = 0; i < nb / 8; i++) {                                                                   \
+            const size_t o = (size_t)i * BYTES;                                                              \
+            if (g0 == 0) for (int c = 0; c < BYTES; c += 64) prefetch4(p[0] + o + c, p[1] + o + c, p[2] + o + c, p[3] + o + c, ahead); \
+            for (int r = 0; r < 4; r++) UNPACK(p[r] + o, wq[r], f1[r], f2[r]);                               \
+            for (int g = 0; g < G; g++)                                                                      \
+                GROUP((const int32_t (*)[128])wq, (const float (*)[8])f1, (const float (*)[8])f2,            \
+                      xt + (size_t)(g0 + g) * gstride + (size_t)8 * i * CFLEX_KQ_LANES_BLOCK, acc[g], Q6);   \
+        }                                                                                                    \
+        for (int g = 0; g < G; g++) kql_store(acc[g], g0 + g, n, y, ldy);                                    \
+    }                                                                                                        \
+}
+KQL_KERNEL(kql_q4_vnni, __attribute__((target(KQL_TARGET))), kql_unpack_q4_512, kql_group512, 144, 0)
+KQL_KERNEL(kql_q5_vnni, __attribute__((target(KQL_TARGET))), kql_unpack_q5_512, kql_group512, 176, 0)
+KQL_KERNEL(kql_q6_vnni, __attribute__((target(KQL_TARGET))), kql_unpack_q6_512, kql_group512, 210, 1)
+KQL_KERNEL(kql_q4_avx2, , kql_unpack_q4_256, kql_group256, 144, 0)
+KQL_KERNEL(kql_q5_avx2, , kql_unpack_q5_256, kql_group256, 176, 0)
+KQL_KERNEL(kql_q6_avx2, , kql_unpack_q6_256, kql_group256, 210, 1)
 #endif
 
 int cflex_gemm4_kquant_lanes_avx2(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
     switch (type) {
-    case 12: kql2_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 144, 0); return 1;
-    case 13: kql2_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 176, 1); return 1;
-    case 14: kql2_q6(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 12: kql_q4_avx2(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 13: kql_q5_avx2(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 14: kql_q6_avx2(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
     default: return 0;
     }
 #else
@@ -1189,9 +1078,9 @@ int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, 
 #if CFLEX_AVX2
     if (!cflex_kq_lanes_cpu()) return 0;
     switch (type) {
-    case 12: kql_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 144, 0); return 1;
-    case 13: kql_q45(rows, (const uint8_t *)xt, n, nb, y, ldy, 176, 1); return 1;
-    case 14: kql_q6(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 12: kql_q4_vnni(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 13: kql_q5_vnni(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
+    case 14: kql_q6_vnni(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
     default: return 0;
     }
 #else
