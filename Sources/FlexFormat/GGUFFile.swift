@@ -39,6 +39,9 @@ public final class GGUFFile: @unchecked Sendable {
     public let tensorInfoOffset: Int
     public let dataOffset: Int
     public let fileSize: Int
+    /// The size of the file on disk when it was opened: the GGUF's, or the block file's (whose
+    /// ``fileSize`` is that of the GGUF image it rebuilds).
+    public var diskSize: Int { storedBytes?.count ?? fileSize }
     /// Whether the tensors come from a packed block file, not a GGUF mapping.
     public let isPacked: Bool
     /// The GGUF bytes: the file's mapping, or for a block file the rebuilt image.

@@ -255,7 +255,10 @@ import FlexSystem
     /// with each mask, and a session's mask changes without a reopen.
     @Test func masksAlternatingBetweenPassesEqualEnginesOpenedWithThem() throws {
         let a = try BlockMask(parsing: "ffn:20,ffn:25,attn:27")
-        let b = try BlockMask(parsing: "ffn:22,attn:24,ffn:28")
+        // Fewer blocks than `a`, so the two read different bytes wherever the cap puts the
+        // boundary between resident and streamed layers (with the same mix of block kinds, both
+        // could be wholly streamed and read the same).
+        let b = try BlockMask(parsing: "ffn:22,attn:24")
         let tokens: [Int32] = [1, 504, 3458, 282, 4649, 314, 30, 216, 1125, 88]
         func reference(_ m: BlockMask) throws -> [Float] {
             var o = try Self.options()

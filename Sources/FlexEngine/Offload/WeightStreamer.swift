@@ -81,8 +81,8 @@ final class WeightStreamer: WeightSource {
         }
         // A re-plan opens the file again: one truncated since the model was opened would read
         // as zeros past its new end (every read is clipped to the file's size) and give garbage.
-        guard file.size >= weights.file.fileSize else {
-            throw .weightRead("short read: \(path) is \(file.size) bytes but was \(weights.file.fileSize) when the model was opened (was the model file truncated?)")
+        guard file.size >= weights.file.diskSize else {
+            throw .weightRead("short read: \(path) is \(file.size) bytes but was \(weights.file.diskSize) when the model was opened (was the model file truncated?)")
         }
         lockedBytes = residentBuffer.lockedBytes + ringBuffer.lockedBytes
         lockRefusal = locker?.refusal
