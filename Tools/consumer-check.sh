@@ -6,7 +6,8 @@
 # in such a dependency, so this also checks that Package.swift has none.
 #
 #   bash Tools/consumer-check.sh [MODEL]     # MODEL defaults to Tools/fetch-model.sh's path
-#   FLEXRUN_CONSUMER_CONFIGS="release" ...   # only some configurations (default: "release debug")
+#   FLEXRUN_CONSUMER_CONFIGS="release" ...   # only some configurations (default: "release debug";
+#                                            # "debug-O" is a debug build with -Xswiftc -O -Xcc -O2)
 #
 # The consumer resolves swift-argument-parser as this package does: by its GitHub address, which
 # git on these machines reads from the local package mirror (url.*.insteadOf in git's config), so
@@ -33,16 +34,25 @@ let package = Package(
     targets: [.executableTarget(name: "Consumer", dependencies: [.product(name: "FlexEngine", package: "FlexRun")])]
 )
 EOF
-# The first swift block of the README's "Library" section, with the model path filled in.
-awk '/^## Library/ {lib = 1} lib && /^```swift/ {code = 1; next} code && /^```/ {exit} code {print}' README.md \
+# The first swift block of the README's "Library" section that imports FlexEngine, with the model path filled in.
+awk '/^## Library/ {lib = 1} lib && /^```swift/ {code = 1; block = ""; next}
+     code && /^```/ {code = 0; if (block ~ /import FlexEngine/) {printf "%s", block; exit}; next}
+     code {block = block $0 "\n"}' README.md \
   | sed "s|/path/to/model.gguf|$model|" > "$tmp/consumer/Sources/Consumer/main.swift"
 grep -q "import FlexEngine" "$tmp/consumer/Sources/Consumer/main.swift" || { echo "consumer-check: no library example found in README.md" >&2; exit 1; }
 
 cd "$tmp/consumer"
 for c in $configs; do
-  echo "consumer-check: swift build -c $c" >&2
-  swift build -c "$c" 2>&1 | tail -3
-  bin="$(swift build -c "$c" --show-bin-path)/Consumer"
+  # debug-O: a debug build with optimised code generation everywhere, the README's recipe for a
+  # debuggable app (its own scratch directory, so it does not mix with the plain debug build).
+  case "$c" in
+    release|debug) args=(-c "$c") ;;
+    debug-O) args=(-c debug --scratch-path .build-debug-O -Xswiftc -O -Xcc -O2) ;;
+    *) echo "consumer-check: unknown configuration $c" >&2; exit 2 ;;
+  esac
+  echo "consumer-check: swift build ${args[*]}" >&2
+  swift build "${args[@]}" 2>&1 | tail -3
+  bin="$(swift build "${args[@]}" --show-bin-path)/Consumer"
   start=$(date +%s)
   out="$("$bin")"
   printf '%s\n' "$out" | tail -3
