@@ -1,19 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Hot numeric code needs AVX2/FMA/F16C code generation. Swift takes its target features from the
-// Clang importer, so `-Xcc -mavx2 ...` is what turns `SIMD8<Float>.addProduct` into `vfmadd231ps`
-// instead of eight calls to `fmaf` (checked by reading the assembly on this machine).
-// Other architectures build the same Swift SIMD code with their baseline features.
-#if arch(x86_64)
-let simdFlags: [SwiftSetting] = [
-    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"]),
-]
-let simdCFlags: [CSetting] = [.unsafeFlags(["-mavx2", "-mfma", "-mf16c"])]
-#else
-let simdFlags: [SwiftSetting] = []
-let simdCFlags: [CSetting] = []
-#endif
+// No compiler flags: SwiftPM refuses `unsafeFlags` in a package used as a versioned dependency,
+// and `-mavx2` would put AVX2 into every function, so the binary would die with SIGILL on an
+// x86-64 without it. The hot loops are C in CFlexKernels, compiled twice on x86-64 (a baseline
+// variant and one with per-function AVX2/FMA/F16C targets) and chosen at load by the CPU's
+// features; docs/ARCHITECTURE.md, "Kernel dispatch".
 
 let package = Package(
     name: "FlexRun",
@@ -40,9 +32,9 @@ let package = Package(
         .target(name: "FlexSystem", dependencies: ["CFlexShims"]),
         .target(name: "FlexFormat", dependencies: ["FlexSystem", "CZstd", "CLZ4"]),
         // Integer dot-product kernels in C: see the header for the benchmark that justifies C here.
-        .target(name: "CFlexKernels", cSettings: simdCFlags + [.unsafeFlags(["-O3"])]),
-        .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims", "CFlexKernels"], swiftSettings: simdFlags),
-        .target(name: "FlexEngine", dependencies: ["FlexSystem", "FlexFormat", "FlexKernels"], swiftSettings: simdFlags),
+        .target(name: "CFlexKernels"),
+        .target(name: "FlexKernels", dependencies: ["FlexFormat", "CFlexShims", "CFlexKernels"]),
+        .target(name: "FlexEngine", dependencies: ["FlexSystem", "FlexFormat", "FlexKernels"]),
         // The C interface: the header and what Swift cannot declare (a thread-local error buffer),
         // then the Swift exports behind it.
         .target(name: "CFlexRun"),
@@ -54,7 +46,7 @@ let package = Package(
 
         .testTarget(name: "FlexSystemTests", dependencies: ["FlexSystem"]),
         .testTarget(name: "FlexFormatTests", dependencies: ["FlexFormat"]),
-        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], exclude: ["Fixtures"], swiftSettings: simdFlags),
+        .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"]),
         .testTarget(name: "CLITests", dependencies: ["flexrun"]),
     ]

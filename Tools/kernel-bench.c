@@ -2,8 +2,10 @@
 // set. The Kernels benchmark measures two threads against memory; this isolates the compute side
 // (is a kernel fast enough to keep up with the bus?) and is robust to a shared machine, since the
 // best of thousands of short passes is one that nobody interrupted. Build and run (docs/BENCHMARKS.md):
-//   clang -O3 -mavx2 -mfma -mf16c -ISources/CFlexKernels/include -ISources/CFlexKernels \
-//     Tools/kernel-bench.c Sources/CFlexKernels/*.c -lm -o /tmp/kernel-bench && /tmp/kernel-bench
+//   clang -O2 -mavx2 -mfma -mf16c -ISources/CFlexKernels/include -c Tools/kernel-bench.c -o /tmp/kernel-bench.o
+//   for f in Sources/CFlexKernels/*.c; do clang -O2 -ISources/CFlexKernels/include -c $f -o /tmp/kb-$(basename $f .c).o; done
+//   clang /tmp/kernel-bench.o /tmp/kb-*.o -lm -o /tmp/kernel-bench && /tmp/kernel-bench
+// (The kernels take no flags, as in the package: -O2 is SwiftPM's release level for C.)
 // FLEXRUN_KERNELS=avx2 runs the kernels that pick their instruction set at load with AVX2.
 #include "cflex_kernels.h"
 #include <stdio.h>

@@ -2,15 +2,38 @@
 #define CFLEX_COMMON_H
 // Helpers the kernel files share (kernels.c: the 32-element formats; kquants.c: the K-quants).
 // Private to CFlexKernels: static inline, so each file gets its own copy.
+//
+// Variants. On x86-64 each kernel file is compiled twice, with no compiler flags (SwiftPM takes no
+// unsafeFlags from a package used as a dependency, and flags would put AVX2 in every function):
+//   - as itself, the baseline variant: CFLEX_AVX2 is 0, the portable scalar paths, public names
+//     suffixed _base; runs on any x86-64;
+//   - through its *_avx2.c wrapper, which defines CFLEX_VARIANT_AVX2 and puts
+//     target("avx2,fma,f16c") on every function of the file (a clang attribute pragma): CFLEX_AVX2
+//     is 1, names suffixed _avx2. The AVX-512 functions carry their own wider target attribute and
+//     are chosen inside this variant at load, as before.
+// dispatch.c defines the public names; each calls the variant chosen once at load from the CPU's
+// features (FLEXRUN_KERNELS=baseline forces the baseline). On other architectures there is one
+// variant, the file itself under the public names.
+#if defined(__x86_64__)
+#define CFLEX_PASTE2(a, b) a##b
+#define CFLEX_PASTE(a, b) CFLEX_PASTE2(a, b)
+#ifdef CFLEX_VARIANT_AVX2
+#define CFLEX_AVX2 1
+#define CFLEX_VARIANT_NAME(name) CFLEX_PASTE(name, _avx2)
+#else
+#define CFLEX_AVX2 0
+#define CFLEX_VARIANT_NAME(name) CFLEX_PASTE(name, _base)
+#endif
+#include "variants.h"
+#else
+#define CFLEX_AVX2 0
+#endif
 #include "cflex_kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if CFLEX_AVX2
 #include <immintrin.h>
-#define CFLEX_AVX2 1
-#else
-#define CFLEX_AVX2 0
 #endif
 
 /// How far ahead of the current block the kernels prefetch weights, in bytes. Measured on

@@ -1050,7 +1050,7 @@ KQL_KERNEL(kql_q5_avx2, , kql_unpack_q5_256, kql_group256, 176, 0)
 KQL_KERNEL(kql_q6_avx2, , kql_unpack_q6_256, kql_group256, 210, 1)
 #endif
 
-int cflex_gemm4_kquant_lanes_avx2(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
+int cflex_gemm4_kquant_lanes_256(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
     switch (type) {
     case 12: kql_q4_avx2(rows, (const uint8_t *)xt, n, nb, y, ldy); return 1;
@@ -1091,7 +1091,7 @@ int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, 
 static void lanes_by_isa(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy) {
 #if CFLEX_AVX2
     if (use_lanes_vnni) cflex_gemm4_kquant_lanes(type, rows, xt, n, nb, y, ldy);
-    else cflex_gemm4_kquant_lanes_avx2(type, rows, xt, n, nb, y, ldy);
+    else cflex_gemm4_kquant_lanes_256(type, rows, xt, n, nb, y, ldy);
 #else
     (void)type; (void)rows; (void)xt; (void)n; (void)nb; (void)y; (void)ldy;
 #endif

@@ -528,7 +528,7 @@ public enum IntegerDot {
     public typealias LanesKernel = @convention(c) (UnsafePointer<UnsafeRawPointer?>?, UnsafeRawPointer?, Int32, Int32,
                                                    UnsafeMutablePointer<Float>?, Int32) -> Void
 
-    /// Whether the lane kernels run (AVX2 builds: with AVX-512 VNNI where the CPU has it).
+    /// Whether the lane kernels run (the AVX2 variant: with AVX-512 VNNI where the CPU has it).
     public static let lanesAvailable: Bool = cflex_kq_lanes_available() != 0
 
     /// The lane kernel for a K-quant prompt batch, where the CPU has one: the bits of the
@@ -543,9 +543,20 @@ public enum IntegerDot {
         }
     }
 
-    /// Whether the kernels were built with AVX2 (else the portable scalar code runs, and
-    /// ``MatMul`` prefers the Swift ``FusedDot`` kernels).
+
+    /// Whether ``MatMul`` runs these integer kernels. On x86-64 always: the AVX2 variant where the
+    /// CPU has AVX2, FMA and F16C, else the baseline variant's scalar code, which gives the same
+    /// bits (the `_isa` tests) and ran ~5× faster than the Swift ``FusedDot`` and float paths
+    /// there, whose FMAs are libm calls without `-mfma` (SmolLM2 Q4_1, one thread,
+    /// `FLEXRUN_KERNELS=baseline`: decode 14.1 against 2.4 tok/s, prefill 13.9 against 3.4). Elsewhere the C kernels have only their
+    /// scalar code and ``MatMul`` prefers ``FusedDot``, which LLVM vectorises for the target.
+    #if arch(x86_64)
+    public static let simd = true
+    #else
     public static let simd: Bool = cflex_kernels_simd() != 0
+    #endif
+    /// Whether the AVX2 variant of the C kernels runs (CFlexKernels/dispatch.c).
+    public static let avx2: Bool = cflex_kernels_simd() != 0
     /// Whether the x8 kernels use AVX-512 on this CPU (`FLEXRUN_KERNELS=avx2` turns it off).
     public static let avx512: Bool = cflex_kernels_avx512() != 0
     /// Whether the batched x8 kernels use AVX-512 VNNI on this CPU.

@@ -1,3 +1,4 @@
+import CFlexKernels
 import Glibc
 
 /// Small vector primitives shared by the kernels: dot products, norms, activations, softmax, rope.
@@ -50,7 +51,8 @@ public enum Vector {
     /// polynomial, the exponent set in the bits), within 2 ulp of `expf` for x in [-87.3, 88]
     /// and clamped outside it (0 and large stay 0 and large for the gates below).
     /// Why: the gates called libm's `expf`/`tanhf` one element at a time; on a Gemma 3 270M
-    /// prompt that was 9 % of the whole run (perf), more than attention.
+    /// prompt that was 9 % of the whole run (perf), more than attention. The gates now run its C
+    /// port (CFlexKernels/vector.c); this one is the reference the tests hold the port to.
     @inline(__always)
     public static func exp8(_ v: SIMD8<Float>) -> SIMD8<Float> {
         let x = v.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.0))
@@ -73,38 +75,20 @@ public enum Vector {
         return e * unsafeBitCast(bits, to: SIMD8<Float>.self)
     }
 
-    /// Applies `gate` to a[i] and multiplies by b[i], eight lanes at a time; the last partial
-    /// vector goes through the same lanes, so an element's value never depends on where it falls.
-    @inline(__always)
-    static func gated(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int,
-                      _ gate: (SIMD8<Float>) -> SIMD8<Float>) {
-        var i = 0
-        while i + 8 <= n {
-            store8(gate(load8(a + i)) * load8(b + i), a + i)
-            i += 8
-        }
-        if i < n {
-            var g = SIMD8<Float>(), h = SIMD8<Float>()
-            for k in 0..<(n - i) { g[k] = a[i + k]; h[k] = b[i + k] }
-            let r = gate(g) * h
-            for k in 0..<(n - i) { a[i + k] = r[k] }
-        }
-    }
-
-    /// a[i] = silu(a[i]) · b[i], the SwiGLU gate: g / (1 + e^-g).
+    /// a[i] = silu(a[i]) · b[i], the SwiGLU gate: g / (1 + e^-g), with ``exp8(_:)`` in eight lanes;
+    /// the last partial vector goes through the same lanes, so an element's value never depends on
+    /// where it falls. The loop is C (CFlexKernels/vector.c, the same arithmetic as the Swift SIMD
+    /// code it replaced, which the tests keep as the reference): compiled for AVX2 and for baseline
+    /// x86-64, chosen at load.
     public static func swiglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
-        gated(a, b, n) { g in g / (1 + exp8(-g)) }
+        cflex_swiglu(a, b, n)
     }
 
     /// a[i] = gelu(a[i]) · b[i], the GeGLU gate (Gemma), GELU in its tanh approximation
     /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as the models were trained; computed as
-    /// x / (1 + e^(-2u)), the same function (0.5·(1 + tanh u) is the logistic of 2u).
+    /// x / (1 + e^(-2u)), the same function (0.5·(1 + tanh u) is the logistic of 2u). C, as ``swiglu(_:_:_:)``.
     public static func geglu(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
-        let c: Float = 0.7978845608028654   // √(2/π)
-        gated(a, b, n) { g in
-            let u = c * (g + 0.044715 * g * g * g)
-            return g / (1 + exp8(-2 * u))
-        }
+        cflex_geglu(a, b, n)
     }
 
     /// x *= s

@@ -34,6 +34,14 @@ import Testing
                                  pages: table, pageTokens: pageTokens, pageStride: pageStride, stride: kvDim, count: count,
                                  headDim: headDim, scale: scale, scores: &scores, scoresStride: count, rows: &rows, out: &out)
         } }
+        // The C kernel gives the bits of the Swift SIMD code it replaced.
+        var swiftOut = [Float](repeating: 0, count: group * headDim)
+        keys.withUnsafeBufferPointer { k in values.withUnsafeBufferPointer { v in
+            SwiftSIMDReference.pagedGroup(queries: queries, group: group, keys: k.baseAddress! + headDim, values: v.baseAddress! + headDim,
+                                          pages: table, pageTokens: pageTokens, pageStride: pageStride, stride: kvDim, count: count,
+                                          headDim: headDim, scale: scale, scores: &scores, scoresStride: count, rows: &rows, out: &swiftOut)
+        } }
+        #expect(out.map(\.bitPattern) == swiftOut.map(\.bitPattern))
         for h in 0..<group {
             var ref = [Float](repeating: 0, count: headDim)
             var s = [Float](repeating: 0, count: count)
@@ -78,6 +86,11 @@ import Testing
         Attention.pagedGroup(queries: queries, group: group, keys: keys, values: values, pages: table, pageTokens: pageTokens,
                              pageStride: pageStride, stride: kvDim, first: first, count: count, ring: ring, headDim: headDim,
                              scale: scale, scores: &scores, scoresStride: window, rows: &rows, out: &out)
+        var swiftOut = [Float](repeating: 0, count: group * headDim)
+        SwiftSIMDReference.pagedGroup(queries: queries, group: group, keys: keys, values: values, pages: table, pageTokens: pageTokens,
+                                      pageStride: pageStride, stride: kvDim, first: first, count: count, ring: ring, headDim: headDim,
+                                      scale: scale, scores: &scores, scoresStride: window, rows: &rows, out: &swiftOut)
+        #expect(out.map(\.bitPattern) == swiftOut.map(\.bitPattern))
         for h in 0..<group {
             var ref = [Float](repeating: 0, count: headDim)
             var s = [Float](repeating: 0, count: count)

@@ -403,6 +403,12 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
             worstSilu = max(worstSilu, abs(Double(silu[i]) - s) / max(abs(s), 1e-3))
             worstGelu = max(worstGelu, abs(Double(gelu[i]) - t) / max(abs(t), 1e-3))
         }
+        // The C gates give the bits of the Swift SIMD code they replaced.
+        var swiftSilu = a, swiftGelu = a
+        swiftSilu.withUnsafeMutableBufferPointer { SwiftSIMDReference.swiglu($0.baseAddress!, b, n) }
+        swiftGelu.withUnsafeMutableBufferPointer { SwiftSIMDReference.geglu($0.baseAddress!, b, n) }
+        #expect(silu.map(\.bitPattern) == swiftSilu.map(\.bitPattern))
+        #expect(gelu.map(\.bitPattern) == swiftGelu.map(\.bitPattern))
         #expect(worstSilu < 2e-6, "swiglu relative error \(worstSilu)")
         #expect(worstGelu < 2e-6, "geglu relative error \(worstGelu)")
         // Position independence: element i alone gives the same bits as inside the run.
@@ -415,3 +421,17 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 }
 
 private func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
+
+/// Which kernel variant this process runs (CFlexKernels picks it at load from the CPU's features).
+/// FLEXRUN_EXPECT_KERNELS names the one a run means to test: Tools/baseline-check.sh sets
+/// "baseline" when it runs the logit tests under qemu's Nehalem (no AVX) or with
+/// FLEXRUN_KERNELS=baseline, so a pass there is known to come from the baseline code.
+@Suite struct KernelVariantTests {
+    static let expected: String? = getenv("FLEXRUN_EXPECT_KERNELS").map { String(cString: $0) }
+
+    @Test(.enabled(if: expected != nil)) func theExpectedVariantRuns() {
+        #expect(Self.expected == "baseline" || Self.expected == "avx2")
+        #expect(IntegerDot.avx2 == (Self.expected == "avx2"))
+        #expect(cflex_isa_available(Int32(CFLEX_ISA_AVX2)) == (Self.expected == "avx2" ? 1 : 0))
+    }
+}

@@ -12,6 +12,7 @@
 // Each kernel has a portable scalar path with the same arithmetic for builds without AVX2; the
 // AVX2 path is tested against the Swift reference dequantizer. (This machine always builds the
 // AVX2 path, so the scalar one is compiled and exercised only on other hosts.)
+#include <stddef.h>
 #include <stdint.h>
 
 /// 32 activations quantized to int16: x ~ d*q. `s` = d*sum(q), so a weight block's offset term
@@ -129,7 +130,19 @@ int cflex_kq_lanes_cpu(void);
 /// The lane kernel of ggml type `type` (12-14) whenever the CPU has AVX-512 VNNI (tests); 0 when not.
 int cflex_gemm4_kquant_lanes(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
 /// The AVX2 form of the lane kernels (vpmaddwd, 8 lanes; any AVX2 build), by type; 0 when not built.
-int cflex_gemm4_kquant_lanes_avx2(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
+int cflex_gemm4_kquant_lanes_256(int type, const void *const *rows, const void *xt, int n, int nb, float *y, int ldy);
+
+// The float loops of the forward pass that are not matrix products (vector.c), ports of the Swift
+// SIMD code they replace, with the same arithmetic (vector.c says why they are C).
+
+/// Attention.pagedGroup: the `group` query heads that share one KV head over a paged f16 KV cache
+/// (keys and values as f16 bits). FlexKernels/Attention.swift documents the parameters.
+void cflex_attention_group(const float *queries, ptrdiff_t group, const uint16_t *keys, const uint16_t *values, const int32_t *pages,
+                           ptrdiff_t pageTokens, ptrdiff_t pageStride, ptrdiff_t stride, ptrdiff_t first, ptrdiff_t count, ptrdiff_t ring,
+                           ptrdiff_t headDim, float scale, float *scores, ptrdiff_t scoresStride, float *rows, float *out);
+/// a[i] = silu(a[i]) * b[i] (Vector.swiglu) and a[i] = gelu_tanh(a[i]) * b[i] (Vector.geglu).
+void cflex_swiglu(float *a, const float *b, ptrdiff_t n);
+void cflex_geglu(float *a, const float *b, ptrdiff_t n);
 
 /// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
 /// has (the unsuffixed kernels pick one at load) and check they give the same bits.
@@ -148,7 +161,8 @@ int cflex_gemv4n_kquant_isa(int type, int isa, const void *const *rows, const cf
 int cflex_gemv4n_q32_isa(int type, int isa, const void *const *rows, const cflex_q16_block *x, int xstride, int n, int nb,
                          float *y, int ldy);
 
-/// 1 when compiled with AVX2+FMA (the fast paths), 0 for the portable scalar build.
+/// 1 when the AVX2 variant runs (the fast paths: x86-64 with AVX2, FMA and F16C, and FLEXRUN_KERNELS
+/// is not "baseline"), 0 for the portable scalar code.
 int cflex_kernels_simd(void);
 /// 1 when the x8 kernels run with AVX-512 (the CPU has BW and VL, and FLEXRUN_KERNELS is not
 /// "avx2"); the results are the same bits either way.
