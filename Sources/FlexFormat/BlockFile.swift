@@ -183,7 +183,10 @@ public enum BlockFile {
                 guard t.imageOffset <= imageSize, t.byteCount <= imageSize - t.imageOffset else {
                     throw .badIndex("tensor '\(name)' lies outside the \(imageSize)-byte image")
                 }
-                total += t.byteCount
+                // Each size is checked against the image, but their sum can still pass Int.max.
+                let (sum, overflow) = total.addingReportingOverflow(t.byteCount)
+                guard !overflow else { throw .badIndex("block's tensor sizes overflow") }
+                total = sum
                 tensors.append(t)
             }
             guard total == raw else { throw .badIndex("block's tensors hold \(total) bytes, its raw size says \(raw)") }

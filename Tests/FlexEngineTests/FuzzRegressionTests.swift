@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import FlexEngine
-import FlexFormat
+@_spi(Fuzzing) import FlexFormat
 
 /// Inputs the fuzz targets (Tests/Fuzz, `Tools/fuzz.sh`) found, kept as regression tests: each
 /// file under Tests/Fuzz/regressions/TARGET goes through what that target checks.
@@ -45,6 +45,22 @@ import FlexFormat
             let text = String(decoding: try Data(contentsOf: url), as: UTF8.self)
             let back = t.decode(t.encode(text, addSpecial: false, parseSpecial: false))
             #expect(back == String(decoding: text.utf8.filter { !missing.contains($0) }, as: UTF8.self), "\(url.lastPathComponent)")
+        }
+    }
+
+    /// A block-file index whose tensors each fit the (huge, claimed) image but whose sizes sum past
+    /// Int.max: `decodeIndex` trapped on the addition (the `blockfile` target in CI). Now refused.
+    @Test func blockIndexWhoseTensorSizesOverflowIsRefused() throws {
+        let files = Self.inputs("blockfile")
+        #expect(!files.isEmpty)
+        for url in files {
+            let bytes = [UInt8](try Data(contentsOf: url))
+            #expect(bytes.count > 128)
+            var header = Array(bytes[0..<128])
+            let sum = header.withUnsafeBytes { XXHash64.hash(UnsafeRawBufferPointer(rebasing: $0[0..<120])) }
+            withUnsafeBytes(of: sum.littleEndian) { for i in 0..<8 { header[120 + i] = $0[i] } }
+            let error = #expect(throws: BlockFileError.self) { _ = try BlockFile.parse(header: header, index: Array(bytes[128...])) }
+            #expect(error.map { "\($0)".contains("overflow") } == true, "\(url.lastPathComponent): \(String(describing: error))")
         }
     }
 
