@@ -64,6 +64,22 @@ import Testing
         }
     }
 
+    /// `ffn:7470000000000000051`: a layer that parses as an Int, whose block index (2 × layer)
+    /// overflowed when the mask was sorted (the `sizes` target in CI). Layers from 2^30 are
+    /// refused, and blocks compare without forming the index.
+    @Test func hugeLayerNumbersAreRefusedAndCompareWithoutOverflow() throws {
+        let files = Self.inputs("sizes")
+        #expect(!files.isEmpty)
+        for url in files {
+            let text = String(decoding: try Data(contentsOf: url), as: UTF8.self)
+            #expect(throws: BlockMask.ParseError.self) { _ = try BlockMask(parsing: text) }
+        }
+        #expect(throws: BlockMask.ParseError.self) { _ = try BlockMask(parsing: "ffn:\(1 << 30)") }
+        #expect(try BlockMask(parsing: "ffn:\((1 << 30) - 1),attn:2").description == "attn:2,ffn:\((1 << 30) - 1)")
+        let huge = BlockMask.Block(.ffn, Int.max), small = BlockMask.Block(.attention, 3)
+        #expect(small < huge && !(huge < small) && BlockMask.Block(.attention, 3) < BlockMask.Block(.ffn, 3))
+    }
+
     /// A header claiming 2^24 tensors in a 24-byte file is refused as truncated at the first
     /// tensor. (The count used to size a reservation of about 1 GB first; that address space is
     /// not observable here, only that the parse ends in the error.)

@@ -14,7 +14,10 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
         /// Position in execution order: attention of layer l is 2l, its FFN 2l + 1.
         public var index: Int { 2 * layer + (kind == .ffn ? 1 : 0) }
         public init(index: Int) { self.init(index % 2 == 0 ? .attention : .ffn, index / 2) }
-        public static func < (a: Block, b: Block) -> Bool { a.index < b.index }
+        /// Execution order, without forming the index (a block made in code may have any layer).
+        public static func < (a: Block, b: Block) -> Bool {
+            a.layer != b.layer ? a.layer < b.layer : (a.kind == .attention && b.kind == .ffn)
+        }
         /// Every block of a model with `layers` layers, in execution order.
         public static func all(layers: Int) -> [Block] { (0..<2 * layers).map(Block.init(index:)) }
     }
@@ -51,7 +54,9 @@ public struct BlockMask: Sendable, Equatable, Hashable, CustomStringConvertible 
         var blocks: [Block] = []
         for item in text.split(separator: ",") {
             let parts = item.split(separator: ":")
-            guard parts.count == 2, let kind = Kind(rawValue: parts[0].lowercased()), let layer = Int(parts[1]), layer >= 0 else {
+            // Layers past 2^30 are no model's, and 2 × layer (a block's index) must not overflow.
+            guard parts.count == 2, let kind = Kind(rawValue: parts[0].lowercased()), let layer = Int(parts[1]), layer >= 0,
+                  layer < 1 << 30 else {
                 throw ParseError(text: text)
             }
             blocks.append(Block(kind, layer))
