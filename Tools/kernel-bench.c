@@ -101,6 +101,24 @@ int main(void) {
             if (cflex_isa_available(isa))
                 printf("%s four-row %-8s %5.1f\n", kq[k].name, isa_name[isa],
                        best_four(NULL, kq[k].type, isa, w, (size_t)NB / 8 * kq[k].bytes, x, y));
+        // x8 groups (kquants_x8.c): the default four-row kernel's bits, 8 rows per call.
+        size_t rb = (size_t)NB / 8 * kq[k].bytes;
+        best_four(k == 0 ? cflex_gemv4_q4_K : k == 1 ? cflex_gemv4_q5_K : cflex_gemv4_q6_K, 0, 0, w, rb, x, y);
+        unsigned char *g = malloc(rb * ROWS), *back = malloc(rb * ROWS);
+        for (int r = 0; r < ROWS; r += 8) cflex_x8k_interleave(kq[k].type, w + rb * r, NB, g + rb * r);
+        for (int r = 0; r < ROWS; r += 8) cflex_x8k_rows(kq[k].type, g + rb * r, NB, back + rb * r);
+        void (*group)(const void *, const cflex_q16_block *, int, float *) = k == 0 ? cflex_gemv8_q4_K : k == 1 ? cflex_gemv8_q5_K : cflex_gemv8_q6_K;
+        double best = 1e9;
+        for (int pass = 0; pass < PASSES; pass++) {
+            double t0 = now();
+            for (int r = 0; r < ROWS; r += 8) group(g + rb * r, x, NB, y8 + r);
+            double t = now() - t0;
+            if (t < best) best = t;
+        }
+        printf("%s x8 (x8 kernels here: %d) %5.1f  (same bits as four-row: %s; rows back: %s)\n", kq[k].name, cflex_x8k_available(),
+               (double)rb * ROWS / best / 1e9, memcmp(y, y8, sizeof y) ? "NO" : "yes", memcmp(w, back, rb * ROWS) ? "NO" : "yes");
+        free(g);
+        free(back);
         free(w);
     }
 

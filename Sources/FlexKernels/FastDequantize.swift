@@ -97,6 +97,17 @@ public enum FastDequantize {
                 let q1 = SIMD4<UInt32>(quad(p, q + 128), quad(p, q + 160), quad(p, q + 192), quad(p, q + 224))
                 q8_0(d: f16(p, 2 * r), unsafeBitCast(q0, to: SIMD16<Int8>.self), unsafeBitCast(q1, to: SIMD16<Int8>.self), dst + b * 32)
             }
+        case .q4_K, .q5_K, .q6_K:
+            // Each super-block of the row back to ggml's bytes (kquants_x8.c), decoded as a row-major one.
+            let groupBytes = 8 * type.blockBytes
+            var block: SIMD32<UInt64> = .zero   // 256 bytes, at least one super-block
+            withUnsafeMutableBytes(of: &block) { blk in
+                let o = blk.baseAddress!
+                for i in 0..<count / 256 {
+                    cflex_x8k_block(Int32(type.rawValue), group + i * groupBytes, Int32(r), o)
+                    row(type, UnsafeRawPointer(o), dst + 256 * i, count: 256)
+                }
+            }
         case .q5_0, .q5_1:
             // Reassemble the row's ggml block and decode it as a row-major one: the same floats.
             let m = type == .q5_1 ? 2 : 0, groupBytes = 8 * type.blockBytes

@@ -161,6 +161,10 @@ public enum MatMul {
     struct IntegerJob {
         let w: QuantMatrix, dot: IntegerDot.Kernel, y: UnsafeMutablePointer<Float>, ldy: Int, batch: Int
         let activations: UnsafeMutablePointer<cflex_q16_block>, activationStride: Int, rowsPerTask: Int
+        /// Per-thread scratch (the float path's two dequantized rows, `scratchBytes` each): where a
+        /// K-quant x8 group goes back to row-major rows for a batch (8 rows of at most 6.6 bits a
+        /// weight fit in two float rows).
+        let scratch: UnsafeMutableRawPointer, scratchBytes: Int
         /// The lane kernel and the rearranged activations, when this batch takes them.
         let lanes: (kernel: IntegerDot.LanesKernel, activations: UnsafeRawPointer)?
 
@@ -168,6 +172,7 @@ public enum MatMul {
              _ ws: MatMulWorkspace, _ rowsPerTask: Int, packed: Bool = false) {
             self.w = w; self.dot = dot; self.y = y; self.ldy = ldy; self.batch = batch
             activations = ws.activations; activationStride = ws.activationStride; self.rowsPerTask = rowsPerTask
+            scratch = UnsafeMutableRawPointer(ws.rows); scratchBytes = 2 * ws.rowStride * MemoryLayout<Float>.stride
             if packed, let kernel = IntegerDot.lanes(for: w.type), let buffer = ws.lanes {
                 lanes = (kernel, UnsafeRawPointer(buffer))
             } else {
@@ -178,7 +183,7 @@ public enum MatMul {
         var tasks: Int { (w.rows + rowsPerTask - 1) / rowsPerTask }
 
         @inline(__always)
-        func run(_ task: Int) {
+        func run(_ task: Int, thread: Int) {
             let nb = Int32(w.cols / 32)
             let end = min(w.rows, (task + 1) * rowsPerTask)
             var r = task * rowsPerTask
@@ -207,7 +212,35 @@ public enum MatMul {
                     r += 8
                 }
                 if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(fourN, from: r, to: end) }
-            case .four(let four, let batched):
+            case .four(let four, let batched, let group):
+                // K-quant x8 groups (resident rows where the CPU has the x8 kernels): 8 rows per call
+                // for one activation row; for a batch, the group back to row-major rows in this
+                // thread's scratch and the row-major kernels below (the same bits either way).
+                while r + 8 <= min(end, w.interleavedRows) {
+                    let g = w.row(r)
+                    if batch == 1 {
+                        group(g, activations, nb, y + r)
+                    } else {
+                        let rows = UnsafeRawPointer(scratch + thread * scratchBytes)
+                        precondition(8 * w.rowBytes <= scratchBytes, "x8 scratch too small")
+                        cflex_x8k_rows(Int32(w.type.rawValue), g, nb, scratch + thread * scratchBytes)
+                        for h in 0..<2 {
+                            var p: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) =
+                                (rows + (4 * h) * w.rowBytes, rows + (4 * h + 1) * w.rowBytes,
+                                 rows + (4 * h + 2) * w.rowBytes, rows + (4 * h + 3) * w.rowBytes)
+                            withUnsafePointer(to: &p) {
+                                $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
+                                    if let lanes {
+                                        lanes.kernel(p, lanes.activations, Int32(batch), nb, y + r + 4 * h, Int32(ldy))
+                                    } else {
+                                        batched(p, activations, Int32(activationStride), Int32(batch), nb, y + r + 4 * h, Int32(ldy))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    r += 8
+                }
                 if let lanes {
                     rowMajorLanes(lanes.kernel, lanes.activations, fallback: batched, from: r, to: end)
                 } else if batch == 1 {
@@ -287,19 +320,19 @@ public enum MatMul {
             if full < end { rowMajorBatched(fallback, from: full, to: end) }
         }
 
-        static let run: WorkerPool.TaskFunction = { ctx, task, _ in
-            ctx.assumingMemoryBound(to: IntegerJob.self).pointee.run(task)
+        static let run: WorkerPool.TaskFunction = { ctx, task, thread in
+            ctx.assumingMemoryBound(to: IntegerJob.self).pointee.run(task, thread: thread)
         }
     }
 
     struct SharedJob {
         let jobs: (IntegerJob, IntegerJob, IntegerJob)
         let t0: Int, t1: Int
-        static let run: WorkerPool.TaskFunction = { ctx, task, _ in
+        static let run: WorkerPool.TaskFunction = { ctx, task, thread in
             let j = ctx.assumingMemoryBound(to: SharedJob.self)
-            if task < j.pointee.t0 { j.pointee.jobs.0.run(task) }
-            else if task < j.pointee.t0 + j.pointee.t1 { j.pointee.jobs.1.run(task - j.pointee.t0) }
-            else { j.pointee.jobs.2.run(task - j.pointee.t0 - j.pointee.t1) }
+            if task < j.pointee.t0 { j.pointee.jobs.0.run(task, thread: thread) }
+            else if task < j.pointee.t0 + j.pointee.t1 { j.pointee.jobs.1.run(task - j.pointee.t0, thread: thread) }
+            else { j.pointee.jobs.2.run(task - j.pointee.t0 - j.pointee.t1, thread: thread) }
         }
     }
 
@@ -489,7 +522,8 @@ public enum IntegerDot {
     public enum Kernel: Sendable {
         case row(RowKernel)
         case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel, fourN: FourRowBatchKernel)
-        case four(FourRowKernel, batched: FourRowBatchKernel)
+        /// `group`: the x8 decode kernel, where the matrix holds K-quant x8 groups (``Interleave``).
+        case four(FourRowKernel, batched: FourRowBatchKernel, group: GroupKernel)
 
         /// Whether prompt rows take this kernel too (``MatMul/Path/prefill``): every format with a
         /// batched kernel. The K-quants' unpacks a super-block once for several activation rows and
@@ -516,9 +550,9 @@ public enum IntegerDot {
         case .q5_0: return .rows(four: cflex_gemv4_q5_0, group: cflex_gemv8_q5_0, groupN: cflex_gemv8n_q5_0, fourN: cflex_gemv4n_q5_0)
         case .q5_1: return .rows(four: cflex_gemv4_q5_1, group: cflex_gemv8_q5_1, groupN: cflex_gemv8n_q5_1, fourN: cflex_gemv4n_q5_1)
         case .q8_0: return .rows(four: cflex_gemv4_q8_0, group: cflex_gemv8_q8_0, groupN: cflex_gemv8n_q8_0, fourN: cflex_gemv4n_q8_0)
-        case .q4_K: return .four(cflex_gemv4_q4_K, batched: cflex_gemv4n_q4_K)
-        case .q5_K: return .four(cflex_gemv4_q5_K, batched: cflex_gemv4n_q5_K)
-        case .q6_K: return .four(cflex_gemv4_q6_K, batched: cflex_gemv4n_q6_K)
+        case .q4_K: return .four(cflex_gemv4_q4_K, batched: cflex_gemv4n_q4_K, group: cflex_gemv8_q4_K)
+        case .q5_K: return .four(cflex_gemv4_q5_K, batched: cflex_gemv4n_q5_K, group: cflex_gemv8_q5_K)
+        case .q6_K: return .four(cflex_gemv4_q6_K, batched: cflex_gemv4n_q6_K, group: cflex_gemv8_q6_K)
         default: return nil
         }
     }
@@ -561,6 +595,9 @@ public enum IntegerDot {
     public static let avx512: Bool = cflex_kernels_avx512() != 0
     /// Whether the batched x8 kernels use AVX-512 VNNI on this CPU.
     public static let vnni: Bool = cflex_kernels_vnni() != 0
+    /// Whether the K-quant x8 kernels run here (AVX-512 VNNI), so that ``Interleave`` lays out resident
+    /// K-quant rows in x8 groups.
+    public static let x8KQuants: Bool = cflex_x8k_available() != 0
 }
 
 /// Owns the memory behind a ``MatMulWorkspace``, sized for a pool, a widest row and a batch.

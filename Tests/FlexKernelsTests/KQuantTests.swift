@@ -133,6 +133,49 @@ import FlexFormat
         }
     }
 
+    /// x8 groups (`kquants_x8.c`): interleaving a group and taking its rows back gives the rows'
+    /// bytes, each row's super-blocks come back one at a time too, and the group kernel on every
+    /// path this machine has (the portable fallback always; AVX-512 VNNI where it runs) gives each
+    /// of the 8 rows the four-row kernel's bits, with small and large scales of both signs and
+    /// activations spread over six decades.
+    @Test(arguments: types, [1, 3])
+    func x8GroupsMatchFourRows(_ type: GGMLType, _ superBlocks: Int) {
+        let a = Self.makeCase(type, superBlocks: superBlocks, seed: 71 &+ UInt64(superBlocks), spread: 3)
+        let b = Self.makeCase(type, superBlocks: superBlocks, seed: 72, scale: 3)
+        let rows = a.weights + b.weights, nb = a.cols / 32, t = Int32(type.rawValue)
+        var blocks = [cflex_q16_block](repeating: cflex_q16_block(), count: nb)
+        cflex_quantize_q16(a.x, &blocks, Int32(a.cols))
+        var want = [Float](repeating: .nan, count: 8)
+        rows.withUnsafeBytes { w in
+            for h in 0..<2 {
+                let four: [UnsafeRawPointer?] = (0..<4).map { UnsafeRawPointer(w.baseAddress! + (4 * h + $0) * a.rowBytes) }
+                want.withUnsafeMutableBufferPointer { _ = cflex_gemv4_kquant_isa(t, Int32(CFLEX_ISA_SCALAR), four, blocks, Int32(nb), $0.baseAddress! + 4 * h) }
+            }
+        }
+        var group = [UInt8](repeating: 0, count: rows.count), back = group
+        cflex_x8k_interleave(t, rows, Int32(nb), &group)
+        #expect(group != rows)
+        cflex_x8k_rows(t, group, Int32(nb), &back)
+        #expect(back == rows)
+        var block = [UInt8](repeating: 0, count: type.blockBytes)
+        for r in 0..<8 {
+            for i in 0..<superBlocks {
+                group.withUnsafeBytes { cflex_x8k_block(t, $0.baseAddress! + 8 * type.blockBytes * i, Int32(r), &block) }
+                let at = r * a.rowBytes + i * type.blockBytes
+                #expect(block[...] == rows[at..<at + type.blockBytes], "row \(r) super-block \(i)")
+            }
+        }
+        var ran = 0
+        for isa in [Int32(CFLEX_ISA_SCALAR), Int32(CFLEX_ISA_AVX512)] {
+            var y = [Float](repeating: .nan, count: 8)
+            guard cflex_gemv8_kquant_isa(t, isa, group, blocks, Int32(nb), &y) != 0 else { continue }
+            ran += 1
+            #expect(y.map(\.bitPattern) == want.map(\.bitPattern), "isa \(isa)")
+        }
+        #expect(ran == (IntegerDot.x8KQuants ? 2 : 1))
+        #expect(want.allSatisfy { $0.isFinite && $0 != 0 })
+    }
+
     /// The one-row kernel gives the bits of the four-row kernel, and a repeated row gives its own
     /// result in every lane (how ``MatMul`` fills the last 1–3 rows of a task).
     @Test(arguments: types)
@@ -147,7 +190,7 @@ import FlexFormat
                 let row = w.baseAddress! + r * c.rowBytes
                 #expect(dot(row, blocks, Int32(c.cols / 32)).bitPattern == y[r].bitPattern, "row \(r)")
                 var same = [Float](repeating: .nan, count: 4)
-                guard case .four(let four, _) = IntegerDot.kernel(for: type) else { Issue.record("no four-row kernel"); return }
+                guard case .four(let four, _, _) = IntegerDot.kernel(for: type) else { Issue.record("no four-row kernel"); return }
                 let same4: [UnsafeRawPointer?] = [row, row, row, row]
                 four(same4, blocks, Int32(c.cols / 32), &same)
                 #expect(same.allSatisfy { $0.bitPattern == y[r].bitPattern }, "row \(r) repeated")

@@ -218,7 +218,7 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 @Suite struct InterleaveTests {
     /// `rows` rows of `type` with the first `interleaved` rearranged, and the row-major original.
     func matrices(_ type: GGMLType, rows: Int, cols: Int, interleaved: Int, _ body: (QuantMatrix, QuantMatrix) -> Void) {
-        let data = randomBlocks(type, blocks: rows * cols / 32, seed: 21)
+        let data = randomBlocks(type, blocks: rows * cols / type.blockElements, seed: 21)
         let copy = UnsafeMutableRawPointer.allocate(byteCount: data.count, alignment: 64)
         defer { copy.deallocate() }
         data.withUnsafeBytes { raw in
@@ -231,11 +231,14 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
         }
     }
 
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1], [1, 2, 3])
+    /// The K-quants' x8 groups (`kquants_x8.c`) run their AVX-512 VNNI kernels where the CPU has
+    /// them and the portable fallback elsewhere; batches take the group back to row-major rows.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K], [1, 2, 3, 13])
     func decodeIsBitIdenticalToRowMajor(_ type: GGMLType, _ batch: Int) throws {
         guard Interleave.supports(type) else { return }
         try #require(IntegerDot.simd || Interleave.rows(type, 8) == 0)
-        let rows = 45, cols = 96   // 5 groups, then 5 row-major rows (one four, one left over)
+        // 5 groups, then 5 row-major rows (one four, one left over); the K-quants 3 super-blocks.
+        let rows = 45, cols = Interleave.isKQuant(type) ? 768 : 96
         var rng = TestRNG(seed: 5)
         let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
         let pool = WorkerPool(threads: 2)
@@ -254,11 +257,11 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// A matrix split between a resident head (interleaved) and a streamed tail (row-major), as
     /// the offload runtime builds it, against the contiguous row-major matrix.
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K])
     func splitMatrixMatches(_ type: GGMLType) throws {
         guard Interleave.supports(type) else { return }
         try #require(IntegerDot.simd)
-        let rows = 64, cols = 128, split = 20
+        let rows = 64, cols = Interleave.isKQuant(type) ? 512 : 128, split = 20
         var rng = TestRNG(seed: 9)
         let x = (0..<cols).map { _ in Float(rng.next() % 2000) / 1000 - 1 }
         let pool = WorkerPool(threads: 2)
@@ -276,10 +279,10 @@ func roundTripQ16(_ x: [Float]) -> [Float] {
 
     /// Dequantized rows (prefill, embedding lookups) are the same floats in both layouts, and the
     /// float path over an interleaved matrix gives the same products.
-    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1])
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K])
     func dequantizedRowsAndPrefillMatch(_ type: GGMLType) {
         guard Interleave.supports(type) else { return }
-        let rows = 24, cols = 160, batch = 9
+        let rows = 24, cols = Interleave.isKQuant(type) ? 768 : 160, batch = 9
         matrices(type, rows: rows, cols: cols, interleaved: 24) { plain, x8 in
             var a = [Float](repeating: 0, count: cols), b = [Float](repeating: .nan, count: cols)
             for r in 0..<rows {

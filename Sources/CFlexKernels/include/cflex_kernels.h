@@ -144,6 +144,26 @@ void cflex_attention_group(const float *queries, ptrdiff_t group, const uint16_t
 void cflex_swiglu(float *a, const float *b, ptrdiff_t n);
 void cflex_geglu(float *a, const float *b, ptrdiff_t n);
 
+/// K-quant x8 groups (kquants_x8.c, which has the layout): 8 rows per call with the rows in the
+/// vector lanes, the four-row kernels' bits. `type` is the ggml id (12 Q4_K, 13 Q5_K, 14 Q6_K).
+/// 1 when the x8 kernels run here (AVX-512 BW, VL and VNNI; FLEXRUN_KERNELS neither "avx2" nor
+/// "avx512"); elsewhere cflex_gemv8_q*_K still give the right bits, slowly, and the engine keeps
+/// K-quant rows row-major.
+int cflex_x8k_available(void);
+/// 8 row-major rows (contiguous, nb/8 super-blocks each) → one x8 group at dst.
+void cflex_x8k_interleave(int type, const void *src, int nb, void *dst);
+/// One x8 group → its 8 rows, row-major and contiguous at dst.
+void cflex_x8k_rows(int type, const void *group, int nb, void *dst);
+/// Row `row` (0-7) of one group super-block → its row-major super-block at dst.
+void cflex_x8k_block(int type, const void *groupBlock, int row, void *dst);
+/// y[0..8) = the 8 rows of one x8 group · x.
+void cflex_gemv8_q4_K(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8_q5_K(const void *group, const cflex_q16_block *x, int nb, float *y);
+void cflex_gemv8_q6_K(const void *group, const cflex_q16_block *x, int nb, float *y);
+/// cflex_gemv8_q*_K on a named instruction set: scalar is the portable fallback (the baseline
+/// variant's), AVX-512 the VNNI kernels where they run. Returns 0 (y untouched) when not there.
+int cflex_gemv8_kquant_isa(int type, int isa, const void *group, const cflex_q16_block *x, int nb, float *y);
+
 /// Instruction sets a kernel can be asked for by name, so that tests run every path the machine
 /// has (the unsuffixed kernels pick one at load) and check they give the same bits.
 enum { CFLEX_ISA_SCALAR = 0, CFLEX_ISA_AVX2 = 1, CFLEX_ISA_AVX512 = 2 };
