@@ -38,8 +38,9 @@ public struct MatMulWorkspace {
 ///   Q4_1, Q5_0, Q5_1 and Q8_0 take 8 rows per call where the matrix holds x8
 ///   groups (``Interleave``, the
 ///   resident rows) and four row-major rows per call elsewhere, with bit-identical results; the
-///   K-quants four row-major rows per call, resident or streamed (a 256-element super-block
-///   against 8 activation blocks, `kquants.c`).
+///   K-quants four row-major rows per call (a 256-element super-block against 8 activation
+///   blocks, `kquants.c`), and x8 groups where the CPU has AVX-512 VNNI (`kquants_x8.c`: the rows
+///   in the lanes; a batch takes a group back to row-major rows in the thread's scratch).
 /// - Integer path, prefill (AVX2 builds; Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants): as decode, but
 ///   row-major rows go four at a time against all the batch's activation rows (`cflex_gemv4n_*`:
 ///   a K-quant super-block, or a 32-element block's four rows rearranged into quad vectors, unpacked
@@ -517,8 +518,10 @@ public enum IntegerDot {
 
     /// A row at a time (Q4_0); or (Q4_1, Q8_0, Q5_0, Q5_1) four row-major rows or one x8 group at a
     /// time (against one activation row, or several with `fourN` and up to eight with `groupN`),
-    /// with bit-identical results between them; or (the K-quants, which have no x8 layout) four
-    /// row-major rows at a time, against one activation row or (`batched`) several, again with the same bits.
+    /// with bit-identical results between them; or (the K-quants) four row-major rows at a time,
+    /// against one activation row or (`batched`) several, or one x8 group against one activation
+    /// row (`group`; where a batch meets a group, the group goes back to row-major rows first),
+    /// again with the same bits.
     public enum Kernel: Sendable {
         case row(RowKernel)
         case rows(four: FourRowKernel, group: GroupKernel, groupN: GroupBatchKernel, fourN: FourRowBatchKernel)

@@ -51,8 +51,8 @@ final class ReadProbe: @unchecked Sendable {
 
 /// Names the x8 kernels' instruction set: AVX-512 where the CPU has it, unless FLEXRUN_KERNELS=avx2.
 let residentLabel = IntegerDot.avx512 ? "resident (x8, AVX-512)" : "resident (x8, AVX2)"
-/// The K-quants have no x8 layout: resident and streamed rows take the same row-major kernels,
-/// with AVX-512 where the x8 kernels have it.
+/// Streamed K-quant rows take the row-major four-row kernels (AVX-512 where the x8 kernels have it);
+/// resident ones are x8 groups only where the CPU has AVX-512 VNNI (`kquants_x8.c`).
 let kQuantLabel = IntegerDot.avx512 ? "row-major (AVX-512)" : "row-major (AVX2)"
 let kQuants: Set<GGMLType> = [.q4_K, .q5_K, .q6_K]
 /// How the engine keeps resident rows of `type` on this CPU: x8 groups where it has them (Q5_0
@@ -121,8 +121,8 @@ let benchmarks: @Sendable () -> Void = {
     // then runs the matvec, and records matvec MB/s as a percentage of that read. The machine's
     // bandwidth drifts by tens of percent between seconds (other tenants), so p50s of two separate
     // benchmarks compare different moments; a ratio per iteration does not.
-    // The engine's layout is x8 for resident Q4_1/Q8_0 rows ("resident"); "row-major" is how
-    // streamed rows arrive (same results, four rows per call), and every K-quant row.
+    // The engine's layout is x8 for resident rows ("resident"; the K-quants' only with AVX-512
+    // VNNI); "row-major" is how streamed rows arrive (same results, four rows per call).
     for (type, rows, cols) in [(GGMLType.q4_1, 65536, 4096), (.q8_0, 32768, 4096), (.q5_0, 65536, 4096), (.q4_K, 65536, 4096),
                                (.q5_K, 65536, 4096), (.q6_K, 32768, 4096)] {
         Benchmark("matvec \(type) \(rows)x\(cols) C int16 \(residentLayoutLabel(type)), % of read (paired)",
