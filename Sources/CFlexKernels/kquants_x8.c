@@ -44,16 +44,57 @@ static int x8k_layout(int type, const x8k_field **fields, int *bytes) {
     }
 }
 
+/// Units of U bytes of one field, 8 rows, to the group or back (U a constant, so each copy is one move).
+#define X8K_MOVE_UNITS(U)                                                                               \
+    for (int c = 0; c < units; c++)                                                                     \
+        for (int r = 0; r < 8; r++) {                                                                   \
+            uint8_t *g = group + at + 8 * (U) * c + (U) * r, *w = rows[r] + f[i].offset + (U) * c;        \
+            if (toGroup) memcpy(g, w, (U)); else memcpy(w, g, (U));                                      \
+        }
+
+#if CFLEX_AVX2
+/// 8 × 8 4-byte units, transposed: in[i] (a vector of 8 units) → out[j] (unit i of out[j] = unit j
+/// of in[i]). The x8 layout of a 4-byte field is that transpose of 8 rows' 8 consecutive units.
+static inline void x8k_transpose8(const uint8_t *const *in, uint8_t *const *out) {
+    __m256i v[8], t[8];
+    for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_si256((const __m256i *)in[i]);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);       // a0 b0 a1 b1 | a4 b4 a5 b5
+        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);   // a2 b2 a3 b3 | a6 b6 a7 b7
+    }
+    for (int i = 0; i < 8; i += 4) {
+        v[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);       // a0 b0 c0 d0 | a4 b4 c4 d4
+        v[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);   // a1 b1 c1 d1 | a5 ...
+        v[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);   // a2 ... | a6 ...
+        v[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);   // a3 ... | a7 ...
+    }
+    for (int j = 0; j < 4; j++) {
+        _mm256_storeu_si256((__m256i *)out[j], _mm256_permute2x128_si256(v[j], v[4 + j], 0x20));
+        _mm256_storeu_si256((__m256i *)out[4 + j], _mm256_permute2x128_si256(v[j], v[4 + j], 0x31));
+    }
+}
+#endif
+
 /// One super-block column: 8 row-major super-blocks (`rows[r]`) → a group super-block, or back.
+/// (Batches take groups back to rows before every matmul, so this is on the prompt path.)
 static void x8k_move(const x8k_field *f, int nf, uint8_t *group, uint8_t *const *rows, int toGroup) {
     int at = 0;
     for (int i = 0; i < nf; i++) {
-        const int units = f[i].length / f[i].unit, u = f[i].unit;
-        for (int c = 0; c < units; c++)
-            for (int r = 0; r < 8; r++) {
-                uint8_t *g = group + at + 8 * u * c + u * r, *w = rows[r] + f[i].offset + u * c;
-                if (toGroup) memcpy(g, w, (size_t)u); else memcpy(w, g, (size_t)u);
+        const int units = f[i].length / f[i].unit;
+#if CFLEX_AVX2
+        if (f[i].unit == 4 && units % 8 == 0) {
+            for (int c0 = 0; c0 < units; c0 += 8) {
+                const uint8_t *in[8];
+                uint8_t *out[8];
+                for (int k = 0; k < 8; k++) {
+                    uint8_t *g = group + at + 32 * (c0 + k), *w = rows[k] + f[i].offset + 4 * c0;
+                    if (toGroup) { in[k] = w; out[k] = g; } else { in[k] = g; out[k] = w; }
+                }
+                x8k_transpose8(in, out);
             }
+        } else
+#endif
+        if (f[i].unit == 4) { X8K_MOVE_UNITS(4) } else if (f[i].unit == 2) { X8K_MOVE_UNITS(2) } else { X8K_MOVE_UNITS(1) }
         at += 8 * f[i].length;
     }
 }
