@@ -125,6 +125,16 @@ void cflex_x8k_rows(int type, const void *group, int nb, void *dst) {
     }
 }
 
+void cflex_x8k_superblock(int type, const void *groupBlock, void *dst) {
+    const x8k_field *f;
+    int bytes;
+    const int nf = x8k_layout(type, &f, &bytes);
+    if (!nf) return;
+    uint8_t *rows[8];
+    for (int r = 0; r < 8; r++) rows[r] = (uint8_t *)dst + r * bytes;
+    x8k_move(f, nf, (uint8_t *)groupBlock, rows, 0);
+}
+
 void cflex_x8k_block(int type, const void *groupBlock, int row, void *dst) {
     const x8k_field *f;
     int bytes;

@@ -24,11 +24,14 @@ public enum Interleave {
     static func isKQuant(_ type: GGMLType) -> Bool { type == .q4_K || type == .q5_K || type == .q6_K }
 
     /// How many of `rows` leading rows to rearrange: whole groups of 8, and none where the x8
-    /// kernels would not run (builds without AVX2 take the Swift fused kernels, row-major only;
-    /// K-quant groups only where the CPU has their AVX-512 VNNI kernels: elsewhere the four-row
-    /// kernels are faster than the x8 fallback).
+    /// kernels would not run (builds without AVX2 take the Swift fused kernels, row-major only).
+    /// K-quant groups only where the CPU has their AVX-512 VNNI kernels (elsewhere the four-row
+    /// kernels beat the x8 fallback), and not for Q6_K: its four-row kernel already keeps up with
+    /// the bus, and x8 measured 0.93-1.08× it from memory (2 threads, 160 MiB, alternating; Q4_K
+    /// 1.25×, Q5_K 1.27×) while prompts pay 1-7 % to take groups back to rows (docs/BENCHMARKS.md).
     public static func rows(_ type: GGMLType, _ rows: Int) -> Int {
-        guard supports(type), IntegerDot.simd, !isKQuant(type) || IntegerDot.x8KQuants else { return 0 }
+        guard supports(type), IntegerDot.simd else { return 0 }
+        if isKQuant(type), !IntegerDot.x8KQuants || type == .q6_K { return 0 }
         return rows / 8 * 8
     }
 

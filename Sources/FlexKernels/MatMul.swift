@@ -215,12 +215,16 @@ public enum MatMul {
                 if batch == 1 { rowMajor(four, from: r, to: end) } else { rowMajorBatched(fourN, from: r, to: end) }
             case .four(let four, let batched, let group):
                 // K-quant x8 groups (resident rows where the CPU has the x8 kernels): 8 rows per call
-                // for one activation row; for a batch, the group back to row-major rows in this
-                // thread's scratch and the row-major kernels below (the same bits either way).
+                // for one activation row; a prompt batch on the lane kernels' x8 form; a small batch
+                // (several sequences) takes the group back to row-major rows in this thread's
+                // scratch and the batched row-major kernel (the same bits every way).
                 while r + 8 <= min(end, w.interleavedRows) {
                     let g = w.row(r)
                     if batch == 1 {
                         group(g, activations, nb, y + r)
+                    } else if let lanes {
+                        // The lane kernel on the group, its super-blocks back to rows one at a time in L1.
+                        cflex_gemm8_kquant_lanes(Int32(w.type.rawValue), g, lanes.activations, Int32(batch), nb, y + r, Int32(ldy))
                     } else {
                         let rows = UnsafeRawPointer(scratch + thread * scratchBytes)
                         precondition(8 * w.rowBytes <= scratchBytes, "x8 scratch too small")
@@ -231,11 +235,7 @@ public enum MatMul {
                                  rows + (4 * h + 2) * w.rowBytes, rows + (4 * h + 3) * w.rowBytes)
                             withUnsafePointer(to: &p) {
                                 $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
-                                    if let lanes {
-                                        lanes.kernel(p, lanes.activations, Int32(batch), nb, y + r + 4 * h, Int32(ldy))
-                                    } else {
-                                        batched(p, activations, Int32(activationStride), Int32(batch), nb, y + r + 4 * h, Int32(ldy))
-                                    }
+                                    batched(p, activations, Int32(activationStride), Int32(batch), nb, y + r + 4 * h, Int32(ldy))
                                 }
                             }
                         }

@@ -30,7 +30,9 @@ import FlexFormat
         let copy = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { copy.deallocate() }
         copy.copyMemory(from: data, byteCount: bytes)
-        let grouped = Interleave.rows(type, 32)
+        // (K-quant groups whether or not the engine picks them here: Q6_K's, and every CPU's
+        // fallback, must give the same bits too.)
+        let grouped = kquant && IntegerDot.simd ? 32 : Interleave.rows(type, 32)
         if grouped > 0 {
             let scratch = UnsafeMutableRawPointer.allocate(byteCount: Interleave.scratchBytes(type, cols: cols), alignment: 64)
             defer { scratch.deallocate() }

@@ -154,6 +154,11 @@ int cflex_x8k_available(void);
 void cflex_x8k_interleave(int type, const void *src, int nb, void *dst);
 /// One x8 group → its 8 rows, row-major and contiguous at dst.
 void cflex_x8k_rows(int type, const void *group, int nb, void *dst);
+/// One group super-block → its 8 rows' row-major super-blocks, one after the other at dst.
+void cflex_x8k_superblock(int type, const void *groupBlock, void *dst);
+/// The lane kernels (cflex_gemm4_q*_K_lanes) on one x8 group: y[j*ldy + 0..8) for the n packed
+/// activation rows, the same bits.
+void cflex_gemm8_kquant_lanes(int type, const void *group, const void *xt, int n, int nb, float *y, int ldy);
 /// Row `row` (0-7) of one group super-block → its row-major super-block at dst.
 void cflex_x8k_block(int type, const void *groupBlock, int row, void *dst);
 /// y[0..8) = the 8 rows of one x8 group · x.
