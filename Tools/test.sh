@@ -3,7 +3,8 @@
 # every test in an optimised build (numeric tests such as perplexity on the real model are
 # far too slow unoptimised). FLEXRUN_REQUIRE_MODEL=1 turns a missing model into a failure
 # instead of a skip, so a green run always means the real-model checks ran. Without arguments
-# it also runs Tools/baseline-check.sh and Tools/consumer-check.sh (a few minutes).
+# it also runs Tools/baseline-check.sh, Tools/consumer-check.sh and Tools/docs.sh (DocC, warnings
+# as errors; a few minutes together).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Tools/env.sh
@@ -17,5 +18,6 @@ if [ $# -eq 0 ]; then
   swift build -c release -Xswiftc -enable-testing --build-tests
   bash Tools/baseline-check.sh
   bash Tools/consumer-check.sh
+  bash Tools/docs.sh
 fi
 exec swift test -c release -Xswiftc -enable-testing "$@"

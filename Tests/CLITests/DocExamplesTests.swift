@@ -34,6 +34,7 @@ import Testing
         ("bash Tools/soak.sh", "1,000 generations, a few minutes; SoakTests is that run, enabled by FLEXRUN_SOAK=1"),
         ("bash Tools/baseline-check.sh", "runs the test binary under qemu for about a minute; Tools/test.sh runs it before the suite"),
         ("bash Tools/consumer-check.sh", "builds FlexRun twice in a consumer package, minutes; Tools/test.sh runs it before the suite"),
+        ("bash Tools/docs.sh", "builds FlexEngine again with symbol graphs (.build-docs) and runs docc; Tools/test.sh runs it before the suite"),
         ("B=.build/release/flexrun", "sets $B, which the test sets to the built binary"),
         ("$B prune analyze --method gsi", "a GSI ranking of SmolLM2's 60 blocks takes about 45 minutes (a sweep); "
             + "the committed docs/pruning/gsi.json stands in for its gsi.json in the line after it"),

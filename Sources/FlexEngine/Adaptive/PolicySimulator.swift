@@ -70,7 +70,10 @@ public struct PolicySimulator: Sendable {
     public let settings: Settings
 
     /// - Parameters:
-    ///   - memory: for each batch 1…n, the model's memory model (its KV positions are replaced).
+    ///   - candidates: the blocks a policy may skip and their measured costs.
+    ///   - order: the order blocks are dropped in (a pruning profile's).
+    ///   - memories: for each batch 1…n, the model's memory model (its KV positions are replaced).
+    ///   - settings: the training and reward settings (seed, steps, the reward's weights).
     public init(candidates: PruningCandidates, order: [BlockMask.Block], memories: [MemoryModel], settings: Settings = Settings()) {
         precondition(!memories.isEmpty)
         self.candidates = candidates

@@ -24,7 +24,7 @@ public struct EngineOptions: Sendable {
     /// mlock the resident weights and the staging ring when permitted (a refusal only warns).
     public var lockMemory = true
     /// Rearrange resident Q4_1/Q8_0 matrices so the decode kernels compute 8 rows at once
-    /// (``Interleave``): the same logits, faster. Without a cap this copies those matrices out of
+    /// (`Interleave`): the same logits, faster. Without a cap this copies those matrices out of
     /// the mapping at open (the mapped pages are released as it goes). Off only to measure it.
     public var interleaveWeights = true
     /// Staging slots for streamed weights: 2 overlaps one layer's reads with the previous
@@ -48,7 +48,7 @@ public struct EngineOptions: Sendable {
     /// runtime must fit (with `.fit`, blocks are skipped until they do; else a cap that needs
     /// streaming is refused).
     public var residentOnly = false
-    /// The order `.fit` drops blocks in: a pruning profile's (``PruningProfile/removalOrder``).
+    /// The order `.fit` drops blocks in: a pruning profile's (``PruningProfile/removalOrder(path:)``).
     public var pruneOrder: [BlockMask.Block]? = nil
     /// The policy `.fit` and `.auto` decide with (`--prune-policy`); nil is greedy over
     /// ``pruneOrder``.

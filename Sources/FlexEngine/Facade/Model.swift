@@ -7,7 +7,7 @@ import Synchronization
 /// session is its `llama_context`).
 ///
 /// Without a memory cap the weights run from the file's read-only mapping, and the Q4_1/Q8_0
-/// matrices from x8 copies made here once (``InterleavedWeights``), which every in-memory session
+/// matrices from x8 copies made here once (`InterleavedWeights`), which every in-memory session
 /// shares. Under a cap each session's own streamer reads what it needs from disk.
 ///
 /// Sendable without exception: every stored property is an immutable `let` of a Sendable type;

@@ -1,9 +1,9 @@
 /// An option a library error can point the caller at, by its field in ``EngineOptions`` or
-/// ``GenerationOptions``.
+/// ``GenerateParameters``.
 ///
 /// Why a type and not text: the library's users set fields, the CLI's users pass flags and C
 /// callers fill params structs, so an error that says "raise --mem-limit" is wrong for two of the
-/// three. Messages interpolate these cases, which read as `` `memoryLimit` ``; each front end
+/// three. Messages interpolate these cases, which read as the field's name in backticks; each front end
 /// renders them in its own words with ``EngineError/message(naming:)`` (the CLI's switch over
 /// this enum is exhaustive, so a new field cannot go unnamed there).
 public enum OptionField: String, CaseIterable, Sendable, CustomStringConvertible {

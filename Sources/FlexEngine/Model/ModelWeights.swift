@@ -36,7 +36,7 @@ public struct LayerWeights: Sendable {
     /// Floats of the FFN block's vectors.
     public var ffnVectorCount: Int { ffnNorm.count + (postFFNNorm?.count ?? 0) }
 
-    /// The seven matrices, in the order ``replacingMatrices(_:)`` numbers them: Q, K, V, O, gate, up, down.
+    /// The seven matrices, in the order `replacingMatrices(_:)` numbers them: Q, K, V, O, gate, up, down.
     public var matrices: [QuantMatrix] { [query, key, value, output, gate, up, down] }
 
     /// The same layer (norms, biases) with matrix `i` of ``matrices`` replaced by `f(i, matrix)`:
@@ -52,7 +52,7 @@ public struct LayerWeights: Sendable {
 
 /// Views of every weight of a model inside its mapped GGUF file, checked against the config.
 ///
-/// Holds the ``GGUFFile`` so the mapping (and thus every ``QuantMatrix`` view) outlives all users.
+/// Holds the `GGUFFile` so the mapping (and thus every `QuantMatrix` view) outlives all users.
 public final class ModelWeights: @unchecked Sendable {
     // @unchecked Sendable: immutable after init; the views point into a read-only mapping we keep alive.
     public let file: GGUFFile

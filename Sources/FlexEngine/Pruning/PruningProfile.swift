@@ -136,7 +136,7 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         }
     }
 
-    /// Writes the profile through an ``OutputFile`` (temporary file, then rename), so no half
+    /// Writes the profile through an `OutputFile` (temporary file, then rename), so no half
     /// profile is left, not even when SIGINT or SIGTERM lands mid-write.
     public func write(path: String) throws {
         let encoder = JSONEncoder()

@@ -68,8 +68,12 @@ public struct PagedKVCache: ~Copyable {
     public private(set) var peakPages = 0
 
     /// - Parameters:
+    ///   - layers: the model's layers.
+    ///   - kvDim: floats of one position's keys (and of its values) per layer.
+    ///   - floor: blocks never run (no pages for their attention).
     ///   - sequences: slots, the most sequences held at once.
     ///   - capacity: positions one sequence may hold.
+    ///   - pageTokens: positions per page.
     ///   - pages: pages in the pool; nil gives every slot room for `capacity` positions.
     ///   - windows: per layer, its sliding window (nil or absent: every position).
     public init(layers: Int, kvDim: Int, floor: BlockMask, sequences: Int, capacity: Int, pageTokens: Int = PagedKVCache.defaultPageTokens,

@@ -10,7 +10,7 @@ import Synchronization
 /// ``step(_:)`` runs one forward pass holding the next token of every generating sequence plus
 /// prompt chunks of new ones, so under a cap the weights are streamed once for all of them. A
 /// sequence gets exactly the ids it gets alone: each row's arithmetic depends only on whether it
-/// is a prompt or a generated row (``ForwardBatch``), and its attention reads only its own pages.
+/// is a prompt or a generated row (`ForwardBatch`), and its attention reads only its own pages.
 ///
 /// A session runs on one thread at a time. From any other thread only ``setMemoryLimit(_:)``
 /// and the published ``memoryLimit``, ``replanCount``, ``plan`` and ``offloadSummary`` may be

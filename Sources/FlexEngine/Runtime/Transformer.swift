@@ -3,7 +3,7 @@ import FlexSystem
 
 /// The forward pass: a batch of rows (a token of some sequence at some position each) in,
 /// logits out, the KV cache updated. The one driver of every pass: generation (``Session``),
-/// perplexity and the pruning evaluators all come through ``forward(_:mask:resumeAt:probe:)``.
+/// perplexity and the pruning evaluators all come through `forward(_:mask:resumeAt:probe:)`.
 ///
 /// One `forward` reads top to bottom like llama2.c's, over a batch, so prompt processing and
 /// batched decoding pay each weight pass once per batch instead of once per token.

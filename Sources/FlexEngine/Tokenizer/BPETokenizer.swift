@@ -5,10 +5,10 @@ import FlexFormat
 /// Matches llama.cpp's `llm_tokenizer_bpe` (tests compare ids on the fixture cases): the lowest
 /// ranked adjacent pair is merged first, leftmost on ties; a merged symbol missing from the
 /// vocabulary falls back to its byte tokens. The token table, its lookup and the special-token
-/// split are the ``Vocabulary`` it shares with ``SentencePieceTokenizer``.
+/// split are the `Vocabulary` it shares with ``SentencePieceTokenizer``.
 ///
 /// Symbols are integers and the merges a table keyed by a pair of them, so a merge step is one
-/// hash of 8 bytes, and the candidate pairs wait in a ``MergeQueue``: a word of n bytes costs
+/// hash of 8 bytes, and the candidate pairs wait in a `MergeQueue`: a word of n bytes costs
 /// O(n log n). (The first version rescanned every adjacent pair per merge, joining their strings
 /// for a dictionary lookup: O(n²) string allocations, 300–2,000 fuzz inputs a second, and
 /// seconds for one long word.)
