@@ -99,7 +99,9 @@ static void x8k_move(const x8k_field *f, int nf, uint8_t *group, uint8_t *const 
     }
 }
 
-void cflex_x8k_interleave(int type, const void *src, int nb, void *dst) {
+/// Every super-block column of 8 contiguous row-major rows at `rows` and one group at `group`,
+/// one way or the other.
+static void x8k_move_all(int type, uint8_t *group, uint8_t *rowsBase, int nb, int toGroup) {
     const x8k_field *f;
     int bytes;
     const int nf = x8k_layout(type, &f, &bytes);
@@ -107,23 +109,14 @@ void cflex_x8k_interleave(int type, const void *src, int nb, void *dst) {
     const size_t rowBytes = (size_t)(nb / 8) * bytes;
     for (int i = 0; i < nb / 8; i++) {
         uint8_t *rows[8];
-        for (int r = 0; r < 8; r++) rows[r] = (uint8_t *)src + r * rowBytes + (size_t)i * bytes;
-        x8k_move(f, nf, (uint8_t *)dst + (size_t)i * 8 * bytes, rows, 1);
+        for (int r = 0; r < 8; r++) rows[r] = rowsBase + r * rowBytes + (size_t)i * bytes;
+        x8k_move(f, nf, group + (size_t)i * 8 * bytes, rows, toGroup);
     }
 }
 
-void cflex_x8k_rows(int type, const void *group, int nb, void *dst) {
-    const x8k_field *f;
-    int bytes;
-    const int nf = x8k_layout(type, &f, &bytes);
-    if (!nf) return;
-    const size_t rowBytes = (size_t)(nb / 8) * bytes;
-    for (int i = 0; i < nb / 8; i++) {
-        uint8_t *rows[8];
-        for (int r = 0; r < 8; r++) rows[r] = (uint8_t *)dst + r * rowBytes + (size_t)i * bytes;
-        x8k_move(f, nf, (uint8_t *)group + (size_t)i * 8 * bytes, rows, 0);
-    }
-}
+void cflex_x8k_interleave(int type, const void *src, int nb, void *dst) { x8k_move_all(type, (uint8_t *)dst, (uint8_t *)src, nb, 1); }
+
+void cflex_x8k_rows(int type, const void *group, int nb, void *dst) { x8k_move_all(type, (uint8_t *)group, (uint8_t *)dst, nb, 0); }
 
 void cflex_x8k_superblock(int type, const void *groupBlock, void *dst) {
     const x8k_field *f;
