@@ -160,3 +160,40 @@ import Testing
         #expect(throws: JinjaError.self) { try Self.render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}") }
     }
 }
+
+/// `ChatTemplate` keeps its fixed layouts for ChatML and Gemma and runs other templates through
+/// the interpreter; either way the prompt is jinja2's (without BOS, which the tokenizer adds).
+@Suite struct ChatTemplateJinjaTests {
+    static func expected(_ template: String, _ conversation: String) throws -> String {
+        let c = try #require(JinjaTests.cases.first { $0.template == template && $0.name == conversation })
+        let text = try #require(c.expected)
+        // Only a template that prints `bos_token` starts with it (SmolLM2's BOS is `<|im_start|>`).
+        guard try JinjaTests.source(template).contains("bos_token"), case .string(let bos)? = c.context["bos_token"],
+              text.hasPrefix(bos) else { return text }
+        return String(text.dropFirst(bos.count))
+    }
+
+    @Test(arguments: ["smollm2", "gemma3", "qwen2", "llama3", "mistral"])
+    func oneUserTurnMatchesJinja2(_ name: String) throws {
+        let t = try #require(ChatTemplate(jinja: JinjaTests.source(name)))
+        switch name {
+        case "smollm2", "qwen2": guard case .chatML = t else { Issue.record("expected ChatML, got \(t)"); return }
+        case "gemma3": guard case .gemma = t else { Issue.record("expected Gemma, got \(t)"); return }
+        default: guard case .jinja = t else { Issue.record("expected the interpreter, got \(t)"); return }
+        }
+        #expect(t.render(user: "Hello") == (try Self.expected(name, "user_only")))
+    }
+
+    @Test func systemTurnThroughTheInterpreter() throws {
+        let llama = try #require(ChatTemplate(jinja: JinjaTests.source("llama3")))
+        #expect(llama.render(user: "Hi", system: "  Be kind.\n") == (try Self.expected("llama3", "system_user")))
+        // Mistral's template refuses a system role: the system text opens the user turn instead.
+        let mistral = try #require(ChatTemplate(jinja: JinjaTests.source("mistral")))
+        #expect(mistral.render(user: "Hi", system: "Be kind.") == "[INST] Be kind.\n\nHi [/INST]")
+    }
+
+    @Test func unparsableTemplateIsNotAChatTemplate() {
+        #expect(ChatTemplate(jinja: "{% macro x() %}{% endmacro %}") == nil)
+        #expect(ChatTemplate(jinja: "{{ raise_exception('never') }}") == nil)
+    }
+}
