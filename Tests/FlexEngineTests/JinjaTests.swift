@@ -197,3 +197,15 @@ import Testing
         #expect(ChatTemplate(jinja: "{{ raise_exception('never') }}") == nil)
     }
 }
+
+extension JinjaTests {
+    /// Python strings are sequences of code points, not grapheme clusters: "é" as e + U+0301 is two.
+    @Test func stringsCountCodePoints() throws {
+        let s: JinjaValue = .string("e\u{301}x")
+        #expect(try Self.render("{{ s | length }} {{ s[1:] | length }} {{ s[-1] }}", ["s": s]) == "3 2 x")
+    }
+
+    @Test func outputErrorsCarryTheirPosition() {
+        #expect(throws: JinjaError.runtime("'x' is undefined", at: JinjaPosition(line: 2, column: 7))) { try Self.render("a\nb {{ x.y }}") }
+    }
+}

@@ -15,7 +15,7 @@ enum JinjaFilters {
         case "string": return .string(v.pythonString)
         case "length", "count":
             switch v {
-            case .string(let s): return .int(s.count)
+            case .string(let s): return .int(s.unicodeScalars.count)
             case .list(let l): return .int(l.count)
             case .dict(let d): return .int(d.count)
             case .undefined: return .int(0)
@@ -28,7 +28,7 @@ enum JinjaFilters {
         case "first", "last":
             switch v {
             case .list(let l): return (name == "first" ? l.first : l.last) ?? .undefined(name)
-            case .string(let s): return (name == "first" ? s.first : s.last).map { .string(String($0)) } ?? .undefined(name)
+            case .string(let s): return (name == "first" ? s.unicodeScalars.first : s.unicodeScalars.last).map { .string(String($0)) } ?? .undefined(name)
             default: throw .runtime("filter '\(name)' needs a list or string, not '\(v.typeName)'", at: at)
             }
         case "join":
@@ -76,7 +76,7 @@ enum JinjaFilters {
     private static func elements(_ v: JinjaValue, _ filter: String, _ at: JinjaPosition) throws(JinjaError) -> [JinjaValue] {
         switch v {
         case .list(let l): return l
-        case .string(let s): return s.map { .string(String($0)) }
+        case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
         case .dict(let d): return d.keys.map { .string($0) }
         case .undefined: return []
         default: throw .runtime("filter '\(filter)' needs an iterable, not '\(v.typeName)'", at: at)

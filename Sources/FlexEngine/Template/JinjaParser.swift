@@ -3,7 +3,7 @@ indirect enum JinjaExpr: Sendable {
     case literal(JinjaValue)
     case name(String, JinjaPosition)
     case list([JinjaExpr])
-    case dict([(JinjaExpr, JinjaExpr)])
+    case dict([(JinjaExpr, JinjaExpr)], JinjaPosition)
     case attribute(JinjaExpr, String, JinjaPosition)
     case item(JinjaExpr, JinjaExpr, JinjaPosition)
     case slice(JinjaExpr, JinjaExpr?, JinjaExpr?, JinjaExpr?, JinjaPosition)
@@ -24,7 +24,7 @@ indirect enum JinjaExpr: Sendable {
 /// A statement of the Jinja subset.
 indirect enum JinjaNode: Sendable {
     case text(String)
-    case output(JinjaExpr)
+    case output(JinjaExpr, JinjaPosition)
     case ifChain([(JinjaExpr, [JinjaNode])], otherwise: [JinjaNode])
     case forLoop(targets: [String], iterable: JinjaExpr, filter: JinjaExpr?, body: [JinjaNode], otherwise: [JinjaNode], JinjaPosition)
     case set(name: String, JinjaExpr)
@@ -108,9 +108,10 @@ struct JinjaParser {
                 nodes.append(.text(s)); advance()
             case .exprOpen:
                 advance()
+                let at = current.at
                 let e = try parseExpression()
                 try expect(.exprClose)
-                nodes.append(.output(e))
+                nodes.append(.output(e, at))
             case .stmtOpen:
                 advance()
                 let at = current.at
@@ -343,7 +344,7 @@ struct JinjaParser {
                 advance()
             }
             try expect(.op("}"))
-            return .dict(pairs)
+            return .dict(pairs, t.at)
         default:
             throw .syntax("unexpected \(describe(t.kind)) in expression", at: t.at)
         }

@@ -63,9 +63,9 @@ struct JinjaRenderer {
             switch node {
             case .text(let s):
                 output += s
-            case .output(let e):
-                output += try string(of: try eval(e), at: JinjaPosition(line: 0, column: 0))
-                try step(JinjaPosition(line: 0, column: 0))
+            case .output(let e, let at):
+                output += try eval(e).pythonString
+                try step(at)
             case .ifChain(let branches, let otherwise):
                 var taken = false
                 for (condition, body) in branches where try eval(condition).isTruthy {
@@ -85,8 +85,6 @@ struct JinjaRenderer {
             }
         }
     }
-
-    private func string(of v: JinjaValue, at: JinjaPosition) throws(JinjaError) -> String { v.pythonString }
 
     private mutating func renderFor(targets: [String], iterable: JinjaExpr, filter: JinjaExpr?, body: [JinjaNode],
                                     otherwise: [JinjaNode], at: JinjaPosition) throws(JinjaError) {
@@ -132,7 +130,7 @@ struct JinjaRenderer {
         case .undefined: return []
         case .list(let l): return l
         case .dict(let d): return d.keys.map { .string($0) }
-        case .string(let s): return s.map { .string(String($0)) }
+        case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
         default: throw .runtime("'\(v.typeName)' object is not iterable", at: at)
         }
     }
@@ -147,11 +145,11 @@ struct JinjaRenderer {
             var out: [JinjaValue] = []
             for item in items { out.append(try eval(item)) }
             return .list(out)
-        case .dict(let pairs):
+        case .dict(let pairs, let at):
             var d = JinjaDict()
             for (ke, ve) in pairs {
                 let key = try eval(ke)
-                guard case .string(let s) = key else { throw .unsupported("dict key of type '\(key.typeName)'", at: JinjaPosition(line: 0, column: 0)) }
+                guard case .string(let s) = key else { throw .unsupported("dict key of type '\(key.typeName)'", at: at) }
                 d[s] = try eval(ve)
             }
             return .dict(d)
@@ -235,7 +233,7 @@ struct JinjaRenderer {
             let j = i < 0 ? l.count + i : i
             return l.indices.contains(j) ? l[j] : .undefined("[\(i)]")
         case (.string(let s), .int(let i)):
-            let chars = Array(s)
+            let chars = Array(s.unicodeScalars)
             let j = i < 0 ? chars.count + i : i
             return chars.indices.contains(j) ? .string(String(chars[j])) : .undefined("[\(i)]")
         case (.dict(let d), .string(let k)): return d[k] ?? .undefined(k)
@@ -259,7 +257,7 @@ struct JinjaRenderer {
         let elements: [JinjaValue]
         switch v {
         case .list(let l): elements = l
-        case .string(let s): elements = s.map { .string(String($0)) }
+        case .string(let s): elements = s.unicodeScalars.map { .string(String($0)) }
         case .undefined(let n): throw .runtime("'\(n)' is undefined", at: at)
         default: throw .runtime("'\(v.typeName)' object is not subscriptable", at: at)
         }
