@@ -21,6 +21,8 @@ MODELS = {
     "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
     "mistral": ("<s>", "</s>"),
     "qwen2": ("<|endoftext|>", "<|im_end|>"),
+    # Zephyr's template has no `-` at all: it leans on trim_blocks, and keeps the newline after `}}`.
+    "zephyr": ("<s>", "</s>"),
 }
 
 

@@ -56,8 +56,8 @@ import Testing
     }
 
     @Test func fixturesLoaded() {
-        // Five families, seven conversations each; some raise.
-        #expect(Self.cases.count == 35)
+        // Six templates (five families and Zephyr), seven conversations each; some raise.
+        #expect(Self.cases.count == 42)
         #expect(Self.cases.contains { $0.error != nil })
     }
 
@@ -173,9 +173,11 @@ import Testing
         return String(text.dropFirst(bos.count))
     }
 
-    @Test(arguments: ["smollm2", "gemma3", "qwen2", "llama3", "mistral"])
+    @Test(arguments: ["smollm2", "gemma3", "qwen2", "llama3", "mistral", "zephyr"])
     func oneUserTurnMatchesJinja2(_ name: String) throws {
-        let t = try #require(ChatTemplate(jinja: JinjaTests.source(name)))
+        let c = try #require(JinjaTests.cases.first { $0.template == name })
+        guard case .string(let eos)? = c.context["eos_token"] else { Issue.record("no eos_token"); return }
+        let t = try #require(ChatTemplate(jinja: JinjaTests.source(name), eosToken: eos))
         switch name {
         case "smollm2", "qwen2": guard case .chatML = t else { Issue.record("expected ChatML, got \(t)"); return }
         case "gemma3": guard case .gemma = t else { Issue.record("expected Gemma, got \(t)"); return }

@@ -18,13 +18,14 @@ public enum ChatTemplate: Sendable, Equatable {
     /// template), and trims the user's text.
     case gemma(systemSeparator: String)
     /// A template of another family, rendered by the Jinja interpreter. Kept as source (parsing
-    /// is cheap next to a forward pass) so the enum stays `Equatable` and `Sendable`.
-    case jinja(source: String)
+    /// is cheap next to a forward pass) so the enum stays `Equatable` and `Sendable`. The EOS
+    /// text is the model's: some templates close user turns with it (Zephyr's).
+    case jinja(source: String, eosToken: String)
 
     /// Detects the family from `tokenizer.chat_template`; nil when absent, or when the template
     /// is neither ChatML nor Gemma and the interpreter cannot parse it or render a one-user-turn
-    /// conversation with it.
-    public init?(jinja: String?) {
+    /// conversation with it. `eosToken` is the model's EOS text, for templates that print it.
+    public init?(jinja: String?, eosToken: String = "") {
         guard let t = jinja else { return nil }
         if t.contains("<|im_start|>") {
             self = .chatML(defaultSystem: ChatTemplate.literalSystem(in: t))
@@ -32,8 +33,8 @@ public enum ChatTemplate: Sendable, Equatable {
             // Gemma 2's template refuses a system message outright; there it is folded in as Gemma 3 does.
             self = .gemma(systemSeparator: ChatTemplate.gemmaSystemSeparator(in: t) ?? "\n\n")
         } else if let template = try? JinjaTemplate(t),
-                  (try? Self.render(template, user: "Hello", system: nil)) != nil {
-            self = .jinja(source: t)
+                  (try? Self.render(template, user: "Hello", system: nil, eosToken: eosToken)) != nil {
+            self = .jinja(source: t, eosToken: eosToken)
         } else {
             return nil
         }
@@ -41,12 +42,12 @@ public enum ChatTemplate: Sendable, Equatable {
 
     /// One user turn (after an optional system turn) and the generation prompt. BOS is empty:
     /// the tokenizer adds it (see the type's comment); EOS only closes assistant turns, which a
-    /// single-turn prompt does not have.
-    static func render(_ template: JinjaTemplate, user: String, system: String?) throws(JinjaError) -> String {
+    /// single-turn prompt does not have, but some templates print it after each user turn too.
+    static func render(_ template: JinjaTemplate, user: String, system: String?, eosToken: String) throws(JinjaError) -> String {
         var messages: [(role: String, content: String)] = []
         if let system { messages.append((role: "system", content: system)) }
         messages.append((role: "user", content: user))
-        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: "", eosToken: "")
+        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: "", eosToken: eosToken)
     }
 
     /// The string literal Gemma's template appends to a system message:
@@ -93,14 +94,14 @@ public enum ChatTemplate: Sendable, Equatable {
         case .gemma(let separator):
             let prefix = system.map { $0 + separator } ?? ""
             return "<start_of_turn>user\n\(prefix)\(Self.trimmed(user))<end_of_turn>\n<start_of_turn>model\n"
-        case .jinja(let source):
+        case .jinja(let source, let eos):
             // `init?(jinja:)` proved the source parses and renders one user turn. A template that
             // refuses a system role (Mistral's alternation check) gets the system text folded
             // into the user turn, as Mistral's later templates do themselves.
             guard let template = try? JinjaTemplate(source) else { return user }
-            if let text = try? Self.render(template, user: user, system: system) { return text }
-            if let system, let text = try? Self.render(template, user: system + "\n\n" + user, system: nil) { return text }
-            return (try? Self.render(template, user: user, system: nil)) ?? user
+            if let text = try? Self.render(template, user: user, system: system, eosToken: eos) { return text }
+            if let system, let text = try? Self.render(template, user: system + "\n\n" + user, system: nil, eosToken: eos) { return text }
+            return (try? Self.render(template, user: user, system: nil, eosToken: eos)) ?? user
         }
     }
 
