@@ -6,7 +6,7 @@
 /// SmolLM…"); those layouts are tested byte for byte against the templates and stay first, so
 /// the prompts of models that already worked do not move. Any other template that FlexRun's
 /// Jinja subset (``JinjaTemplate``) parses and renders is run through the interpreter
-/// (``ChatTemplate/jinja(source:)``): Llama 3, Mistral and the like.
+/// (``ChatTemplate/jinja(source:eosToken:)``): Llama 3, Mistral and the like.
 /// BOS is not part of the text: the tokenizer adds it when the model asks for it, as llama.cpp
 /// does (a template's leading `{{ bos_token }}` would otherwise put it there twice).
 public enum ChatTemplate: Sendable, Equatable {
