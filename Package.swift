@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "FlexSystemTests", dependencies: ["FlexSystem"]),
         .testTarget(name: "FlexFormatTests", dependencies: ["FlexFormat"]),
         .testTarget(name: "FlexKernelsTests", dependencies: ["FlexKernels", "FlexFormat", "CFlexKernels"], exclude: ["Fixtures"]),
-        .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"]),
+        .testTarget(name: "FlexEngineTests", dependencies: ["FlexEngine", "FlexFormat", "FlexKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["flexrun"]),
     ]
 )

@@ -55,6 +55,7 @@ struct Info: ParsableCommand {
         switch engine.chatTemplate {
         case .chatML?: style = "ChatML (what --chat uses)"
         case .gemma?: style = "Gemma turns (what --chat uses)"
+        case .jinja?: style = "Jinja, run by FlexRun's interpreter (what --chat uses)"
         case nil: style = "not one FlexRun understands (--chat refuses)"
         }
         lines.append(("chat template", template == nil ? "none in the file" : "\(template!.utf8.count) bytes of Jinja; \(style)"))

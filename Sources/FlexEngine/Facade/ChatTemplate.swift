@@ -1,8 +1,12 @@
 /// Wraps a user prompt in the model's chat format.
 ///
-/// GGUF carries a Jinja template; FlexRun does not run Jinja. It recognises the template family
-/// by its markers and renders that family's fixed layout, including a default system message
-/// the template inserts by itself (SmolLM2's "You are a helpful AI assistant named SmolLM…").
+/// GGUF carries a Jinja template. For the ChatML and Gemma families FlexRun recognises the
+/// template by its markers and renders that family's fixed layout, including a default system
+/// message the template inserts by itself (SmolLM2's "You are a helpful AI assistant named
+/// SmolLM…"); those layouts are tested byte for byte against the templates and stay first, so
+/// the prompts of models that already worked do not move. Any other template that FlexRun's
+/// Jinja subset (``JinjaTemplate``) parses and renders is run through the interpreter
+/// (``ChatTemplate/jinja(source:eosToken:)``): Llama 3, Mistral and the like.
 /// BOS is not part of the text: the tokenizer adds it when the model asks for it, as llama.cpp
 /// does (a template's leading `{{ bos_token }}` would otherwise put it there twice).
 public enum ChatTemplate: Sendable, Equatable {
@@ -13,18 +17,37 @@ public enum ChatTemplate: Sendable, Equatable {
     /// the start of the first user turn, followed by `systemSeparator` (a blank line in Gemma 3's
     /// template), and trims the user's text.
     case gemma(systemSeparator: String)
+    /// A template of another family, rendered by the Jinja interpreter. Kept as source (parsing
+    /// is cheap next to a forward pass) so the enum stays `Equatable` and `Sendable`. The EOS
+    /// text is the model's: some templates close user turns with it (Zephyr's).
+    case jinja(source: String, eosToken: String)
 
-    /// Detects the family from `tokenizer.chat_template`; nil when unknown or absent.
-    public init?(jinja: String?) {
+    /// Detects the family from `tokenizer.chat_template`; nil when absent, or when the template
+    /// is neither ChatML nor Gemma and the interpreter cannot parse it or render a one-user-turn
+    /// conversation with it. `eosToken` is the model's EOS text, for templates that print it.
+    public init?(jinja: String?, eosToken: String = "") {
         guard let t = jinja else { return nil }
         if t.contains("<|im_start|>") {
             self = .chatML(defaultSystem: ChatTemplate.literalSystem(in: t))
         } else if t.contains("<start_of_turn>") {
             // Gemma 2's template refuses a system message outright; there it is folded in as Gemma 3 does.
             self = .gemma(systemSeparator: ChatTemplate.gemmaSystemSeparator(in: t) ?? "\n\n")
+        } else if let template = try? JinjaTemplate(t),
+                  (try? Self.render(template, user: "Hello", system: nil, eosToken: eosToken)) != nil {
+            self = .jinja(source: t, eosToken: eosToken)
         } else {
             return nil
         }
+    }
+
+    /// One user turn (after an optional system turn) and the generation prompt. BOS is empty:
+    /// the tokenizer adds it (see the type's comment); EOS only closes assistant turns, which a
+    /// single-turn prompt does not have, but some templates print it after each user turn too.
+    static func render(_ template: JinjaTemplate, user: String, system: String?, eosToken: String) throws(JinjaError) -> String {
+        var messages: [(role: String, content: String)] = []
+        if let system { messages.append((role: "system", content: system)) }
+        messages.append((role: "user", content: user))
+        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: "", eosToken: eosToken)
     }
 
     /// The string literal Gemma's template appends to a system message:
@@ -71,6 +94,14 @@ public enum ChatTemplate: Sendable, Equatable {
         case .gemma(let separator):
             let prefix = system.map { $0 + separator } ?? ""
             return "<start_of_turn>user\n\(prefix)\(Self.trimmed(user))<end_of_turn>\n<start_of_turn>model\n"
+        case .jinja(let source, let eos):
+            // `init?(jinja:)` proved the source parses and renders one user turn. A template that
+            // refuses a system role (Mistral's alternation check) gets the system text folded
+            // into the user turn, as Mistral's later templates do themselves.
+            guard let template = try? JinjaTemplate(source) else { return user }
+            if let text = try? Self.render(template, user: user, system: system, eosToken: eos) { return text }
+            if let system, let text = try? Self.render(template, user: system + "\n\n" + user, system: nil, eosToken: eos) { return text }
+            return (try? Self.render(template, user: user, system: nil, eosToken: eos)) ?? user
         }
     }
 

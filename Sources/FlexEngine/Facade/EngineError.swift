@@ -31,7 +31,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .emptyPrompt: return "the prompt is empty"
         case .promptTooLong(let n, let ctx): return "the prompt is \(n) tokens but the context holds \(ctx); raise \(OptionField.contextLength) or shorten the prompt"
         case .invalidToken(let t): return "token id \(t) is outside the vocabulary"
-        case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML or Gemma); run without \(OptionField.chat)"
+        case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML, Gemma, or Jinja within its interpreter's subset); run without \(OptionField.chat)"
         case .textTooShort(let n, let needed): return "the text is \(n) tokens; perplexity at this context needs at least \(needed)"
         }
     }

@@ -53,7 +53,12 @@ public final class Model: Sendable {
         self.weights = weights
         self.config = weights.config
         self.tokenizer = tokenizer
-        self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"))
+        // The EOS token's text, for templates that print `eos_token` (Zephyr closes user turns with it).
+        let eosText = file.int("tokenizer.ggml.eos_token_id").flatMap { id -> String? in
+            guard id >= 0, id < tokenizer.vocabularySize, let token = Int32(exactly: id) else { return nil }
+            return String(decoding: tokenizer.pieceBytes(token), as: UTF8.self)
+        } ?? ""
+        self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"), eosToken: eosText)
         interleaved = Mutex(!streaming && interleave ? InterleavedWeights(weights) : nil)
         loadSeconds = Platform.now() - start
     }
