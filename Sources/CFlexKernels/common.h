@@ -72,6 +72,13 @@ static inline int cflex_cpu_avx512(void) {
     const char *env = getenv("FLEXRUN_KERNELS");
     return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && !(env && strcmp(env, "avx2") == 0);
 }
+/// Whether the AVX-512 VNNI kernels (vpdpwssd) may run: the AVX-512 ones may, the CPU has VNNI,
+/// and FLEXRUN_KERNELS is not "avx512" (AVX-512 without VNNI, to measure the difference). The one
+/// rule for every file's VNNI choice (batched x8, the K-quant lanes and x8 groups).
+static inline int cflex_cpu_vnni(void) {
+    const char *env = getenv("FLEXRUN_KERNELS");
+    return cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
+}
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

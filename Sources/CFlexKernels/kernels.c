@@ -471,11 +471,7 @@ void cflex_gemv8_q8_0(const void *group, const cflex_q16_block *x, int nb, float
 
 #if CFLEX_AVX2
 static int use_vnni = 0;
-__attribute__((constructor)) static void cflex_pick_vnni(void) {
-    const char *env = getenv("FLEXRUN_KERNELS");
-    use_vnni = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")
-        && !(env && (strcmp(env, "avx2") == 0 || strcmp(env, "avx512") == 0));
-}
+__attribute__((constructor)) static void cflex_pick_vnni(void) { use_vnni = cflex_cpu_vnni(); }
 
 /// Per-activation float tail of one block, shared by every variant: the one-row kernels' steps.
 #define X8_Q4_1_TAIL(s, j)                                                                              \

@@ -883,10 +883,7 @@ void cflex_kq_lanes_pack(const cflex_q16_block *x, int xstride, int n, int nb, v
 /// Which lane kernels run: the VNNI ones where the CPU has AVX-512 VNNI and FLEXRUN_KERNELS is
 /// neither "avx2" nor "avx512" (as for the x8 kernels' VNNI), else the AVX2 ones.
 static int use_lanes_vnni = 0;
-__attribute__((constructor)) static void cflex_pick_lanes(void) {
-    const char *env = getenv("FLEXRUN_KERNELS");
-    use_lanes_vnni = cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
-}
+__attribute__((constructor)) static void cflex_pick_lanes(void) { use_lanes_vnni = cflex_cpu_vnni(); }
 
 /// How many activation groups (of 16 rows) one pass keeps accumulators for: 64 rows, the engine's batch.
 #define KQL_GROUPS 4

@@ -21,9 +21,12 @@
 // A 4-byte unit of qs (or ql, qh) is 4 consecutive elements of one row, so 32 bytes of a field
 // widen to one vector of 8 rows × 4 elements (two, for the low and high nibbles).
 //
-// Only where the CPU has AVX-512 BW, VL and VNNI (cflex_x8k_available): with AVX2 a vector holds
-// 4 rows and the gain over the four-row kernels is smaller (not built). Prompt batches de-interleave
-// a group back into row-major rows (cflex_x8k_rows) and take the row-major kernels.
+// Only where the CPU has AVX-512 BW, VL and VNNI (cflex_x8k_available); elsewhere a portable
+// fallback gives the same bits, slowly (tests only). An AVX2 form (4 rows per 256-bit vector) was
+// tried and ran no faster than the four-row kernels (docs/BENCHMARKS.md). The engine keeps Q6_K
+// rows row-major (Interleave.rows says why). Prompt batches run the lane kernels on a group, one
+// super-block back to rows at a time (cflex_x8k_superblock, kquants.c); small batches take the
+// whole group back to rows (cflex_x8k_rows) for the batched row-major kernel.
 #include "common.h"
 
 /// A row field of a K-quant super-block: its offset in the row-major super-block, its length,
@@ -146,12 +149,9 @@ void cflex_x8k_block(int type, const void *groupBlock, int row, void *dst) {
 #define X8K_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define X8K_INLINE static inline __attribute__((always_inline, target(X8K_TARGET)))
 
-/// The lane kernels' choice (kquants.c): AVX-512 VNNI, unless FLEXRUN_KERNELS is "avx2" or "avx512".
+/// AVX-512 VNNI, by the rule of every VNNI kernel (cflex_cpu_vnni).
 static int use_x8k = 0;
-__attribute__((constructor)) static void cflex_pick_x8k(void) {
-    const char *env = getenv("FLEXRUN_KERNELS");
-    use_x8k = cflex_cpu_avx512() && __builtin_cpu_supports("avx512vnni") && !(env && strcmp(env, "avx512") == 0);
-}
+__attribute__((constructor)) static void cflex_pick_x8k(void) { use_x8k = cflex_cpu_vnni(); }
 
 /// 32 bytes → 32 u16 (8 rows × 4 elements). The empty asm as in nibbles16 (common.h).
 X8K_INLINE __m512i x8k_widen(const uint8_t *p) {
@@ -301,15 +301,14 @@ int cflex_x8k_available(void) {
 static void x8k_fallback(int type, const uint8_t *p, const cflex_q16_block *x, int nb, float *y) {
     const x8k_field *f;
     int bytes;
-    const int nf = x8k_layout(type, &f, &bytes);
-    uint8_t tmp[8][210];
-    uint8_t *rows[8];
-    for (int r = 0; r < 8; r++) rows[r] = tmp[r];
+    x8k_layout(type, &f, &bytes);
+    uint8_t tmp[8 * 210];
     float acc[8] = {0};
     for (int i = 0; i < nb / 8; i++) {
-        x8k_move(f, nf, (uint8_t *)p + (size_t)i * 8 * bytes, rows, 0);
+        cflex_x8k_superblock(type, p + (size_t)i * 8 * bytes, tmp);
         for (int h = 0; h < 2; h++) {
-            const void *four[4] = {tmp[4 * h], tmp[4 * h + 1], tmp[4 * h + 2], tmp[4 * h + 3]};
+            const uint8_t *b = tmp + 4 * h * bytes;
+            const void *four[4] = {b, b + bytes, b + 2 * bytes, b + 3 * bytes};
             float t[4];
             switch (type) {
             case 12: cflex_gemv4_q4_K(four, x + 8 * i, 8, t); break;

@@ -226,13 +226,14 @@ public enum MatMul {
                         // The lane kernel on the group, its super-blocks back to rows one at a time in L1.
                         cflex_gemm8_kquant_lanes(Int32(w.type.rawValue), g, lanes.activations, Int32(batch), nb, y + r, Int32(ldy))
                     } else {
-                        let rows = UnsafeRawPointer(scratch + thread * scratchBytes)
+                        let rows = scratch + thread * scratchBytes
                         precondition(8 * w.rowBytes <= scratchBytes, "x8 scratch too small")
-                        cflex_x8k_rows(Int32(w.type.rawValue), g, nb, scratch + thread * scratchBytes)
+                        cflex_x8k_rows(Int32(w.type.rawValue), g, nb, rows)
+                        let back = UnsafeRawPointer(rows)
                         for h in 0..<2 {
                             var p: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) =
-                                (rows + (4 * h) * w.rowBytes, rows + (4 * h + 1) * w.rowBytes,
-                                 rows + (4 * h + 2) * w.rowBytes, rows + (4 * h + 3) * w.rowBytes)
+                                (back + (4 * h) * w.rowBytes, back + (4 * h + 1) * w.rowBytes,
+                                 back + (4 * h + 2) * w.rowBytes, back + (4 * h + 3) * w.rowBytes)
                             withUnsafePointer(to: &p) {
                                 $0.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: 4) { p in
                                     batched(p, activations, Int32(activationStride), Int32(batch), nb, y + r + 4 * h, Int32(ldy))
