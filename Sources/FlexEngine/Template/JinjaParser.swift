@@ -241,38 +241,31 @@ struct JinjaParser {
         return ops.isEmpty ? first : .compare(first, ops, at)
     }
 
+    // The left-associative binary levels, loosest first, as jinja2's parser orders them.
     private mutating func parseMath1() throws(JinjaError) -> JinjaExpr {
-        var e = try parseConcat()
-        while case .op(let o) = current.kind, o == "+" || o == "-" {
-            let at = current.at
-            advance(); e = .binary(o, e, try parseConcat(), at)
-        }
-        return e
+        try leftAssociative(["+", "-"]) { p throws(JinjaError) in try p.parseConcat() }
     }
 
     private mutating func parseConcat() throws(JinjaError) -> JinjaExpr {
-        var e = try parseMath2()
-        while isOp("~") {
-            let at = current.at
-            advance(); e = .binary("~", e, try parseMath2(), at)
-        }
-        return e
+        try leftAssociative(["~"]) { p throws(JinjaError) in try p.parseMath2() }
     }
 
     private mutating func parseMath2() throws(JinjaError) -> JinjaExpr {
-        var e = try parsePow()
-        while case .op(let o) = current.kind, ["*", "/", "//", "%"].contains(o) {
-            let at = current.at
-            advance(); e = .binary(o, e, try parsePow(), at)
-        }
-        return e
+        try leftAssociative(["*", "/", "//", "%"]) { p throws(JinjaError) in try p.parsePow() }
     }
 
     private mutating func parsePow() throws(JinjaError) -> JinjaExpr {
-        var e = try parseUnary()
-        while isOp("**") {
+        try leftAssociative(["**"]) { p throws(JinjaError) in try p.parseUnary() }
+    }
+
+    /// `operand (op operand)*` for the operators `ops`, folded to the left: a - b - c is (a - b) - c.
+    private mutating func leftAssociative(_ ops: Set<String>,
+                                          _ operand: (inout JinjaParser) throws(JinjaError) -> JinjaExpr) throws(JinjaError) -> JinjaExpr {
+        var e = try operand(&self)
+        while case .op(let o) = current.kind, ops.contains(o) {
             let at = current.at
-            advance(); e = .binary("**", e, try parseUnary(), at)
+            advance()
+            e = .binary(o, e, try operand(&self), at)
         }
         return e
     }
