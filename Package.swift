@@ -20,6 +20,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `flexrun serve`: Hummingbird 2 (SwiftNIO); docs/ARCHITECTURE.md, "Choices worth knowing".
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         // System libraries, found through pkg-config. Later issues (streaming, packed files) use them;
@@ -39,8 +41,13 @@ let package = Package(
         // then the Swift exports behind it.
         .target(name: "CFlexRun"),
         .target(name: "FlexC", dependencies: ["FlexEngine", "FlexSystem", "CFlexRun"]),
+        // The OpenAI-compatible server: HTTP only; the engine stays free of NIO for library users.
+        .target(name: "FlexServe", dependencies: [
+            "FlexEngine", "FlexSystem",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         .executableTarget(name: "flexrun", dependencies: [
-            "FlexEngine",
+            "FlexEngine", "FlexServe",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -55,7 +55,7 @@ public func cModelHasChatTemplate(_ model: OpaquePointer?) -> Bool {
 
 @_cdecl("flexrun_model_token_is_eog")
 public func cModelTokenIsEndOfGeneration(_ model: OpaquePointer?, _ token: Int32) -> Bool {
-    ModelHandle.from(model)?.model.tokenizer.endOfGenerationTokens.contains(token) ?? false
+    ModelHandle.from(model)?.model.stopTokens.contains(token) ?? false
 }
 
 @_cdecl("flexrun_model_token_bos")

@@ -24,7 +24,7 @@ struct CFailure: Error {
         case .memoryLimitTooSmall: status = FLEXRUN_ERR_MEMORY_LIMIT
         case .weightRead: status = FLEXRUN_ERR_WEIGHT_READ
         case .invalidOption, .textTooShort: status = FLEXRUN_ERR_INVALID_ARGUMENT
-        case .emptyPrompt, .promptTooLong, .invalidToken, .noChatTemplate: status = FLEXRUN_ERR_PROMPT
+        case .emptyPrompt, .promptTooLong, .invalidToken, .noChatTemplate, .template: status = FLEXRUN_ERR_PROMPT
         }
     }
 

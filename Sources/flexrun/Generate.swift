@@ -10,27 +10,7 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: [.customShort("n"), .customLong("max-tokens")], parsing: .unconditional,
-            help: "Tokens to generate at most; -1: until end of generation or a full context.")
-    var maxTokens = 256
-
-    @Option(name: .customLong("temp"), parsing: .unconditional, help: "Temperature; 0 is greedy.")
-    var temperature: Float = 0.8
-
-    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Top-k; 0 disables.")
-    var topK = 40
-
-    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Top-p; 1 disables.")
-    var topP: Float = 0.95
-
-    @Option(name: .customLong("min-p"), parsing: .unconditional, help: "Min-p; 0 disables.")
-    var minP: Float = 0.05
-
-    @Option(name: .customLong("repeat-penalty"), parsing: .unconditional, help: "Repetition penalty; 1 disables.")
-    var repeatPenalty: Float = 1.0
-
-    @Option(name: .long, help: "Sampler seed (default: random, printed with --stats).")
-    var seed: UInt64?
+    @OptionGroup var sampling: SamplingOptions
 
     @Flag(name: .long, help: "Wrap the prompt in the model's chat template (ChatML).")
     var chat = false
@@ -63,7 +43,7 @@ struct Generate: ParsableCommand {
     var promptFile: String?
 
     func validate() throws {
-        guard maxTokens >= -1 else { throw CLIError("-n must be 0 or more, or -1 for no limit") }
+        try sampling.validate()
         switch (promptText, promptFile) {
         case (nil, nil): throw CLIError("no prompt: give a prompt file, - for stdin, or -p TEXT")
         case (.some, .some): throw CLIError("give either -p TEXT or a prompt file, not both")
@@ -71,9 +51,6 @@ struct Generate: ParsableCommand {
         }
         if parallel != nil, json || !stop.isEmpty { throw CLIError("--json and --stop are for one prompt; --parallel already writes one JSON line per sequence") }
         if let parallel { guard (1...1024).contains(parallel) else { throw CLIError("--parallel must be between 1 and 1024") } }
-        guard temperature.isFinite, temperature >= 0, topK >= 0, (0...1).contains(topP), (0...1).contains(minP), repeatPenalty > 0 else {
-            throw CLIError("sampling options out of range: --temp ≥ 0, --top-k ≥ 0, --top-p and --min-p in 0…1, --repeat-penalty > 0")
-        }
     }
 
     func run() throws {
@@ -82,7 +59,7 @@ struct Generate: ParsableCommand {
         guard !prompt.isEmpty else { throw CLIError("the prompt is empty") }
         if let parallel { return try runParallel(prompts: try parsePrompts(prompt), sequences: parallel) }
         let engine = try Engine(options: model.engineOptions(context: jobContext(longestPromptBytes: prompt.utf8.count)))
-        let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let seed = sampling.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         let cancel = CancellationToken()
         let params = parameters(seed: seed, cancel: cancel)
         installSignals(engine: engine, cancel: cancel)
@@ -143,10 +120,11 @@ struct Generate: ParsableCommand {
         return needed < 2048 ? (needed + 63) / 64 * 64 : nil
     }
 
+    var maxTokens: Int { sampling.maxTokens }
+
     func parameters(seed: UInt64, cancel: CancellationToken) -> GenerateParameters {
-        var params = GenerateParameters(maxTokens: maxTokens < 0 ? Int.max : maxTokens, chat: chat)
-        params.sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
-                                             repetitionPenalty: repeatPenalty, seed: seed)
+        var params = sampling.parameters(seed: seed)
+        params.chat = chat
         params.system = system
         params.cancellation = cancel
         params.stopAtEndOfGeneration = !ignoreEOS

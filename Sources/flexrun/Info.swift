@@ -49,7 +49,7 @@ struct Info: ParsableCommand {
         let pre = file.string("tokenizer.ggml.pre").map { ", pre-tokenizer \($0)" } ?? ""
         let bos = tok.bosToken.map { "BOS \($0)" } ?? "no BOS"
         lines.append(("tokenizer", "\(model)\(pre), \(tok.vocabularySize) tokens, \(bos)\(tok.addsBOS ? " (added)" : ""), "
-                      + "end of generation \(tok.endOfGenerationTokens.sorted().map(String.init).joined(separator: " "))"))
+                      + "stops at \(engine.model.stopTokens.sorted().map(String.init).joined(separator: " "))"))
         let template = file.string("tokenizer.chat_template")
         let style: String
         switch engine.chatTemplate {
@@ -58,7 +58,8 @@ struct Info: ParsableCommand {
         case .jinja?: style = "Jinja, run by FlexRun's interpreter (what --chat uses)"
         case nil: style = "not one FlexRun understands (--chat refuses)"
         }
-        lines.append(("chat template", template == nil ? "none in the file" : "\(template!.utf8.count) bytes of Jinja; \(style)"))
+        let turnEnd = engine.chatTemplate?.assistantTerminator.map { ", turns end with \($0)" } ?? ""
+        lines.append(("chat template", template == nil ? "none in the file" : "\(template!.utf8.count) bytes of Jinja; \(style)\(turnEnd)"))
         lines.append(("in memory", "\(ByteSize.format(engine.memory.total)) (\(engine.memory.breakdown))"))
         if let p = engine.plan {
             lines.append(("minimum cap", "\(ByteSize.format(MemoryPlan.minimumCap(p.inputs))) (--mem-limit; streams every weight it can)"))

@@ -33,7 +33,7 @@ extension Generate {
         var options = try model.engineOptions(context: jobContext(longestPromptBytes: prompts.map(\.utf8.count).max() ?? 0))
         options.maxSequences = min(sequences, prompts.count)
         let engine = try Engine(options: options)
-        let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let seed = sampling.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         let cancel = CancellationToken()
         let params = parameters(seed: seed, cancel: cancel)
         installSignals(engine: engine, cancel: cancel)

@@ -230,6 +230,28 @@ import Testing
         #expect(t.render(user: "Hello") == (try Self.expected(name, "user_only")))
     }
 
+    /// Every fixture conversation (multi-turn, with and without the generation prompt) through
+    /// `ChatTemplate.render(messages:)`, whichever way the family renders: jinja2's bytes, or an
+    /// error where jinja2 raised (Gemma's and Mistral's alternation rules).
+    @Test(arguments: JinjaTests.cases.filter { ["smollm2", "gemma3", "qwen2", "llama3", "mistral", "zephyr"].contains($0.template) })
+    func conversationsMatchJinja2(_ c: JinjaTests.Case) throws {
+        guard case .string(let eos)? = c.context["eos_token"], case .list(let list)? = c.context["messages"],
+              case .bool(let prompt)? = c.context["add_generation_prompt"] else { Issue.record("bad fixture"); return }
+        var messages: [ChatMessage] = []
+        for m in list {
+            guard case .dict(let d) = m, case .string(let role)? = d["role"], case .string(let content)? = d["content"] else {
+                return   // tool calls and other shapes are the interpreter's tests
+            }
+            messages.append(ChatMessage(role: role, content: content))
+        }
+        let t = try #require(ChatTemplate(jinja: JinjaTests.source(c.template), eosToken: eos))
+        if c.expected != nil {
+            #expect(try t.render(messages: messages, addGenerationPrompt: prompt) == (try Self.expected(c.template, c.name)))
+        } else {
+            #expect(throws: EngineError.self) { try t.render(messages: messages, addGenerationPrompt: prompt) }
+        }
+    }
+
     @Test func systemTurnThroughTheInterpreter() throws {
         let llama = try #require(ChatTemplate(jinja: JinjaTests.source("llama3")))
         #expect(llama.render(user: "Hi", system: "  Be kind.\n") == (try Self.expected("llama3", "system_user")))

@@ -105,12 +105,75 @@ public enum ChatTemplate: Sendable, Equatable {
         }
     }
 
+    /// A whole conversation in the template, with the assistant's generation prompt when asked:
+    /// what `flexrun chat` and `flexrun serve` send. The ChatML and Gemma layouts are the
+    /// families' templates written out (the same bytes as the interpreter's rendering of SmolLM2's,
+    /// Qwen2's and Gemma 3's templates, tested); any other template runs through the interpreter.
+    /// Throws ``EngineError/template(_:)`` for a conversation the template refuses (Gemma's and
+    /// Mistral's alternation rules) or a construct the interpreter lacks.
+    public func render(messages: [ChatMessage], addGenerationPrompt: Bool = true) throws(EngineError) -> String {
+        switch self {
+        case .chatML(let defaultSystem):
+            var s = ""
+            if messages.first?.role != "system", let sys = defaultSystem { s += "<|im_start|>system\n\(sys)<|im_end|>\n" }
+            for m in messages { s += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
+            if addGenerationPrompt { s += "<|im_start|>assistant\n" }
+            return s
+        case .gemma(let separator):
+            var rest = messages[...]
+            var prefix = ""
+            if let first = rest.first, first.role == "system" {
+                prefix = first.content + separator
+                rest = rest.dropFirst()
+            }
+            var s = ""
+            for (i, m) in rest.enumerated() {
+                guard (m.role == "user") == (i % 2 == 0), m.role == "user" || m.role == "assistant" else {
+                    throw .template("Conversation roles must alternate user/assistant/user/assistant/...")
+                }
+                let role = m.role == "assistant" ? "model" : m.role
+                s += "<start_of_turn>\(role)\n\(i == 0 ? prefix : "")\(Self.trimmed(m.content))<end_of_turn>\n"
+            }
+            if addGenerationPrompt { s += "<start_of_turn>model\n" }
+            return s
+        case .jinja(let source, let eos):
+            do {
+                let template = try JinjaTemplate(source)
+                return try template.render(messages: messages.map { (role: $0.role, content: $0.content) },
+                                           addGenerationPrompt: addGenerationPrompt, bosToken: "", eosToken: eos)
+            } catch { throw .template(error.description) }
+        }
+    }
+
+    /// The text the template closes an assistant turn with, when it starts with a marker
+    /// (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, `</s>`): the model's stop token for chat,
+    /// whatever the file's EOS says. Found by rendering a two-turn conversation and reading what
+    /// follows the assistant's text up to the first whitespace.
+    public var assistantTerminator: String? {
+        let reply = "FLEXRUN-REPLY-MARKER"
+        guard let text = try? render(messages: [ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: reply)],
+                                     addGenerationPrompt: false),
+              let at = text.range(of: reply) else { return nil }
+        let after = text[at.upperBound...].prefix { !$0.isWhitespace }
+        return after.isEmpty ? nil : String(after)
+    }
+
     /// Jinja's `trim` filter: Python's `str.strip()`, whose whitespace also counts U+001C–U+001F.
     static func trimmed(_ s: String) -> String {
         func isSpace(_ c: Unicode.Scalar) -> Bool { c.properties.isWhitespace || (0x1C...0x1F).contains(c.value) }
         let u = s.unicodeScalars
         guard let first = u.firstIndex(where: { !isSpace($0) }), let last = u.lastIndex(where: { !isSpace($0) }) else { return "" }
         return String(u[first...last])
+    }
+}
+
+/// One turn of a conversation: `role` is "system", "user" or "assistant" (what templates expect).
+public struct ChatMessage: Sendable, Equatable, Hashable {
+    public var role: String
+    public var content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
     }
 }
 

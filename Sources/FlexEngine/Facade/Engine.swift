@@ -77,11 +77,14 @@ public final class Engine: Sendable {
         try generate(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters)
     }
 
-    /// Starts a generation from token ids.
-    public func generate(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> TokenIterator {
+    /// Starts a generation from token ids. `continuing` takes over the kept cache of an earlier
+    /// generation run with ``GenerateParameters/keepCache`` (its ``TokenIterator/sequence``), so
+    /// only the tokens after the prefix the two share are run (``Conversation`` does this per turn).
+    public func generate(tokens: [Int32], parameters: GenerateParameters = GenerateParameters(),
+                         continuing: SequenceID? = nil) throws(EngineError) -> TokenIterator {
         try session.validate(prompt: tokens)
         let id = lock.withLock { g in g += 1; return g }
-        return TokenIterator(engine: self, generation: id, prompt: tokens, parameters: parameters)
+        return TokenIterator(engine: self, generation: id, prompt: tokens, parameters: parameters, continuing: continuing)
     }
 
     /// Generates from several prompts at once, batched in one session (at most
@@ -166,7 +169,10 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     let generation: Int
     let prompt: [Int32]
     let parameters: GenerateParameters
-    var sequence: SequenceID?
+    let continuing: SequenceID?
+    /// The session's id of this generation's sequence, once the first `next()` has added it: with
+    /// ``GenerateParameters/keepCache``, what a next turn continues.
+    public private(set) var sequence: SequenceID?
     var finished = false
     /// Why generation stopped early with an error (a weight read failed).
     public private(set) var error: EngineError?
@@ -178,11 +184,12 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     private var queued: [GeneratedToken] = []
     private var queuedHead = 0
 
-    init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters) {
+    init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters, continuing: SequenceID? = nil) {
         self.engine = engine
         self.generation = generation
         self.prompt = prompt
         self.parameters = parameters
+        self.continuing = continuing
         stats.loadSeconds = engine.loadSeconds
         stats.promptTokens = prompt.count
         stats.blocksSkipped = engine.options.skip.skipped.count
@@ -202,7 +209,7 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         let session = engine.session
         if sequence == nil {
             session.cancelAll()   // one generation at a time: an older iterator's sequence ends
-            do { sequence = try session.add(tokens: prompt, parameters: parameters) } catch { return fail(error) }
+            do { sequence = try session.add(tokens: prompt, parameters: parameters, continuing: continuing) } catch { return fail(error) }
         }
         let mine = sequence!
         queued.removeAll(keepingCapacity: true)

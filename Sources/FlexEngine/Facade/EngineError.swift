@@ -15,6 +15,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case promptTooLong(tokens: Int, context: Int)
     case invalidToken(Int32)
     case noChatTemplate
+    /// The chat template refused the conversation or uses a construct the interpreter lacks.
+    case template(String)
     case textTooShort(tokens: Int, needed: Int)
 
     public var description: String {
@@ -32,6 +34,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .promptTooLong(let n, let ctx): return "the prompt is \(n) tokens but the context holds \(ctx); raise \(OptionField.contextLength) or shorten the prompt"
         case .invalidToken(let t): return "token id \(t) is outside the vocabulary"
         case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML, Gemma, or Jinja within its interpreter's subset); run without \(OptionField.chat)"
+        case .template(let m): return "chat template: \(m)"
         case .textTooShort(let n, let needed): return "the text is \(n) tokens; perplexity at this context needs at least \(needed)"
         }
     }

@@ -99,6 +99,9 @@ public struct GenerateParameters: Sendable {
     public var stopAtEndOfGeneration = true
     /// Set it from any thread to stop generation after the current token.
     public var cancellation: CancellationToken? = nil
+    /// Keep the sequence's KV cache when it ends, for a next turn that continues it
+    /// (``Session/add(tokens:parameters:continuing:)``); ``Session/release(_:)`` frees it.
+    public var keepCache = false
 
     public init(maxTokens: Int = 256, sampling: SamplingParameters = SamplingParameters(), chat: Bool = false) {
         self.maxTokens = maxTokens

@@ -3,7 +3,10 @@ public struct GenerationStats: Sendable, Equatable {
     public enum StopReason: String, Sendable { case endOfGeneration = "end of generation", maxTokens = "token limit", contextFull = "context full", cancelled, error }
 
     public var loadSeconds: Double = 0
+    /// Prompt tokens run through the model (those taken from a kept cache are not).
     public var promptTokens = 0
+    /// Prompt tokens whose KV came from a kept cache (a chat's earlier turns).
+    public var reusedPromptTokens = 0
     public var promptSeconds: Double = 0
     public var generatedTokens = 0
     public var decodeSeconds: Double = 0

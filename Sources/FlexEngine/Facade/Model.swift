@@ -18,6 +18,10 @@ public final class Model: Sendable {
     /// The file's tokenizer, whichever family `tokenizer.ggml.model` names (``TokenizerModel``).
     public let tokenizer: any Tokenizer
     public let chatTemplate: ChatTemplate?
+    /// Tokens that end a generation: the tokenizer's end-of-generation set (EOS, EOT, the usual
+    /// chat terminators) and the token the chat template closes assistant turns with, when the
+    /// vocabulary has it as one token (``ChatTemplate/assistantTerminator``).
+    public let stopTokens: Set<Int32>
     let weights: ModelWeights
 
     /// Where the dense model's weights sit in the file, as the planner and RAP's memory model see them.
@@ -58,7 +62,14 @@ public final class Model: Sendable {
             guard id >= 0, id < tokenizer.vocabularySize, let token = Int32(exactly: id) else { return nil }
             return String(decoding: tokenizer.pieceBytes(token), as: UTF8.self)
         } ?? ""
-        self.chatTemplate = ChatTemplate(jinja: file.string("tokenizer.chat_template"), eosToken: eosText)
+        let template = ChatTemplate(jinja: file.string("tokenizer.chat_template"), eosToken: eosText)
+        self.chatTemplate = template
+        var stops = tokenizer.endOfGenerationTokens
+        if let end = template?.assistantTerminator {
+            let ids = tokenizer.encode(end, addSpecial: false, parseSpecial: true)
+            if ids.count == 1 { stops.insert(ids[0]) }
+        }
+        stopTokens = stops
         interleaved = Mutex(!streaming && interleave ? InterleavedWeights(weights) : nil)
         loadSeconds = Platform.now() - start
     }

@@ -284,16 +284,47 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Queues a sequence; its prompt is processed by the next steps.
-    public func add(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> SequenceID {
+    ///
+    /// With `continuing`, the id of a finished sequence whose cache was kept
+    /// (``GenerateParameters/keepCache``), the new sequence takes over that KV cache: the
+    /// positions where `tokens` agrees with what the cache holds are not run again, so a chat's
+    /// next turn prefills only its own tokens (llama.cpp's prompt cache does the same). Where the
+    /// prompts part (an earlier turn was dropped), the cache is cut back there and rebuilt.
+    public func add(tokens: [Int32], parameters: GenerateParameters = GenerateParameters(),
+                    continuing: SequenceID? = nil) throws(EngineError) -> SequenceID {
         try validate(prompt: tokens)
         transformer.releaseScoring()
-        guard sequences.count < maxSequences, let slot = transformer.cache.open() else {
-            throw .invalidOption("the session already holds \(maxSequences) sequences (raise \(OptionField.maxSequences))")
+        var reused = 0
+        var holes: Set<Int> = []
+        let slot: PagedKVCache.Slot
+        if let previous = continuing {
+            guard let kept = retained.removeValue(forKey: previous) else {
+                throw .invalidOption("sequence \(previous) has no kept cache (it is running, was released, or did not ask to keep it)")
+            }
+            slot = kept.slot
+            // Keep the common prefix, less at least one token: the last prompt row must run to
+            // give the first logits. A ring (windowed layers) cannot go back far: rebuild then.
+            var common = 0
+            while common < min(kept.history.count, tokens.count - 1) && kept.history[common] == tokens[common] { common += 1 }
+            if transformer.cache.ringLength > 0 && kept.history.count - common > transformer.cache.ringSlack { common = 0 }
+            transformer.cache.truncate(slot, to: common)
+            reused = common
+            holes = common > 0 ? kept.attentionHoles : []
+        } else {
+            guard sequences.count + retained.count < maxSequences, let open = transformer.cache.open() else {
+                let kept = retained.isEmpty ? "" : ", \(retained.count) of them kept caches (release them)"
+                throw .invalidOption("the session already holds \(maxSequences) sequences\(kept) (raise \(OptionField.maxSequences))")
+            }
+            slot = open
         }
         let id = SequenceID(value: nextID)
         nextID += 1
         var s = SequenceState(id: id, prompt: tokens, parameters: parameters, slot: slot, vocabulary: model.config.vocabularySize,
                               capacity: min(parameters.maxTokens, contextLength))
+        s.consumed = reused
+        s.started = reused > 0
+        s.attentionHoles = holes
+        s.stats.reusedPromptTokens = reused
         s.stats.loadSeconds = model.loadSeconds
         s.stats.blocksSkipped = mask.skipped.count
         s.countersAtStart = streamCounters
@@ -311,11 +342,28 @@ public final class Session: @unchecked Sendable {
         if let i = sequences.firstIndex(where: { $0.id == id }) { sequences[i].cancelled = true }
     }
 
-    /// Ends every sequence now, without events (the facade starting anew).
+    /// Ends every sequence now, without events (the facade starting anew). Kept caches stay.
     func cancelAll() {
         for s in sequences { transformer.cache.close(s.slot) }
         sequences.removeAll(keepingCapacity: true)
     }
+
+    /// A finished sequence's KV cache, kept for a later ``add(tokens:parameters:continuing:)``:
+    /// the tokens its positions hold, and the attention layers some pass skipped over them.
+    struct RetainedCache {
+        let slot: PagedKVCache.Slot
+        let history: [Int32]
+        let attentionHoles: Set<Int>
+    }
+    private var retained: [SequenceID: RetainedCache] = [:]
+
+    /// Gives a kept cache's pages back to the pool (a chat that ends, or starts anew).
+    public func release(_ id: SequenceID) {
+        if let kept = retained.removeValue(forKey: id) { transformer.cache.close(kept.slot) }
+    }
+
+    /// Ids of finished sequences whose caches are kept.
+    public var keptCaches: [SequenceID] { retained.keys.sorted() }
 
     /// Tokens generated so far by `id` (nil once it has finished).
     public func tokens(of id: SequenceID) -> [Int32]? { sequences.first { $0.id == id }?.tokens }
@@ -480,7 +528,7 @@ public final class Session: @unchecked Sendable {
                 next = sequences[k].sampler.sample(logits)
             }
             sequences[k].sampler.accept(next)
-            if sequences[k].parameters.stopAtEndOfGeneration && model.tokenizer.endOfGenerationTokens.contains(next) {
+            if sequences[k].parameters.stopAtEndOfGeneration && model.stopTokens.contains(next) {
                 sequences[k].stop = .endOfGeneration; ended += 1; continue
             }
             sequences[k].tokens.append(next)
@@ -527,9 +575,18 @@ public final class Session: @unchecked Sendable {
 
     private func finish(_ i: Int, _ reason: GenerationStats.StopReason, _ emit: (SequenceEvent) -> Void) {
         var s = sequences.remove(at: i)
-        transformer.cache.close(s.slot)
+        if s.parameters.keepCache && reason != .error {
+            // The cache holds the prompt and every generated token but the last, which was
+            // never run; drafts past an accepted end token are cut off here.
+            let held = s.prompt + s.tokens
+            let length = min(transformer.cache.length(s.slot), held.count, s.decoding ? held.count : s.consumed)
+            transformer.cache.truncate(s.slot, to: length)
+            retained[s.id] = RetainedCache(slot: s.slot, history: Array(held[0..<length]), attentionHoles: s.attentionHoles)
+        } else {
+            transformer.cache.close(s.slot)
+        }
         s.stats.stopReason = reason
-        s.stats.promptTokens = s.prompt.count
+        s.stats.promptTokens = s.prompt.count - s.stats.reusedPromptTokens
         s.stats.peakResidentBytes = Platform.peakResidentBytes()
         let now = streamCounters
         s.stats.bytesReadFromDisk = now.bytesRead - s.countersAtStart.bytesRead
