@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // `flexrun serve`: Hummingbird 2 (SwiftNIO); docs/ARCHITECTURE.md, "Choices worth knowing".
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.14.0"),
     ],
     targets: [
         // System libraries, found through pkg-config. Later issues (streaming, packed files) use them;
@@ -45,6 +46,7 @@ let package = Package(
         .target(name: "FlexServe", dependencies: [
             "FlexEngine", "FlexSystem",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "flexrun", dependencies: [
             "FlexEngine", "FlexServe",

@@ -146,10 +146,10 @@ public final class Scheduler: @unchecked Sendable {
                     p.sink.finish()
                 }
             }
-            let kv = session.kvCache
+            let pages = session.kvCache.pagesInUse
             counters.withLock {
                 $0.running = running.count
-                $0.kvPagesInUse = kv.pagesInUse
+                $0.kvPagesInUse = pages
             }
             if session.isIdle {
                 if stopping { return }

@@ -2,6 +2,7 @@ import FlexEngine
 import FlexSystem
 import Foundation
 import Hummingbird
+import Logging
 import Synchronization
 
 /// What `flexrun serve` is started with.

@@ -53,6 +53,7 @@ struct Serve: ParsableCommand {
         serve.maxBodyBytes = body
         serve.queueLimit = queue
         let server = Server(engine: engine, parallel: parallel, options: serve)
+        let modelID = serve.modelID, wanted = serve.port
         let memory = memorySummary(engine)
         let host = self.host
         let failure = ServeFailure()
@@ -60,11 +61,11 @@ struct Serve: ParsableCommand {
         Task.detached {
             do {
                 try await server.run { port in
-                    FileHandle.standardError.write(Data(("flexrun: serving \(serve.modelID) on http://\(host.contains(":") ? "[\(host)]" : host):\(port) "
+                    FileHandle.standardError.write(Data(("flexrun: serving \(modelID) on http://\(host.contains(":") ? "[\(host)]" : host):\(port) "
                         + "(\(server.scheduler.parallel) sequences, context \(engine.contextLength)); memory: \(memory)\n").utf8))
                 }
             } catch {
-                failure.set("cannot serve on \(host):\(serve.port): \(error)")
+                failure.set("cannot serve on \(host):\(wanted): \(error)")
             }
             done.signal()
         }
