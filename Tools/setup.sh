@@ -5,7 +5,8 @@ set -euo pipefail
 
 # valgrind: CABITests runs the C test program of the C interface under memcheck.
 # qemu-user: Tools/baseline-check.sh runs the logit tests on an emulated CPU without AVX.
-PKGS=(liburing-dev libzstd-dev liblz4-dev pkg-config unzip python3-pip valgrind qemu-user)
+# tmux: ServeChatTests types into `flexrun chat` in a real terminal.
+PKGS=(liburing-dev libzstd-dev liblz4-dev pkg-config unzip python3-pip valgrind qemu-user tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

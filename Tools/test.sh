@@ -11,6 +11,8 @@ source Tools/env.sh
 bash Tools/setup.sh
 bash Tools/fetch-model.sh >/dev/null
 bash Tools/fetch-model.sh gemma3 >/dev/null
+# The `openai` client ServeChatTests runs against `flexrun serve` (a venv, seconds once).
+bash Tools/serve-venv.sh >/dev/null
 export FLEXRUN_REQUIRE_MODEL=1
 # Before the suite, so that its summary stays the last thing printed: the baseline (no AVX)
 # kernels under qemu's Nehalem, and FlexRun as a versioned dependency of a consumer package.

@@ -35,6 +35,8 @@ import Testing
         ("bash Tools/baseline-check.sh", "runs the test binary under qemu for about a minute; Tools/test.sh runs it before the suite"),
         ("bash Tools/consumer-check.sh", "builds FlexRun twice in a consumer package, minutes; Tools/test.sh runs it before the suite"),
         ("bash Tools/docs.sh", "builds FlexEngine again with symbol graphs (.build-docs) and runs docc; Tools/test.sh runs it before the suite"),
+        ("flexrun serve --port", "serves until stopped; ServeChatTests starts the server on a free port and drives it with the openai client"),
+        ("$B serve --port", "serves until stopped; ServeChatTests starts the server on a free port and drives it with the openai client"),
         ("B=.build/release/flexrun", "sets $B, which the test sets to the built binary"),
         ("$B prune analyze --method gsi", "a GSI ranking of SmolLM2's 60 blocks takes about 45 minutes (a sweep); "
             + "the committed docs/pruning/gsi.json stands in for its gsi.json in the line after it"),
