@@ -23,7 +23,7 @@ struct CFailure: Error {
         case .model, .tokenizer: status = FLEXRUN_ERR_MODEL
         case .memoryLimitTooSmall: status = FLEXRUN_ERR_MEMORY_LIMIT
         case .weightRead: status = FLEXRUN_ERR_WEIGHT_READ
-        case .invalidOption, .textTooShort: status = FLEXRUN_ERR_INVALID_ARGUMENT
+        case .invalidOption, .textTooShort, .state: status = FLEXRUN_ERR_INVALID_ARGUMENT
         case .emptyPrompt, .promptTooLong, .invalidToken, .noChatTemplate, .template: status = FLEXRUN_ERR_PROMPT
         }
     }

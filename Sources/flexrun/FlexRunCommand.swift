@@ -50,7 +50,7 @@ struct FlexRun: ParsableCommand {
         abstract: "Run a GGUF language model on the CPU, within a memory limit.",
         discussion: "Without a subcommand, generates text from a prompt file (or - for stdin). See docs/CLI.md.",
         version: "flexrun \(version) (\(Platform.libraryVersions))",
-        subcommands: [Generate.self, Chat.self, Serve.self, Perplexity.self, Plan.self, Info.self, Prune.self, Pack.self, Calibrate.self, Tokenize.self],
+        subcommands: [Generate.self, Chat.self, Serve.self, Prefill.self, Decode.self, Perplexity.self, Plan.self, Info.self, Prune.self, Pack.self, Calibrate.self, Tokenize.self],
         defaultSubcommand: Generate.self)
 }
 

@@ -39,33 +39,74 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Write one JSON object instead of streaming text: text, ids, stop reason and stats.")
     var json = false
 
+    @Option(name: .customLong("save-state"), help: "Run the prompt only and write its KV state (with the first token) to FILE; --load-state continues it, in another process.")
+    var saveState: String?
+
+    @Option(name: .customLong("load-state"), help: "Continue a state written by --save-state instead of a prompt (sampling as when it was saved; -n counts from the state's first token).")
+    var loadState: String?
+
     @Argument(help: "Prompt file, or - for stdin (or give -p TEXT).")
     var promptFile: String?
 
+    /// Where a KV state goes or comes from: `--save-state`/`--load-state` files, or the socket of
+    /// `flexrun prefill --serve` and `flexrun decode --from`.
+    enum HandOff {
+        case save(String), load(String), serve(String), receive(String)
+        var needsPrompt: Bool { switch self { case .save, .serve: true; case .load, .receive: false } }
+    }
+
+    var handOff: HandOff? {
+        if let saveState { return .save(saveState) }
+        if let loadState { return .load(loadState) }
+        return nil
+    }
+
     func validate() throws {
         try sampling.validate()
-        switch (promptText, promptFile) {
-        case (nil, nil): throw CLIError("no prompt: give a prompt file, - for stdin, or -p TEXT")
-        case (.some, .some): throw CLIError("give either -p TEXT or a prompt file, not both")
-        default: break
-        }
+        if promptText != nil && promptFile != nil { throw CLIError("give either -p TEXT or a prompt file, not both") }
+        if saveState != nil && loadState != nil { throw CLIError("give either --save-state or --load-state, not both") }
+        if parallel != nil, saveState != nil || loadState != nil { throw CLIError("--save-state and --load-state are for one sequence, not --parallel") }
         if parallel != nil, json || !stop.isEmpty { throw CLIError("--json and --stop are for one prompt; --parallel already writes one JSON line per sequence") }
         if let parallel { guard (1...1024).contains(parallel) else { throw CLIError("--parallel must be between 1 and 1024") } }
     }
 
-    func run() throws {
+    func run() throws { try run(handOff: handOff) }
+
+    func run(handOff: HandOff?) throws {
         try validate()
-        let prompt = try promptText ?? readText(promptFile ?? "-", what: "prompt file")
-        guard !prompt.isEmpty else { throw CLIError("the prompt is empty") }
+        let takesPrompt = handOff?.needsPrompt ?? true
+        if !takesPrompt, promptText != nil || promptFile != nil { throw CLIError("a state continues its own prompt: give no prompt with it") }
+        if takesPrompt, promptText == nil && promptFile == nil { throw CLIError("no prompt: give a prompt file, - for stdin, or -p TEXT") }
+        let prompt = takesPrompt ? try promptText ?? readText(promptFile ?? "-", what: "prompt file") : ""
+        guard !takesPrompt || !prompt.isEmpty else { throw CLIError("the prompt is empty") }
         if let parallel { return try runParallel(prompts: try parsePrompts(prompt), sequences: parallel) }
-        let engine = try Engine(options: model.engineOptions(context: jobContext(longestPromptBytes: prompt.utf8.count)))
+        // A received state fixes the context it needs; a state is loaded before the engine opens.
+        var state: KVState?
+        var received = (bytes: 0, seconds: 0.0)
+        switch handOff {
+        case .load(let path)?: state = try readState(path)
+        case .receive(let address)?: (state, received) = try receiveState(address)
+        default: break
+        }
+        let context = state.map { s in maxTokens < 0 || model.ctx != nil ? nil : (s.tokens.count + maxTokens + 1 + 63) / 64 * 64 }
+            ?? jobContext(longestPromptBytes: prompt.utf8.count)
+        let engine = try Engine(options: model.engineOptions(context: context))
         let seed = sampling.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         let cancel = CancellationToken()
         let params = parameters(seed: seed, cancel: cancel)
         installSignals(engine: engine, cancel: cancel)
         warnIfUnlocked(engine)
+        switch handOff {
+        case .save(let path)?: return try saveState(engine: engine, prompt: prompt, parameters: params, to: path)
+        case .serve(let address)?: return try serveState(engine: engine, prompt: prompt, parameters: params, on: address)
+        default: break
+        }
+        if received.bytes > 0, stats {
+            FileHandle.standardError.write(Data("flexrun: received state: \(ByteSize.format(received.bytes)) in \(f(received.seconds, 3)) s\n".utf8))
+        }
 
-        var it = try engine.generate(prompt: prompt, parameters: params)
+        var it = try state.map { s throws(EngineError) in try engine.generate(state: s, parameters: params) }
+            ?? engine.generate(prompt: prompt, parameters: params)
         var filter = StopStrings(stop)
         var text = "", ids: [Int32] = []
         func emit(_ piece: String) throws {
@@ -184,7 +225,8 @@ struct Generate: ParsableCommand {
             lines.append("offload: reads via \(o.reader)\(buffered), \(lock), resident set loaded in \(f(o.residentLoadSeconds, 3)) s")
         }
         lines.append("load: \(f(s.loadSeconds)) s")
-        lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)")
+        let reused = s.reusedPromptTokens > 0 ? ", \(s.reusedPromptTokens) more from a kept cache or state" : ""
+        lines.append("prompt: \(s.promptTokens) tokens in \(f(s.promptSeconds, 3)) s (\(f(s.promptTokensPerSecond, 1)) tok/s)\(reused)")
         lines.append("decode: \(s.generatedTokens) tokens in \(f(s.decodeSeconds, 3)) s (\(f(s.decodeTokensPerSecond, 1)) tok/s)")
         if engine.options.speculation != .off {
             let share = s.decodeSeconds > 0 ? 100 * s.draftSeconds / s.decodeSeconds : 0

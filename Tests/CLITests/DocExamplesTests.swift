@@ -35,6 +35,9 @@ import Testing
         ("bash Tools/baseline-check.sh", "runs the test binary under qemu for about a minute; Tools/test.sh runs it before the suite"),
         ("bash Tools/consumer-check.sh", "builds FlexRun twice in a consumer package, minutes; Tools/test.sh runs it before the suite"),
         ("bash Tools/docs.sh", "builds FlexEngine again with symbol graphs (.build-docs) and runs docc; Tools/test.sh runs it before the suite"),
+        ("flexrun prefill --serve", "waits for the decode line after it, which the runner would start only once this one ended; "
+            + "StateHandOffTests runs the pair as two processes"),
+        ("flexrun decode --from", "needs the prefill line before it running; StateHandOffTests runs the pair"),
         ("flexrun serve --port", "serves until stopped; ServeChatTests starts the server on a free port and drives it with the openai client"),
         ("$B serve --port", "serves until stopped; ServeChatTests starts the server on a free port and drives it with the openai client"),
         ("B=.build/release/flexrun", "sets $B, which the test sets to the built binary"),

@@ -87,6 +87,35 @@ public final class Engine: Sendable {
         return TokenIterator(engine: self, generation: id, prompt: tokens, parameters: parameters, continuing: continuing)
     }
 
+    /// Runs the prompt and returns the state to continue it elsewhere (``KVState``): its KV rows,
+    /// the first token sampled from the prompt's logits, and the sampler's state. The engine's
+    /// cache is free again afterwards.
+    public func prefillState(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> KVState {
+        var params = parameters
+        params.keepCache = true
+        params.maxTokens = 1
+        var it = try generate(tokens: tokens, parameters: params)
+        while it.next() != nil {}
+        if let error = it.error { throw error }
+        guard let id = it.sequence else { throw .state("the prompt did not run") }
+        defer { session.release(id) }
+        return try session.exportState(of: id)
+    }
+
+    /// ``prefillState(tokens:parameters:)`` from text (in the chat template when asked).
+    public func prefillState(prompt: String, parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> KVState {
+        try prefillState(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters)
+    }
+
+    /// Continues a state made by ``prefillState(tokens:parameters:)``, here or in another
+    /// process: the iterator yields the state's first token, then the rest, the ids one
+    /// uninterrupted run gives. Sampling follows the state's parameters; `parameters` gives the
+    /// token limit (counting that first token) and the stop settings.
+    public func generate(state: KVState, parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> TokenIterator {
+        let id = lock.withLock { g in g += 1; return g }
+        return TokenIterator(engine: self, generation: id, prompt: state.tokens, parameters: parameters, state: state)
+    }
+
     /// Generates from several prompts at once, batched in one session (at most
     /// ``EngineOptions/maxSequences`` run together; the rest wait for a free slot). The iterator
     /// yields each sequence's tokens as ``BatchEvent``s, with the prompt's index.
@@ -170,6 +199,7 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     let prompt: [Int32]
     let parameters: GenerateParameters
     let continuing: SequenceID?
+    let state: KVState?
     /// The session's id of this generation's sequence, once the first `next()` has added it: with
     /// ``GenerateParameters/keepCache``, what a next turn continues.
     public private(set) var sequence: SequenceID?
@@ -184,12 +214,14 @@ public struct TokenIterator: Sequence, IteratorProtocol {
     private var queued: [GeneratedToken] = []
     private var queuedHead = 0
 
-    init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters, continuing: SequenceID? = nil) {
+    init(engine: Engine, generation: Int, prompt: [Int32], parameters: GenerateParameters, continuing: SequenceID? = nil,
+         state: KVState? = nil) {
         self.engine = engine
         self.generation = generation
         self.prompt = prompt
         self.parameters = parameters
         self.continuing = continuing
+        self.state = state
         stats.loadSeconds = engine.loadSeconds
         stats.promptTokens = prompt.count
         stats.blocksSkipped = engine.options.skip.skipped.count
@@ -209,6 +241,15 @@ public struct TokenIterator: Sequence, IteratorProtocol {
         let session = engine.session
         if sequence == nil {
             session.cancelAll()   // one generation at a time: an older iterator's sequence ends
+            if let state {
+                // The state's first token comes before anything a step produces.
+                do {
+                    let (id, first) = try session.add(state: state, parameters: parameters)
+                    sequence = id
+                    tokens.append(first.id)
+                    return first
+                } catch { return fail(error) }
+            }
             do { sequence = try session.add(tokens: prompt, parameters: parameters, continuing: continuing) } catch { return fail(error) }
         }
         let mine = sequence!

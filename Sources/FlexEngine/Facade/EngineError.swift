@@ -17,6 +17,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case noChatTemplate
     /// The chat template refused the conversation or uses a construct the interpreter lacks.
     case template(String)
+    /// A KV state file that cannot be read, or belongs to another model, mask or context.
+    case state(String)
     case textTooShort(tokens: Int, needed: Int)
 
     public var description: String {
@@ -35,6 +37,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .invalidToken(let t): return "token id \(t) is outside the vocabulary"
         case .noChatTemplate: return "this model has no chat template FlexRun understands (ChatML, Gemma, or Jinja within its interpreter's subset); run without \(OptionField.chat)"
         case .template(let m): return "chat template: \(m)"
+        case .state(let m): return "KV state: \(m)"
         case .textTooShort(let n, let needed): return "the text is \(n) tokens; perplexity at this context needs at least \(needed)"
         }
     }

@@ -22,6 +22,9 @@ public final class Model: Sendable {
     /// chat terminators) and the token the chat template closes assistant turns with, when the
     /// vocabulary has it as one token (``ChatTemplate/assistantTerminator``).
     public let stopTokens: Set<Int32>
+    /// XXH64 of the file's header (metadata and tensor table), seeded with its size: what a KV
+    /// state file names its model by, so a state is never continued on another model.
+    public let fingerprint: UInt64
     let weights: ModelWeights
 
     /// Where the dense model's weights sit in the file, as the planner and RAP's memory model see them.
@@ -70,6 +73,7 @@ public final class Model: Sendable {
             if ids.count == 1 { stops.insert(ids[0]) }
         }
         stopTokens = stops
+        fingerprint = XXHash64.hash(file.headerBytes, seed: UInt64(file.fileSize))
         interleaved = Mutex(!streaming && interleave ? InterleavedWeights(weights) : nil)
         loadSeconds = Platform.now() - start
     }

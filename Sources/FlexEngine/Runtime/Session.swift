@@ -74,8 +74,8 @@ public final class Session: @unchecked Sendable {
     /// The masks' skipped attention layers, kept so a step does not rebuild them (no allocation).
     private(set) var maskHoles: Set<Int>
     private(set) var prefillHoles: Set<Int>
-    private(set) var sequences: [SequenceState] = []
-    private var nextID = 0
+    var sequences: [SequenceState] = []
+    var nextID = 0
     /// Sequence index of each logit row of the pass being run (preallocated).
     private var rowOwner: [Int]
     /// Whether the last step ran generated rows, for alternating when the stage masks differ.
@@ -354,8 +354,13 @@ public final class Session: @unchecked Sendable {
         let slot: PagedKVCache.Slot
         let history: [Int32]
         let attentionHoles: Set<Int>
+        /// Generated tokens not in the cache (the last one sampled), and the sampler's state
+        /// after it: what a KV state file needs to continue exactly.
+        var pending: [Int32] = []
+        var sampling = SamplingParameters()
+        var random = RandomSource(seed: 0).state
     }
-    private var retained: [SequenceID: RetainedCache] = [:]
+    var retained: [SequenceID: RetainedCache] = [:]
 
     /// Gives a kept cache's pages back to the pool (a chat that ends, or starts anew).
     public func release(_ id: SequenceID) {
@@ -581,7 +586,8 @@ public final class Session: @unchecked Sendable {
             let held = s.prompt + s.tokens
             let length = min(transformer.cache.length(s.slot), held.count, s.decoding ? held.count : s.consumed)
             transformer.cache.truncate(s.slot, to: length)
-            retained[s.id] = RetainedCache(slot: s.slot, history: Array(held[0..<length]), attentionHoles: s.attentionHoles)
+            retained[s.id] = RetainedCache(slot: s.slot, history: Array(held[0..<length]), attentionHoles: s.attentionHoles,
+                                           pending: Array(held[length...]), sampling: s.parameters.sampling, random: s.sampler.randomState)
         } else {
             transformer.cache.close(s.slot)
         }

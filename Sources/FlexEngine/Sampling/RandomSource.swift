@@ -15,6 +15,20 @@ public struct RandomSource: RandomNumberGenerator, Sendable {
         s = (splitmix(), splitmix(), splitmix(), splitmix())
     }
 
+    /// The generator's position in its stream, for a KV state file: restoring it continues the
+    /// same random numbers in another process.
+    public struct State: Sendable, Equatable {
+        public let words: [UInt64]
+        public init(words: [UInt64]) {
+            precondition(words.count == 4)
+            self.words = words
+        }
+    }
+
+    public var state: State { State(words: [s.0, s.1, s.2, s.3]) }
+
+    public init(state: State) { s = (state.words[0], state.words[1], state.words[2], state.words[3]) }
+
     public mutating func next() -> UInt64 {
         let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
         let t = s.1 << 17

@@ -21,6 +21,12 @@ public struct Sampler {
         probs.reserveCapacity(vocabularySize)
     }
 
+    /// The random stream's position (a KV state carries it to another process).
+    public var randomState: RandomSource.State {
+        get { rng.state }
+        set { rng = RandomSource(state: newValue) }
+    }
+
     /// Records a token (prompt or generated) for the repetition penalty window.
     public mutating func accept(_ token: Int32) {
         guard parameters.repetitionPenalty != 1, parameters.repetitionWindow > 0 else { return }
