@@ -8,7 +8,7 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Block pruning: rank blocks on calibration text, then measure held-out perplexity.",
         discussion: "See docs/PRUNING.md.",
-        subcommands: [Analyze.self, Evaluate.self, Quality.self, TrainPolicy.self, Policies.self])
+        subcommands: [Analyze.self, Evaluate.self, Quality.self, TrainPolicy.self, Policies.self, PruneKV.self])
 }
 
 /// Token range options shared by analyze and eval: which part of the text is scored.

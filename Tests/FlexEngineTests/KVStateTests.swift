@@ -112,3 +112,75 @@ import Testing
         #expect(refusal(Array("not a state at all, just text".utf8))?.contains("not a FlexRun KV state file") == true)
     }
 }
+
+/// Token-aware KV pruning: the pruned layers hand over their first F and last R positions, and
+/// attention reads those at their true positions.
+@Suite(.enabled(if: Fixtures.smolLM2Available), .serialized) struct KVPruningTests {
+    static func engine(limit: Int? = nil) throws -> Engine {
+        var o = try SessionTests.options(sequences: 2, context: 256, limit: limit)
+        o.modelPath = try Fixtures.requireSmolLM2()
+        return try Engine(options: o)
+    }
+
+    static let prompt = String(repeating: "The river ran past the old mill, and the miller counted the sacks of grain. ", count: 6)
+
+    @Test func prunedStateKeepsTheFirstAndLastTokensOfTheChosenLayers() throws {
+        let e = try Self.engine()
+        var p = GenerateParameters(maxTokens: 24, sampling: .greedy)
+        p.stopAtEndOfGeneration = false
+        let full = try e.prefillState(prompt: Self.prompt, parameters: p)
+        let n = full.tokens.count
+        #expect(n > 100)
+        let pruning = KVPruning(layers: [3, 7, 20], first: 4, last: 32)
+        let pruned = try e.prefillState(prompt: Self.prompt, parameters: p, pruning: pruning)
+        for rows in pruned.layers {
+            if pruning.layers.contains(rows.layer) {
+                #expect(rows.positions == [0..<4, (n - 32)..<n])
+            } else {
+                #expect(rows.positions == [0..<n])
+            }
+        }
+        let kvDim = full.kvDim
+        #expect(full.rowBytes - pruned.rowBytes == 3 * (n - 36) * 2 * kvDim * 2)
+        // The file keeps the ranges.
+        let back = try pruned.encoded().withUnsafeBytes { b throws(EngineError) in try KVState.decode(b) }
+        #expect(back == pruned)
+        // The same pruned state decodes to the same ids in memory and under a cap (the shifted
+        // rows are read the same way on both paths), and its first token is the full state's.
+        var a = try e.generate(state: back, parameters: p)
+        let inMemory = try KVStateTests.ids(&a)
+        let capped = try Self.engine(limit: e.memory.total / 2)
+        var b = try capped.generate(state: back, parameters: p)
+        #expect(try KVStateTests.ids(&b) == inMemory)
+        #expect(inMemory.first == full.pending.first)
+    }
+
+    /// Pruning that leaves nothing out is exactly the full hand-off; a small hole in one layer
+    /// moves the continuation's log-likelihood a little; cutting every layer to 8 tokens moves it
+    /// a lot. (A hole read wrongly, at the wrong rows or over stale ones, breaks the middle case.)
+    @Test func continuationLossFollowsWhatIsLeftOut() throws {
+        let e = try Self.engine()
+        let tokens = e.tokenizer.encode(Self.prompt)
+        let prompt = Array(tokens.prefix(tokens.count - 33)), continuation = Array(tokens.suffix(33))
+        var p = GenerateParameters(maxTokens: 1, sampling: .greedy)
+        p.keepCache = true
+        var it = try e.generate(tokens: prompt, parameters: p)
+        while it.next() != nil {}
+        let id = try #require(it.sequence)
+        defer { e.session.release(id) }
+        func loss(_ pruning: KVPruning?) throws -> Double {
+            let nll = try e.session.scoreContinuation(of: e.session.exportState(of: id, pruning: pruning), tokens: continuation)
+            #expect(nll.count == 32)
+            return nll.reduce(0, +) / Double(nll.count)
+        }
+        let n = prompt.count
+        let full = try loss(nil)
+        #expect(try loss(KVPruning(layers: Set(0..<30), first: n, last: n)) == full)
+        let small = try loss(KVPruning(layers: [10], first: n / 2 - 2, last: n / 2 - 2))
+        #expect(small != full && abs(small - full) < 0.05, "one layer missing 4 middle positions: \(small) vs \(full)")
+        let severe = try loss(KVPruning(layers: Set(0..<30), first: 4, last: 4))
+        #expect(severe > full + 0.2, "every layer cut to 8 positions: \(severe) vs \(full)")
+        // The text repeats: its continuation is easy with the whole prompt in view.
+        #expect(full < 1.0)
+    }
+}

@@ -90,7 +90,8 @@ public final class Engine: Sendable {
     /// Runs the prompt and returns the state to continue it elsewhere (``KVState``): its KV rows,
     /// the first token sampled from the prompt's logits, and the sampler's state. The engine's
     /// cache is free again afterwards.
-    public func prefillState(tokens: [Int32], parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> KVState {
+    public func prefillState(tokens: [Int32], parameters: GenerateParameters = GenerateParameters(),
+                             pruning: KVPruning? = nil) throws(EngineError) -> KVState {
         var params = parameters
         params.keepCache = true
         params.maxTokens = 1
@@ -99,12 +100,13 @@ public final class Engine: Sendable {
         if let error = it.error { throw error }
         guard let id = it.sequence else { throw .state("the prompt did not run") }
         defer { session.release(id) }
-        return try session.exportState(of: id)
+        return try session.exportState(of: id, pruning: pruning)
     }
 
     /// ``prefillState(tokens:parameters:)`` from text (in the chat template when asked).
-    public func prefillState(prompt: String, parameters: GenerateParameters = GenerateParameters()) throws(EngineError) -> KVState {
-        try prefillState(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters)
+    public func prefillState(prompt: String, parameters: GenerateParameters = GenerateParameters(),
+                             pruning: KVPruning? = nil) throws(EngineError) -> KVState {
+        try prefillState(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters, pruning: pruning)
     }
 
     /// Continues a state made by ``prefillState(tokens:parameters:)``, here or in another

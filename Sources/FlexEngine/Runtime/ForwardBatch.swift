@@ -21,6 +21,9 @@ final class ForwardBatch {
     var headPath: MatMul.Path = .decode
     let tokens: UnsafeMutablePointer<Int32>
     let positions: UnsafeMutablePointer<Int>
+    /// Per row, the current layer's hole in its sequence (``PagedKVCache/hole(_:layer:)``), set
+    /// by the transformer before the layer's KV writes and attention.
+    let holes: UnsafeMutablePointer<Int>
     let slots: UnsafeMutablePointer<Int>
     /// Page table of each row's sequence, filled by the pass.
     let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>
@@ -34,6 +37,8 @@ final class ForwardBatch {
         self.capacity = capacity
         tokens = .allocate(capacity: capacity)
         positions = .allocate(capacity: capacity)
+        holes = .allocate(capacity: capacity)
+        holes.initialize(repeating: 0, count: capacity)
         slots = .allocate(capacity: capacity)
         tables = .allocate(capacity: capacity)
         tables.initialize(repeating: nil, count: capacity)
@@ -43,7 +48,7 @@ final class ForwardBatch {
     }
 
     deinit {
-        tokens.deallocate(); positions.deallocate(); slots.deallocate(); tables.deallocate(); ringTables.deallocate(); logitRows.deallocate()
+        tokens.deallocate(); positions.deallocate(); holes.deallocate(); slots.deallocate(); tables.deallocate(); ringTables.deallocate(); logitRows.deallocate()
     }
 
     func clear() {

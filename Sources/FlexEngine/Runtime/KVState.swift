@@ -162,3 +162,17 @@ public struct KVState: Sendable, Equatable {
             random: RandomSource.State(words: words), layers: layers)
     }
 }
+
+/// Token-aware KV pruning of a hand-off (PDTrim): in `layers`, only the first `first` and the
+/// last `last` positions' K and V cross; the other layers hand over everything. Attention over a
+/// pruned layer then reads the kept positions, with their true rope positions (docs/PDTRIM.md).
+public struct KVPruning: Sendable, Equatable, Codable {
+    public var layers: Set<Int>
+    public var first: Int
+    public var last: Int
+    public init(layers: Set<Int>, first: Int, last: Int) {
+        self.layers = layers
+        self.first = first
+        self.last = last
+    }
+}

@@ -66,6 +66,12 @@ public struct PagedKVCache: ~Copyable {
     private var freeSlots: [Int]
     /// Most pages held at once since open.
     public private(set) var peakPages = 0
+    /// Per slot and layer, positions a token-aware pruned hand-off left out of that layer (0:
+    /// none). Such a layer kept positions 0..<F and n−R..<n of the state; its rows from n−R on are
+    /// stored `hole` positions lower, in pages the layer no longer needs for the hole, and its
+    /// attention reads the shifted range. K rows carry their rope positions, so scores are those
+    /// of the true positions.
+    private var holes: [[Int]]
 
     /// - Parameters:
     ///   - layers: the model's layers.
@@ -122,6 +128,7 @@ public struct PagedKVCache: ~Copyable {
         pageCounts = Array(repeating: 0, count: sequences)
         lengths = Array(repeating: 0, count: sequences)
         live = Array(repeating: false, count: sequences)
+        holes = Array(repeating: Array(repeating: 0, count: layers), count: sequences)
         freeSlots = (0..<sequences).reversed()
     }
 
@@ -199,8 +206,22 @@ public struct PagedKVCache: ~Copyable {
         guard let s = freeSlots.popLast() else { return nil }
         live[s] = true
         lengths[s] = 0
+        for l in holes[s].indices { holes[s][l] = 0 }
         return s
     }
+
+    /// Positions `layer` of `s` left out (token-aware pruning; see `holes`).
+    @inline(__always)
+    public func hole(_ s: Slot, layer: Int) -> Int { holes[s][layer] }
+
+    /// Marks `layer` of `s` as keeping its positions from `length` on `hole` positions lower.
+    public mutating func setHole(_ s: Slot, layer: Int, _ hole: Int) {
+        precondition(live[s] && hole >= 0 && windowOfLayer[layer] == nil)
+        holes[s][layer] = hole
+    }
+
+    /// Whether some layer of `s` has a hole (its cache cannot be kept for a later turn).
+    public func hasHoles(_ s: Slot) -> Bool { holes[s].contains { $0 > 0 } }
 
     /// Ends a sequence: its pages go back to the pool at once.
     public mutating func close(_ s: Slot) {

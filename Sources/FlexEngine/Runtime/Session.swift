@@ -580,7 +580,8 @@ public final class Session: @unchecked Sendable {
 
     private func finish(_ i: Int, _ reason: GenerationStats.StopReason, _ emit: (SequenceEvent) -> Void) {
         var s = sequences.remove(at: i)
-        if s.parameters.keepCache && reason != .error {
+        // A cache with pruned layers (a pruned hand-off) is not kept: its holes cannot be continued.
+        if s.parameters.keepCache && reason != .error && !transformer.cache.hasHoles(s.slot) {
             // The cache holds the prompt and every generated token but the last, which was
             // never run; drafts past an accepted end token are cut off here.
             let held = s.prompt + s.tokens

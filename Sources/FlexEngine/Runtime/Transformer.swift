@@ -237,6 +237,7 @@ public final class Transformer {
                 if let bias = lw.keyBias { for b in 0..<n { Vector.add(k + b * kvd, bias, kvd) } }
                 if let bias = lw.valueBias { for b in 0..<n { Vector.add(v + b * kvd, bias, kvd) } }
                 let rope = ropes[ropeOfLayer[l]], table = ropeTable + ropeOfLayer[l] * ropeStride
+                for b in 0..<n { batch.holes[b] = cache.hole(batch.slots[b], layer: l) }
                 eachRows(n, work: qd + 2 * kvd) { rows in
                     for b in rows {
                         if let norm = lw.queryNorm {
@@ -251,7 +252,7 @@ public final class Transformer {
                         }
                         rope.apply(q + b * qd, heads: c.headCount, headStride: hd, table: table + b * hd)
                         rope.apply(k + b * kvd, heads: c.kvHeadCount, headStride: hd, table: table + b * hd)
-                        let (kc, vc) = cache.rows(batch.slots[b], layer: l, position: batch.positions[b])
+                        let (kc, vc) = cache.rows(batch.slots[b], layer: l, position: batch.positions[b] - batch.holes[b])
                         for i in 0..<kvd {
                             kc[i] = Float16(k[b * kvd + i])
                             vc[i] = Float16(v[b * kvd + i])
@@ -321,11 +322,12 @@ public final class Transformer {
     private func attend(layer l: Int, batch: ForwardBatch) {
         let c = config
         let view = cache.layerView(layer: l)
+        precondition(view.window == nil || (0..<batch.count).allSatisfy { batch.holes[$0] == 0 })
         var job = AttentionJob(
             q: state.q.pointer, out: state.attention.pointer, scores: state.scores.pointer, scoresStride: state.scoresStride,
             keyRows: state.keyRows.pointer,
             keys: view.keys, values: view.values, tables: view.window == nil ? batch.tables : batch.ringTables, positions: batch.positions,
-            pageTokens: cache.pageTokens, pageStride: view.pageStride, window: view.window ?? 0, ring: view.ring,
+            holes: batch.holes, pageTokens: cache.pageTokens, pageStride: view.pageStride, window: view.window ?? 0, ring: view.ring,
             heads: c.headCount, group: c.attentionGroup, headDim: c.headDim,
             queryDim: c.queryDim, kvDim: c.kvDim, scale: c.attentionScale)
         withUnsafePointer(to: &job) { pool.parallelFor(batch.count * c.kvHeadCount, context: $0, AttentionJob.run) }
@@ -341,6 +343,9 @@ struct AttentionJob {
     let keyRows: UnsafeMutablePointer<Float>
     let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
     let tables: UnsafeMutablePointer<UnsafePointer<Int32>?>, positions: UnsafeMutablePointer<Int>
+    /// Per row, positions its sequence's layer left out (token-aware pruning): it reads the
+    /// shifted range 0…position − hole.
+    let holes: UnsafeMutablePointer<Int>
     let pageTokens: Int, pageStride: Int
     /// Sliding window in positions (0: none) and the ring's length in pages (0: no ring).
     let window: Int, ring: Int
@@ -354,7 +359,7 @@ struct AttentionJob {
         Attention.pagedGroup(queries: j.q + b * j.queryDim + h * hd, group: j.group, keys: j.keys + g * hd, values: j.values + g * hd,
                              pages: j.tables[b]!, pageTokens: j.pageTokens, pageStride: j.pageStride, stride: j.kvDim,
                              first: j.window > 0 ? max(0, j.positions[b] + 1 - j.window) : 0,
-                             count: j.positions[b] + 1, ring: j.ring, headDim: hd, scale: j.scale,
+                             count: j.positions[b] + 1 - j.holes[b], ring: j.ring, headDim: hd, scale: j.scale,
                              scores: j.scores + thread * j.group * j.scoresStride, scoresStride: j.scoresStride,
                              rows: j.keyRows + thread * 8 * hd, out: j.out + b * j.queryDim + h * hd)
     }
