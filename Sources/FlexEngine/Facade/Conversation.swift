@@ -33,7 +33,7 @@ public final class Conversation {
         self.parameters = parameters
     }
 
-    /// A reply being generated: iterate ``tokens``, then hand it back to ``Conversation/finish(_:)``.
+    /// A reply being generated: iterate ``tokens``, then hand it back to ``Conversation/finish(_:text:)``.
     public struct Turn {
         public var tokens: TokenIterator
         /// Old user–assistant pairs dropped to fit this turn into the context.

@@ -67,7 +67,7 @@ public final class Engine: Sendable {
     var streamCounters: StreamCounters { session.streamCounters }
 
     /// Prompt text → ids, applying the chat template when asked. Emptiness and length are
-    /// checked by ``generate(tokens:parameters:)``, which every path goes through.
+    /// checked by ``generate(tokens:parameters:continuing:)``, which every path goes through.
     public func promptTokens(_ prompt: String, parameters: GenerateParameters) throws(EngineError) -> [Int32] {
         try model.promptTokens(prompt, parameters: parameters)
     }
@@ -103,13 +103,13 @@ public final class Engine: Sendable {
         return try session.exportState(of: id, pruning: pruning)
     }
 
-    /// ``prefillState(tokens:parameters:)`` from text (in the chat template when asked).
+    /// ``prefillState(tokens:parameters:pruning:)`` from text (in the chat template when asked).
     public func prefillState(prompt: String, parameters: GenerateParameters = GenerateParameters(),
                              pruning: KVPruning? = nil) throws(EngineError) -> KVState {
         try prefillState(tokens: promptTokens(prompt, parameters: parameters), parameters: parameters, pruning: pruning)
     }
 
-    /// Continues a state made by ``prefillState(tokens:parameters:)``, here or in another
+    /// Continues a state made by ``prefillState(tokens:parameters:pruning:)``, here or in another
     /// process: the iterator yields the state's first token, then the rest, the ids one
     /// uninterrupted run gives. Sampling follows the state's parameters; `parameters` gives the
     /// token limit (counting that first token) and the stop settings.

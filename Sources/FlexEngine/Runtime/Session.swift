@@ -6,7 +6,7 @@ import Synchronization
 /// `llama_model`): the run state, the paged KV cache, the weight source in force (mapping, x8
 /// copies or a streamer), the masks in force, the sequences and their statistics.
 ///
-/// Sequences are batched (continuous batching): ``add(tokens:parameters:)`` queues one, and each
+/// Sequences are batched (continuous batching): ``add(tokens:parameters:continuing:)`` queues one, and each
 /// ``step(_:)`` runs one forward pass holding the next token of every generating sequence plus
 /// prompt chunks of new ones, so under a cap the weights are streamed once for all of them. A
 /// sequence gets exactly the ids it gets alone: each row's arithmetic depends only on whether it
