@@ -40,6 +40,10 @@ struct Chat: ParsableCommand {
         }
         source.resume()
         defer { source.cancel() }
+        guard engine.chatTemplate != nil else {
+            throw CLIError("this model has no chat template FlexRun understands (ChatML, Gemma, or Jinja within its interpreter's subset); "
+                           + "flexrun chat needs one: use flexrun -p TEXT for plain completion")
+        }
         let conversation = try Conversation(engine: engine, system: system, parameters: params)
         let interactive = isatty(STDIN_FILENO) == 1
         if interactive {

@@ -41,6 +41,14 @@ import Testing
         }
     }
 
+    /// A model without a chat template: `flexrun chat` says so in one line and points at `-p`.
+    @Test func chatWithoutATemplateIsOneLine() throws {
+        let r = try CLITests.run(["chat", "--model", CLITests.synthModelPath], stdin: "Hi\n")
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("flexrun chat needs one: use flexrun -p TEXT"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1)
+    }
+
     /// A port already taken is one line naming it, not a hang.
     @Test(.enabled(if: CLITests.modelRequired || CLITests.smolLM2 != nil)) func portInUseIsAnError() throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
