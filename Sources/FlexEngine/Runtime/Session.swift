@@ -457,7 +457,11 @@ public final class Session: @unchecked Sendable {
             while i < sequences.count && !batch.isFull {
                 guard !sequences[i].decoding else { i += 1; continue }
                 let s = sequences[i]
-                let n = min(batch.free, s.prompt.count - s.consumed)
+                // With windowed layers, positions a ring length apart share a ring row: one pass
+                // may hold at most ringSlack + 1 rows of a sequence, or a later row would overwrite
+                // (racing, on another thread) a key an earlier row of the same pass still reads.
+                let ringRows = transformer.cache.ringLength > 0 ? transformer.cache.ringSlack + 1 : Int.max
+                let n = min(batch.free, s.prompt.count - s.consumed, ringRows)
                 let position: Int
                 do { position = try transformer.cache.append(s.slot, count: n) } catch {
                     if batch.count > 0 { break }   // the pool is short: wait for pages to come back
