@@ -75,7 +75,7 @@ public final class Session: @unchecked Sendable {
     private(set) var maskHoles: Set<Int>
     private(set) var prefillHoles: Set<Int>
     var sequences: [SequenceState] = []
-    var nextID = 0
+    private var nextID = 0
     /// Sequence index of each logit row of the pass being run (preallocated).
     private var rowOwner: [Int]
     /// Whether the last step ran generated rows, for alternating when the stage masks differ.
@@ -317,19 +317,26 @@ public final class Session: @unchecked Sendable {
             }
             slot = open
         }
-        let id = SequenceID(value: nextID)
-        nextID += 1
-        var s = SequenceState(id: id, prompt: tokens, parameters: parameters, slot: slot, vocabulary: model.config.vocabularySize,
-                              capacity: min(parameters.maxTokens, contextLength))
+        var s = newSequence(prompt: tokens, parameters: parameters, slot: slot)
         s.consumed = reused
         s.started = reused > 0
         s.attentionHoles = holes
         s.stats.reusedPromptTokens = reused
+        sequences.append(s)
+        return s.id
+    }
+
+    /// A sequence in `slot` with the next id, and the session's figures at its start: what every
+    /// way of adding one (a prompt, a kept cache, a KV state) shares.
+    func newSequence(prompt: [Int32], parameters: GenerateParameters, slot: PagedKVCache.Slot) -> SequenceState {
+        let id = SequenceID(value: nextID)
+        nextID += 1
+        var s = SequenceState(id: id, prompt: prompt, parameters: parameters, slot: slot, vocabulary: model.config.vocabularySize,
+                              capacity: min(parameters.maxTokens, contextLength))
         s.stats.loadSeconds = model.loadSeconds
         s.stats.blocksSkipped = mask.skipped.count
         s.countersAtStart = streamCounters
-        sequences.append(s)
-        return id
+        return s
     }
 
     /// Queues a prompt (in the chat template when the parameters ask).
@@ -356,9 +363,9 @@ public final class Session: @unchecked Sendable {
         let attentionHoles: Set<Int>
         /// Generated tokens not in the cache (the last one sampled), and the sampler's state
         /// after it: what a KV state file needs to continue exactly.
-        var pending: [Int32] = []
-        var sampling = SamplingParameters()
-        var random = RandomSource(seed: 0).state
+        let pending: [Int32]
+        let sampling: SamplingParameters
+        let random: RandomSource.State
     }
     var retained: [SequenceID: RetainedCache] = [:]
 

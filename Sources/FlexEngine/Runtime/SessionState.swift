@@ -53,13 +53,9 @@ extension Session {
         guard let first = state.pending.first, state.pending.count == 1 else { throw .state("the state has no token to continue from") }
         let slot = try importRows(state)
         let n = state.tokens.count
-        let vocabulary = model.config.vocabularySize
         var params = parameters
         params.sampling = state.sampling
-        let id = SequenceID(value: nextID)
-        nextID += 1
-        var s = SequenceState(id: id, prompt: state.tokens, parameters: params, slot: slot, vocabulary: vocabulary,
-                              capacity: min(params.maxTokens, contextLength))
+        var s = newSequence(prompt: state.tokens, parameters: params, slot: slot)
         s.sampler.randomState = state.random
         s.sampler.accept(first)
         s.consumed = n
@@ -67,15 +63,12 @@ extension Session {
         s.decoding = true
         s.tokens = [first]
         s.pendingToken = first
-        s.countersAtDecode = streamCounters
-        s.countersAtStart = streamCounters
+        s.countersAtDecode = s.countersAtStart
         s.stats.reusedPromptTokens = n
         s.stats.generatedTokens = 1
-        s.stats.loadSeconds = model.loadSeconds
-        s.stats.blocksSkipped = mask.skipped.count
         let text = s.decoder.append(model.tokenizer.pieceBytes(first))
         sequences.append(s)
-        return (id, GeneratedToken(id: first, text: text))
+        return (s.id, GeneratedToken(id: first, text: text))
     }
 
     /// Checks `state` against this session and writes its rows into a new slot: the model, the
