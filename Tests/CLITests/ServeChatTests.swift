@@ -69,23 +69,51 @@ import Testing
 
     // MARK: - Terminal chat
 
+    /// tmux on this process's own socket (`-L`, no config), so the test neither meets nor leaves
+    /// a server anyone else uses. Each call is posix_spawn and waitpid, not Foundation's Process:
+    /// on CI (stop 30) `Process.waitUntilExit` never returned for the client that forks tmux's
+    /// server — the client had exited and sat unreaped — and the suite hung until the timeout.
+    /// The child gets /dev/null for stdin and stderr, a file for stdout, no other descriptor
+    /// (the daemonised server would otherwise hold a concurrent test's pipe open for its lifetime).
     static func tmux(_ args: [String]) throws -> String {
-        let r = try CLITests.run(args, executable: URL(fileURLWithPath: "/usr/bin/tmux"))
-        return r.stdout
+        let out = CLITests.temporaryDirectory + "/tmux-\(UUID().uuidString)"
+        defer { unlink(out) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // glibc 2.34's closefrom action; Swift's Glibc module does not declare it.
+        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+            _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
+        }
+        // Signals as a fresh process has them: the test runner's threads block and ignore some,
+        // and a server (and the shell in its pane) inheriting that would outlive kill-server.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ["tmux", "-L", tmuxSocket, "-f", "/dev/null"] + args
+        var env = ProcessInfo.processInfo.environment
+        if env["TERM"] == nil { env["TERM"] = "xterm-256color" }
+        let cArgs = argv.map { strdup($0) } + [nil], cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (cArgs + cEnv).forEach { free($0) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, "/usr/bin/tmux", &actions, &attr, cArgs, cEnv)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        return (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
     }
 
-    /// `tmux new-session -d` forks the tmux server, which would hold a pipe's write end open
-    /// forever (reading its output to the end would never return): its output goes nowhere.
-    static func startTmux(_ args: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/tmux")
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-    }
+    static let tmuxSocket = "flexrun-test-\(getpid())"
 
     /// Waits until the pane shows `count` occurrences of `marker`; returns the pane.
     static func waitFor(_ session: String, _ marker: String, count: Int, seconds: Double = 120) throws -> String {
@@ -107,9 +135,9 @@ import Testing
     func terminalChatKeepsContext() throws {
         let model = try #require(CLITests.smolLM2, "no SmolLM2 model")
         let session = "flexrun-chat-\(getpid())"
-        try Self.startTmux(["new-session", "-d", "-x", "200", "-y", "50", "-s", session,
+        _ = try Self.tmux(["new-session", "-d", "-x", "200", "-y", "50", "-s", session,
                            "\(CLITests.binary.path) chat --model \(model) --temp 0 -n 40 --stats; sleep 30"])
-        defer { _ = try? Self.tmux(["kill-session", "-t", session]) }
+        defer { _ = try? Self.tmux(["kill-server"]) }
         // The banner comes just before the first `> ` (which capture-pane prints without its space).
         _ = try Self.waitFor(session, "/exit quits", count: 1)
         _ = try Self.tmux(["send-keys", "-t", session, "The secret word is \"banana\". Reply OK.", "Enter"])
@@ -121,6 +149,7 @@ import Testing
             let m = line.wholeMatch(of: /flexrun: turn: prompt (\d+) tokens run, (\d+) from the cache.*/)
             return m.map { (Int($0.1)!, Int($0.2)!) }
         }
+        try #require(turns.count >= 2, "\(pane)")
         let first = try #require(numbers(turns[0])), second = try #require(numbers(turns[1]))
         #expect(first.cached == 0)
         // The first turn's prompt and reply are in the cache; only the new turn is run.
