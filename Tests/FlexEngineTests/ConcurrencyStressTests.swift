@@ -69,6 +69,10 @@ import Testing
                     if let plan, !caps.contains(plan.inputs.cap) { problems.withLock { $0.append("plan for cap \(plan.inputs.cap) was never asked for") } }
                     if plan == nil || offload == nil { problems.withLock { $0.append("a capped engine published no plan or offload summary") } }
                     readerLoops.add(1, ordering: .relaxed)
+                    // A breath between reads: spinning flat out took a core from the rest of the
+                    // (parallel) suite for the whole test, and reads a few µs apart still land
+                    // inside every re-plan.
+                    usleep(20)
                 }
             }
             // Every third round is cancelled from another thread a few tokens in.
