@@ -159,20 +159,23 @@ import FlexSystem
         try Self.check(o, modes: [.lookup, .auto])
     }
 
-    /// Windowed layers: speculation is off there for now (one CI run saw different ids with 16
-    /// drafts a pass, cause not found), so a session with a ring drafts nothing and gives the
-    /// plain ids.
-    @Test func windowedLayersDraftNothingYet() throws {
+    /// Windowed layers (a 12-position window on every other layer, so the rings wrap many times
+    /// in 48 tokens): drafts are verified over the ring and rejected ones cut back within its
+    /// slack, and the ids are the plain ones. (A CI run once saw ids differ here; the cause was
+    /// prompt chunks longer than the ring's slack racing on a ring row, fixed in the session.)
+    @Test func windowedLayersDraftAndKeepTheirIds() throws {
         var o = try SessionTests.options(context: 256)
         o.attentionWindows = (0..<30).map { $0 % 2 == 1 ? 12 : nil }
         let plain = try Engine(options: o)
         o.speculation = .lookup
         let spec = try Engine(options: o)
-        for p in Self.prompts.prefix(2) {
+        var drafted = 0
+        for p in Self.prompts {
             let (ids, stats) = try Self.generate(spec, p)
-            #expect(stats.draftedTokens == 0)
-            #expect(ids == (try Self.generate(plain, p).ids))
+            drafted += stats.draftedTokens
+            #expect(ids == (try Self.generate(plain, p).ids), "\(p)")
         }
+        #expect(drafted > 0, "no prompt drafted anything")
     }
 
     /// Batched sequences each draft on their own and still get their alone ids.

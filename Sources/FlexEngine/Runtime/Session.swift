@@ -408,9 +408,11 @@ public final class Session: @unchecked Sendable {
         passDrafts.removeAll(keepingCapacity: true)
         if decodeNow {
             let decoding = sequences.reduce(0) { $0 + ($1.decoding ? 1 : 0) }
-            // Not with windowed layers yet: one CI run saw ids differ there (16 drafts a pass) and
-            // the cause is not found; until it is, those sessions decode one token per pass.
-            let drafts = drafting.mode != .off && decoding > 0 && transformer.cache.ringLength == 0
+            let drafts = drafting.mode != .off && decoding > 0
+            // Windowed layers: at most ringSlack drafts, so that the pass holds at most
+            // ringSlack + 1 rows of the sequence (as for prompt rows below) and cutting the
+            // rejected ones goes back no further than the ring allows.
+            let ringDrafts = transformer.cache.ringLength > 0 ? transformer.cache.ringSlack : Int.max
             var seen = 0
             i = 0
             while i < sequences.count {
@@ -423,7 +425,7 @@ public final class Session: @unchecked Sendable {
                     // Room: the token limit, and the pass's rows and logit rows (every other
                     // sequence still to place keeps one of each).
                     let others = sequences.count - seen
-                    let room = min(drafting.maxDraft, s.parameters.maxTokens - s.tokens.count - 1,
+                    let room = min(drafting.maxDraft, ringDrafts, s.parameters.maxTokens - s.tokens.count - 1,
                                    batch.free - 1 - others, transformer.maxLogitRows - batch.logitCount - 1 - others)
                     let held = s.prompt.count
                     /// Token `j` of the sequence's history: its prompt, then what it generated.
