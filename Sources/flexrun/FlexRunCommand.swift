@@ -141,6 +141,9 @@ struct ModelOptions: ParsableArguments {
             guard k >= 0 else { throw CLIError("--budget must be 0 or more") }
             let profile = try PruningProfile.read(path: path)
             let mask = try profile.mask(removing: k, path: path)
+            // A pdtrim profile's budget has a gentler mask for the prompt (--prefill-skip overrides it).
+            let prefill = try profile.prefillMask(removing: k, path: path)
+            if prefill != mask { options.prefillSkip = BlockMask(skipping: options.skip.skipped.union(prefill.skipped)) }
             options.skip = BlockMask(skipping: options.skip.skipped.union(mask.skipped))
             if mode != .off { options.pruneOrder = try profile.removalOrder(path: path) }
         case let (path?, nil) where mode != .off:

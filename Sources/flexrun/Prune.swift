@@ -8,7 +8,7 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Block pruning: rank blocks on calibration text, then measure held-out perplexity.",
         discussion: "See docs/PRUNING.md.",
-        subcommands: [Analyze.self, Evaluate.self, Quality.self, TrainPolicy.self, Policies.self, PruneKV.self])
+        subcommands: [Analyze.self, Evaluate.self, Quality.self, TrainPolicy.self, Policies.self, PruneKV.self, PruneStages.self])
 }
 
 /// Token range options shared by analyze and eval: which part of the text is scored.
@@ -69,14 +69,17 @@ extension Prune {
             discussion: """
                 Methods: gsi (greedy sequential importance), oneshot (single-removal perplexity), \
                 bi (ShortGPT block influence), angular (layer-level angular distance), evop \
-                (clustered calibration sampling + evolutionary search). An interrupted run resumes \
-                from OUTPUT.checkpoint when rerun with the same settings.
+                (clustered calibration sampling + evolutionary search), pdtrim (stage-aware: a \
+                decode mask and a gentler prefill mask per budget, scored on continuations after \
+                a prompt; windows of --prompt-tokens + --score-tokens, the last --distill of them \
+                the distillation set). An interrupted run resumes from OUTPUT.checkpoint when \
+                rerun with the same settings (not pdtrim).
                 """)
 
         @OptionGroup var model: ModelOptions
         @OptionGroup var range: TextRange
 
-        @Option(name: .long, help: "gsi, oneshot, bi, angular or evop.")
+        @Option(name: .long, help: "gsi, oneshot, bi, angular, evop or pdtrim.")
         var method: String
 
         @Option(name: .long, help: "Calibration text file.")
@@ -88,7 +91,7 @@ extension Prune {
         @Option(name: .customLong("score-from"), help: "First scored position in each chunk (default: chunk/8).")
         var scoreFrom: Int?
 
-        @Option(name: .long, help: "evop: budgets (blocks removed) to search, e.g. 6,12,18.")
+        @Option(name: .long, help: "evop, pdtrim: budgets (blocks removed) to search, e.g. 6,12,18.")
         var budgets: String = "6,12,18"
 
         @Option(name: .long, help: "evop: calibration chunks CCDS selects from the pool.")
@@ -103,6 +106,18 @@ extension Prune {
         @Option(name: .customLong("seed-profile"), help: "evop: a profile whose masks seed the search (e.g. GSI's).")
         var seedProfiles: [String] = []
 
+        @Option(name: .customLong("prompt-tokens"), help: "pdtrim: prompt tokens per window.")
+        var promptTokens = 256
+
+        @Option(name: .customLong("score-tokens"), help: "pdtrim: continuation tokens scored per window.")
+        var scoreTokens = 64
+
+        @Option(name: .long, help: "pdtrim: windows (the last ones) held for the distillation set.")
+        var distill = 2
+
+        @Option(name: .customLong("prefill-share"), help: "pdtrim: prefill mask size as a share of the decode mask's.")
+        var prefillShare = 1.0 / 3
+
         @Option(name: .shortAndLong, help: "Profile to write (JSON).")
         var output: String
 
@@ -116,12 +131,14 @@ extension Prune {
             guard chunk >= 8, chunk <= 4096 else { throw CLIError("--chunk must be between 8 and 4096") }
             let scoreFrom = self.scoreFrom ?? chunk / 8
             guard scoreFrom >= 0, scoreFrom <= chunk - 2 else { throw CLIError("--score-from must be between 0 and chunk − 2") }
+            let budgetList = try budgets.split(separator: ",").map {
+                guard let k = Int($0), k >= 1 else { throw CLIError("--budgets: expected e.g. 6,12,18") }
+                return k
+            }
+            if method == .pdtrim { return try stageAware(budgets: budgetList) }
             var evolution = PruningAnalysis.EvolutionSettings()
             if method == .evop {
-                evolution.budgets = try budgets.split(separator: ",").map {
-                    guard let k = Int($0), k >= 1 else { throw CLIError("--budgets: expected e.g. 6,12,18") }
-                    return k
-                }
+                evolution.budgets = budgetList
                 guard select >= 1, generations >= 0, offspring >= 1 else { throw CLIError("--select, --generations and --offspring must be positive") }
                 evolution.selectedChunks = select
                 evolution.generations = generations
@@ -179,6 +196,51 @@ extension Prune {
         }
     }
 
+}
+
+extension Prune.Analyze {
+    /// `--method pdtrim`: ``StageAwareSearch`` over windows of the calibration range.
+    func stageAware(budgets: [Int]) throws {
+        guard promptTokens >= 1, scoreTokens >= 2 else { throw CLIError("--prompt-tokens must be 1 or more and --score-tokens 2 or more") }
+        guard distill >= 1 else { throw CLIError("--distill must be 1 or more") }
+        guard prefillShare >= 0, prefillShare < 1 else { throw CLIError("--prefill-share must be at least 0 and below 1") }
+        guard range.first >= 0 else { throw CLIError("--first must be 0 or more") }
+        let text = try readText(calib, what: "calibration text")
+        try checkWritable(output)
+        let window = promptTokens + scoreTokens
+        let engine = try Engine(options: try model.engineOptions(context: model.ctx == nil ? (window + 64 + 63) / 64 * 64 : nil))
+        let all = engine.tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let count = range.tokens ?? 2048
+        let end = min(all.count, range.first + count)
+        var windows: [StageAwareSearch.Window] = []
+        var at = range.first
+        while at + window <= end {
+            var prompt = Array(all[at..<at + promptTokens])
+            if engine.tokenizer.addsBOS, let bos = engine.tokenizer.bosToken { prompt[0] = bos }
+            windows.append(.init(prompt: prompt, continuation: Array(all[at + promptTokens..<at + window])))
+            at += window
+        }
+        guard windows.count > distill else {
+            throw CLIError("tokens \(range.first)..<\(end) of the text hold \(windows.count) windows of \(window): "
+                           + "pdtrim needs more than --distill \(distill)")
+        }
+        let search = try StageAwareSearch(engine: engine, pruning: Array(windows.dropLast(distill)), distillation: Array(windows.suffix(distill)))
+        search.settings.budgets = budgets
+        search.settings.prefillShare = prefillShare
+        let line = ProgressLine(label: "pdtrim")
+        search.progress = { p in line.update(done: p.done, total: p.total, status: p.status) }
+        let modelName = URL(fileURLWithPath: engine.options.modelPath).lastPathComponent
+        let info = PruningProfile.Calibration(text: calib, firstToken: range.first, tokenCount: end - range.first, context: window,
+                                              scoreFrom: promptTokens, chunks: Array(windows.indices))
+        let profile = try search.run(modelName: modelName, calibration: info)
+        line.finish()
+        try profile.write(path: output)
+        print(String(format: "pdtrim: %d budgets, dense continuation perplexity %.3f, %.1f s, %d prompts and %d continuations → %@",
+                     profile.budgets.count, profile.densePerplexity, profile.seconds, search.prefills, search.scored, output))
+    }
+}
+
+extension Prune {
     /// Saved scores of an interrupted analysis.
     struct Checkpoint: Codable {
         let settings: String

@@ -315,6 +315,47 @@ import Testing
                            containing: "prefill skips attn:1")
     }
 
+    /// `prune analyze --method pdtrim` writes a version-2 profile whose budgets carry a prefill
+    /// mask inside the decode mask; `--profile --budget` runs the prompt with it, as the explicit
+    /// `--skip`/`--prefill-skip` pair does; `prune stages` scores it beside the dense model.
+    @Test func pdtrimProfileRunsItsPrefillMask() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-pdtrim-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let calib = Self.fixtures.appendingPathComponent("text/devtext.txt").path
+        let profile = dir.appendingPathComponent("pdtrim.json").path
+        let a = try Self.run(["prune", "analyze", "--model", synthModel, "--method", "pdtrim", "--calib", calib, "--tokens", "128",
+                              "--prompt-tokens", "24", "--score-tokens", "8", "--distill", "1", "--budgets", "2,3", "--prefill-share", "0.5",
+                              "-o", profile])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect(a.stdout.contains("pdtrim: 2 budgets") && a.stderr.contains("flexrun: pdtrim ["), "\(a.stdout)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: profile))) as? [String: Any])
+        #expect(json["version"] as? Int == 2 && json["method"] as? String == "pdtrim")
+        let budgets = try #require(json["budgets"] as? [[String: Any]])
+        let three = try #require(budgets.first { $0["removed"] as? Int == 3 })
+        let decode = try #require(three["blocks"] as? [String]), prefill = try #require(three["prefillBlocks"] as? [String])
+        #expect(decode.count == 3 && prefill.count == 1 && Set(prefill).isSubset(of: decode))
+
+        let prompt = try Self.tempFile(Array("The quick brown fox jumps over".utf8))
+        let viaProfile = try Self.run(["--model", synthModel, "--profile", profile, "--budget", "3", "-n", "12", "--temp", "0", prompt])
+        let explicit = try Self.run(["--model", synthModel, "--skip", decode.joined(separator: ","), "--prefill-skip", prefill.joined(separator: ","),
+                                     "-n", "12", "--temp", "0", prompt])
+        #expect(viaProfile.status == 0 && explicit.status == 0, "\(viaProfile.stderr)\(explicit.stderr)")
+        #expect(viaProfile.stdout == explicit.stdout)
+
+        let st = try Self.run(["prune", "stages", "--model", synthModel, "--text", calib, "--budgets", "2,3", "--first", "256",
+                               "--windows", "2", "--prompt-tokens", "24", "--score-tokens", "8", "--decode-tokens", "4", profile])
+        #expect(st.status == 0, "\(st.stderr)")
+        #expect(st.stdout.contains("| dense | 0 | 0 |") && st.stdout.contains("(pdtrim) | 3 | 1 |"), "\(st.stdout)")
+        expectOneLineError(try Self.run(["prune", "stages", "--model", synthModel, "--text", calib]), containing: "give at least one profile")
+        expectOneLineError(try Self.run(["prune", "stages", "--model", synthModel, "--text", calib, "--budgets", "5", profile]),
+                           containing: "no mask removing 5 blocks")
+        expectOneLineError(try Self.run(["prune", "analyze", "--model", synthModel, "--method", "pdtrim", "--calib", calib, "--tokens", "40",
+                                         "--prompt-tokens", "24", "--score-tokens", "8", "-o", profile]), containing: "more than --distill")
+        expectOneLineError(try Self.run(["prune", "analyze", "--model", synthModel, "--method", "pdtrim", "--calib", calib,
+                                         "--prefill-share", "1", "-o", profile]), containing: "--prefill-share")
+    }
+
     @Test func packWritesABlockFileOrNothing() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flexrun-pack-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

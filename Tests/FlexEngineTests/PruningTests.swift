@@ -142,10 +142,26 @@ import FlexFormat
         #expect(try PruningProfile.read(path: path) == p)
         #expect(try p.mask(removing: 2) == BlockMask(parsing: "attn:1,ffn:3"))
         #expect(throws: PruningProfile.ProfileError.self) { try p.mask(removing: 5) }
-        let future = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 2")
+        // Without prefill masks the file stays version 1, which older readers read.
+        #expect(try String(contentsOfFile: path, encoding: .utf8).contains("\"version\" : 1"))
+        #expect(try p.prefillMask(removing: 2) == p.mask(removing: 2))
+        // With them (pdtrim), version 2; the prefill mask is the budget's own.
+        var staged = p
+        staged.method = .pdtrim
+        staged.budgets[1].prefillBlocks = ["ffn:3"]
+        try staged.write(path: path)
+        #expect(try String(contentsOfFile: path, encoding: .utf8).contains("\"version\" : 2"))
+        var read = try PruningProfile.read(path: path)
+        #expect(read.version == 2)
+        read.version = 1
+        #expect(read == staged)
+        #expect(try read.prefillMask(removing: 2) == BlockMask(parsing: "ffn:3"))
+        #expect(try read.mask(removing: 2) == BlockMask(parsing: "attn:1,ffn:3"))
+        #expect(try read.prefillMask(removing: 1) == BlockMask(parsing: "ffn:3"))
+        let future = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"version\" : 2", with: "\"version\" : 3")
         try future.write(toFile: path, atomically: true, encoding: .utf8)
-        do { _ = try PruningProfile.read(path: path); Issue.record("a version 2 profile was read") } catch {
-            #expect(error.description.contains("format version 2"))
+        do { _ = try PruningProfile.read(path: path); Issue.record("a version 3 profile was read") } catch {
+            #expect(error.description.contains("format version 3"))
         }
         try "{}".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: PruningProfile.ProfileError.self) { try PruningProfile.read(path: path) }

@@ -37,15 +37,10 @@ public final class MaskEvaluator {
     public var blocks: [BlockMask.Block] { BlockMask.Block.all(layers: layers) }
 
     /// Bytes of a block's parameters as stored, what skipping it frees.
-    public func parameterBytes(_ block: BlockMask.Block) -> Int {
-        let lw = engine.weights.layers[block.layer]
-        return block.kind == .attention ? lw.attentionBytes : lw.ffnBytes
-    }
+    public func parameterBytes(_ block: BlockMask.Block) -> Int { engine.parameterBytes(block) }
 
     /// KV cache bytes per token a skipped attention block frees (f16 keys and values).
-    public func kvBytesPerToken(_ block: BlockMask.Block) -> Int {
-        block.kind == .attention ? PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: engine.config.kvDim) : 0
-    }
+    public func kvBytesPerToken(_ block: BlockMask.Block) -> Int { engine.kvBytesPerToken(block) }
 
     private func check(_ sample: TextSample) throws(EngineError) {
         guard sample.context <= transformer.maxBatch, sample.context <= transformer.contextLength,
@@ -142,6 +137,19 @@ public final class MaskEvaluator {
             get { scores[Self.key(sample, mask)] }
             set { scores[Self.key(sample, mask)] = newValue }
         }
+    }
+}
+
+extension Engine {
+    /// Bytes of a block's parameters as stored, what skipping it frees.
+    func parameterBytes(_ block: BlockMask.Block) -> Int {
+        let lw = weights.layers[block.layer]
+        return block.kind == .attention ? lw.attentionBytes : lw.ffnBytes
+    }
+
+    /// KV cache bytes per token a skipped attention block frees (f16 keys and values).
+    func kvBytesPerToken(_ block: BlockMask.Block) -> Int {
+        block.kind == .attention ? PagedKVCache.bytesPerToken(keptLayers: 1, kvDim: config.kvDim) : 0
     }
 }
 

@@ -56,6 +56,9 @@ public struct PruningAnalysis {
         case .bi: profile = try ordered(method, order: blockInfluenceOrder())
         case .angular: profile = try angular()
         case .evop: profile = try evolutionary()
+        case .pdtrim:
+            // Scored on continuations after a prompt, not on chunks: another evaluator.
+            throw .invalidOption("pdtrim runs through StageAwareSearch (flexrun prune analyze --method pdtrim)")
         }
         profile.seconds = Platform.now() - start
         profile.passes = evaluator.passes - passes

@@ -14,13 +14,20 @@ public enum PruningMethod: String, CaseIterable, Sendable, Codable {
     case angular
     /// EvoP: calibration chunks sampled by clustering, then an evolutionary mask search.
     case evop
+    /// PDTrim's stage-aware removal: per budget a decode mask and a gentler prefill mask, chosen
+    /// on the loss of a continuation decoded after a prompt (``StageAwareSearch``).
+    case pdtrim
 }
 
 /// What one analysis found: for each budget of k removed blocks, the mask and what it costs
-/// and frees. docs/PRUNING.md documents the format; ``version`` is its major version.
+/// and frees. docs/PRUNING.md documents the format; ``version`` is its major version: 2 when
+/// the budgets carry prefill masks of their own (pdtrim), which a version-1 reader would
+/// silently run as one mask for both stages; 1 otherwise, so older readers keep reading those.
 public struct PruningProfile: Codable, Sendable, Equatable {
     public static let formatName = "flexrun-pruning-profile"
-    public static let currentVersion = 1
+    public static let currentVersion = 2
+    /// The versions this build reads.
+    public static let readableVersions = 1...2
 
     public struct Calibration: Codable, Sendable, Equatable {
         /// The text file as given, and the token range of it used.
@@ -49,10 +56,20 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         public var parameterBytes: Int
         /// KV-cache bytes per token the skipped attention blocks free.
         public var kvBytesPerToken: Int
+        /// The blocks skipped while the prompt runs, when they differ from ``blocks`` (pdtrim;
+        /// a subset of them). Absent: the prompt skips ``blocks`` too.
+        public var prefillBlocks: [String]?
+
+        public init(removed: Int, blocks: [String], calibrationPerplexity: Double, parameterBytes: Int, kvBytesPerToken: Int,
+                    prefillBlocks: [String]? = nil) {
+            self.removed = removed; self.blocks = blocks; self.calibrationPerplexity = calibrationPerplexity
+            self.parameterBytes = parameterBytes; self.kvBytesPerToken = kvBytesPerToken; self.prefillBlocks = prefillBlocks
+        }
     }
 
     public var format = PruningProfile.formatName
-    public var version = PruningProfile.currentVersion
+    /// 1, or 2 when a budget has ``Budget/prefillBlocks`` (set by ``write(path:)``).
+    public var version = 1
     public var method: PruningMethod
     /// File name of the model analysed, and its shape.
     public var model: String
@@ -106,7 +123,8 @@ public struct PruningProfile: Codable, Sendable, Equatable {
             switch self {
             case let .unreadable(path, reason): "pruning profile \(path) is not readable: \(reason)"
             case let .unsupported(path, version):
-                "pruning profile \(path) has format version \(version); this flexrun reads version \(PruningProfile.currentVersion)"
+                "pruning profile \(path) has format version \(version); this flexrun reads versions "
+                    + "\(PruningProfile.readableVersions.lowerBound)–\(PruningProfile.readableVersions.upperBound)"
             case let .noBudget(path, k, available):
                 "pruning profile \(path) has no mask removing \(k) blocks (it has: \(available.map(String.init).joined(separator: ", ")))"
             case let .badBlock(path, block): "pruning profile \(path) names an invalid block '\(block)'"
@@ -130,7 +148,7 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         guard let header = try? JSONDecoder().decode(Header.self, from: data), header.format == formatName else {
             throw .unreadable(path, reason: "not a \(formatName) JSON file")
         }
-        guard header.version == currentVersion else { throw .unsupported(path, version: header.version) }
+        guard readableVersions.contains(header.version) else { throw .unsupported(path, version: header.version) }
         do { return try JSONDecoder().decode(PruningProfile.self, from: data) } catch {
             throw .unreadable(path, reason: "\(error)")
         }
@@ -141,8 +159,10 @@ public struct PruningProfile: Codable, Sendable, Equatable {
     public func write(path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var profile = self
+        profile.version = budgets.contains { $0.prefillBlocks != nil } ? 2 : 1
         var out = try OutputFile(path: path)
-        try out.write(Array(try encoder.encode(self)))
+        try out.write(Array(try encoder.encode(profile)))
         try out.commit()
     }
 
@@ -160,14 +180,30 @@ public struct PruningProfile: Codable, Sendable, Equatable {
         return out
     }
 
-    /// The mask that removes `k` blocks (k = 0 is the dense model).
+    /// The mask that removes `k` blocks (k = 0 is the dense model): the decode mask, for pdtrim.
     public func mask(removing k: Int, path: String = "profile") throws(ProfileError) -> BlockMask {
         if k == 0 { return .none }
+        return try Self.mask(budget(k, path: path).blocks, path: path)
+    }
+
+    /// The mask the prompt runs with at budget `k`: the budget's own prefill mask (pdtrim), else
+    /// ``mask(removing:path:)``.
+    public func prefillMask(removing k: Int, path: String = "profile") throws(ProfileError) -> BlockMask {
+        if k == 0 { return .none }
+        let b = try budget(k, path: path)
+        return try Self.mask(b.prefillBlocks ?? b.blocks, path: path)
+    }
+
+    private func budget(_ k: Int, path: String) throws(ProfileError) -> Budget {
         guard let b = budgets.first(where: { $0.removed == k }) else {
             throw .noBudget(path, removed: k, available: budgets.map(\.removed))
         }
+        return b
+    }
+
+    private static func mask(_ blocks: [String], path: String) throws(ProfileError) -> BlockMask {
         var mask = BlockMask.none
-        for text in b.blocks {
+        for text in blocks {
             guard let m = try? BlockMask(parsing: text), m.skipped.count == 1 else { throw .badBlock(path, block: text) }
             mask.skip(m.skipped.first!)
         }

@@ -75,13 +75,16 @@ extension Session {
     /// masks, the context, and rows for every position attention will read. A layer pruned to its
     /// first F and last R positions gets its last R rows stored shifted down by the hole between
     /// them (``PagedKVCache/setHole(_:layer:_:)``).
-    func importRows(_ state: KVState) throws(EngineError) -> PagedKVCache.Slot {
+    /// `decodeMask` (scoring only) replaces the session's mask: the state may then come from
+    /// another decode mask, as long as it has the rows that mask's attention reads.
+    func importRows(_ state: KVState, decodeMask: BlockMask? = nil) throws(EngineError) -> PagedKVCache.Slot {
         guard state.fingerprint == model.fingerprint, state.layerCount == model.config.layerCount,
               state.kvDim == transformer.cache.kvDim else {
             throw .state("the state was made with another model (\(state.architecture), \(state.layerCount) layers, fingerprint "
                          + "\(String(state.fingerprint, radix: 16)); this model's is \(String(model.fingerprint, radix: 16)))")
         }
-        guard state.decodeMask == mask, state.prefillMask == prefillMask else {
+        let mask = decodeMask ?? self.mask
+        guard decodeMask != nil || (state.decodeMask == mask && state.prefillMask == prefillMask) else {
             func name(_ m: BlockMask) -> String { m.skipped.isEmpty ? "none" : "\(m)" }
             throw .state("the state was made skipping \(name(state.decodeMask)) (prefill \(name(state.prefillMask))); "
                          + "this session skips \(name(mask)) (prefill \(name(prefillMask))): open it with the same \(OptionField.skip)")
@@ -141,15 +144,19 @@ extension Session {
     /// returns the negative log-likelihood of each of `tokens[1...]` given what precedes it (the
     /// first comes from the prompt's own logits, on the side that made the state, and does not
     /// depend on what the state hands over). The study of token-aware pruning compares these
-    /// with and without pruning (docs/PDTRIM.md).
-    public func scoreContinuation(of state: KVState, tokens: [Int32]) throws(EngineError) -> [Double] {
+    /// with and without pruning (docs/PDTRIM.md). With `decodeMask` the continuation runs that mask
+    /// instead of the session's, whatever decode mask the state was made with (the stage-aware
+    /// search scores many decode masks on one prefill); it must not run an attention block whose
+    /// keys the state lacks.
+    public func scoreContinuation(of state: KVState, tokens: [Int32], decodeMask: BlockMask? = nil) throws(EngineError) -> [Double] {
         guard tokens.count >= 2 else { return [] }
         guard sequences.isEmpty else { throw .invalidOption("scoring a continuation needs an idle session") }
         guard state.tokens.count + tokens.count <= contextLength else {
             throw .state("the state's \(state.tokens.count) positions and \(tokens.count) tokens pass the context, \(contextLength)")
         }
-        let slot = try importRows(state)
+        let slot = try importRows(state, decodeMask: decodeMask)
         defer { transformer.cache.close(slot) }
+        let mask = decodeMask ?? self.mask
         let batch = transformer.batch
         var nll: [Double] = []
         var i = 0
