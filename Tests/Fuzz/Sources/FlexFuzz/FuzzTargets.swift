@@ -135,7 +135,10 @@ enum FuzzTarget: String, CaseIterable {
     static func profile(_ bytes: UnsafeRawBufferPointer) {
         guard let p = try? PruningProfile.decode(Data(bytes), path: "<fuzz>") else { return }
         _ = try? p.removalOrder()
-        for k in 0...min(64, p.budgets.count + 1) { _ = try? p.mask(removing: k) }
+        for k in 0...min(64, p.budgets.count + 1) {
+            _ = try? p.mask(removing: k)
+            _ = try? p.prefillMask(removing: k)
+        }
     }
 
     /// RAP policy files: decoded, then asked for Q-values on a neutral state.
