@@ -42,6 +42,9 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("save-state"), help: "Run the prompt only and write its KV state (with the first token) to FILE; --load-state continues it, in another process.")
     var saveState: String?
 
+    @Option(name: .customLong("kv-prune"), help: "With --save-state or prefill --serve: hand over only the first F and last R positions of some layers (token-aware KV pruning, docs/PDTRIM.md): F:R:LAYERS, LAYERS a list (9,26,18) or N@FILE, the N cheapest layers of a prune kv-handoff JSON.")
+    var kvPrune: String?
+
     @Option(name: .customLong("load-state"), help: "Continue a state written by --save-state instead of a prompt (sampling as when it was saved; -n counts from the state's first token).")
     var loadState: String?
 
@@ -75,6 +78,10 @@ struct Generate: ParsableCommand {
     func run(handOff: HandOff?) throws {
         try validate()
         let takesPrompt = handOff?.needsPrompt ?? true
+        let pruning = try kvPrune.map { spec throws -> KVPruning in
+            guard handOff?.needsPrompt == true, handOff != nil else { throw CLIError("--kv-prune goes with --save-state or flexrun prefill --serve") }
+            return try parseKVPruning(spec)
+        }
         if !takesPrompt, promptText != nil || promptFile != nil { throw CLIError("a state continues its own prompt: give no prompt with it") }
         if takesPrompt, promptText == nil && promptFile == nil { throw CLIError("no prompt: give a prompt file, - for stdin, or -p TEXT") }
         let prompt = takesPrompt ? try promptText ?? readText(promptFile ?? "-", what: "prompt file") : ""
@@ -97,8 +104,8 @@ struct Generate: ParsableCommand {
         installSignals(engine: engine, cancel: cancel)
         warnIfUnlocked(engine)
         switch handOff {
-        case .save(let path)?: return try saveState(engine: engine, prompt: prompt, parameters: params, to: path)
-        case .serve(let address)?: return try serveState(engine: engine, prompt: prompt, parameters: params, on: address)
+        case .save(let path)?: return try saveState(engine: engine, prompt: prompt, parameters: params, pruning: pruning, to: path)
+        case .serve(let address)?: return try serveState(engine: engine, prompt: prompt, parameters: params, pruning: pruning, on: address)
         default: break
         }
         if received.bytes > 0, stats {

@@ -58,9 +58,42 @@ extension Generate {
         }
     }
 
-    func prefill(engine: Engine, prompt: String, parameters: GenerateParameters) throws -> (KVState, [UInt8], Double) {
+    /// `--kv-prune F:R:LAYERS`, LAYERS a comma list or N@FILE (the first N of the `layer_order`
+    /// of a `flexrun prune kv-handoff -o FILE`, cheapest first).
+    func parseKVPruning(_ spec: String) throws -> KVPruning {
+        let parts = spec.split(separator: ":", maxSplits: 2).map(String.init)
+        guard parts.count == 3, let first = Int(parts[0]), let last = Int(parts[1]), first >= 0, last >= 1 else {
+            throw CLIError("--kv-prune must be FIRST:LAST:LAYERS, e.g. 4:64:9,26,18 or 4:64:12@kv.json")
+        }
+        let layers: [Int]
+        if let at = parts[2].firstIndex(of: "@") {
+            guard let n = Int(parts[2][..<at]), n >= 1 else { throw CLIError("--kv-prune: '\(parts[2])' is not N@FILE") }
+            let file = String(parts[2][parts[2].index(after: at)...])
+            let object: Any
+            do { object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) } catch {
+                throw CLIError("--kv-prune: cannot read \(file): \((error as NSError).localizedDescription)")
+            }
+            guard let order = (object as? [String: Any])?["layer_order"] as? [Int] else {
+                throw CLIError("--kv-prune: \(file) has no layer_order (write it with flexrun prune kv-handoff -o)")
+            }
+            guard n <= order.count else { throw CLIError("--kv-prune: \(file) orders \(order.count) layers, not \(n)") }
+            layers = Array(order.prefix(n))
+        } else {
+            layers = try parts[2].split(separator: ",").map { s in
+                guard let l = Int(s), l >= 0 else { throw CLIError("--kv-prune: '\(s)' is not a layer") }
+                return l
+            }
+            guard !layers.isEmpty else { throw CLIError("--kv-prune: no layers") }
+        }
+        return KVPruning(layers: Set(layers), first: first, last: last)
+    }
+
+    func prefill(engine: Engine, prompt: String, parameters: GenerateParameters, pruning: KVPruning?) throws -> (KVState, [UInt8], Double) {
+        if let l = pruning?.layers.first(where: { $0 >= engine.config.layerCount }) {
+            throw CLIError("--kv-prune: layer \(l) does not exist (the model has \(engine.config.layerCount))")
+        }
         let t0 = Platform.now()
-        let state = try engine.prefillState(prompt: prompt, parameters: parameters)
+        let state = try engine.prefillState(prompt: prompt, parameters: parameters, pruning: pruning)
         return (state, state.encoded(), Platform.now() - t0)
     }
 
@@ -70,8 +103,8 @@ extension Generate {
     }
 
     /// `--save-state FILE`: written whole or not at all (a temporary file renamed on success).
-    func saveState(engine: Engine, prompt: String, parameters: GenerateParameters, to path: String) throws {
-        let (state, bytes, seconds) = try prefill(engine: engine, prompt: prompt, parameters: parameters)
+    func saveState(engine: Engine, prompt: String, parameters: GenerateParameters, pruning: KVPruning?, to path: String) throws {
+        let (state, bytes, seconds) = try prefill(engine: engine, prompt: prompt, parameters: parameters, pruning: pruning)
         do {
             var out = try OutputFile(path: path)
             try out.write(bytes)
@@ -82,10 +115,10 @@ extension Generate {
 
     /// `flexrun prefill --serve ADDRESS`: listens first (the decode side may connect while the
     /// prompt runs), then hands the state to the first connection.
-    func serveState(engine: Engine, prompt: String, parameters: GenerateParameters, on address: String) throws {
+    func serveState(engine: Engine, prompt: String, parameters: GenerateParameters, pruning: KVPruning?, on address: String) throws {
         let listener: StreamSocket
         do { listener = try StreamSocket.listen(on: address) } catch { throw CLIError("cannot listen on \(address): \(error)") }
-        let (state, bytes, seconds) = try prefill(engine: engine, prompt: prompt, parameters: parameters)
+        let (state, bytes, seconds) = try prefill(engine: engine, prompt: prompt, parameters: parameters, pruning: pruning)
         FileHandle.standardError.write(Data("flexrun: prefill: \(describe(state, bytes, seconds: seconds)); waiting on \(address)\n".utf8))
         let t0 = Platform.now()
         do {

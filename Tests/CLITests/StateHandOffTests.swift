@@ -47,6 +47,38 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: socket), "the socket file stays behind")
     }
 
+    /// `--kv-prune`: the saved state holds fewer rows (the chosen layers keep their first F and
+    /// last R positions) and still continues in another process; a layer list or the N cheapest
+    /// of a kv-handoff JSON; bad specs are one line.
+    @Test(.enabled(if: enabled)) func prunedStatesAreSmallerAndContinue() throws {
+        let prompt = "The history of the printing press begins in the fifteenth century, when movable type changed how books were made and read."
+        let full = CLITests.temporaryDirectory + "/full-\(UUID().uuidString).kv"
+        let listed = CLITests.temporaryDirectory + "/listed-\(UUID().uuidString).kv"
+        let ranked = CLITests.temporaryDirectory + "/ranked-\(UUID().uuidString).kv"
+        let order = try CLITests.tempFile(Array(#"{"layer_order": [9, 26, 18, 22, 13, 2]}"#.utf8))
+        defer { for f in [full, listed, ranked] { unlink(f) } }
+        // One seed: the sampling state is part of the file.
+        let a = try CLITests.run(["-p", prompt, "--seed", "3", "--save-state", full])
+        let b = try CLITests.run(["-p", prompt, "--seed", "3", "--save-state", listed, "--kv-prune", "2:4:9,26,18,22,13,2"])
+        let c = try CLITests.run(["-p", prompt, "--seed", "3", "--save-state", ranked, "--kv-prune", "2:4:6@\(order)"])
+        #expect(a.status == 0 && b.status == 0 && c.status == 0, "\(a.stderr)\(b.stderr)\(c.stderr)")
+        let sizes = try [full, listed, ranked].map { try FileManager.default.attributesOfItem(atPath: $0)[.size] as! Int }
+        #expect(sizes[1] < sizes[0] && sizes[1] == sizes[2], "\(sizes)")
+        let load = try CLITests.run(["--load-state", listed, "-n", "12", "--print-ids"])
+        #expect(load.status == 0 && Self.ids(load) != nil, "\(load.stderr)")
+        for (args, message) in [
+            (["-p", "x", "--save-state", listed, "--kv-prune", "4:64"], "--kv-prune must be FIRST:LAST:LAYERS"),
+            (["-p", "x", "--kv-prune", "4:64:1"], "--kv-prune goes with --save-state"),
+            (["-p", "x", "--save-state", listed, "--kv-prune", "4:64:99"], "layer 99 does not exist"),
+            (["-p", "x", "--save-state", listed, "--kv-prune", "4:64:9@/nonexistent.json"], "cannot read /nonexistent.json"),
+        ] {
+            let r = try CLITests.run(args)
+            #expect(r.status != 0, "\(args)")
+            #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+        }
+    }
+
     @Test(.enabled(if: enabled)) func badStatesAreOneLine() throws {
         let good = CLITests.temporaryDirectory + "/good-\(UUID().uuidString).kv"
         defer { unlink(good) }
