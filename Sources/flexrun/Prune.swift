@@ -212,14 +212,7 @@ extension Prune.Analyze {
         let all = engine.tokenizer.encode(text, addSpecial: false, parseSpecial: false)
         let count = range.tokens ?? 2048
         let end = min(all.count, range.first + count)
-        var windows: [StageAwareSearch.Window] = []
-        var at = range.first
-        while at + window <= end {
-            var prompt = Array(all[at..<at + promptTokens])
-            if engine.tokenizer.addsBOS, let bos = engine.tokenizer.bosToken { prompt[0] = bos }
-            windows.append(.init(prompt: prompt, continuation: Array(all[at + promptTokens..<at + window])))
-            at += window
-        }
+        let windows = textWindows(engine, all, from: range.first, count: max(0, end - range.first) / window, prompt: promptTokens, score: scoreTokens)
         guard windows.count > distill else {
             throw CLIError("tokens \(range.first)..<\(end) of the text hold \(windows.count) windows of \(window): "
                            + "pdtrim needs more than --distill \(distill)")

@@ -55,14 +55,8 @@ struct PruneKV: ParsableCommand {
         let engine = try Engine(options: options)
         guard engine.contextLength > window else { throw CLIError("--ctx must exceed --prompt-tokens + --score-tokens (\(window))") }
         let all = engine.tokenizer.encode(try readText(text, what: "text file"), addSpecial: false, parseSpecial: false)
-        func windowAt(_ start: Int) -> (prompt: [Int32], continuation: [Int32])? {
-            guard start + window <= all.count else { return nil }
-            var prompt = Array(all[start..<start + promptTokens])
-            if engine.tokenizer.addsBOS, let bos = engine.tokenizer.bosToken { prompt[0] = bos }
-            return (prompt, Array(all[start + promptTokens..<start + window]))
-        }
-        let calibration = stride(from: 0, through: calibTokens - window, by: window).compactMap(windowAt)
-        let heldOut = (0..<windows).compactMap { windowAt(calibTokens + $0 * window) }
+        let calibration = textWindows(engine, all, from: 0, count: max(0, calibTokens / window), prompt: promptTokens, score: scoreTokens)
+        let heldOut = textWindows(engine, all, from: calibTokens, count: windows, prompt: promptTokens, score: scoreTokens)
         guard !calibration.isEmpty, heldOut.count == windows else {
             throw CLIError("the text has \(all.count) tokens: too few for \(windows) held-out windows of \(window) after \(calibTokens)")
         }
@@ -72,7 +66,7 @@ struct PruneKV: ParsableCommand {
         greedy.keepCache = true
 
         /// Runs a window's prompt once and scores its continuation for each pruning.
-        func score(_ w: (prompt: [Int32], continuation: [Int32]), _ prunings: [KVPruning?]) throws -> [(nll: Double, rowBytes: Int)] {
+        func score(_ w: StageAwareSearch.Window, _ prunings: [KVPruning?]) throws -> [(nll: Double, rowBytes: Int)] {
             var it = try engine.generate(tokens: w.prompt, parameters: greedy)
             while it.next() != nil {}
             if let e = it.error { throw e }
@@ -122,12 +116,7 @@ struct PruneKV: ParsableCommand {
                                          "calibration_windows": calibration.count, "held_out_windows": heldOut.count,
                                          "held_out_first_token": calibTokens, "layer_order": order, "layer_cost": order.map { cost[$0] },
                                          "rows": rows]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-            do {
-                var out = try OutputFile(path: output)
-                try out.write(Array(data))
-                try out.commit()
-            } catch { throw CLIError("cannot write \(error)") }
+            try writeJSON(object, to: output)
         }
     }
 }

@@ -61,13 +61,7 @@ struct PruneStages: ParsableCommand {
         let engine = try Engine(options: try model.engineOptions(context: model.ctx == nil ? (window + 64 + 63) / 64 * 64 : nil))
         guard engine.contextLength > window + 1 else { throw CLIError("--ctx must exceed --prompt-tokens + --score-tokens + 1 (\(window + 1))") }
         let all = engine.tokenizer.encode(try readText(text, what: "text file"), addSpecial: false, parseSpecial: false)
-        let held: [(prompt: [Int32], continuation: [Int32])] = (0..<windows).compactMap { i in
-            let start = first + i * window
-            guard start + window <= all.count else { return nil }
-            var prompt = Array(all[start..<start + promptTokens])
-            if engine.tokenizer.addsBOS, let bos = engine.tokenizer.bosToken { prompt[0] = bos }
-            return (prompt, Array(all[start + promptTokens..<start + window]))
-        }
+        let held = textWindows(engine, all, from: first, count: windows, prompt: promptTokens, score: scoreTokens)
         guard held.count == windows else {
             throw CLIError("the text has \(all.count) tokens: too few for \(windows) windows of \(window) from \(first)")
         }
@@ -122,12 +116,7 @@ struct PruneStages: ParsableCommand {
             var object: [String: Any] = ["model": engine.options.modelPath, "prompt_tokens": promptTokens, "score_tokens": scoreTokens,
                                          "first_token": first, "windows": windows, "dense_perplexity": exp(dense.nll), "rows": rows]
             if let t = dense.tps { object["dense_decode_tokens_per_second"] = t }
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-            do {
-                var out = try OutputFile(path: output)
-                try out.write(Array(data))
-                try out.commit()
-            } catch { throw CLIError("cannot write \(error)") }
+            try writeJSON(object, to: output)
         }
     }
 }
