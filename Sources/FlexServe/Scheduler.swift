@@ -160,16 +160,30 @@ public final class Scheduler: @unchecked Sendable {
                 continue
             }
             let t0 = Platform.now()
-            var tokens = 0, promptTokens = 0
+            var tokens = 0, promptTokens = 0, passTokens = 0
+            /// Adds the tokens counted so far to the counters. Called before a reply ends, so a
+            /// client that reads /metrics once it has its reply finds its tokens counted (they
+            /// were added after the pass, and CI once read 47 of 48).
+            func publishCounts() {
+                let (t, p) = (tokens, promptTokens)
+                tokens = 0
+                promptTokens = 0
+                counters.withLock { m in
+                    m.generatedTokens += t
+                    m.promptTokens += p
+                }
+            }
             do {
                 try session.step { event in
                     switch event {
                     case .token(let id, let token):
                         tokens += 1
+                        passTokens += 1
                         running[id]?.sink.yield(.token(token))
                     case .finished(let id, let stats):
                         promptTokens += stats.promptTokens
                         if let r = running.removeValue(forKey: id) {
+                            publishCounts()
                             byTicket[r.ticket] = nil
                             r.sink.yield(.finished(stats, heldBack: session.flushText(id)))
                             r.sink.finish()
@@ -186,16 +200,15 @@ public final class Scheduler: @unchecked Sendable {
             let seconds = Platform.now() - t0
             let kv = session.kvCache
             let skipped = session.mask.skipped.count
+            publishCounts()
             counters.withLock { m in
                 m.kvPagesInUse = kv.pagesInUse
                 m.kvPageBytes = kv.pageBytes
                 m.blocksSkipped = skipped
-                m.generatedTokens += tokens
-                m.promptTokens += promptTokens
                 m.passes += 1
                 m.busySeconds += seconds
                 m.running = running.count
-                m.recordRate(tokens: tokens, at: Platform.now())
+                m.recordRate(tokens: passTokens, at: Platform.now())
             }
         }
     }
