@@ -79,7 +79,7 @@ struct Generate: ParsableCommand {
         try validate()
         let takesPrompt = handOff?.needsPrompt ?? true
         let pruning = try kvPrune.map { spec throws -> KVPruning in
-            guard handOff?.needsPrompt == true, handOff != nil else { throw CLIError("--kv-prune goes with --save-state or flexrun prefill --serve") }
+            guard handOff?.needsPrompt == true else { throw CLIError("--kv-prune goes with --save-state or flexrun prefill --serve") }
             return try parseKVPruning(spec)
         }
         if !takesPrompt, promptText != nil || promptFile != nil { throw CLIError("a state continues its own prompt: give no prompt with it") }

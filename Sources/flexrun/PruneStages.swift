@@ -66,21 +66,13 @@ struct PruneStages: ParsableCommand {
             throw CLIError("the text has \(all.count) tokens: too few for \(windows) windows of \(window) from \(first)")
         }
         let session = engine.session
-        var greedy = GenerateParameters(maxTokens: 1, sampling: .greedy)
-        greedy.stopAtEndOfGeneration = false
 
         /// Mean continuation NLL over the windows, and the decode rate, for one pair of masks.
         func measure(prefill: BlockMask, decode: BlockMask) throws -> (nll: Double, tps: Double?) {
-            try session.setMask(decode, prefill: prefill)
-            var total = 0.0, count = 0
-            for w in held {
-                let state = try engine.prefillState(tokens: w.prompt, parameters: greedy)
-                let nll = try session.scoreContinuation(of: state, tokens: w.continuation)
-                total += nll.reduce(0, +)
-                count += nll.count
-            }
+            let nll = try engine.continuationLoss(held, states: engine.prefillStates(held, prefill: prefill), decode: decode)
             var tps: Double?
             if decodeTokens > 0 {
+                try session.setMask(decode, prefill: prefill)
                 var p = GenerateParameters(maxTokens: decodeTokens, sampling: .greedy)
                 p.stopAtEndOfGeneration = false
                 var it = try engine.generate(tokens: held[0].prompt, parameters: p)
@@ -88,7 +80,7 @@ struct PruneStages: ParsableCommand {
                 if let e = it.error { throw e }
                 tps = it.stats.decodeTokensPerSecond
             }
-            return (total / Double(count), tps)
+            return (nll, tps)
         }
 
         let dense = try measure(prefill: .none, decode: .none)

@@ -61,29 +61,16 @@ public final class StageAwareSearch {
         self.distillation = distillation
     }
 
-    /// Every window's prompt run with `prefill` (a state each, first token greedy).
+    /// Every window's prompt run with `prefill`, counted.
     func states(prefill: BlockMask, _ windows: [Window]) throws(EngineError) -> [KVState] {
-        try engine.session.setMask(prefill, prefill: prefill)
-        var out: [KVState] = []
-        for w in windows {
-            var p = GenerateParameters(maxTokens: 1, sampling: .greedy)
-            p.stopAtEndOfGeneration = false   // a window whose next token is the end still continues
-            out.append(try engine.prefillState(tokens: w.prompt, parameters: p))
-            prefills += 1
-        }
-        return out
+        prefills += windows.count
+        return try engine.prefillStates(windows, prefill: prefill)
     }
 
-    /// Mean NLL of the windows' continuations after `states`, decoded with `decode`.
+    /// Mean NLL of the windows' continuations after `states`, decoded with `decode`, counted.
     func loss(decode: BlockMask, states: [KVState], _ windows: [Window]) throws(EngineError) -> Double {
-        var total = 0.0, count = 0
-        for (s, w) in zip(states, windows) {
-            let nll = try engine.session.scoreContinuation(of: s, tokens: w.continuation, decodeMask: decode)
-            total += nll.reduce(0, +)
-            count += nll.count
-            scored += 1
-        }
-        return total / Double(max(1, count))
+        scored += windows.count
+        return try engine.continuationLoss(windows, states: states, decode: decode)
     }
 
     /// Mean continuation NLL over both window sets with the prompts run with `prefill` and the
@@ -162,10 +149,36 @@ public final class StageAwareSearch {
                 kvBytesPerToken: decodeK.skipped.reduce(0) { $0 + engine.kvBytesPerToken($1) },
                 prefillBlocks: prefill.skipped.sorted().map(\.description)))
         }
-        let dense = try loss(prefill: .none, decode: .none)
+        // The dense figure on the states the decode search already holds.
+        let dense = try loss(decode: .none, states: densePruning + denseDistillation, pruning + distillation)
         try engine.session.setMask(.none, prefill: .none)
         return PruningProfile(method: .pdtrim, model: modelName, layers: engine.config.layerCount, calibration: calibration,
                               densePerplexity: exp(dense), order: order.map(\.description), budgets: out,
                               seconds: Platform.now() - start, passes: scored + prefills)
+    }
+}
+
+extension Engine {
+    /// Every window's prompt run with `prefill` (the session's masks become `prefill` for both
+    /// stages): a state each, its first token greedy.
+    public func prefillStates(_ windows: [StageAwareSearch.Window], prefill: BlockMask) throws(EngineError) -> [KVState] {
+        try session.setMask(prefill, prefill: prefill)
+        var p = GenerateParameters(maxTokens: 1, sampling: .greedy)
+        p.stopAtEndOfGeneration = false   // a window whose next token is the end still continues
+        var out: [KVState] = []
+        for w in windows { out.append(try prefillState(tokens: w.prompt, parameters: p)) }
+        return out
+    }
+
+    /// Mean NLL of the windows' continuations after their `states`, decoded with `decode`: the
+    /// continuation perplexity of a disaggregated run is exp of it.
+    public func continuationLoss(_ windows: [StageAwareSearch.Window], states: [KVState], decode: BlockMask) throws(EngineError) -> Double {
+        var total = 0.0, count = 0
+        for (s, w) in zip(states, windows) {
+            let nll = try session.scoreContinuation(of: s, tokens: w.continuation, decodeMask: decode)
+            total += nll.reduce(0, +)
+            count += nll.count
+        }
+        return total / Double(max(1, count))
     }
 }

@@ -284,6 +284,13 @@ public struct PagedKVCache: ~Copyable {
         ringLength * pageTokens - (windowOfLayer.compactMap { $0 }.max() ?? 0)
     }
 
+    /// Most rows of one sequence a pass may hold: with windowed layers ringSlack + 1, since
+    /// positions a ring length apart share a ring row and a later row of the pass would
+    /// overwrite (racing, on another thread) a key an earlier row still reads. Prompt chunks
+    /// and a pending token with its drafts both stay within it (which also keeps cutting
+    /// rejected drafts within the slack).
+    public var rowsPerPass: Int { ringLength > 0 ? ringSlack + 1 : Int.max }
+
     /// K and V rows of `position` of `s` in `layer` (kvDim halves each).
     @inline(__always)
     func rows(_ s: Slot, layer: Int, position: Int) -> (key: UnsafeMutablePointer<Float16>, value: UnsafeMutablePointer<Float16>) {

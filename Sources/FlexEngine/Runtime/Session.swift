@@ -409,10 +409,6 @@ public final class Session: @unchecked Sendable {
         if decodeNow {
             let decoding = sequences.reduce(0) { $0 + ($1.decoding ? 1 : 0) }
             let drafts = drafting.mode != .off && decoding > 0
-            // Windowed layers: at most ringSlack drafts, so that the pass holds at most
-            // ringSlack + 1 rows of the sequence (as for prompt rows below) and cutting the
-            // rejected ones goes back no further than the ring allows.
-            let ringDrafts = transformer.cache.ringLength > 0 ? transformer.cache.ringSlack : Int.max
             var seen = 0
             i = 0
             while i < sequences.count {
@@ -425,7 +421,7 @@ public final class Session: @unchecked Sendable {
                     // Room: the token limit, and the pass's rows and logit rows (every other
                     // sequence still to place keeps one of each).
                     let others = sequences.count - seen
-                    let room = min(drafting.maxDraft, ringDrafts, s.parameters.maxTokens - s.tokens.count - 1,
+                    let room = min(drafting.maxDraft, transformer.cache.rowsPerPass - 1, s.parameters.maxTokens - s.tokens.count - 1,
                                    batch.free - 1 - others, transformer.maxLogitRows - batch.logitCount - 1 - others)
                     let held = s.prompt.count
                     /// Token `j` of the sequence's history: its prompt, then what it generated.
@@ -466,11 +462,7 @@ public final class Session: @unchecked Sendable {
             while i < sequences.count && !batch.isFull {
                 guard !sequences[i].decoding else { i += 1; continue }
                 let s = sequences[i]
-                // With windowed layers, positions a ring length apart share a ring row: one pass
-                // may hold at most ringSlack + 1 rows of a sequence, or a later row would overwrite
-                // (racing, on another thread) a key an earlier row of the same pass still reads.
-                let ringRows = transformer.cache.ringLength > 0 ? transformer.cache.ringSlack + 1 : Int.max
-                let n = min(batch.free, s.prompt.count - s.consumed, ringRows)
+                let n = min(batch.free, s.prompt.count - s.consumed, transformer.cache.rowsPerPass)
                 let position: Int
                 do { position = try transformer.cache.append(s.slot, count: n) } catch {
                     if batch.count > 0 { break }   // the pool is short: wait for pages to come back
