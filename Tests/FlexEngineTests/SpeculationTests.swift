@@ -29,6 +29,37 @@ import FlexSystem
         #expect(PromptLookup(maxNGram: 3, minNGram: 1).find(count: short.count, limit: 4) { short[$0] }.map { [$0.start, $0.length] } == [1, 3])
     }
 
+    @Test func lookupSaysWhatTheOtherOccurrencesSay() {
+        func kind(_ h: [Int32]) -> PromptLookup.Kind? { PromptLookup().find(count: h.count, limit: 4) { h[$0] }?.kind }
+        // (1 2 3 4) was followed by 5 twice: agreed. By 5 and then 6: split, and the latest (6)
+        // is drafted. Only the longest n-gram's occurrences count: (2 5 1 2) occurs once.
+        #expect(kind([1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4]) == .agreed)
+        let split: [Int32] = [1, 2, 3, 4, 5, 1, 2, 3, 4, 6, 1, 2, 3, 4]
+        #expect(kind(split) == .split)
+        #expect(PromptLookup().find(count: split.count, limit: 4) { split[$0] }?.start == 9)
+        #expect(kind([1, 2, 5, 1, 2, 5, 1, 2]) == .long)
+        // Once: long for two or more tokens, short for one.
+        #expect(kind([1, 2, 5, 1, 2]) == .long)
+        #expect(kind([6, 8, 4, 6]) == .short)
+        #expect(kind([6, 8, 6, 9, 6]) == .split)
+    }
+
+    @Test func eachKindOfMatchHasItsOwnAcceptance() {
+        // A drafted row costs a fifth of a pass: a draft pays above 20 % acceptance. Agreed
+        // matches start at 74 %, split ones at 9 % (the calibration split's figures).
+        var c = DraftLengthController(mode: .auto, maxDraft: 8)
+        c.record(seconds: 0.01, drafted: 0, accepted: 0)
+        c.record(seconds: 0.01 + 4 * 0.002, drafted: 4, accepted: 3, kind: .agreed)
+        #expect(c.length(.agreed) > 0)
+        #expect(c.length(.split) == 0)
+        // What a kind measures moves only its own estimate.
+        for _ in 0..<20 { c.record(seconds: 0.01 + 0.002, drafted: 1, accepted: 1, kind: .split) }
+        #expect(c.length(.split) > 0)
+        for _ in 0..<20 { c.record(seconds: 0.01 + 4 * 0.002, drafted: 4, accepted: 0, kind: .agreed) }
+        #expect(c.length(.agreed) == 0)
+        #expect(c.length(.split) > 0)
+    }
+
     @Test func draftLengthFollowsTheCostOfARowAndTheAcceptance() {
         // Bound by the disk: a drafted row costs 2 % of a pass; even 30 % acceptance pays.
         var disk = DraftLengthController(mode: .auto, maxDraft: 8)

@@ -80,6 +80,44 @@ public final class MaskEvaluator {
         return (nll / Double(sample.scoredTokens), Double(hits) / Double(sample.scoredTokens))
     }
 
+    /// How often `mask`'s greedy choice is the reference's (by default the dense model's), each
+    /// position given the true text before it: the acceptance rate a self-draft with `mask`
+    /// skipped would see when verified by the reference, greedy. Also the share of positions
+    /// where the reference's choice is among `mask`'s `topK` largest logits (what a token tree
+    /// of that width over the draft's candidates would catch).
+    public func agreement(_ mask: BlockMask, reference: BlockMask = .none, topK: Int = 4,
+                          on sample: TextSample) throws(EngineError) -> (top1: Double, topK: Double) {
+        let wanted = try greedyChoices(reference, on: sample)
+        var n = 0, hits = 0, near = 0
+        for chunk in sample.chunks {
+            _ = try pass(chunk, sample: sample, mask: mask, resumeAt: 0, probe: nil) { logits, _ in
+                let target = logits[wanted[n]]
+                var above = 0
+                for v in logits where v > target { above += 1; if above >= topK { break } }
+                if above == 0 { hits += 1 }
+                if above < topK { near += 1 }
+                n += 1
+            }
+        }
+        return (Double(hits) / Double(max(1, n)), Double(near) / Double(max(1, n)))
+    }
+
+    /// The largest logit's token at every scored position of `sample`, chunk after chunk, with
+    /// `mask` skipped: what greedy decoding would choose there after the true text.
+    func greedyChoices(_ mask: BlockMask, on sample: TextSample) throws(EngineError) -> [Int] {
+        try check(sample)
+        var choices: [Int] = []
+        choices.reserveCapacity(sample.scoredTokens)
+        for chunk in sample.chunks {
+            _ = try pass(chunk, sample: sample, mask: mask, resumeAt: 0, probe: nil) { logits, _ in
+                var best = 0
+                for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+                choices.append(best)
+            }
+        }
+        return choices
+    }
+
     /// Mean NLL of `base` plus each candidate block, in `candidates` order (see the type's note).
     public func candidateLosses(base: BlockMask, candidates: [BlockMask.Block], on sample: TextSample) throws(EngineError) -> [Double] {
         let todo = candidates.filter { memo[sample, base.skipping($0)] == nil }

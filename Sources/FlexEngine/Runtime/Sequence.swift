@@ -47,8 +47,9 @@ struct SequenceState {
     /// draft buffer, how many, how many were accepted, and whether the chain has been resolved.
     var draftStart = 0
     var draftCount = 0
-    /// The draft came from a one-token match (accepted far less often).
-    var weakDraft = false
+    /// What the lookup match behind this pass's draft said of it (how often such drafts are
+    /// accepted differs 30-fold between kinds).
+    var draftKind = PromptLookup.Kind.long
     var acceptedThisStep = 0
     var verifiedThisStep = false
     var tokens: [Int32] = []

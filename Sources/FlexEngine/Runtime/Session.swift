@@ -427,10 +427,9 @@ public final class Session: @unchecked Sendable {
                     /// Token `j` of the sequence's history: its prompt, then what it generated.
                     func history(_ j: Int) -> Int32 { j < held ? s.prompt[j] : s.tokens[j - held] }
                     if room > 0, let found = lookup.find(count: held + s.tokens.count, limit: room, token: history) {
-                        let weak = found.n < 2
-                        drafted = min(found.length, drafting.length(weak: weak))
+                        drafted = min(found.length, drafting.length(found.kind))
                         sequences[i].draftStart = passDrafts.count
-                        sequences[i].weakDraft = weak
+                        sequences[i].draftKind = found.kind
                         for j in found.start..<(found.start + drafted) { passDrafts.append(history(j)) }
                     }
                     sequences[i].stats.draftSeconds += Platform.now() - t0
@@ -550,10 +549,10 @@ public final class Session: @unchecked Sendable {
         }
         // Speculation's bookkeeping: counts, and the pass cost and acceptance for `auto`.
         if batch.decodeRows > 0 && drafting.mode != .off {
-            var decoding = 0, drafted = 0, accepted = 0, weak = false
+            var decoding = 0, drafted = 0, accepted = 0, kind = PromptLookup.Kind.long
             for k in sequences.indices where sequences[k].decoding {
                 decoding += 1
-                weak = sequences[k].weakDraft
+                kind = sequences[k].draftKind
                 drafted += sequences[k].draftCount
                 accepted += sequences[k].acceptedThisStep
                 sequences[k].stats.draftedTokens += sequences[k].draftCount
@@ -561,7 +560,7 @@ public final class Session: @unchecked Sendable {
                 sequences[k].draftCount = 0
                 sequences[k].acceptedThisStep = 0
             }
-            if decoding == 1 && onlyDecodeRows { drafting.record(seconds: seconds, drafted: drafted, accepted: accepted, weak: weak) }
+            if decoding == 1 && onlyDecodeRows { drafting.record(seconds: seconds, drafted: drafted, accepted: accepted, kind: kind) }
         }
         if ended > 0 {
             i = 0

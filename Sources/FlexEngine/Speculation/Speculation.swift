@@ -22,20 +22,21 @@ public enum SpeculationMode: String, Sendable, CaseIterable {
 /// With acceptance rate α per drafted token, k drafts yield (1 − α^(k+1)) / (1 − α) tokens on
 /// average for a pass costing t₁ + k·Δ. The length maximising tokens per second wins, and zero
 /// wins when no draft beats a plain pass (1 / t₁), so `auto` turns itself off in memory when
-/// acceptance is low and drafts freely when a pass is bound by the disk. Drafts from a one-token
-/// match ("weak") are accepted far less often than from longer ones, so each kind has its own α:
-/// under a cap even weak drafts pay, in memory usually only strong ones. Every `probeEvery`
+/// acceptance is low and drafts freely when a pass is bound by the disk. Matches of different
+/// ``PromptLookup/Kind``s are accepted at very different rates (99 % to 3 %), so each kind has
+/// its own α, starting from what the calibration split measured: under a cap even short matches pay, in
+/// memory usually only agreed and long ones, and split ones almost never. Every `probeEvery`
 /// matches of a kind that drew no draft, one short draft is tried, so the estimates follow a
-/// changing cap.
+/// changing cap and text.
 struct DraftLengthController: Sendable {
     let mode: SpeculationMode
     let maxDraft: Int
     /// Exponential averages: pass seconds with no drafts, seconds per drafted row, and the
-    /// acceptance of strong (index 0) and weak (1) drafts.
+    /// acceptance of each kind of match (indexed by its raw value).
     private(set) var passSeconds: Double? = nil
     private(set) var rowSeconds: Double? = nil
-    private(set) var acceptance = [0.5, 0.25]
-    private var plainPasses = [0, 0]
+    private(set) var acceptance = [0.74, 0.31, 0.20, 0.09]
+    private var plainPasses = [0, 0, 0, 0]
     static let probeEvery = 32
     static let weight = 0.2
 
@@ -46,7 +47,7 @@ struct DraftLengthController: Sendable {
 
     /// Drafted tokens to use in the next pass from a match of the given kind (the drafter may
     /// have found fewer).
-    mutating func length(weak: Bool = false) -> Int {
+    mutating func length(_ kind: PromptLookup.Kind = .long) -> Int {
         switch mode {
         case .off: return 0
         case .lookup: return maxDraft
@@ -55,7 +56,7 @@ struct DraftLengthController: Sendable {
                 // Measure a plain pass first, then what a drafted row adds.
                 return passSeconds == nil ? 0 : maxDraft
             }
-            let kind = weak ? 1 : 0
+            let kind = kind.rawValue
             let a = min(acceptance[kind], 0.999)
             var best = 0, bestRate = 1 / t1
             var expected = 1.0, power = 1.0
@@ -73,9 +74,9 @@ struct DraftLengthController: Sendable {
         }
     }
 
-    /// Records a decode pass of one sequence: its duration, drafted rows (of which kind) and
-    /// accepted drafts.
-    mutating func record(seconds: Double, drafted: Int, accepted: Int, weak: Bool = false) {
+    /// Records a decode pass of one sequence: its duration, drafted rows (from which kind of
+    /// match) and accepted drafts.
+    mutating func record(seconds: Double, drafted: Int, accepted: Int, kind: PromptLookup.Kind = .long) {
         let w = Self.weight
         if drafted == 0 {
             passSeconds = passSeconds.map { $0 + w * (seconds - $0) } ?? seconds
@@ -88,7 +89,7 @@ struct DraftLengthController: Sendable {
         // Acceptance per drafted token, counting a rejection as the end of the chain (the
         // geometric model above): `accepted` successes and at most one failure.
         let trials = Double(accepted + (accepted < drafted ? 1 : 0))
-        let kind = weak ? 1 : 0
-        if trials > 0 { acceptance[kind] += w * (Double(accepted) / trials - acceptance[kind]) }
+        let k = kind.rawValue
+        if trials > 0 { acceptance[k] += w * (Double(accepted) / trials - acceptance[k]) }
     }
 }
