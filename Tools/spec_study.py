@@ -8,7 +8,7 @@ the plain uncapped run's. Issue 17's acceptance: the median over prompts of `aut
 
     sudo python3 Tools/spec_study.py --flexrun .build/release/flexrun --peer-python "$(bash Tools/peer-venv.sh)"
 """
-import argparse, json, os, statistics, sys
+import argparse, json, os, re, statistics, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sweep  # noqa: E402
@@ -32,6 +32,20 @@ PROMPTS = {
 }
 
 
+def disk_rate(path, read_bps=None, device=None):
+    """O_DIRECT read rate of `path` in MB/s, caches dropped (dd, 1 MiB requests at queue depth 1:
+    a floor for the engine's queue-depth-16 reads, taken in the same run as what depends on it)."""
+    cg = sweep.Cgroup(f"spec-disk-{os.getpid()}", read_bps, device)
+    try:
+        sweep.drop_caches()
+        p = subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=1M", "iflag=direct"], capture_output=True, text=True,
+                           preexec_fn=cg.join)
+        m = re.search(r"copied, ([\d.]+) s", p.stderr)
+        return round(os.path.getsize(path) / float(m.group(1)) / 1e6) if m and float(m.group(1)) > 0 else None
+    finally:
+        cg.remove()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flexrun", required=True)
@@ -45,8 +59,16 @@ def main():
     ap.add_argument("--prompts", default=",".join(PROMPTS), help="names from: " + ", ".join(PROMPTS))
     ap.add_argument("--peer-python", help="a python with llama_cpp: also run llama.cpp (mmap)")
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--read-bps", help="throttle disk reads to this rate (e.g. 300M), standing in for a slow disk")
     ap.add_argument("--out", default="docs/speculation")
     a = ap.parse_args()
+    throttle = {}
+    if a.read_bps:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", a.read_bps.strip().upper())
+        if not m:
+            raise SystemExit("spec_study: --read-bps must look like 300M")
+        throttle = dict(read_bps=int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]),
+                        device=sweep.whole_disk(a.model))
     if os.geteuid() != 0:
         raise SystemExit("spec_study: run as root (cgroups and drop_caches need it)")
     os.makedirs(a.out, exist_ok=True)
@@ -55,6 +77,8 @@ def main():
     peer_script = os.path.join(a.out, ".peer.py")
     if a.peer_python:
         open(peer_script, "w").write(sweep.PEER)
+    disk = [disk_rate(a.model, **throttle)]
+    print(f"spec_study: disk {disk[0]} MB/s (O_DIRECT, 1 MiB, queue depth 1)", file=sys.stderr)
     results = []
     names = [n for n in a.prompts.split(",") if n]
     for name in names:
@@ -62,6 +86,7 @@ def main():
         pf = os.path.join(a.out, f".prompt-{name}.txt")
         open(pf, "w").write(prompt)
         ref = sweep.parse_flexrun(sweep.run_in_cgroup(sweep.flexrun_cmd(a, pf, None) + ["--ignore-eos"], None, f"spec-{os.getpid()}-ref", a.timeout))
+        disk.append(disk_rate(a.model, **throttle))
         for f in a.fractions.split(","):
             cap = None if f == "none" else int(float(f) * size + a.allowance_mib * 2**20)
             # EOS ignored, as the peer does: every run decodes --tokens tokens.
@@ -73,9 +98,11 @@ def main():
             for rep in range(a.repeat):
                 for e, cmd, parse in engines:
                     limit = None if cap is None else cap + (overhead if e == "llama.cpp" else 0)
-                    r = sweep.run_in_cgroup(cmd, limit, f"spec-{os.getpid()}", a.timeout)
+                    r = sweep.run_in_cgroup(cmd, limit, f"spec-{os.getpid()}", a.timeout, **throttle)
                     p = parse(r)
                     p["oom_kills"], p["exit"] = r["oom_kills"], r["exit"]
+                    m = re.search(r"(\d+) major page faults while decoding", r["stderr"])
+                    p["major_faults"] = int(m.group(1)) if m else None
                     p["same_ids"] = p.get("ids") == ref["ids"] if e != "llama.cpp" else None
                     runs[e].append(p)
                     print(f"spec_study: {name} at {f}: {e} run {rep + 1}: {p.get('decode_tps')} tok/s, "
@@ -96,7 +123,9 @@ def main():
                    "read_per_token_off": runs["off"][0].get("read_per_token"), "read_per_token_spec": runs[a.speculate][0].get("read_per_token"),
                    "planned_per_pass": runs["off"][0].get("planned_per_token"),
                    "same_ids": all(x["same_ids"] for e in ("off", a.speculate) for x in runs[e]),
-                   "oom_kills": sum(x["oom_kills"] or 0 for e in runs for x in runs[e])}
+                   "oom_kills": sum(x["oom_kills"] or 0 for e in runs for x in runs[e]),
+                   "major_faults_off": [x.get("major_faults") for x in runs["off"]],
+                   "major_faults_spec": [x.get("major_faults") for x in runs[a.speculate]]}
             if a.peer_python:
                 row["peer_tps"] = med("llama.cpp")
                 row["off_over_peer"] = ratio("off", "llama.cpp")
@@ -105,22 +134,27 @@ def main():
         os.remove(pf)
     if os.path.exists(peer_script):
         os.remove(peer_script)
-    json.dump({"model": a.model, "tokens": a.tokens, "threads": a.threads, "speculate": a.speculate, "repeat": a.repeat, "rows": results},
+    json.dump({"model": a.model, "tokens": a.tokens, "threads": a.threads, "speculate": a.speculate, "repeat": a.repeat,
+               "read_bps": a.read_bps, "disk_mb_s": disk, "rows": results},
               open(os.path.join(a.out, "study.json"), "w"), indent=1)
     def fmt(v, d=2, suffix=""):
         return "–" if v is None else f"{v:.{d}f}{suffix}"
     lines = [f"Model `{os.path.basename(a.model)}`, {a.threads} threads, {a.tokens} greedy tokens, `--speculate {a.speculate}`, "
              f"median of {a.repeat} repeats (engines alternating; ratios are medians of per-repeat ratios). Cap = fraction × file + "
-             f"{a.allowance_mib:g} MiB ('none': uncapped), caches dropped before each run.", "",
+             f"{a.allowance_mib:g} MiB ('none': uncapped), caches dropped before each run"
+             + (f", reads throttled to {a.read_bps}/s" if a.read_bps else "")
+             + f". Disk (O_DIRECT, 1 MiB requests, queue depth 1) before each prompt: {', '.join(str(d) for d in disk)} MB/s.", "",
              "| prompt | cap | plain tok/s | speculate tok/s | speculate / plain | llama.cpp tok/s | plain / llama.cpp | speculate / llama.cpp "
-             "| accepted / drafted | tokens per pass | read per token plain → speculate (planned per pass) | same ids | OOM |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| accepted / drafted | tokens per pass | read per token plain → speculate (planned per pass) | same ids | OOM "
+             "| major faults while decoding, plain / speculate (per run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         acc = "–" if r["drafted"] is None else f"{r['accepted']:.0f} / {r['drafted']:.0f}"
         lines.append(f"| {r['prompt']} | {r['fraction']} | {fmt(r['off_tps'], 1)} | {fmt(r['spec_tps'], 1)} | **{fmt(r['spec_over_off'], 2, '×')}** "
                      f"| {fmt(r.get('peer_tps'), 1)} | {fmt(r.get('off_over_peer'), 1, '×')} | {fmt(r.get('spec_over_peer'), 1, '×')} | {acc} "
                      f"| {fmt(r['tokens_per_pass'])} | {r['read_per_token_off'] or '–'} → {r['read_per_token_spec'] or '–'} ({r['planned_per_pass'] or '–'}) "
-                     f"| {'yes' if r['same_ids'] else '**no**'} | {r['oom_kills']} |")
+                     f"| {'yes' if r['same_ids'] else '**no**'} | {r['oom_kills']} "
+                     f"| {' '.join(str(x) for x in r['major_faults_off'])} / {' '.join(str(x) for x in r['major_faults_spec'])} |")
     for f in a.fractions.split(","):
         rs = [r["spec_over_off"] for r in results if r["fraction"] == f and r["spec_over_off"]]
         if rs:

@@ -6,6 +6,14 @@ public enum Platform {
     /// Number of online CPUs: the default thread count.
     public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
+    /// Major page faults of this process so far: pages it had to wait for the disk to bring back
+    /// (code, or file data it maps). Under a memory cgroup a count rising while decoding means
+    /// the cap left too little room for the code the process runs, and it is rereading it.
+    public static func majorFaults() -> Int {
+        var u = rusage()
+        return getrusage(RUSAGE_SELF.rawValue, &u) == 0 ? Int(u.ru_majflt) : 0
+    }
+
     /// Peak resident set size of this process (VmHWM), in bytes, or nil where /proc is missing.
     public static func peakResidentBytes() -> Int? { procStatusKiB("VmHWM:").map { $0 * 1024 } }
 

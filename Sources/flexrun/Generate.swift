@@ -248,7 +248,8 @@ struct Generate: ParsableCommand {
         let busy = s.promptSeconds + s.decodeSeconds
         let overlap = s.bytesReadFromDisk > 0 && busy > 0 ? " (computing \(Int((100 * (1 - s.stallSeconds / busy)).rounded()))% of the time)" : ""
         lines.append("disk: \(ByteSize.format(s.bytesReadFromDisk)) read, \(ByteSize.format(Int(s.decodeBytesPerToken))) per decoded token, "
-                     + "prefetch stalls \(f(s.stallSeconds, 3)) s" + overlap + (s.replans > 0 ? ", re-planned \(s.replans)×" : ""))
+                     + "prefetch stalls \(f(s.stallSeconds, 3)) s" + overlap + (s.replans > 0 ? ", re-planned \(s.replans)×" : "")
+                     + ", \(s.decodeMajorFaults) major page faults while decoding")
         lines.append("stop: \(reason ?? s.stopReason.rawValue)")
         FileHandle.standardError.write(Data(lines.map { "flexrun: " + $0 }.joined(separator: "\n").appending("\n").utf8))
     }

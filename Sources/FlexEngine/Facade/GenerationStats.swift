@@ -15,6 +15,10 @@ public struct GenerationStats: Sendable, Equatable {
     public var bytesReadFromDisk = 0
     /// Of those, bytes read while decoding (after the prompt pass).
     public var decodeBytesRead = 0
+    /// The process's major page faults while this sequence decoded (after its prompt): under a
+    /// tight cgroup, code pages the kernel evicted and the process read back. More than a few
+    /// per token means the cap is squeezing the code, not the weights.
+    public var decodeMajorFaults = 0
     /// Time the forward pass waited for streamed weights (prefetch stalls).
     public var stallSeconds: Double = 0
     /// The memory cap in force at the end (nil: none).

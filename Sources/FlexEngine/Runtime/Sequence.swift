@@ -58,6 +58,7 @@ struct SequenceState {
     var stats = GenerationStats()
     var countersAtStart = StreamCounters()
     var countersAtDecode = StreamCounters()
+    var majorFaultsAtDecode = 0
 
     init(id: SequenceID, prompt: [Int32], parameters: GenerateParameters, slot: PagedKVCache.Slot, vocabulary: Int, capacity: Int) {
         self.id = id

@@ -517,6 +517,7 @@ public final class Session: @unchecked Sendable {
             if !sequences[k].decoding && sequences[k].consumed == sequences[k].prompt.count {
                 sequences[k].decoding = true
                 sequences[k].countersAtDecode = streamCounters
+                sequences[k].majorFaultsAtDecode = Platform.majorFaults()
             }
             if sequences[k].tokens.count >= sequences[k].parameters.maxTokens {
                 sequences[k].stop = .maxTokens; ended += 1; continue
@@ -602,6 +603,7 @@ public final class Session: @unchecked Sendable {
         let now = streamCounters
         s.stats.bytesReadFromDisk = now.bytesRead - s.countersAtStart.bytesRead
         s.stats.decodeBytesRead = s.decoding ? now.bytesRead - s.countersAtDecode.bytesRead : 0
+        s.stats.decodeMajorFaults = s.decoding ? Platform.majorFaults() - s.majorFaultsAtDecode : 0
         s.stats.stallSeconds = now.stallSeconds - s.countersAtStart.stallSeconds
         s.stats.memoryLimit = memoryLimit
         s.stats.replans = replanCount
