@@ -22,6 +22,9 @@ extension Prune {
         @Option(name: .long, help: "Budgets (blocks removed) to evaluate, e.g. 0,6,12,18 (default: 0 and every budget of the profiles, up to 24).")
         var budgets: String?
 
+        @Flag(name: .long, help: "Also measure how often each mask's greedy choice is the dense model's (top 1 and top 4): the acceptance a self-draft with those blocks skipped would see (two more passes per mask).")
+        var agreement = false
+
         @Option(name: .long, help: "Write the results as JSON.")
         var json: String?
 
@@ -34,7 +37,15 @@ extension Prune {
         @Argument(help: "Profiles written by flexrun prune analyze.")
         var profiles: [String]
 
-        struct Row: Codable { let method: String; let removed: Int; let blocks: [String]; let perplexity: Double; let calibrationPerplexity: Double? }
+        struct Row: Codable {
+            let method: String; let removed: Int; let blocks: [String]; let perplexity: Double; let calibrationPerplexity: Double?
+            /// Bytes of the removed blocks' parameters as stored (what a plan need not hold).
+            var parameterBytes: Int? = nil
+            /// With --agreement: share of positions where the mask's largest logit is the dense
+            /// model's, and where the dense choice is among the mask's four largest.
+            var agreement: Double? = nil
+            var agreementTop4: Double? = nil
+        }
         struct Output: Codable {
             let model: String, text: String, firstToken: Int, tokens: Int, context: Int, chunks: Int
             let dense: Double
@@ -83,7 +94,14 @@ extension Prune {
             var rows: [Row] = []
             for (i, job) in jobs.enumerated() {
                 let ppl = exp(try evaluator.loss(job.2, on: sample))
-                rows.append(Row(method: job.0, removed: job.1, blocks: job.2.skipped.sorted().map(\.description), perplexity: ppl, calibrationPerplexity: job.3))
+                var row = Row(method: job.0, removed: job.1, blocks: job.2.skipped.sorted().map(\.description), perplexity: ppl, calibrationPerplexity: job.3)
+                row.parameterBytes = job.2.skipped.reduce(0) { $0 + evaluator.parameterBytes($1) }
+                if agreement {
+                    let a = try evaluator.agreement(job.2, topK: 4, on: sample)
+                    row.agreement = a.top1
+                    row.agreementTop4 = a.topK
+                }
+                rows.append(row)
                 line.update(done: i + 2, total: jobs.count + 1, status: String(format: "%@ k=%d: %.3f", job.0, job.1, ppl))
             }
             line.finish()
@@ -117,6 +135,18 @@ extension Prune {
                 }.joined(separator: " | ") + " |\n"
             }
             s += "| analysis time | " + methods.map { m in o.analysisSeconds[m].map { String(format: "%.0f s", $0) } ?? "–" }.joined(separator: " | ") + " |\n"
+            if o.rows.contains(where: { $0.agreement != nil }) {
+                s += "\nGreedy agreement with the dense model (its choice is the mask's largest logit / among its four largest), "
+                    + "the acceptance a self-draft skipping those blocks would see; MiB removed in brackets.\n\n"
+                s += "| blocks removed | " + methods.joined(separator: " | ") + " |\n"
+                s += "|---|" + methods.map { _ in "---|" }.joined() + "\n"
+                for k in ks {
+                    s += "| \(k) | " + methods.map { m in
+                        guard let r = o.rows.first(where: { $0.method == m && $0.removed == k }), let a = r.agreement, let a4 = r.agreementTop4 else { return "–" }
+                        return String(format: "%.0f %% / %.0f %%", 100 * a, 100 * a4) + (r.parameterBytes.map { String(format: " (%.1f)", Double($0) / 1048576) } ?? "")
+                    }.joined(separator: " | ") + " |\n"
+                }
+            }
             return s
         }
 

@@ -22,6 +22,25 @@ import FlexFormat
         return ev.engine.textSample(text, first: first, count: chunks * context, context: context, scoreFrom: 4).0
     }
 
+    /// Self-draft acceptance: agreement is the share of positions whose greedy choices match,
+    /// itself everywhere, and the top-4 share holds at least the top-1 one.
+    @Test func agreementCountsMatchingGreedyChoices() throws {
+        let ev = try Self.evaluator()
+        let s = try Self.sample(ev)
+        let mask = BlockMask(skipping: [.init(.ffn, 1), .init(.attention, 2)])
+        let dense = try ev.greedyChoices(.none, on: s)
+        let masked = try ev.greedyChoices(mask, on: s)
+        #expect(dense.count == s.scoredTokens)
+        let same = Double(zip(dense, masked).filter { $0 == $1 }.count) / Double(dense.count)
+        let a = try ev.agreement(mask, on: s)
+        #expect(a.top1 == same)
+        #expect(a.top1 < 1, "the mask changes some choices, or this test could not fail")
+        #expect(a.topK >= a.top1)
+        #expect(try ev.agreement(mask, topK: 1, on: s).topK == a.top1)
+        #expect(try ev.agreement(.none, on: s) == (1, 1))
+        #expect(try ev.agreement(mask, reference: mask, on: s) == (1, 1))
+    }
+
     @Test func resumedPassesEqualFullPasses() throws {
         let ev = try Self.evaluator()
         let s = try Self.sample(ev)

@@ -44,6 +44,27 @@ import FlexSystem
         #expect(kind([6, 8, 6, 9, 6]) == .split)
     }
 
+    @Test func aStalledPassDoesNotMakeRowsLookFree() {
+        // In memory: a pass 10 ms, a drafted row 8 ms, half the drafts accepted: no draft pays.
+        var c = DraftLengthController(mode: .auto, maxDraft: 8)
+        c.record(seconds: 0.010, drafted: 0, accepted: 0)
+        for _ in 0..<10 { c.record(seconds: 0.010 + 2 * 0.008, drafted: 2, accepted: 1, kind: .long) }
+        #expect(c.length(.long) == 0)
+        // One plain pass stalls for 100 ms (a page fault): the drafted passes after it must not
+        // read as rows costing nothing.
+        c.record(seconds: 0.110, drafted: 0, accepted: 0)
+        #expect(c.passSeconds! < 0.0125)
+        for _ in 0..<3 { c.record(seconds: 0.010 + 2 * 0.008, drafted: 2, accepted: 1, kind: .long) }
+        #expect(c.rowSeconds! > 0.005)
+        #expect(c.length(.long) == 0)
+        // A lasting change still comes through: passes now take 40 ms (a slower disk), rows
+        // still 8 ms, and drafts pay.
+        for _ in 0..<12 { c.record(seconds: 0.040, drafted: 0, accepted: 0) }
+        #expect(c.passSeconds! > 0.035)
+        for _ in 0..<10 { c.record(seconds: 0.040 + 2 * 0.008, drafted: 2, accepted: 1, kind: .long) }
+        #expect(c.length(.long) > 0)
+    }
+
     @Test func eachKindOfMatchHasItsOwnAcceptance() {
         // A drafted row costs a fifth of a pass: a draft pays above 20 % acceptance. Agreed
         // matches start at 74 %, split ones at 9 % (the calibration split's figures).

@@ -20,6 +20,8 @@ public final class MaskEvaluator {
     public private(set) var passes = 0
     /// Scores already computed: sample fingerprint + mask → mean NLL.
     public var memo = Memo()
+    /// The reference's greedy choices per sample and mask, kept across ``agreement(_:reference:topK:on:)`` calls.
+    private var referenceChoices: [String: [Int]] = [:]
 
     /// The engine must run in memory (no limit), skip nothing, and hold a whole chunk with its
     /// scored logits in one pass (`batchSize` and `logitRows` ≥ the sample's context).
@@ -87,7 +89,12 @@ public final class MaskEvaluator {
     /// of that width over the draft's candidates would catch).
     public func agreement(_ mask: BlockMask, reference: BlockMask = .none, topK: Int = 4,
                           on sample: TextSample) throws(EngineError) -> (top1: Double, topK: Double) {
-        let wanted = try greedyChoices(reference, on: sample)
+        let key = Memo.key(sample, reference)
+        let wanted: [Int]
+        if let known = referenceChoices[key] { wanted = known } else {
+            wanted = try greedyChoices(reference, on: sample)
+            referenceChoices[key] = wanted
+        }
         var n = 0, hits = 0, near = 0
         for chunk in sample.chunks {
             _ = try pass(chunk, sample: sample, mask: mask, resumeAt: 0, probe: nil) { logits, _ in

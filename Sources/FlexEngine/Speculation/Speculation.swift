@@ -76,14 +76,22 @@ struct DraftLengthController: Sendable {
 
     /// Records a decode pass of one sequence: its duration, drafted rows (from which kind of
     /// match) and accepted drafts.
+    ///
+    /// A pass slowed by something else (a page fault under a tight cgroup, another process on
+    /// the core) says nothing about what a row costs, yet one such plain pass used to raise the
+    /// pass estimate enough that the next drafted passes measured rows as free: at a 100 % cap
+    /// `auto` then drafted like `lookup` and ran at 0.86× plain. So a sample counts for at most
+    /// twice the current estimate (a real change, the disk slowing down, still gets through in a
+    /// few passes), and a row never costs less than nothing.
     mutating func record(seconds: Double, drafted: Int, accepted: Int, kind: PromptLookup.Kind = .long) {
         let w = Self.weight
         if drafted == 0 {
-            passSeconds = passSeconds.map { $0 + w * (seconds - $0) } ?? seconds
+            passSeconds = passSeconds.map { $0 + w * (min(seconds, 2 * $0) - $0) } ?? seconds
             return
         }
         if let t1 = passSeconds {
-            let perRow = (seconds - t1) / Double(drafted)
+            let expected = t1 + Double(drafted) * (rowSeconds ?? t1)
+            let perRow = max(0, (min(seconds, 2 * expected) - t1) / Double(drafted))
             rowSeconds = rowSeconds.map { $0 + w * (perRow - $0) } ?? perRow
         }
         // Acceptance per drafted token, counting a rejection as the end of the chain (the
