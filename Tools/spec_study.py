@@ -71,6 +71,9 @@ def main():
                         device=sweep.whole_disk(a.model))
     if os.geteuid() != 0:
         raise SystemExit("spec_study: run as root (cgroups and drop_caches need it)")
+    # SIGTERM unwinds like Ctrl-C, so the `finally` clauses remove the child cgroups (as sweep.py).
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.makedirs(a.out, exist_ok=True)
     size = os.path.getsize(a.model)
     overhead = sweep.peer_overhead(a.peer_python, a.timeout) if a.peer_python else 0
