@@ -23,9 +23,10 @@ public enum SpeculationMode: String, Sendable, CaseIterable {
 /// average for a pass costing t₁ + k·Δ. The length maximising tokens per second wins, and zero
 /// wins when no draft beats a plain pass (1 / t₁), so `auto` turns itself off in memory when
 /// acceptance is low and drafts freely when a pass is bound by the disk. Matches of different
-/// ``PromptLookup/Kind``s are accepted at very different rates (99 % to 3 %), so each kind has
-/// its own α, starting from what the calibration split measured: under a cap even short matches pay, in
-/// memory usually only agreed and long ones, and split ones almost never. Every `probeEvery`
+/// ``PromptLookup/Kind``s are accepted at very different rates (95 % to 4 %), so each kind has
+/// its own α, starting from what the calibration split measured: under a cap even short
+/// matches pay, in memory usually only agreed and long ones, and split ones almost never.
+/// Every `probeEvery`
 /// matches of a kind that drew no draft, one short draft is tried, so the estimates follow a
 /// changing cap and text.
 struct DraftLengthController: Sendable {
