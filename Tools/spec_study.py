@@ -64,11 +64,7 @@ def main():
     a = ap.parse_args()
     throttle = {}
     if a.read_bps:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", a.read_bps.strip().upper())
-        if not m:
-            raise SystemExit("spec_study: --read-bps must look like 300M")
-        throttle = dict(read_bps=int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]),
-                        device=sweep.whole_disk(a.model))
+        throttle = dict(read_bps=sweep.parse_rate(a.read_bps, "spec_study"), device=sweep.whole_disk(a.model))
     if os.geteuid() != 0:
         raise SystemExit("spec_study: run as root (cgroups and drop_caches need it)")
     # SIGTERM unwinds like Ctrl-C, so the `finally` clauses remove the child cgroups (as sweep.py).

@@ -117,6 +117,14 @@ class Cgroup:
                     time.sleep(0.1)
 
 
+def parse_rate(text, tool):
+    """Bytes per second from --read-bps text such as 100M (K, M, G: binary multiples)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", text.strip().upper())
+    if not m:
+        raise SystemExit(f"{tool}: --read-bps must look like 100M")
+    return int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
+
+
 def whole_disk(path):
     """MAJ:MIN of the disk holding `path` (the throttle applies to whole disks, not partitions)."""
     st = os.stat(path)
@@ -368,10 +376,7 @@ def main():
     read_bps = None
     device = None
     if a.read_bps:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]?)", a.read_bps.strip().upper())
-        if not m:
-            raise SystemExit("sweep: --read-bps must look like 100M")
-        read_bps = int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
+        read_bps = parse_rate(a.read_bps, "sweep")
         device = whole_disk(a.model)
         print(f"sweep: disk reads throttled to {a.read_bps}/s on {device}", file=sys.stderr)
     throttle = dict(read_bps=read_bps, device=device)

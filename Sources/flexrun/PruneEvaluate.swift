@@ -126,25 +126,25 @@ extension Prune {
             var s = "Held-out perplexity on tokens \(o.firstToken)..<\(o.firstToken + o.tokens) of `\(o.text)` "
                 + "(\(o.chunks) chunks of \(o.context), llama-perplexity procedure); dense: \(String(format: "%.3f", o.dense)). "
                 + "In brackets: calibration perplexity from the profile.\n\n"
-            s += "| blocks removed | " + methods.joined(separator: " | ") + " |\n"
-            s += "|---|" + methods.map { _ in "---|" }.joined() + "\n"
-            for k in ks {
-                s += "| \(k) | " + methods.map { m in
-                    guard let r = o.rows.first(where: { $0.method == m && $0.removed == k }) else { return "–" }
-                    return String(format: "%.2f", r.perplexity) + (r.calibrationPerplexity.map { String(format: " (%.2f)", $0) } ?? "")
-                }.joined(separator: " | ") + " |\n"
+            /// A grid of blocks removed by method: `cell` formats a row, "–" where there is none.
+            func grid(_ cell: (Row) -> String?) -> String {
+                var g = "| blocks removed | " + methods.joined(separator: " | ") + " |\n"
+                g += "|---|" + methods.map { _ in "---|" }.joined() + "\n"
+                for k in ks {
+                    g += "| \(k) | " + methods.map { m in
+                        o.rows.first(where: { $0.method == m && $0.removed == k }).flatMap(cell) ?? "–"
+                    }.joined(separator: " | ") + " |\n"
+                }
+                return g
             }
+            s += grid { r in String(format: "%.2f", r.perplexity) + (r.calibrationPerplexity.map { String(format: " (%.2f)", $0) } ?? "") }
             s += "| analysis time | " + methods.map { m in o.analysisSeconds[m].map { String(format: "%.0f s", $0) } ?? "–" }.joined(separator: " | ") + " |\n"
             if o.rows.contains(where: { $0.agreement != nil }) {
                 s += "\nGreedy agreement with the dense model (its choice is the mask's largest logit / among its four largest), "
                     + "the acceptance a self-draft skipping those blocks would see; MiB removed in brackets.\n\n"
-                s += "| blocks removed | " + methods.joined(separator: " | ") + " |\n"
-                s += "|---|" + methods.map { _ in "---|" }.joined() + "\n"
-                for k in ks {
-                    s += "| \(k) | " + methods.map { m in
-                        guard let r = o.rows.first(where: { $0.method == m && $0.removed == k }), let a = r.agreement, let a4 = r.agreementTop4 else { return "–" }
-                        return String(format: "%.0f %% / %.0f %%", 100 * a, 100 * a4) + (r.parameterBytes.map { String(format: " (%.1f)", Double($0) / 1048576) } ?? "")
-                    }.joined(separator: " | ") + " |\n"
+                s += grid { r in
+                    guard let a = r.agreement, let a4 = r.agreementTop4 else { return nil }
+                    return String(format: "%.0f %% / %.0f %%", 100 * a, 100 * a4) + (r.parameterBytes.map { String(format: " (%.1f)", Double($0) / 1048576) } ?? "")
                 }
             }
             return s
